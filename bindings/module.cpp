@@ -1,0 +1,172 @@
+// The pybind11 module apportion._core: thin wrappers that check buffers, allocate outputs,
+// release the GIL and call the CPU core (or report what the CUDA build offers). The Python
+// layer (python/apportion) validates shapes and dtypes before calling in; these checks are the
+// second line of defence.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "../cpp/problem.hpp"
+#include "../cpp/solvers.hpp"
+#include "../cpp/thread_pool.hpp"
+
+#ifdef APPORTION_WITH_CUDA
+#include "../cuda/device.hpp"
+#endif
+
+namespace py = pybind11;
+using namespace apportion;
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+void require_c_contiguous(const py::array& a, const char* name) {
+  require((a.flags() & py::array::c_style) != 0,
+          std::string(name) + ": expected a C-contiguous array (internal error in the Python layer)");
+}
+
+// The arrays a batched solve reads, checked for shape, dtype and layout.
+struct BatchArgs {
+  py::array values, costs, budgets, mask;
+  std::int64_t b = 0, n = 0, k = 0;
+  std::int64_t cost_stride_batch = 0, cost_stride_item = 0, cost_elements = 0;
+  bool has_mask = false;
+
+  BatchArgs(py::array v, py::array c, py::array bud, py::object m)
+      : values(std::move(v)), costs(std::move(c)), budgets(std::move(bud)) {
+    require(values.ndim() == 3, "values: expected a 3-d array (B,N,K)");
+    require(costs.ndim() == 3, "costs: expected a 3-d array (B|1, N|1, K)");
+    b = values.shape(0);
+    n = values.shape(1);
+    k = values.shape(2);
+    require(b > 0 && n > 0 && k > 0, "values: B, N and K must all be positive");
+    require(k <= (1 << 30), "values: K is too large");
+    const std::int64_t cb = costs.shape(0), cn = costs.shape(1);
+    require((cb == 1 || cb == b) && (cn == 1 || cn == n) && costs.shape(2) == k,
+            "costs: shape does not broadcast against values (B,N,K)");
+    require(values.dtype().is(costs.dtype()), "values and costs must share one dtype");
+    require_c_contiguous(values, "values");
+    require_c_contiguous(costs, "costs");
+    cost_stride_item = cn == 1 ? 0 : k;
+    cost_stride_batch = cb == 1 ? 0 : cn * k;
+    cost_elements = cb * cn * k;
+    require(budgets.ndim() == 1 && budgets.shape(0) == b, "budget: expected shape (B,)");
+    require(budgets.dtype().is(py::dtype::of<double>()), "budget: expected float64");
+    require_c_contiguous(budgets, "budget");
+    if (!m.is_none()) {
+      mask = m.cast<py::array>();
+      require(mask.ndim() == 3 && mask.shape(0) == b && mask.shape(1) == n && mask.shape(2) == k,
+              "mask: expected the shape of values (B,N,K)");
+      require(mask.dtype().is(py::dtype::of<std::uint8_t>()) || mask.dtype().is(py::dtype::of<bool>()),
+              "mask: expected a bool or uint8 array");
+      require_c_contiguous(mask, "mask");
+      has_mask = true;
+    }
+  }
+
+  template <class T>
+  BatchView<T> view(double value_sign) const {
+    BatchView<T> p;
+    p.values = static_cast<const T*>(values.data());
+    p.costs = static_cast<const T*>(costs.data());
+    p.cost_stride_batch = cost_stride_batch;
+    p.cost_stride_item = cost_stride_item;
+    p.mask = has_mask ? static_cast<const std::uint8_t*>(mask.data()) : nullptr;
+    p.budgets = static_cast<const double*>(budgets.data());
+    p.b = b;
+    p.n = n;
+    p.k = k;
+    p.value_sign = value_sign;
+    return p;
+  }
+};
+
+// Output arrays of a batched solve, returned to Python as a tuple.
+struct BatchResults {
+  py::array_t<std::int64_t> choice;
+  py::array_t<double> value, cost, bound, shadow_price, min_budget;
+  py::array_t<std::int8_t> status;
+
+  BatchResults(std::int64_t b, std::int64_t n)
+      : choice({b, n}), value(b), cost(b), bound(b), shadow_price(b), min_budget(b), status(b) {}
+
+  BatchOutput output() {
+    BatchOutput o;
+    o.choice = choice.mutable_data();
+    o.value = value.mutable_data();
+    o.cost = cost.mutable_data();
+    o.bound = bound.mutable_data();
+    o.shadow_price = shadow_price.mutable_data();
+    o.min_budget = min_budget.mutable_data();
+    o.status = status.mutable_data();
+    return o;
+  }
+
+  py::tuple to_tuple() const {
+    return py::make_tuple(choice, value, cost, bound, shadow_price, min_budget, status);
+  }
+};
+
+// Calls solver<T> with T matching the dtype of values; the GIL is released while it runs.
+template <template <class> class Solver, class... Extra>
+py::tuple dispatch_batch(const BatchArgs& a, double value_sign, Extra&&... extra) {
+  BatchResults r(a.b, a.n);
+  BatchOutput o = r.output();
+  if (a.values.dtype().is(py::dtype::of<double>())) {
+    BatchView<double> p = a.view<double>(value_sign);
+    py::gil_scoped_release release;
+    check_batch(p, a.cost_elements);
+    Solver<double>::run(p, o, extra...);
+  } else if (a.values.dtype().is(py::dtype::of<float>())) {
+    BatchView<float> p = a.view<float>(value_sign);
+    py::gil_scoped_release release;
+    check_batch(p, a.cost_elements);
+    Solver<float>::run(p, o, extra...);
+  } else {
+    throw py::type_error("values: expected float32 or float64");
+  }
+  return r.to_tuple();
+}
+
+template <class T>
+struct LagrangianSolver {
+  static void run(const BatchView<T>& p, const BatchOutput& o, int threads) {
+    solve_lagrangian(p, o, threads);
+  }
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "apportion native core (CPU; CUDA where built). Use the Python API in apportion.";
+
+  m.def(
+      "lagrangian",
+      [](py::array values, py::array costs, py::array budgets, py::object mask, double value_sign,
+         int threads) {
+        BatchArgs a(std::move(values), std::move(costs), std::move(budgets), std::move(mask));
+        return dispatch_batch<LagrangianSolver>(a, value_sign, threads);
+      },
+      py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
+      py::arg("value_sign"), py::arg("threads"),
+      "Batched Lagrangian solve. Returns (choice, value, cost, bound, shadow_price, min_budget, "
+      "status).");
+
+  m.def("num_threads", [] { return ThreadPool::instance().size(); },
+        "Threads of the native pool, the calling thread included.");
+
+#ifdef APPORTION_WITH_CUDA
+  m.def("built_with_cuda", [] { return true; });
+  m.def("cuda_device_count", [] { return cuda_device_count(); },
+        "CUDA devices visible; 0 when no driver or device is present.");
+#else
+  m.def("built_with_cuda", [] { return false; });
+  m.def("cuda_device_count", [] { return 0; });
+#endif
+}

@@ -1,0 +1,351 @@
+#include "frontier.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "thread_pool.hpp"
+
+namespace apportion {
+
+namespace {
+
+// Option indices 0..k-1 ordered by cost (ties by index) into `order`.
+template <class Cost>
+void sort_by_cost(std::int64_t k, Cost cost, std::int32_t* order) {
+  for (std::int32_t j = 0; j < k; ++j) order[j] = j;
+  auto before = [&](std::int32_t a, std::int32_t b) {
+    const double ca = cost(a), cb = cost(b);
+    return ca < cb || (ca == cb && a < b);
+  };
+  if (k <= 16) {  // insertion sort: K is usually small
+    for (std::int32_t a = 1; a < k; ++a) {
+      const std::int32_t x = order[a];
+      std::int32_t b = a - 1;
+      while (b >= 0 && before(x, order[b])) {
+        order[b + 1] = order[b];
+        --b;
+      }
+      order[b + 1] = x;
+    }
+  } else {
+    std::sort(order, order + k, before);
+  }
+}
+
+// Builds item i's Pareto list and hull, visiting its options in cost order `order`.
+template <class T>
+void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, const std::int32_t* order) {
+  const std::int64_t k = p.k, base = i * k;
+  std::int32_t* opt = &f.option[base];
+  double* cost = &f.cost[base];
+  double* value = &f.value[base];
+  // Pareto filter: keep an option only if it is worth strictly more than every cheaper one;
+  // at equal cost the most valuable (first by index on ties) stands for the group.
+  // Branch-free: random values make these comparisons unpredictable.
+  const T* vrow = p.values + base;
+  const T* crow = p.costs + i * p.cost_stride_item;
+  const std::uint8_t* mrow = p.mask ? p.mask + base : nullptr;
+  const double sign = p.value_sign;
+  std::int32_t c = 0;
+  double last_cost = -1.0, last_value = -INFINITY;
+  for (std::int64_t a = 0; a < k; ++a) {
+    const std::int32_t j = order[a];
+    const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
+    const bool keep = (mrow == nullptr || mrow[j] != 0) && v > last_value;
+    c -= static_cast<std::int32_t>(keep && w == last_cost);  // same cost, more value: replace
+    opt[c] = j;
+    cost[c] = w;
+    value[c] = v;
+    c += static_cast<std::int32_t>(keep);
+    last_cost = keep ? w : last_cost;
+    last_value = keep ? v : last_value;
+  }
+  if (c == 0) {
+    throw std::invalid_argument("mask: item " + std::to_string(i) +
+                                " has no allowed option; allow at least one per item");
+  }
+  f.count[i] = c;
+  // Upper concave hull over the Pareto list (monotone chain); collinear points are dropped
+  // so that hull slopes strictly decrease.
+  std::int32_t* h = &f.hull[base];
+  std::int32_t hc = 0;
+  for (std::int32_t a = 0; a < c; ++a) {
+    while (hc >= 2) {
+      const double w0 = cost[h[hc - 2]], v0 = value[h[hc - 2]];
+      const double w1 = cost[h[hc - 1]], v1 = value[h[hc - 1]];
+      if ((v1 - v0) * (cost[a] - w1) <= (value[a] - v1) * (w1 - w0)) {
+        --hc;
+      } else {
+        break;
+      }
+    }
+    h[hc++] = a;
+  }
+  f.hull_count[i] = hc;
+}
+
+}  // namespace
+
+template <class T>
+void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads) {
+  f.n = p.n;
+  f.k = p.k;
+  const std::size_t nk = static_cast<std::size_t>(p.n * p.k);
+  if (f.option.size() < nk) {
+    f.option.resize(nk);
+    f.cost.resize(nk);
+    f.value.resize(nk);
+    f.hull.resize(nk);
+  }
+  if (f.count.size() < static_cast<std::size_t>(p.n)) {
+    f.count.resize(p.n);
+    f.hull_count.resize(p.n);
+  }
+  // Shared tier costs have one cost order for all items: sort it once.
+  const bool shared_costs = p.cost_stride_item == 0;
+  std::vector<std::int32_t> shared_order;
+  if (shared_costs) {
+    shared_order.resize(p.k);
+    sort_by_cost(p.k, [&](std::int32_t j) { return p.cost(0, j); }, shared_order.data());
+  }
+  auto range = [&](std::int64_t begin, std::int64_t end) {
+    std::vector<std::int32_t> order;
+    if (!shared_costs) order.resize(p.k);
+    for (std::int64_t i = begin; i < end; ++i) {
+      if (!shared_costs) sort_by_cost(p.k, [&](std::int32_t j) { return p.cost(i, j); }, order.data());
+      build_item(p, f, i, shared_costs ? shared_order.data() : order.data());
+    }
+  };
+  // Threads pay off only for large instances; each chunk owns its items' slots.
+  if (threads > 1 && p.n * p.k >= (1 << 16)) {
+    parallel_for(p.n, 1024, threads, range);
+  } else {
+    range(0, p.n);
+  }
+}
+
+template void build_frontiers<float>(const InstanceView<float>&, ItemFrontiers&, int);
+template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers&, int);
+
+double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
+  // lambda = 0 with an unbounded budget must not produce 0 * inf.
+  double total = lambda > 0.0 ? lambda * budget : 0.0;
+  for (std::int64_t i = 0; i < f.n; ++i) {
+    const std::int64_t base = i * f.k;
+    double best = -INFINITY;
+    for (std::int32_t h = 0; h < f.hull_count[i]; ++h) {
+      const std::int32_t q = f.hull[base + h];
+      best = std::max(best, f.value[base + q] - lambda * f.cost[base + q]);
+    }
+    total += best;
+  }
+  return total;
+}
+
+void allocation_totals(const ItemFrontiers& f, const std::vector<std::int32_t>& position,
+                       double& total_cost, double& total_value) {
+  CompensatedSum cost, value;
+  for (std::int64_t i = 0; i < f.n; ++i) {
+    cost.add(f.pcost(i, position[i]));
+    value.add(f.pvalue(i, position[i]));
+  }
+  total_cost = cost.value();
+  total_value = value.value();
+}
+
+bool restore_budget(const ItemFrontiers& f, std::vector<std::int32_t>& position, double budget,
+                    double& total_cost, double& total_value) {
+  allocation_totals(f, position, total_cost, total_value);
+  while (total_cost > budget) {
+    std::int64_t worst = -1;
+    double best_ratio = INFINITY;
+    for (std::int64_t i = 0; i < f.n; ++i) {
+      const std::int32_t p = position[i];
+      if (p == 0) continue;
+      const double ratio = (f.pvalue(i, p) - f.pvalue(i, p - 1)) / (f.pcost(i, p) - f.pcost(i, p - 1));
+      if (ratio < best_ratio) {
+        best_ratio = ratio;
+        worst = i;
+      }
+    }
+    if (worst < 0) return false;
+    --position[worst];
+    allocation_totals(f, position, total_cost, total_value);
+  }
+  return true;
+}
+
+void write_choice(const ItemFrontiers& f, const std::vector<std::int32_t>& position,
+                  std::int64_t* choice) {
+  for (std::int64_t i = 0; i < f.n; ++i) choice[i] = f.option[i * f.k + position[i]];
+}
+
+LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace& ws) {
+  LpRelaxation lp;
+  const std::int64_t n = f.n, k = f.k;
+  ws.position.assign(n, 0);
+  ws.taken.assign(n, 0);
+  CompensatedSum base_cost;
+  double total_dcost = 0.0;
+  std::size_t m = 0;
+  for (std::int64_t i = 0; i < n; ++i) m += f.hull_count[i] - 1;
+  ws.increments.resize(m);
+  m = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t base = i * k;
+    base_cost.add(f.cost[base]);  // Pareto position 0 is the cheapest hull point
+    for (std::int32_t h = 0; h + 1 < f.hull_count[i]; ++h) {
+      const std::int32_t a = f.hull[base + h], b = f.hull[base + h + 1];
+      const double dw = f.cost[base + b] - f.cost[base + a];
+      const double dv = f.value[base + b] - f.value[base + a];
+      ws.increments[m++] = HullIncrement{dv / dw, dw, static_cast<std::int32_t>(i), h};
+      total_dcost += dw;
+    }
+  }
+  lp.min_cost = base_cost.value();
+  if (!(lp.min_cost <= budget)) {
+    lp.feasible = false;
+    lp.bound = kNaN;
+    lp.lambda = kNaN;
+    return lp;
+  }
+  double rem = budget - lp.min_cost;
+  HullIncrement* inc = ws.increments.data();
+  // Taken steps are a prefix of each item's hull (slopes fall along it), though a group may
+  // list an item's steps in any order.
+  auto take = [&](const HullIncrement& x) {
+    ws.taken[x.item] = std::max(ws.taken[x.item], x.step + 1);
+  };
+
+  if (total_dcost <= rem) {  // the budget does not bind: every item at its best option
+    for (std::size_t a = 0; a < m; ++a) take(inc[a]);
+    lp.lambda = 0.0;
+    lp.integral = true;
+  } else {
+    // Weighted quickselect. Invariant: the dcost in [lo, hi) exceeds rem, so the break
+    // increment lies in the range; everything before lo is taken.
+    std::size_t lo = 0, hi = m;
+    for (;;) {
+      const double s0 = inc[lo].slope, s1 = inc[lo + (hi - lo) / 2].slope, s2 = inc[hi - 1].slope;
+      const double pivot = std::max(std::min(s0, s1), std::min(std::max(s0, s1), s2));
+      // Three-way partition: greater [lo, g), equal [g, e), less [e, hi).
+      std::size_t g = lo, a = lo, e = hi;
+      while (a < e) {
+        if (inc[a].slope > pivot) {
+          std::swap(inc[a++], inc[g++]);
+        } else if (inc[a].slope < pivot) {
+          std::swap(inc[a], inc[--e]);
+        } else {
+          ++a;
+        }
+      }
+      double sum_greater = 0.0, sum_equal = 0.0;
+      for (std::size_t x = lo; x < g; ++x) sum_greater += inc[x].dcost;
+      if (sum_greater > rem) {
+        hi = g;
+        continue;
+      }
+      for (std::size_t x = g; x < e; ++x) sum_equal += inc[x].dcost;
+      for (std::size_t x = lo; x < g; ++x) take(inc[x]);
+      rem -= sum_greater;
+      if (sum_equal > rem) {
+        // The break lies among increments of slope == pivot. Take those that fit, by item,
+        // keeping each item's taken steps a prefix of its hull.
+        std::sort(inc + g, inc + e, [](const HullIncrement& x, const HullIncrement& y) {
+          return x.item != y.item ? x.item < y.item : x.step < y.step;
+        });
+        for (std::size_t x = g; x < e; ++x) {
+          if (ws.taken[inc[x].item] != inc[x].step) continue;
+          if (inc[x].dcost <= rem) {
+            take(inc[x]);
+            rem -= inc[x].dcost;
+          } else if (lp.break_item < 0) {
+            lp.break_item = inc[x].item;
+          }
+        }
+        lp.lambda = pivot;
+        break;
+      }
+      for (std::size_t x = g; x < e; ++x) take(inc[x]);
+      rem -= sum_equal;
+      lo = e;
+    }
+  }
+  for (std::int64_t i = 0; i < n; ++i) ws.position[i] = f.hull[i * k + ws.taken[i]];
+  lp.bound = lagrangian_bound(f, lp.lambda, budget);
+  return lp;
+}
+
+bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const LagrangianWorkspace& ws,
+                    double budget, std::vector<std::int32_t>& position) {
+  // Bounded work: this is a heuristic beside the other rounding, not a search.
+  constexpr int kMaxDowngrades = 64;
+  const std::int64_t bi = lp.break_item;
+  if (bi < 0) return false;
+  auto hull_pos = [&](std::int64_t i, std::int32_t step) { return f.hull[i * f.k + step]; };
+  std::vector<std::int32_t> steps(ws.taken.begin(), ws.taken.begin() + f.n);
+  if (steps[bi] + 1 >= f.hull_count[bi]) return false;
+  ++steps[bi];
+  double total = 0.0;
+  for (std::int64_t i = 0; i < f.n; ++i) total += f.pcost(i, hull_pos(i, steps[i]));
+  for (int d = 0; total > budget; ++d) {
+    if (d == kMaxDowngrades) return false;
+    std::int64_t flattest = -1;
+    double flattest_slope = INFINITY;
+    for (std::int64_t i = 0; i < f.n; ++i) {
+      if (i == bi || steps[i] == 0) continue;
+      const std::int32_t a = hull_pos(i, steps[i] - 1), b = hull_pos(i, steps[i]);
+      const double slope = (f.pvalue(i, b) - f.pvalue(i, a)) / (f.pcost(i, b) - f.pcost(i, a));
+      if (slope < flattest_slope) {
+        flattest_slope = slope;
+        flattest = i;
+      }
+    }
+    if (flattest < 0) return false;
+    total -= f.pcost(flattest, hull_pos(flattest, steps[flattest])) -
+             f.pcost(flattest, hull_pos(flattest, steps[flattest] - 1));
+    --steps[flattest];
+  }
+  position.resize(f.n);
+  for (std::int64_t i = 0; i < f.n; ++i) position[i] = hull_pos(i, steps[i]);
+  return true;
+}
+
+double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
+                       double total_cost, double budget, int max_rounds,
+                       std::vector<Upgrade>& candidates) {
+  for (int round = 0; round < max_rounds; ++round) {
+    double leftover = budget - total_cost;
+    if (!(leftover > 0.0)) break;
+    // Each item's best upgrade within the leftover: Pareto entries rise in cost and value,
+    // so the last one that fits gains most.
+    candidates.clear();
+    for (std::int64_t i = 0; i < f.n; ++i) {
+      const std::int32_t p = position[i];
+      const double w0 = f.pcost(i, p);
+      std::int32_t q = p;
+      while (q + 1 < f.count[i] && f.pcost(i, q + 1) - w0 <= leftover) ++q;
+      if (q != p) candidates.push_back(Upgrade{f.pvalue(i, q) - f.pvalue(i, p), static_cast<std::int32_t>(i), q});
+    }
+    if (candidates.empty()) break;
+    std::sort(candidates.begin(), candidates.end(), [](const Upgrade& a, const Upgrade& b) {
+      return a.gain != b.gain ? a.gain > b.gain : a.item < b.item;
+    });
+    // Apply the largest gains that still fit; the next round revisits what did not.
+    bool applied = false;
+    for (const Upgrade& u : candidates) {
+      const double dw = f.pcost(u.item, u.to) - f.pcost(u.item, position[u.item]);
+      if (dw > leftover) continue;
+      position[u.item] = u.to;
+      leftover -= dw;
+      total_cost += dw;
+      applied = true;
+    }
+    if (!applied) break;
+  }
+  return total_cost;
+}
+
+}  // namespace apportion

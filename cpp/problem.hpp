@@ -1,0 +1,128 @@
+// Problem views and per-instance results shared by every solver.
+//
+// A batch is values (B,N,K) with row-major layout, costs addressed through strides so that
+// shared tier costs (K,) or per-item costs (N,K) need no copy (stride 0 broadcasts), an
+// optional mask (B,N,K) of allowed options, and one budget per instance. Inputs are read as
+// T (float or double); all arithmetic is in double.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#if defined(__CUDACC__)
+#define APPORTION_HD __host__ __device__
+#else
+#define APPORTION_HD
+#endif
+
+namespace apportion {
+
+enum Status : std::int8_t { kOptimal = 0, kFeasible = 1, kInfeasible = 2 };
+
+template <class T>
+struct InstanceView {
+  const T* values = nullptr;          // (N,K) row-major
+  const T* costs = nullptr;           // element (i,k) at costs[i * cost_stride_item + k]
+  std::int64_t cost_stride_item = 0;  // K, or 0 when all items share the tier costs
+  const std::uint8_t* mask = nullptr; // (N,K) or nullptr: every option allowed
+  std::int64_t n = 0, k = 0;
+  double budget = 0.0;
+  double value_sign = 1.0;            // -1 turns a loss into a value to maximise
+
+  APPORTION_HD double value(std::int64_t i, std::int64_t j) const {
+    return value_sign * static_cast<double>(values[i * k + j]);
+  }
+  APPORTION_HD double cost(std::int64_t i, std::int64_t j) const {
+    return static_cast<double>(costs[i * cost_stride_item + j]);
+  }
+  APPORTION_HD bool allowed(std::int64_t i, std::int64_t j) const {
+    return mask == nullptr || mask[i * k + j] != 0;
+  }
+};
+
+template <class T>
+struct BatchView {
+  const T* values = nullptr;
+  const T* costs = nullptr;
+  std::int64_t cost_stride_batch = 0;  // N*K, K or 0
+  std::int64_t cost_stride_item = 0;   // K or 0
+  const std::uint8_t* mask = nullptr;  // (B,N,K) or nullptr
+  const double* budgets = nullptr;     // (B,)
+  std::int64_t b = 0, n = 0, k = 0;
+  double value_sign = 1.0;
+
+  APPORTION_HD InstanceView<T> instance(std::int64_t idx) const {
+    InstanceView<T> v;
+    v.values = values + idx * n * k;
+    v.costs = costs + idx * cost_stride_batch;
+    v.cost_stride_item = cost_stride_item;
+    v.mask = mask ? mask + idx * n * k : nullptr;
+    v.n = n;
+    v.k = k;
+    v.budget = budgets[idx];
+    v.value_sign = value_sign;
+    return v;
+  }
+};
+
+// What a solver reports for one instance; the allocation is written beside it.
+struct InstanceResult {
+  double value = 0.0;         // sum of chosen values (in the maximisation sense)
+  double cost = 0.0;          // sum of chosen costs
+  double bound = 0.0;         // upper bound on the optimum (NaN when infeasible)
+  double shadow_price = 0.0;  // lambda*: value of one more unit of budget (NaN when infeasible)
+  double min_budget = 0.0;    // cost of the cheapest allocation
+  std::int8_t status = kFeasible;
+};
+
+// Solver outputs for a batch: arrays the caller owns, each indexed by instance.
+struct BatchOutput {
+  std::int64_t* choice = nullptr;  // (B,N)
+  double* value = nullptr;
+  double* cost = nullptr;
+  double* bound = nullptr;
+  double* shadow_price = nullptr;
+  double* min_budget = nullptr;
+  std::int8_t* status = nullptr;
+
+  void store(std::int64_t idx, const InstanceResult& r) const {
+    value[idx] = r.value;
+    cost[idx] = r.cost;
+    bound[idx] = r.bound;
+    shadow_price[idx] = r.shadow_price;
+    min_budget[idx] = r.min_budget;
+    status[idx] = r.status;
+  }
+};
+
+// Neumaier-compensated sum: totals and feasibility tests are decided on (nearly) exactly
+// rounded sums, not on an order-dependent running sum.
+struct CompensatedSum {
+  double sum = 0.0, carry = 0.0;
+  APPORTION_HD void add(double x) {
+    const double t = sum + x;
+    if ((sum >= 0 ? sum : -sum) >= (x >= 0 ? x : -x)) {
+      carry += (sum - t) + x;
+    } else {
+      carry += (x - t) + sum;
+    }
+    sum = t;
+  }
+  APPORTION_HD double value() const { return sum + carry; }
+};
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Relative tolerance under which a primal value and its bound count as equal.
+constexpr double kOptimalityTol = 1e-9;
+
+APPORTION_HD inline double optimality_slack(double value, double bound) {
+  double scale = 1.0;
+  if (value > scale) scale = value;
+  if (-value > scale) scale = -value;
+  if (bound > scale) scale = bound;
+  if (-bound > scale) scale = -bound;
+  return kOptimalityTol * scale;
+}
+
+}  // namespace apportion

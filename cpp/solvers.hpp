@@ -1,0 +1,81 @@
+// Batch entry points of the CPU core. Each solver is written once per instance; run_batch
+// launches it over the instances of a batch on the thread pool.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "problem.hpp"
+#include "thread_pool.hpp"
+
+namespace apportion {
+
+// Rejects NaN or infinite values (masked-out entries are ignored), NaN, infinite or negative
+// costs, and NaN budgets, naming the argument and the first offending position.
+template <class T>
+void check_batch(const BatchView<T>& p, std::int64_t cost_elements) {
+  const std::int64_t total = p.b * p.n * p.k;
+  for (std::int64_t x = 0; x < total; ++x) {
+    if (p.mask && !p.mask[x]) continue;
+    if (!std::isfinite(static_cast<double>(p.values[x]))) {
+      throw std::invalid_argument("values: entry " + std::to_string(x) +
+                                  " (flat index) is NaN or infinite; values must be finite");
+    }
+  }
+  for (std::int64_t x = 0; x < cost_elements; ++x) {
+    const double w = static_cast<double>(p.costs[x]);
+    if (!std::isfinite(w) || w < 0.0) {
+      throw std::invalid_argument("costs: entry " + std::to_string(x) + " (flat index) is " +
+                                  std::to_string(w) + "; costs must be finite and >= 0");
+    }
+  }
+  for (std::int64_t x = 0; x < p.b; ++x) {
+    if (std::isnan(p.budgets[x])) {
+      throw std::invalid_argument("budget: instance " + std::to_string(x) + " is NaN");
+    }
+  }
+}
+
+// Per-thread scratch of a solver, kept between calls so that small solves do not pay for
+// allocation; trimmed after a call that grew it past `kKeepWorkspaceBytes`.
+constexpr std::size_t kKeepWorkspaceBytes = std::size_t(32) << 20;
+
+template <class Workspace>
+Workspace& thread_workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
+template <class Workspace>
+void trim_workspace(Workspace& ws) {
+  if (ws.bytes() > kKeepWorkspaceBytes) ws = Workspace();
+}
+
+// Runs `solve_instance(instance_index, workspace)` over a batch: instances across threads
+// when the batch is large enough to share, otherwise one at a time with `threads` offered to
+// the instance itself (for its item-parallel phases).
+template <class Workspace, class Fn>
+void run_batch(std::int64_t batch, int threads, Fn&& solve_instance) {
+  const int pool = ThreadPool::instance().size();
+  const int usable = threads <= 0 ? pool : std::min(threads, pool);
+  if (batch >= 2 && usable >= 2) {
+    parallel_for(batch, 1, usable, [&](std::int64_t begin, std::int64_t end) {
+      Workspace& ws = thread_workspace<Workspace>();
+      for (std::int64_t b = begin; b < end; ++b) solve_instance(b, ws, 1);
+      trim_workspace(ws);
+    });
+  } else {
+    Workspace& ws = thread_workspace<Workspace>();
+    for (std::int64_t b = 0; b < batch; ++b) solve_instance(b, ws, usable);
+    trim_workspace(ws);
+  }
+}
+
+// method="lagrangian": LP by break slope, integer primal dropping the fractional increment,
+// repair of leftover budget; bound L(lambda*).
+template <class T>
+void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads);
+
+}  // namespace apportion

@@ -1,0 +1,106 @@
+#include "thread_pool.hpp"
+
+#include <algorithm>
+#include <exception>
+
+namespace apportion {
+
+namespace {
+thread_local bool tl_inside_pool = false;
+}
+
+ThreadPool& ThreadPool::instance() {
+  static ThreadPool pool(std::max(1u, std::thread::hardware_concurrency()) - 1);
+  return pool;
+}
+
+ThreadPool::ThreadPool(int workers) {
+  workers_.reserve(workers);
+  for (int w = 0; w < workers; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::run_chunks() {
+  for (;;) {
+    std::int64_t begin;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (next_ >= n_ || error_) return;
+      begin = next_;
+      next_ += chunk_;
+    }
+    try {
+      (*fn_)(begin, std::min(n_, begin + chunk_));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+}
+
+void ThreadPool::worker_loop(int worker_index) {
+  tl_inside_pool = true;
+  std::uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && worker_index < job_workers_); });
+      if (stopping_) return;
+      seen = generation_;
+    }
+    run_chunks();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--busy_workers_ == 0) done_.notify_all();
+    }
+  }
+}
+
+void ThreadPool::parallel_for(std::int64_t n, std::int64_t grain, int max_threads,
+                              const RangeFn& fn) {
+  if (n <= 0) return;
+  grain = std::max<std::int64_t>(1, grain);
+  int threads = max_threads <= 0 ? size() : std::min(max_threads, size());
+  threads = static_cast<int>(std::min<std::int64_t>(threads, (n + grain - 1) / grain));
+  std::unique_lock<std::mutex> submit(submit_mutex_, std::defer_lock);
+  if (threads <= 1 || tl_inside_pool || !submit.try_lock()) {
+    fn(0, n);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    fn_ = &fn;
+    n_ = n;
+    // A few chunks per thread balances uneven instances without much locking.
+    chunk_ = std::max(grain, (n + 4 * threads - 1) / (4 * threads));
+    next_ = 0;
+    job_workers_ = threads - 1;
+    busy_workers_ = threads - 1;
+    error_ = nullptr;
+    ++generation_;
+  }
+  wake_.notify_all();
+  tl_inside_pool = true;
+  run_chunks();
+  tl_inside_pool = false;
+  std::exception_ptr error;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return busy_workers_ == 0; });
+    job_workers_ = 0;
+    fn_ = nullptr;
+    error = error_;
+    error_ = nullptr;
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace apportion

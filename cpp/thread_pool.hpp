@@ -1,0 +1,62 @@
+// A small persistent thread pool: parallel_for over an index range, the caller taking part.
+//
+// Workers are started once and reused, so a call costs a wake-up, not a thread start: a
+// solve of a few microseconds can still be dispatched. Nested calls, and calls made while
+// another caller holds the pool, run serially on the calling thread instead of waiting.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace apportion {
+
+class ThreadPool {
+ public:
+  using RangeFn = std::function<void(std::int64_t begin, std::int64_t end)>;
+
+  static ThreadPool& instance();
+
+  // Threads available, the caller included.
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn over [0, n) in chunks of at least `grain`, on at most `max_threads` threads
+  // (<= 0: all). Returns when every chunk is done; the first exception is rethrown.
+  void parallel_for(std::int64_t n, std::int64_t grain, int max_threads, const RangeFn& fn);
+
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+ private:
+  explicit ThreadPool(int workers);
+  void worker_loop(int worker_index);
+  void run_chunks();
+
+  std::vector<std::thread> workers_;
+  std::mutex submit_mutex_;  // one job at a time; a second caller runs serially
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  std::uint64_t generation_ = 0;
+  bool stopping_ = false;
+
+  // The job in flight.
+  const RangeFn* fn_ = nullptr;
+  std::int64_t n_ = 0, chunk_ = 1;
+  int job_workers_ = 0;    // workers asked to take part
+  int busy_workers_ = 0;   // of those, still running
+  std::int64_t next_ = 0;  // next chunk start, guarded by mutex_
+  std::exception_ptr error_;
+};
+
+// Convenience: parallel_for on the shared pool.
+inline void parallel_for(std::int64_t n, std::int64_t grain, int max_threads,
+                         const ThreadPool::RangeFn& fn) {
+  ThreadPool::instance().parallel_for(n, grain, max_threads, fn);
+}
+
+}  // namespace apportion

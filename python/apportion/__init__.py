@@ -1,0 +1,47 @@
+"""apportion: budget-constrained assignment (multiple-choice knapsack) solvers.
+
+Given N items that must each take one of K options, a value and a cost per option, and a
+budget, find the allocation of greatest value that fits the budget.
+
+    >>> import numpy as np, apportion
+    >>> values = np.array([[0.0, 5.0, 6.0], [0.0, 3.0, 8.0]])
+    >>> sol = apportion.solve(values, costs=[0.0, 1.0, 3.0], budget=4.0)
+    >>> sol.choice.tolist(), sol.value
+    ([1, 2], 13.0)
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from . import _core
+from ._problem import Solution
+from .api import solve
+
+try:
+    __version__ = _version("apportion")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
+
+
+def cuda_built() -> bool:
+    """Whether the extension was compiled with the CUDA backend."""
+    return bool(_core.built_with_cuda())
+
+
+def cuda_device_count() -> int:
+    """CUDA devices visible to the extension (0 without a CUDA build, driver or GPU)."""
+    return int(_core.cuda_device_count())
+
+
+def cuda_available() -> bool:
+    """True when the CUDA backend is built and a GPU is present."""
+    return cuda_built() and cuda_device_count() > 0
+
+
+__all__ = [
+    "Solution",
+    "solve",
+    "cuda_available",
+    "cuda_built",
+    "cuda_device_count",
+    "__version__",
+]

@@ -1,0 +1,227 @@
+"""Input checking and normalisation shared by every solver, native and reference.
+
+`Problem` turns what a user passes (numpy arrays, lists, torch tensors, scalars) into the
+canonical batched form the native core reads, raising a `ValueError` or `TypeError` that names
+the argument and the fix. `Solution` is the result type of every solver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+STATUS_NAMES = np.array(["optimal", "feasible", "infeasible"])
+SENSES = ("max", "min")
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if _is_torch_tensor(x):
+        x = x.detach()
+        if x.device.type != "cpu":
+            x = x.cpu()
+        x = x.numpy()
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: could not be read as a numeric array ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+@dataclasses.dataclass
+class Problem:
+    """A batch of B multiple-choice knapsack instances in canonical form.
+
+    values: (B,N,K) float32/float64, C-contiguous, in the maximisation sense of `sense`
+        (the native core multiplies by `value_sign`; no copy is made for the sign).
+    costs: (Bc,Nc,K) with Bc in {1,B}, Nc in {1,N}, same dtype as values (broadcast by stride).
+    budget: (B,) float64.
+    mask: (B,N,K) bool or None.
+    batched: whether the caller passed a batch (outputs keep the batch axis).
+    """
+
+    values: np.ndarray
+    costs: np.ndarray
+    budget: np.ndarray
+    mask: Optional[np.ndarray]
+    sense: str
+    batched: bool
+    torch_device: Any = None  # the device of torch input, to return tensors there
+
+    @property
+    def value_sign(self) -> float:
+        return 1.0 if self.sense == "max" else -1.0
+
+    @property
+    def shape(self) -> tuple:
+        return self.values.shape
+
+    def dense_costs(self) -> np.ndarray:
+        """Costs broadcast to (B,N,K) float64 (a view where possible)."""
+        return np.broadcast_to(self.costs, self.values.shape).astype(np.float64, copy=False)
+
+    def signed_values(self) -> np.ndarray:
+        """Values (B,N,K) float64 in the maximisation sense."""
+        v = self.values.astype(np.float64, copy=False)
+        return v if self.sense == "max" else -v
+
+    def allowed(self) -> np.ndarray:
+        """Mask (B,N,K) bool with every option allowed where no mask was given."""
+        if self.mask is None:
+            return np.ones(self.values.shape, dtype=bool)
+        return self.mask
+
+
+def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: str = "max") -> Problem:
+    """Checks and normalises solver input; see `apportion.solve` for the accepted forms."""
+    if sense not in SENSES:
+        raise ValueError(f"sense: expected 'max' or 'min', got {sense!r}")
+    torch_device = values.device if _is_torch_tensor(values) else None
+    v = _to_numpy(values, "values")
+    c = _to_numpy(costs, "costs")
+    if v.ndim not in (2, 3):
+        raise ValueError(f"values: expected shape (N,K) or (B,N,K), got {v.shape}")
+    batched = v.ndim == 3
+    if not batched:
+        v = v[None]
+    B, N, K = v.shape
+    if B == 0:
+        raise ValueError("values: the batch is empty (B=0); pass at least one instance")
+    if N == 0:
+        raise ValueError("values: no items (N=0); pass at least one item")
+    if K == 0:
+        raise ValueError("values: no options (K=0); pass at least one option per item")
+    if c.ndim == 0 or c.ndim > v.ndim or (not batched and c.ndim == 3):
+        raise ValueError(
+            f"costs: expected shape (K,), (N,K)" + (" or (B,N,K)" if batched else "") +
+            f" matching values {tuple(v.shape[1:]) if not batched else v.shape}, got {c.shape}")
+    c = c.reshape((1,) * (3 - c.ndim) + c.shape)
+    if any(cd not in (1, vd) for cd, vd in zip(c.shape, v.shape)):
+        raise ValueError(
+            f"costs: shape {costs_shape(c, batched)} does not broadcast against values "
+            f"{v.shape if batched else v.shape[1:]}")
+    dtype = np.float32 if (v.dtype == np.float32 and c.dtype == np.float32) else np.float64
+    v = np.ascontiguousarray(v, dtype=dtype)
+    if c.shape[2] != K:
+        c = np.broadcast_to(c, (c.shape[0], c.shape[1], K))
+    c = np.ascontiguousarray(c, dtype=dtype)
+
+    b = _to_numpy(budget, "budget").astype(np.float64, copy=False)
+    if b.ndim == 0:
+        b = np.full(B, float(b))
+    elif not batched:
+        raise ValueError(f"budget: expected a scalar for unbatched values, got shape {b.shape}")
+    elif b.shape != (B,):
+        raise ValueError(f"budget: expected a scalar or shape ({B},), got {b.shape}")
+    else:
+        b = np.ascontiguousarray(b)
+    if np.isnan(b).any():
+        raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+
+    m = None
+    if mask is not None:
+        m = _to_numpy(mask, "mask")
+        if m.dtype != np.bool_:
+            if not np.isin(m, (0, 1)).all():
+                raise ValueError("mask: expected booleans (True = option allowed)")
+            m = m.astype(bool)
+        if not batched:
+            if m.ndim == 3:
+                raise ValueError(f"mask: expected the shape of values {v.shape[1:]}, got {m.shape}")
+            m = m[None] if m.ndim == 2 else m
+        try:
+            m = np.ascontiguousarray(np.broadcast_to(m, v.shape))
+        except ValueError:
+            raise ValueError(
+                f"mask: shape {m.shape} does not broadcast against values {v.shape}") from None
+        empty = ~m.any(axis=2)
+        if empty.any():
+            bi, ii = np.argwhere(empty)[0]
+            where = f"instance {bi}, item {ii}" if batched else f"item {ii}"
+            raise ValueError(f"mask: {where} has no allowed option; allow at least one per item")
+    return Problem(v, c, b, m, sense, batched, torch_device)
+
+
+def costs_shape(c: np.ndarray, batched: bool) -> tuple:
+    return c.shape if batched else c.shape[1:]
+
+
+@dataclasses.dataclass
+class Solution:
+    """The answer of a solver, with its evidence.
+
+    Batched input (values (B,N,K)) gives arrays with a leading batch axis; unbatched input
+    gives scalars and a (N,) choice.
+
+    Attributes:
+        choice: int64, (N,) or (B,N): the option chosen for each item.
+        value: total value of the choice (the loss, for sense="min").
+        cost: total cost of the choice, in the units of `costs`.
+        bound: a bound on the optimum: upper for "max", lower for "min" (NaN when infeasible).
+        gap: |bound - value| >= 0, in value units; 0 means proven optimal.
+        status: "optimal", "feasible" (within `gap` of the optimum) or "infeasible" (the
+            budget is below `min_budget`; `choice` is then the cheapest allocation).
+        shadow_price: lambda*, value gained (loss saved) per extra unit of budget.
+        min_budget: cost of the cheapest allocation.
+        method: the solver that produced this answer.
+        seconds: wall time of the call, validation included.
+        sense: "max" or "min".
+        info: solver-specific details (for example the integer scaling of a reference solver).
+    """
+
+    choice: Any
+    value: Any
+    cost: Any
+    bound: Any
+    gap: Any
+    status: Any
+    shadow_price: Any
+    min_budget: Any
+    method: str
+    seconds: float
+    sense: str = "max"
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def relative_gap(self):
+        """gap / max(1, |bound|): the fraction of the optimum that may still be missing."""
+        return self.gap / np.maximum(1.0, np.abs(self.bound))
+
+    @property
+    def optimal(self):
+        """True (per instance) where the answer is proven optimal."""
+        return np.asarray(self.status) == "optimal"
+
+
+def make_solution(problem: Problem, raw: tuple, method: str, started: float,
+                  info: Optional[dict] = None) -> Solution:
+    """Builds a Solution from native outputs (choice, value, cost, bound, shadow_price,
+    min_budget, status) given in the maximisation sense of the core."""
+    choice, value, cost, bound, shadow, min_budget, status = raw
+    sign = problem.value_sign
+    if sign < 0:
+        value = -value
+        bound = -bound
+    gap = np.abs(bound - value)
+    status_names = STATUS_NAMES[status]
+    if not problem.batched:
+        choice = choice[0]
+        value, cost, bound, gap = float(value[0]), float(cost[0]), float(bound[0]), float(gap[0])
+        shadow, min_budget = float(shadow[0]), float(min_budget[0])
+        status_names = str(status_names[0])
+    if problem.torch_device is not None:
+        import torch
+
+        choice = torch.from_numpy(np.asarray(choice)).to(problem.torch_device)
+    return Solution(choice, value, cost, bound, gap, status_names, shadow, min_budget, method,
+                    time.perf_counter() - started, problem.sense, info or {})
