@@ -10,6 +10,10 @@
 // (mu, pi) is dropped when dominated (another costs no more and is worth no less) or when its
 // bound pi + lambda (C - mu) cannot beat the incumbent. Enumeration stops when the next item's
 // smallest d exceeds every state's slack: no state can afford to move it, nor any later item.
+// States are pruned with a tighter bound than lambda: the items outside the core sit at their
+// LP options, so leftover budget buys value at most at the steepest untaken hull step among
+// them, and an overspend costs at least the flattest taken step (the LP of the items outside
+// the core is concave in its budget).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -35,6 +39,7 @@ struct ExactWorkspace {
   LagrangianWorkspace lagrangian;
   std::vector<std::int32_t> lp_position, best_position;
   std::vector<std::pair<double, std::int32_t>> order;  // (smallest d, item)
+  std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<CoreState> states, shifted, merged, scratch;
   std::vector<std::vector<CoreLink>> layers;
   std::vector<std::int32_t> layer_item;
@@ -112,13 +117,51 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         if (smallest < L - z - tol) ws.order.emplace_back(smallest, static_cast<std::int32_t>(i));
       }
       std::sort(ws.order.begin(), ws.order.end());
+      // Hull slopes around each item's LP option: the next step up and the step down to it.
+      auto up_slope = [&](std::int64_t i) {
+        const std::int32_t h = lw.taken[i];
+        if (h + 1 >= f.hull_count[i]) return 0.0;  // leftover budget may simply go unused
+        const std::int32_t a = f.hull[i * f.k + h], c = f.hull[i * f.k + h + 1];
+        return std::max(0.0, (f.pvalue(i, c) - f.pvalue(i, a)) / (f.pcost(i, c) - f.pcost(i, a)));
+      };
+      auto down_slope = [&](std::int64_t i) {
+        const std::int32_t h = lw.taken[i];
+        if (h == 0) return static_cast<double>(INFINITY);  // cannot get cheaper
+        const std::int32_t a = f.hull[i * f.k + h - 1], c = f.hull[i * f.k + h];
+        return (f.pvalue(i, c) - f.pvalue(i, a)) / (f.pcost(i, c) - f.pcost(i, a));
+      };
+      // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
+      double up_fixed = 0.0, down_fixed = static_cast<double>(INFINITY);
+      {
+        std::vector<char> in_order(f.n, 0);
+        for (const auto& e : ws.order) in_order[e.second] = 1;
+        for (std::int64_t i = 0; i < f.n; ++i) {
+          if (in_order[i]) continue;
+          up_fixed = std::max(up_fixed, up_slope(i));
+          down_fixed = std::min(down_fixed, down_slope(i));
+        }
+      }
+      const std::size_t m = ws.order.size();
+      ws.up_after.assign(m + 1, up_fixed);
+      ws.down_after.assign(m + 1, down_fixed);
+      for (std::size_t t = m; t-- > 1;) {
+        ws.up_after[t - 1] = std::max(ws.up_after[t], up_slope(ws.order[t].second));
+        ws.down_after[t - 1] = std::min(ws.down_after[t], down_slope(ws.order[t].second));
+      }
       ws.states.assign(1, CoreState{base_cost, base_value, -1, -1});
       ws.layers.clear();
       ws.layer_item.clear();
       std::size_t links = 0;
-      double best_bound = base_value + lambda * (C - base_cost);
+      double best_bound = base_value + lambda * (C - base_cost);  // lambda-bound: drives the stop
+      double best_tight = L;  // tight bound of the surviving states: the gap if stopped early
       bool complete = true;
-      for (const auto& entry : ws.order) {
+      for (std::size_t t = 0; t < m; ++t) {
+        const auto& entry = ws.order[t];
+        const double up = ws.up_after[t], down = ws.down_after[t];
+        auto tight_bound = [&](double cost, double value) {
+          const double leftover = C - cost;
+          return value + (leftover >= 0.0 ? up * leftover : down * leftover);
+        };
         const double slack = best_bound - z;
         if (entry.first >= slack - tol) break;  // no state can afford this item or later ones
         if (links >= limits.max_states ||
@@ -139,7 +182,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           for (std::size_t s = 0; s < ws.states.size(); ++s) {
             const CoreState& st = ws.states[s];
             const double cost = st.cost + dw, value = st.value + dv;
-            if (value + lambda * (C - cost) <= z + tol) continue;  // cannot beat the incumbent
+            if (tight_bound(cost, value) <= z + tol) continue;  // cannot beat the incumbent
             ws.shifted.push_back(CoreState{cost, value, static_cast<std::int32_t>(s), q});
           }
           if (first) {
@@ -175,10 +218,12 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         std::vector<CoreLink>& layer = ws.layers.back();
         ws.layer_item.push_back(i);
         ws.states.clear();
-        best_bound = -INFINITY;
+        best_bound = best_tight = -INFINITY;
         for (const CoreState& st : ws.merged) {
+          const double tight = tight_bound(st.cost, st.value);
+          if (tight <= z + tol) continue;
+          best_tight = std::max(best_tight, tight);
           const double bound = st.value + lambda * (C - st.cost);
-          if (bound <= z + tol) continue;
           ws.states.push_back(CoreState{st.cost, st.value, -1, -1});
           layer.push_back(CoreLink{st.parent, st.pos});
           best_bound = std::max(best_bound, bound);
@@ -189,7 +234,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       if (complete) {
         proven = true;
       } else {
-        upper = std::min(L, std::max(z, best_bound));
+        upper = std::min(L, std::max(z, best_tight));
       }
     }
     double total_cost, total_value;
