@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -46,6 +47,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="a smaller general workload and fewer budgets (seconds)")
     d.add_argument("--plot", default="apportion-demo.png", metavar="PATH",
                    help="where to write the PNG of loss against budget (default: %(default)s)")
+    d.add_argument("--no-plot", action="store_true", help="print the tables only")
     d.add_argument("--seed", type=int, default=0, help="seed of the general workload and of "
                    "the uniform policy's draw (default: %(default)s)")
 
@@ -293,7 +295,7 @@ def demo_tables(demo: Dict[str, Any]) -> List[Any]:
         t = Table(title="published setting at 25% premium: published figures (quoted, not "
                   "reproduced) beside ours (expected loss on the shipped 300-task CSV)",
                   title_justify="left")
-        t.add_column("published policy")
+        t.add_column("published policy", no_wrap=True)
         t.add_column("published loss", justify="right")
         t.add_column("vs difficulty-aware", justify="right")
         t.add_column("our policy")
@@ -350,20 +352,25 @@ def demo_plot(demo: Dict[str, Any], path: str) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    plot_dir = os.path.dirname(os.path.abspath(args.plot))
-    if not os.path.isdir(plot_dir):
-        raise UsageError(f"--plot: directory {plot_dir!r} does not exist")
-    if not args.plot.lower().endswith(".png"):
-        raise UsageError(f"--plot: expected a .png path, got {args.plot!r}")
+    if not args.no_plot:
+        plot_dir = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(plot_dir):
+            raise UsageError(f"--plot: directory {plot_dir!r} does not exist")
+        if not args.plot.lower().endswith(".png"):
+            raise UsageError(f"--plot: expected a .png path, got {args.plot!r}")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("demo: the plot needs matplotlib; pip install \"apportion[plot]\" "
+                             "or pass --no-plot")
     demo = run_demo(args.quick, args.seed)
-    console = Console(width=None if sys.stdout.isatty() else 110)
+    console = Console(width=None if sys.stdout.isatty() else 120)
     for t in demo_tables(demo):
         console.print(t)
         console.print()
     if not demo["exact"]:
         console.print("note: the exact solver (method=\"exact\") is not in this build, so the "
                       "'optimal' policy is not shown")
-    console.print(f"plot: {demo_plot(demo, args.plot)}")
+    if not args.no_plot:
+        console.print(f"plot: {demo_plot(demo, args.plot)}")
     return EXIT_OK
 
 
