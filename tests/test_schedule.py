@@ -39,6 +39,8 @@ def small_routings(draw, max_n=7, max_k=4):
     k = draw(st.integers(1, max_k))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     costs = rng.integers(0, 6, k).astype(float)
+    if draw(st.booleans()):
+        costs = costs * rng.random(k) * 1.3  # real-valued costs
     tiers = tuple(Tier(f"t{j}", c) for j, c in enumerate(costs))
     success = rng.random((n, k))
     if draw(st.booleans()):

@@ -437,6 +437,7 @@ def _priority(tasks: Tasks, w: np.ndarray, budget: float) -> np.ndarray:
         gains = tasks.consequence * (s[:, 1] - s[:, 0])
         heap = [(-g, i) for i, g in enumerate(gains) if g > 0]
         heapq.heapify(heap)
+    taken: List[int] = []
     while heap:
         _, i = heapq.heappop(heap)
         k = pos[i]
@@ -445,10 +446,13 @@ def _priority(tasks: Tasks, w: np.ndarray, budget: float) -> np.ndarray:
             continue  # remaining only shrinks and later steps cost more: no more upgrades
         remaining -= step
         pos[i] = k + 1
+        taken.append(i)
         if k + 2 < K:
             g = tasks.consequence[i] * (s[i, k + 2] - s[i, k + 1])
             if g > 0:
                 heapq.heappush(heap, (-g, i))
+    while taken and math.fsum(wc[pos]) > budget:  # rounding in `remaining`: undo the last
+        pos[taken.pop()] -= 1
     return order[pos]
 
 
@@ -465,10 +469,11 @@ def _uniform(n: int, w: np.ndarray, budget: float, seed: int) -> np.ndarray:
     if k + 1 < len(order):
         step = wc[k + 1] - wc[k]
         m = min(n, int(math.floor((budget - n * wc[k]) / step))) if step > 0 else n
-        while m > 0 and math.fsum([n * wc[k], m * step]) > budget:
-            m -= 1  # guard against rounding in the division
-        chosen = np.random.default_rng(seed).permutation(n)[:m]
-        pos[chosen] = k + 1
+        perm = np.random.default_rng(seed).permutation(n)
+        pos[perm[:m]] = k + 1
+        while m > 0 and math.fsum(wc[pos]) > budget:  # rounding in the division
+            m -= 1
+            pos[perm[m]] = k
     return order[pos]
 
 
