@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../cpp/dp.hpp"
 #include "../cpp/problem.hpp"
 #include "../cpp/solvers.hpp"
 #include "../cpp/thread_pool.hpp"
@@ -141,6 +142,37 @@ struct LagrangianSolver {
   }
 };
 
+template <class T>
+struct DpSolver {
+  static void run(const BatchView<T>& p, const BatchOutput& o, bool exact_spend, int threads) {
+    solve_dp(p, o, exact_spend, threads);
+  }
+};
+
+template <class T>
+struct ExactSolver {
+  static void run(const BatchView<T>& p, const BatchOutput& o, const ExactLimits& limits, int threads) {
+    solve_exact(p, o, limits, threads);
+  }
+};
+
+template <class T>
+py::tuple frontier_typed(const BatchArgs& a, double value_sign, bool exact_spend,
+                         const py::array_t<double>& at, int threads) {
+  const std::int64_t m = at.shape(0);
+  py::array_t<std::int64_t> choices({m, a.n});
+  FrontierOutput out;
+  {
+    const BatchView<T> batch = a.view<T>(value_sign);
+    py::gil_scoped_release release;
+    check_batch(batch, a.cost_elements);
+    dp_frontier(batch.instance(0), exact_spend, at.data(), m, choices.mutable_data(), out, threads);
+  }
+  py::array_t<double> best(static_cast<py::ssize_t>(out.best.size()));
+  std::copy(out.best.begin(), out.best.end(), best.mutable_data());
+  return py::make_tuple(best, out.base_cost, choices);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -157,6 +189,48 @@ PYBIND11_MODULE(_core, m) {
       py::arg("value_sign"), py::arg("threads"),
       "Batched Lagrangian solve. Returns (choice, value, cost, bound, shadow_price, min_budget, "
       "status).");
+
+  m.def(
+      "dp",
+      [](py::array values, py::array costs, py::array budgets, py::object mask, double value_sign,
+         bool exact_spend, int threads) {
+        BatchArgs a(std::move(values), std::move(costs), std::move(budgets), std::move(mask));
+        return dispatch_batch<DpSolver>(a, value_sign, exact_spend, threads);
+      },
+      py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
+      py::arg("value_sign"), py::arg("exact_spend"), py::arg("threads"),
+      "Batched dense DP over integer costs. Returns the tuple of lagrangian().");
+
+  m.def(
+      "exact",
+      [](py::array values, py::array costs, py::array budgets, py::object mask, double value_sign,
+         double time_limit, std::size_t max_states, int threads) {
+        BatchArgs a(std::move(values), std::move(costs), std::move(budgets), std::move(mask));
+        require(time_limit > 0, "time_limit: must be positive");
+        require(max_states > 0, "max_states: must be positive");
+        ExactLimits limits{time_limit, max_states};
+        return dispatch_batch<ExactSolver>(a, value_sign, limits, threads);
+      },
+      py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
+      py::arg("value_sign"), py::arg("time_limit"), py::arg("max_states"), py::arg("threads"),
+      "Batched exact core solve. Returns the tuple of lagrangian().");
+
+  m.def(
+      "frontier",
+      [](py::array values, py::array costs, py::array budgets, py::object mask, double value_sign,
+         bool exact_spend, py::array_t<double, py::array::c_style | py::array::forcecast> at,
+         int threads) {
+        BatchArgs a(std::move(values), std::move(costs), std::move(budgets), std::move(mask));
+        require(a.b == 1, "frontier: expected one instance");
+        require(at.ndim() == 1, "at: expected a 1-d array of budgets");
+        if (a.values.dtype().is(py::dtype::of<float>())) {
+          return frontier_typed<float>(a, value_sign, exact_spend, at, threads);
+        }
+        return frontier_typed<double>(a, value_sign, exact_spend, at, threads);
+      },
+      py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
+      py::arg("value_sign"), py::arg("exact_spend"), py::arg("at"), py::arg("threads"),
+      "One DP pass: (best value per budget cell, cheapest cost, choices at the budgets `at`).");
 
   m.def("num_threads", [] { return ThreadPool::instance().size(); },
         "Threads of the native pool, the calling thread included.");

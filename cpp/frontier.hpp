@@ -88,6 +88,12 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
 bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const LagrangianWorkspace& ws,
                     double budget, std::vector<std::int32_t>& position);
 
+// The integer primal of the Lagrangian path: from the LP's positions in ws.position (which it
+// overwrites), the better of the two roundings, each topped up by repair_upgrades. Leaves the
+// totals in total_cost and total_value.
+void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, LagrangianWorkspace& ws,
+                       double budget, double& total_cost, double& total_value);
+
 // L(lambda) = sum_i max_k (v_ik - lambda w_ik) + lambda C over the built frontiers.
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget);
 

@@ -12,6 +12,25 @@ namespace {
 constexpr int kRepairRounds = 4;
 }  // namespace
 
+void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, LagrangianWorkspace& ws,
+                       double budget, double& total_cost, double& total_value) {
+  restore_budget(f, ws.position, budget, total_cost, total_value);
+  if (lp.integral) return;
+  // Two roundings of the LP, each topped up with leftover upgrades; keep the better.
+  repair_upgrades(f, ws.position, total_cost, budget, kRepairRounds, ws.upgrades);
+  restore_budget(f, ws.position, budget, total_cost, total_value);
+  if (round_up_break(f, lp, ws, budget, ws.alternative)) {
+    double alt_cost, alt_value;
+    restore_budget(f, ws.alternative, budget, alt_cost, alt_value);
+    repair_upgrades(f, ws.alternative, alt_cost, budget, kRepairRounds, ws.upgrades);
+    if (restore_budget(f, ws.alternative, budget, alt_cost, alt_value) && alt_value > total_value) {
+      ws.position.swap(ws.alternative);
+      total_cost = alt_cost;
+      total_value = alt_value;
+    }
+  }
+}
+
 template <class T>
 void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads) {
   run_batch<LagrangianWorkspace>(p.b, threads, [&](std::int64_t b, LagrangianWorkspace& ws, int inner) {
@@ -23,23 +42,7 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
     r.min_budget = lp.min_cost;
     if (lp.feasible) {
       double total_cost, total_value;
-      restore_budget(f, ws.position, inst.budget, total_cost, total_value);
-      if (!lp.integral) {
-        // Two roundings of the LP, each topped up with leftover upgrades; keep the better.
-        repair_upgrades(f, ws.position, total_cost, inst.budget, kRepairRounds, ws.upgrades);
-        restore_budget(f, ws.position, inst.budget, total_cost, total_value);
-        if (round_up_break(f, lp, ws, inst.budget, ws.alternative)) {
-          double alt_cost, alt_value;
-          restore_budget(f, ws.alternative, inst.budget, alt_cost, alt_value);
-          repair_upgrades(f, ws.alternative, alt_cost, inst.budget, kRepairRounds, ws.upgrades);
-          if (restore_budget(f, ws.alternative, inst.budget, alt_cost, alt_value) &&
-              alt_value > total_value) {
-            ws.position.swap(ws.alternative);
-            total_cost = alt_cost;
-            total_value = alt_value;
-          }
-        }
-      }
+      lagrangian_primal(f, lp, ws, inst.budget, total_cost, total_value);
       r.value = total_value;
       r.cost = total_cost;
       r.bound = std::max(lp.bound, total_value);

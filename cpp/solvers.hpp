@@ -78,4 +78,15 @@ void run_batch(std::int64_t batch, int threads, Fn&& solve_instance) {
 template <class T>
 void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads);
 
+// Work limits of method="exact"; past either, the best allocation found is returned with
+// status "feasible" and a valid bound.
+struct ExactLimits {
+  double time_limit = INFINITY;   // seconds per instance
+  std::size_t max_states = 0;     // core states kept for back-tracking, over all layers
+};
+
+// method="exact": core enumeration bounded by the LP (see exact.cpp).
+template <class T>
+void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads);
+
 }  // namespace apportion

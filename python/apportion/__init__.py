@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import _core
 from ._problem import Solution
-from .api import solve
+from .api import Frontier, frontier, solve
 
 try:
     __version__ = _version("apportion")
@@ -38,7 +38,9 @@ def cuda_available() -> bool:
 
 
 __all__ = [
+    "Frontier",
     "Solution",
+    "frontier",
     "solve",
     "cuda_available",
     "cuda_built",

@@ -1,26 +1,107 @@
-"""The solver entry point, `apportion.solve`, and method dispatch."""
+"""The solver entry points, `apportion.solve` and `apportion.frontier`, and method dispatch."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import time
 from typing import Any, Optional
 
-from . import _core
-from ._problem import Solution, make_problem, make_solution
+import numpy as np
 
-METHODS = ("auto", "lagrangian")
+from . import _core
+from ._problem import Problem, Solution, make_problem, make_solution
+
+METHODS = ("auto", "lagrangian", "exact", "dp")
+
+# method="auto" runs the exact solver on batches up to this many options (B*N*K) and the
+# Lagrangian fast path beyond, where throughput matters more than the last fraction of a gap.
+AUTO_EXACT_MAX_OPTIONS = 1 << 22
+# Work caps of method="exact" when the caller gives none: past them it returns the best
+# allocation found with status "feasible" and its certified gap.
+DEFAULT_EXACT_TIME_LIMIT = 10.0
+DEFAULT_EXACT_MAX_STATES = 20_000_000
 
 
 def _threads(threads: Optional[int]) -> int:
     if threads is None:
         return 0
-    if not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads: expected a positive int or None (all cores), got {threads!r}")
-    return threads
+    return int(threads)
+
+
+def _positive(x: Any, name: str) -> float:
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number, got {x!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name}: must be positive, got {x!r}")
+    return value
+
+
+def default_max_memory() -> int:
+    """A quarter of the machine's physical memory, in bytes (1 GiB where unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
+def _quantise(problem: Problem, cost_resolution: Optional[float]) -> Optional[float]:
+    """Puts the costs of `problem` on an integer grid for the DP, in place.
+
+    Without a resolution the costs must already be integers. With one, costs are rounded up
+    and budgets down to multiples of it, so every allocation the DP accepts is feasible for
+    the real costs; the answer is exact for the quantised costs."""
+    if cost_resolution is None:
+        if not np.array_equal(problem.costs, np.floor(problem.costs)):
+            raise ValueError("costs: method='dp' needs integer costs; pass cost_resolution= "
+                             "to quantise real costs (the answer is then exact for the grid)")
+        return None
+    res = _positive(cost_resolution, "cost_resolution")
+    problem.costs = np.ascontiguousarray(np.ceil(problem.costs.astype(np.float64) / res - 1e-9),
+                                         dtype=problem.values.dtype)
+    problem.budget = np.floor(problem.budget / res + 1e-9)
+    return res
+
+
+def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]) -> int:
+    """Estimates the DP's table bytes (back-pointers of the instances solved at once) and
+    raises a ValueError naming max_memory when they would not fit."""
+    limit = default_max_memory() if max_memory is None else _positive(max_memory, "max_memory")
+    B, N, K = problem.values.shape
+    costs = np.broadcast_to(problem.costs, problem.values.shape)
+    allowed = problem.allowed()
+    cheapest = np.where(allowed, costs, np.inf).min(axis=2)
+    dearest = np.where(allowed, costs, -np.inf).max(axis=2)
+    span = np.minimum(problem.budget - cheapest.sum(axis=1), (dearest - cheapest).sum(axis=1))
+    grid = np.maximum(np.floor(np.nan_to_num(span, nan=0.0, posinf=0.0)), 0) + 1
+    per_cell = 1 if K <= 256 else 2
+    per_instance = N * grid * per_cell + 16 * grid
+    at_once = min(B, threads if threads > 0 else _core.num_threads())
+    need = float(np.sort(per_instance)[::-1][:at_once].sum())
+    if need > limit:
+        raise ValueError(
+            f"max_memory: the dp tables need {need / 2**30:.2f} GiB (N={N}, up to "
+            f"{int(grid.max())} budget cells per instance, {at_once} at once), over the limit of "
+            f"{limit / 2**30:.2f} GiB; pass a coarser cost_resolution, a larger max_memory, "
+            f"fewer threads, or use method='exact'")
+    return int(need)
+
+
+def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tuple:
+    tl = DEFAULT_EXACT_TIME_LIMIT if time_limit is None else _positive(time_limit, "time_limit")
+    ms = DEFAULT_EXACT_MAX_STATES if max_states is None else int(_positive(max_states, "max_states"))
+    return tl, ms
 
 
 def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: Any = None,
-          sense: str = "max", threads: Optional[int] = None) -> Solution:
+          sense: str = "max", threads: Optional[int] = None, time_limit: Optional[float] = None,
+          max_states: Optional[int] = None, exact_spend: bool = False,
+          cost_resolution: Optional[float] = None, max_memory: Optional[float] = None) -> Solution:
     """Choose one option per item to maximise total value within a budget.
 
     The problem, for each instance of a batch: choose x_i in 0..K-1 for every item i to
@@ -30,14 +111,32 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     Args:
         values: (N,K) or a batch (B,N,K); real, finite where allowed. For sense="min", losses.
         costs: (K,) shared tier costs, (N,K), or (B,N,K); finite and >= 0; broadcast against
-            values. Costs may be real-valued.
+            values. Real-valued costs are fine except for method="dp" (see cost_resolution).
         budget: a scalar, or (B,) for a batch; +inf means no limit.
-        method: "lagrangian" (LP by break slope plus repair: certified gap, microseconds) or
-            "auto" (currently "lagrangian").
+        method:
+            "lagrangian": LP by break slope plus two roundings and a repair pass; certified
+                gap; microseconds.
+            "exact": the LP-bounded core enumeration (Pisinger's minimal algorithm); exact
+                for real-valued costs; stops at time_limit / max_states with status "feasible"
+                and its gap.
+            "dp": dense DP over an integer cost grid; exact for integer (or quantised) costs;
+                supports exact_spend.
+            "auto" (default): "dp" when exact_spend or cost_resolution is given; otherwise
+                "exact" for batches of up to AUTO_EXACT_MAX_OPTIONS options (B*N*K) and
+                "lagrangian" beyond. The method used is reported in Solution.method.
         mask: bool, broadcastable to values; True = option allowed. Every item needs one.
         sense: "max" to maximise values, "min" to minimise them as losses.
         threads: native threads to use (None = all cores). Instances of a batch run in
             parallel; a single large instance uses threads for its per-item work.
+        time_limit: seconds per instance for method="exact" (default 10).
+        max_states: core states method="exact" may keep per instance (default 2e7, about
+            160 MB).
+        exact_spend: method="dp" only: spend exactly the budget (as compression budgets
+            need); instances where no allocation costs exactly that are "infeasible".
+        cost_resolution: method="dp" only: quantise real costs to this unit (costs rounded
+            up, budget down, so answers stay feasible); exact for the quantised costs.
+        max_memory: method="dp" only: bytes its back-pointer tables may take (default a
+            quarter of RAM); past it a ValueError says what to change.
 
     Returns:
         A `Solution`: choice (N,) or (B,N), value, cost, bound, gap, status, shadow_price,
@@ -54,6 +153,108 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     nthreads = _threads(threads)
     problem = make_problem(values, costs, budget, mask, sense)
-    raw = _core.lagrangian(problem.values, problem.costs, problem.budget, problem.mask,
-                           problem.value_sign, nthreads)
-    return make_solution(problem, raw, "lagrangian", started)
+    if method == "auto":
+        if exact_spend or cost_resolution is not None:
+            method = "dp"
+        elif problem.values.size <= AUTO_EXACT_MAX_OPTIONS:
+            method = "exact"
+        else:
+            method = "lagrangian"
+    if method != "dp":
+        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
+                            ("max_memory", max_memory)):
+            if given not in (None, False):
+                raise ValueError(f"{name}: only method='dp' takes it (method={method!r})")
+    if method != "exact" and (time_limit is not None or max_states is not None):
+        raise ValueError(f"time_limit/max_states: only method='exact' takes them (method={method!r})")
+
+    info = {}
+    if method == "lagrangian":
+        raw = _core.lagrangian(problem.values, problem.costs, problem.budget, problem.mask,
+                               problem.value_sign, nthreads)
+    elif method == "exact":
+        tl, ms = _exact_limits(time_limit, max_states)
+        raw = _core.exact(problem.values, problem.costs, problem.budget, problem.mask,
+                          problem.value_sign, tl, ms, nthreads)
+    else:
+        original_costs = problem.costs
+        resolution = _quantise(problem, cost_resolution)
+        info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
+        raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
+                       problem.value_sign, bool(exact_spend), nthreads)
+        if resolution is not None:
+            # Totals in the caller's units; optimality holds for the quantised costs.
+            info.update(cost_resolution=resolution, quantised_budget=problem.budget * resolution)
+            choice = raw[0]
+            dense = np.broadcast_to(original_costs, problem.values.shape).astype(np.float64)
+            cost = np.take_along_axis(dense, choice[:, :, None], axis=2)[:, :, 0].sum(axis=1)
+            min_budget = np.where(problem.allowed(), dense, np.inf).min(axis=2).sum(axis=1)
+            raw = (choice, raw[1], cost, raw[3], raw[4] / resolution, min_budget, raw[6])
+    return make_solution(problem, raw, method, started, info)
+
+
+@dataclasses.dataclass
+class Frontier:
+    """The optimum as a function of the budget, from one DP pass.
+
+    Attributes:
+        budgets: (M,) float64: every integer budget from `min_budget` up to the budget asked
+            for (capped where more budget buys nothing), in cost units.
+        values: (M,) the optimum at each of them (NaN where exact_spend cannot be met). For
+            sense="max" it never decreases with the budget (without exact_spend).
+        at: (A,) the budgets whose allocations were asked for.
+        choices: (A,N) int64 allocations at `at` (rows of -1 where infeasible).
+        min_budget: cost of the cheapest allocation (the first budget).
+        sense: "max" or "min".
+        seconds: wall time of the call.
+    """
+
+    budgets: np.ndarray
+    values: np.ndarray
+    at: np.ndarray
+    choices: np.ndarray
+    min_budget: float
+    sense: str
+    seconds: float
+
+    def value_at(self, budget: float) -> float:
+        """The optimum at `budget` (NaN below min_budget)."""
+        if not budget >= self.min_budget:
+            return math.nan
+        idx = min(int(math.floor(budget - self.min_budget)), len(self.values) - 1)
+        return float(self.values[idx])
+
+
+def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any = None,
+             sense: str = "max", exact_spend: bool = False, cost_resolution: Optional[float] = None,
+             max_memory: Optional[float] = None, threads: Optional[int] = None) -> Frontier:
+    """The optimum value at every budget up to `budget`, and the allocations at budgets `at`.
+
+    One dense DP pass (as method="dp") over a single instance: values (N,K), costs (K,) or
+    (N,K) integers (or quantised by cost_resolution), budget a scalar (+inf: up to the budget
+    where every item takes its most expensive useful option). `at` is a scalar or a 1-d list
+    of budgets whose allocations to return (default: [budget] when finite). A scheduler reads
+    off what more budget buys; `Frontier.values` is monotone in the budget.
+    """
+    started = time.perf_counter()
+    nthreads = _threads(threads)
+    problem = make_problem(values, costs, budget, mask, sense)
+    if problem.batched:
+        raise ValueError("values: frontier takes one instance (N,K); loop over a batch")
+    if at is None:
+        at = [] if not np.isfinite(problem.budget[0]) else [problem.budget[0]]
+    at_arr = np.atleast_1d(np.asarray(at, dtype=np.float64))
+    if at_arr.ndim != 1 or np.isnan(at_arr).any():
+        raise ValueError("at: expected a scalar or a 1-d list of budgets (no NaN)")
+    resolution = _quantise(problem, cost_resolution)
+    scale = 1.0 if resolution is None else resolution
+    at_grid = np.floor(at_arr / scale + 1e-9) if resolution is not None else at_arr
+    top = np.array([max(problem.budget[0], at_grid.max(initial=-np.inf))])
+    sized = dataclasses.replace(problem, budget=top)
+    _check_dp_memory(sized, 1, max_memory)
+    best, base, choices = _core.frontier(problem.values, problem.costs, top, problem.mask,
+                                         problem.value_sign, bool(exact_spend), at_grid, nthreads)
+    best = np.where(np.isneginf(best), np.nan, best) * problem.value_sign
+    budgets = (base + np.arange(best.size, dtype=np.float64)) * scale
+    return Frontier(budgets, best, at_arr, choices, float(base * scale), problem.sense,
+                    time.perf_counter() - started)

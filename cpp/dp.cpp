@@ -1,0 +1,183 @@
+#include "dp.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "solvers.hpp"
+
+namespace apportion {
+
+namespace {
+
+// One item's update of the DP row: next[c] = max_p best[c - r_p] + v_p, recording p.
+template <class Back>
+void dp_item(const ItemFrontiers& f, std::int64_t i, std::int64_t grid, const double* best,
+             double* next, Back* back) {
+  const std::int64_t base = i * f.k;
+  const double w0 = f.cost[base], v0 = f.value[base];
+  for (std::int64_t c = 0; c < grid; ++c) {
+    next[c] = best[c] + v0;
+    back[c] = 0;
+  }
+  for (std::int32_t p = 1; p < f.count[i]; ++p) {
+    const double r_exact = f.cost[base + p] - w0;
+    if (r_exact >= static_cast<double>(grid)) break;  // Pareto entries rise in cost
+    const std::int64_t r = static_cast<std::int64_t>(r_exact);
+    const double v = f.value[base + p];
+    const Back tag = static_cast<Back>(p);
+    // Branch-free so that the compiler can vectorise the row.
+    for (std::int64_t c = r; c < grid; ++c) {
+      const double cand = best[c - r] + v;
+      const bool better = cand > next[c];
+      next[c] = better ? cand : next[c];
+      back[c] = better ? tag : back[c];
+    }
+  }
+}
+
+template <class Back>
+void backtrack_rows(const ItemFrontiers& f, const Back* back, std::int64_t grid, std::int64_t c,
+                    std::vector<std::int32_t>& position) {
+  position.resize(f.n);
+  for (std::int64_t i = f.n - 1; i >= 0; --i) {
+    const std::int32_t p = back[i * grid + c];
+    position[i] = p;
+    c -= static_cast<std::int64_t>(f.pcost(i, p) - f.pcost(i, 0));
+  }
+}
+
+}  // namespace
+
+void dp_run(const ItemFrontiers& f, std::int64_t grid, bool exact_spend, DpTables& t) {
+  if (grid < 1 || grid > kMaxDpGrid) throw std::invalid_argument("dp: budget grid out of range");
+  t.n = f.n;
+  t.grid = grid;
+  t.wide = f.k > 256;
+  t.best.assign(grid, exact_spend ? -INFINITY : 0.0);
+  t.best[0] = 0.0;
+  t.next.resize(grid);
+  const std::size_t cells = static_cast<std::size_t>(f.n) * static_cast<std::size_t>(grid);
+  if (t.wide) {
+    t.back16.resize(cells);
+  } else {
+    t.back8.resize(cells);
+  }
+  for (std::int64_t i = 0; i < f.n; ++i) {
+    if (t.wide) {
+      dp_item(f, i, grid, t.best.data(), t.next.data(), t.back16.data() + i * grid);
+    } else {
+      dp_item(f, i, grid, t.best.data(), t.next.data(), t.back8.data() + i * grid);
+    }
+    t.best.swap(t.next);
+  }
+}
+
+void dp_backtrack(const ItemFrontiers& f, const DpTables& t, std::int64_t c,
+                  std::vector<std::int32_t>& position) {
+  if (t.wide) {
+    backtrack_rows(f, t.back16.data(), t.grid, c, position);
+  } else {
+    backtrack_rows(f, t.back8.data(), t.grid, c, position);
+  }
+}
+
+std::int64_t dp_grid(const ItemFrontiers& f, double budget, bool exact_spend, double& base_cost) {
+  CompensatedSum base, reach;
+  for (std::int64_t i = 0; i < f.n; ++i) {
+    for (std::int32_t p = 0; p < f.count[i]; ++p) {
+      const double w = f.pcost(i, p);
+      if (w != std::floor(w)) {
+        throw std::invalid_argument("costs: method='dp' needs integer costs (item " +
+                                    std::to_string(i) + " has " + std::to_string(w) +
+                                    "); pass cost_resolution to quantise them");
+      }
+    }
+    base.add(f.pcost(i, 0));
+    reach.add(f.pcost(i, f.count[i] - 1) - f.pcost(i, 0));
+  }
+  base_cost = base.value();
+  if (!(base_cost <= budget)) return 0;
+  const double span = std::floor(budget - base_cost);
+  const double cap = reach.value();
+  if (exact_spend && (span != budget - base_cost || span > cap)) return 0;
+  const double cells = std::min(span, cap) + 1.0;
+  if (cells > static_cast<double>(kMaxDpGrid)) {
+    throw std::invalid_argument("budget: the dp grid would have " + std::to_string(cells) +
+                                " cells; quantise costs more coarsely (cost_resolution)");
+  }
+  return static_cast<std::int64_t>(cells);
+}
+
+template <class T>
+void solve_dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, int threads) {
+  run_batch<DpWorkspace>(p.b, threads, [&](std::int64_t b, DpWorkspace& ws, int inner) {
+    const InstanceView<T> inst = p.instance(b);
+    ItemFrontiers& f = ws.lagrangian.frontiers;
+    build_frontiers(inst, f, inner);
+    InstanceResult r;
+    const std::int64_t grid = dp_grid(f, inst.budget, exact_spend, r.min_budget);
+    ws.position.assign(f.n, 0);
+    if (grid == 0) {
+      r.status = kInfeasible;
+      r.bound = kNaN;
+      r.shadow_price = kNaN;
+    } else {
+      dp_run(f, grid, exact_spend, ws.tables);
+      if (ws.tables.best[grid - 1] == -INFINITY) {  // exact spending unreachable
+        r.status = kInfeasible;
+        r.bound = kNaN;
+        r.shadow_price = kNaN;
+      } else {
+        dp_backtrack(f, ws.tables, grid - 1, ws.position);
+        r.status = kOptimal;
+        // The LP's break slope is the budget's shadow price (the DP itself has none).
+        r.shadow_price = exact_spend ? kNaN : solve_lp(f, inst.budget, ws.lagrangian).lambda;
+      }
+    }
+    allocation_totals(f, ws.position, r.cost, r.value);
+    if (r.status == kOptimal) r.bound = r.value;
+    write_choice(f, ws.position, out.choice + b * p.n);
+    out.store(b, r);
+  });
+}
+
+template <class T>
+void dp_frontier(const InstanceView<T>& p, bool exact_spend, const double* at, std::int64_t m,
+                 std::int64_t* choices, FrontierOutput& out, int threads) {
+  DpWorkspace& ws = thread_workspace<DpWorkspace>();
+  ItemFrontiers& f = ws.lagrangian.frontiers;
+  build_frontiers(p, f, threads);
+  // One pass up to the largest budget asked for (the instance's own budget included).
+  double top = p.budget;
+  for (std::int64_t x = 0; x < m; ++x) top = std::max(top, at[x]);
+  const std::int64_t grid = dp_grid(f, top, false, out.base_cost);
+  out.best.clear();
+  std::fill(choices, choices + m * p.n, -1);
+  if (grid > 0) {
+    dp_run(f, grid, exact_spend, ws.tables);
+    out.best = ws.tables.best;
+    for (std::int64_t x = 0; x < m; ++x) {
+      const double span = std::floor(at[x] - out.base_cost);
+      if (!(span >= 0.0)) continue;
+      if (exact_spend && span != at[x] - out.base_cost) continue;
+      if (exact_spend && span >= static_cast<double>(grid)) continue;
+      const std::int64_t c = std::min(static_cast<std::int64_t>(span), grid - 1);
+      if (out.best[c] == -INFINITY) continue;
+      dp_backtrack(f, ws.tables, c, ws.position);
+      write_choice(f, ws.position, choices + x * p.n);
+    }
+  }
+  trim_workspace(ws);
+}
+
+template void dp_frontier<float>(const InstanceView<float>&, bool, const double*, std::int64_t,
+                                 std::int64_t*, FrontierOutput&, int);
+template void dp_frontier<double>(const InstanceView<double>&, bool, const double*, std::int64_t,
+                                  std::int64_t*, FrontierOutput&, int);
+
+template void solve_dp<float>(const BatchView<float>&, const BatchOutput&, bool, int);
+template void solve_dp<double>(const BatchView<double>&, const BatchOutput&, bool, int);
+
+}  // namespace apportion
