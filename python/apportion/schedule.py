@@ -13,7 +13,8 @@ Minimising L under the budget is a multiple-choice knapsack with values v_ik = c
 `route(tasks, tiers, budget, policy=...)` routes with one of `POLICIES`:
 
 - "optimal": consequence-aware and exact (`apportion.solve(..., method="exact")`); its loss is
-  the least any routing within the budget can reach.
+  the least any routing within the budget can reach. `Routing.solution.status` is "optimal"
+  when proven; past the exact solver's default work limits it is "feasible", with the gap.
 - "consequence": consequence-aware through the Lagrangian fast path (`method="lagrangian"`):
   microseconds, with a certified gap to the optimum.
 - "priority": the published priority-aware heuristic. Everyone starts on the cheapest tier;
