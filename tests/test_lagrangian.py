@@ -308,7 +308,7 @@ def test_readme_quickstart():
 
 
 def test_main_job_runs(capsys):
-    from apportion.__main__ import main
+    from apportion.cli import main
 
-    main()
+    assert main(["example"]) == 0
     assert "relative gap" in capsys.readouterr().out
