@@ -2,7 +2,10 @@
 
 import math
 
+import itertools
+
 import numpy as np
+from hypothesis import strategies as st
 
 
 def as_batch(values, costs, budget, mask=None):
@@ -47,3 +50,53 @@ def check_solution(sol, values, costs, budget, mask=None, sense="max", tol=1e-9)
             assert bound[i] >= total_value - tol * scale
         else:
             assert bound[i] <= total_value + tol * scale
+
+
+@st.composite
+def small_problems(draw, max_n=10, max_k=5, integer=True):
+    """Random small instances with ties, zero costs, shared or per-item costs and masks."""
+    n = draw(st.integers(1, max_n))
+    k = draw(st.integers(1, max_k))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    hi = draw(st.sampled_from([3, 20, 1000]))  # small ranges make ties likely
+    values = rng.integers(-hi, hi + 1, (n, k)).astype(float)
+    if draw(st.booleans()):
+        costs = rng.integers(0, hi + 1, k).astype(float)  # shared tier costs
+        full_costs = np.broadcast_to(costs, (n, k))
+    else:
+        costs = rng.integers(0, hi + 1, (n, k)).astype(float)
+        full_costs = costs
+    if not integer:
+        values = values + rng.random((n, k))
+        costs = costs * rng.random(costs.shape) * 1.7
+        full_costs = np.broadcast_to(costs, (n, k))
+    mask = None
+    if draw(st.booleans()):
+        mask = rng.random((n, k)) < 0.7
+        mask[np.arange(n), rng.integers(0, k, n)] = True
+    allowed_costs = np.where(mask if mask is not None else True, full_costs, np.inf)
+    lo, hi_c = allowed_costs.min(axis=1).sum(), np.where(np.isinf(allowed_costs), 0, allowed_costs).max(axis=1).sum()
+    frac = draw(st.floats(-0.2, 1.2))
+    budget = float(np.floor(lo + frac * (hi_c - lo))) if integer else lo + frac * (hi_c - lo)
+    return values, costs, budget, mask
+
+
+def brute_force(values, costs, budget, mask=None, exact_spend=False):
+    """The optimum of one small instance by enumerating all K^N allocations (None when no
+    allocation fits)."""
+    v = np.asarray(values, dtype=np.float64)
+    n, k = v.shape
+    w = np.broadcast_to(np.asarray(costs, dtype=np.float64), (n, k))
+    allowed = np.ones((n, k), bool) if mask is None else np.asarray(mask, bool)
+    options = [np.flatnonzero(allowed[i]) for i in range(n)]
+    best = None
+    for combo in itertools.product(*options):
+        idx = np.arange(n), np.array(combo)
+        cost = math.fsum(w[idx])
+        if cost > budget or (exact_spend and cost != budget):
+            continue
+        value = math.fsum(v[idx])
+        if best is None or value > best:
+            best = value
+    return best

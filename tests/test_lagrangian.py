@@ -1,6 +1,8 @@
 """The fast path: feasibility, certified bounds against CP-SAT and the cvxpy LP, batching,
 dtypes, layouts, senses and edge cases."""
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,40 +11,13 @@ from hypothesis import strategies as st
 import apportion
 from apportion import workloads
 from conftest import HAS_CVXPY, HAS_ORTOOLS
-from helpers import check_solution
+from helpers import check_solution, small_problems
+
+# The fast path under test; method="auto" picks the exact solver for small inputs.
+lagrangian = functools.partial(apportion.solve, method="lagrangian")
 
 needs_ortools = pytest.mark.skipif(not HAS_ORTOOLS, reason="ortools not installed")
 needs_cvxpy = pytest.mark.skipif(not HAS_CVXPY, reason="cvxpy not installed")
-
-
-@st.composite
-def small_problems(draw, max_n=10, max_k=5, integer=True):
-    """Random small instances with ties, zero costs, shared or per-item costs and masks."""
-    n = draw(st.integers(1, max_n))
-    k = draw(st.integers(1, max_k))
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    hi = draw(st.sampled_from([3, 20, 1000]))  # small ranges make ties likely
-    values = rng.integers(-hi, hi + 1, (n, k)).astype(float)
-    if draw(st.booleans()):
-        costs = rng.integers(0, hi + 1, k).astype(float)  # shared tier costs
-        full_costs = np.broadcast_to(costs, (n, k))
-    else:
-        costs = rng.integers(0, hi + 1, (n, k)).astype(float)
-        full_costs = costs
-    if not integer:
-        values = values + rng.random((n, k))
-        costs = costs * rng.random(costs.shape) * 1.7
-        full_costs = np.broadcast_to(costs, (n, k))
-    mask = None
-    if draw(st.booleans()):
-        mask = rng.random((n, k)) < 0.7
-        mask[np.arange(n), rng.integers(0, k, n)] = True
-    allowed_costs = np.where(mask if mask is not None else True, full_costs, np.inf)
-    lo, hi_c = allowed_costs.min(axis=1).sum(), np.where(np.isinf(allowed_costs), 0, allowed_costs).max(axis=1).sum()
-    frac = draw(st.floats(-0.2, 1.2))
-    budget = float(np.floor(lo + frac * (hi_c - lo))) if integer else lo + frac * (hi_c - lo)
-    return values, costs, budget, mask
 
 
 @needs_ortools
@@ -52,7 +27,7 @@ def test_bound_brackets_cpsat_optimum(problem):
     from apportion import reference
 
     values, costs, budget, mask = problem
-    sol = apportion.solve(values, costs, budget, mask=mask, method="lagrangian")
+    sol = lagrangian(values, costs, budget, mask=mask)
     check_solution(sol, values, costs, budget, mask)
     ref = reference.cpsat(values, costs, budget, mask=mask)
     assert sol.status == "infeasible" or ref.status == "optimal"
@@ -73,7 +48,7 @@ def test_min_sense_brackets_cpsat(problem):
     from apportion import reference
 
     values, costs, budget, mask = problem
-    sol = apportion.solve(values, costs, budget, mask=mask, sense="min")
+    sol = lagrangian(values, costs, budget, mask=mask, sense="min")
     check_solution(sol, values, costs, budget, mask, sense="min")
     if sol.status == "infeasible":
         return
@@ -86,7 +61,7 @@ def test_min_sense_brackets_cpsat(problem):
 @given(small_problems(max_n=40, max_k=8, integer=False))
 def test_real_valued_feasible(problem):
     values, costs, budget, mask = problem
-    sol = apportion.solve(values, costs, budget, mask=mask)
+    sol = lagrangian(values, costs, budget, mask=mask)
     check_solution(sol, values, costs, budget, mask)
     assert sol.status == "infeasible" or sol.gap >= 0
 
@@ -97,7 +72,7 @@ def test_bound_equals_cvxpy_lp(kind):
     from apportion import reference
 
     values, costs, budget = workloads.instance(kind, 40, 6, seed=3)
-    sol = apportion.solve(values, costs, budget)
+    sol = lagrangian(values, costs, budget)
     lp = reference.lp(values, costs, budget)
     assert sol.bound == pytest.approx(lp.value, rel=1e-6)
 
@@ -109,14 +84,14 @@ def test_bound_equals_cvxpy_lp_with_mask(rng):
     values, costs, budget = workloads.instance("uncorrelated", 30, 5, seed=8)
     mask = rng.random(values.shape) < 0.6
     mask[:, 0] = True
-    sol = apportion.solve(values, costs, budget, mask=mask)
+    sol = lagrangian(values, costs, budget, mask=mask)
     lp = reference.lp(values, costs, budget, mask=mask)
     assert sol.bound == pytest.approx(lp.value, rel=1e-6)
 
 
 def test_readme_example():
     values = np.array([[0.0, 5.0, 6.0], [0.0, 3.0, 8.0]])
-    sol = apportion.solve(values, costs=[0.0, 1.0, 3.0], budget=4.0)
+    sol = lagrangian(values, costs=[0.0, 1.0, 3.0], budget=4.0)
     assert sol.choice.tolist() == [1, 2]
     assert sol.value == 13.0 and sol.status == "optimal" and sol.gap == 0.0
     assert sol.method == "lagrangian" and sol.seconds > 0
@@ -126,11 +101,11 @@ def test_batch_equals_one_by_one():
     values, costs, budget = workloads.instance("weakly", 50, 6, batch=7, seed=4)
     budget = budget.copy()
     budget[2] = 1.0  # infeasible: the batch must still solve
-    sol = apportion.solve(values, costs, budget)
+    sol = lagrangian(values, costs, budget)
     assert sol.status[2] == "infeasible"
     assert sol.min_budget[2] > 1.0
     for b in range(7):
-        one = apportion.solve(values[b], costs[b], budget[b])
+        one = lagrangian(values[b], costs[b], budget[b])
         np.testing.assert_array_equal(sol.choice[b], one.choice)
         assert sol.value[b] == one.value and sol.status[b] == one.status
         if one.status != "infeasible":
@@ -140,24 +115,24 @@ def test_batch_equals_one_by_one():
 
 def test_threads_do_not_change_answers():
     values, costs, budget = workloads.instance("routing", 200, 5, batch=16, seed=5)
-    a = apportion.solve(values, costs, budget, threads=1)
-    b = apportion.solve(values, costs, budget)
+    a = lagrangian(values, costs, budget, threads=1)
+    b = lagrangian(values, costs, budget)
     np.testing.assert_array_equal(a.choice, b.choice)
     np.testing.assert_array_equal(a.bound, b.bound)
 
 
 def test_large_instance_uses_item_threads_deterministically():
     values, costs, budget = workloads.instance("uncorrelated", 20000, 8, seed=6)
-    a = apportion.solve(values, costs, budget, threads=1)
-    b = apportion.solve(values, costs, budget)
+    a = lagrangian(values, costs, budget, threads=1)
+    b = lagrangian(values, costs, budget)
     np.testing.assert_array_equal(a.choice, b.choice)
     check_solution(b, values, costs, budget)
 
 
 def test_float32_and_float64_agree():
     values, costs, budget = workloads.instance("uncorrelated", 100, 6, seed=7)
-    a = apportion.solve(values, costs, budget)
-    b = apportion.solve(values.astype(np.float32), costs.astype(np.float32), budget)
+    a = lagrangian(values, costs, budget)
+    b = lagrangian(values.astype(np.float32), costs.astype(np.float32), budget)
     np.testing.assert_array_equal(a.choice, b.choice)
     assert a.value == b.value and a.bound == pytest.approx(b.bound, rel=1e-12)
 
@@ -168,9 +143,9 @@ def test_strided_inputs_match_contiguous():
     big_c = np.zeros((120, 12))
     big_v[::2, ::2] = values
     big_c[::2, ::2] = costs
-    strided = apportion.solve(big_v[::2, ::2], big_c[::2, ::2], budget)
-    fortran = apportion.solve(np.asfortranarray(values), np.asfortranarray(costs), budget)
-    plain = apportion.solve(values, costs, budget)
+    strided = lagrangian(big_v[::2, ::2], big_c[::2, ::2], budget)
+    fortran = lagrangian(np.asfortranarray(values), np.asfortranarray(costs), budget)
+    plain = lagrangian(values, costs, budget)
     for other in (strided, fortran):
         np.testing.assert_array_equal(other.choice, plain.choice)
         assert other.value == plain.value
@@ -180,39 +155,39 @@ def test_cost_broadcasting_forms_agree():
     values, _, _ = workloads.instance("uncorrelated", 30, 4, batch=3, seed=10)
     tiers = np.array([1.0, 3.0, 7.0, 15.0])
     budgets = np.array([60.0, 120.0, 200.0])
-    shared = apportion.solve(values, tiers, budgets)
-    per_item = apportion.solve(values, np.broadcast_to(tiers, (30, 4)), budgets)
-    full = apportion.solve(values, np.broadcast_to(tiers, values.shape).copy(), budgets)
+    shared = lagrangian(values, tiers, budgets)
+    per_item = lagrangian(values, np.broadcast_to(tiers, (30, 4)), budgets)
+    full = lagrangian(values, np.broadcast_to(tiers, values.shape).copy(), budgets)
     for other in (per_item, full):
         np.testing.assert_array_equal(other.choice, shared.choice)
 
 
 def test_single_option_items():
     values = np.array([[3.0], [4.0]])
-    sol = apportion.solve(values, [2.0], 10.0)
+    sol = lagrangian(values, [2.0], 10.0)
     assert sol.choice.tolist() == [0, 0] and sol.value == 7.0 and sol.status == "optimal"
-    assert apportion.solve(values, [2.0], 3.0).status == "infeasible"
+    assert lagrangian(values, [2.0], 3.0).status == "infeasible"
 
 
 def test_zero_costs_and_ties():
     values = np.array([[1.0, 1.0, 2.0], [5.0, 5.0, 5.0]])
     costs = np.array([0.0, 0.0, 0.0])
-    sol = apportion.solve(values, costs, 0.0)
+    sol = lagrangian(values, costs, 0.0)
     assert sol.value == 7.0 and sol.status == "optimal"
     assert sol.choice.tolist() == [2, 0]  # ties resolved to the lowest index
 
 
 def test_unlimited_budget_takes_best_options(rng):
     values = rng.random((50, 5))
-    sol = apportion.solve(values, rng.random(5), np.inf)
+    sol = lagrangian(values, rng.random(5), np.inf)
     np.testing.assert_array_equal(sol.choice, values.argmax(axis=1))
     assert sol.status == "optimal" and sol.shadow_price == 0.0
 
 
 def test_shadow_price_predicts_marginal_value():
     values, costs, budget = workloads.instance("routing", 2000, 6, seed=11)
-    a = apportion.solve(values, costs, budget)
-    b = apportion.solve(values, costs, budget + 10.0)
+    a = lagrangian(values, costs, budget)
+    b = lagrangian(values, costs, budget + 10.0)
     assert a.shadow_price > 0
     # the LP bound is concave in the budget with slope lambda* at the break
     assert b.bound - a.bound <= 10.0 * a.shadow_price * (1 + 1e-9)
@@ -221,28 +196,28 @@ def test_shadow_price_predicts_marginal_value():
 def test_routing_gap_is_small():
     for n in (300, 1000, 5000):
         values, costs, budget = workloads.instance("routing", n, 4, seed=n)
-        sol = apportion.solve(values, costs, budget)
+        sol = lagrangian(values, costs, budget)
         assert sol.relative_gap <= 1e-4
 
 
 def test_min_sense_negates():
     losses = np.array([[5.0, 1.0], [4.0, 0.0]])
-    sol = apportion.solve(losses, [0.0, 1.0], 1.0, sense="min")
+    sol = lagrangian(losses, [0.0, 1.0], 1.0, sense="min")
     assert sol.value == 5.0 and sol.bound <= sol.value and sol.status == "optimal"
 
 
 def test_torch_tensors_are_accepted():
     torch = pytest.importorskip("torch")
     values, costs, budget = workloads.instance("uncorrelated", 20, 4, seed=12)
-    sol = apportion.solve(torch.from_numpy(values).requires_grad_(), torch.from_numpy(costs),
+    sol = lagrangian(torch.from_numpy(values).requires_grad_(), torch.from_numpy(costs),
                           torch.tensor(budget))
-    ref = apportion.solve(values, costs, budget)
+    ref = lagrangian(values, costs, budget)
     assert isinstance(sol.choice, torch.Tensor)
     assert sol.choice.tolist() == ref.choice.tolist()
 
 
 def test_lists_are_accepted():
-    sol = apportion.solve([[1, 2], [3, 5]], [0, 1], 1)
+    sol = lagrangian([[1, 2], [3, 5]], [0, 1], 1)
     assert sol.value == 6.0
 
 
@@ -286,25 +261,26 @@ def test_bad_input_names_the_argument(kwargs, exc, match):
     args.update(kwargs)
     values, costs, budget = args.pop("values"), args.pop("costs"), args.pop("budget")
     with pytest.raises(exc, match=match):
-        apportion.solve(values, costs, budget, **args)
+        lagrangian(values, costs, budget, **args)
 
 
 def test_masked_out_values_may_be_nan():
     values = np.array([[np.nan, 1.0], [2.0, 3.0]])
     mask = np.array([[False, True], [True, True]])
-    sol = apportion.solve(values, [0.0, 1.0], 2.0, mask=mask)
+    sol = lagrangian(values, [0.0, 1.0], 2.0, mask=mask)
     assert sol.choice.tolist() == [1, 1] and sol.value == 4.0
 
 
 def test_batched_budget_shape_checked():
     with pytest.raises(ValueError, match="budget"):
-        apportion.solve(np.ones((2, 3, 2)), GOOD_C, np.ones(3))
+        lagrangian(np.ones((2, 3, 2)), GOOD_C, np.ones(3))
 
 
 def test_readme_quickstart():
     values = np.array([[0.0, 5.0, 6.0], [0.0, 3.0, 8.0], [1.0, 2.0, 9.0], [0.0, 4.0, 4.5]])
     sol = apportion.solve(values, costs=[0.0, 1.0, 3.0], budget=6.0)
     assert sol.choice.tolist() == [1, 1, 2, 1] and sol.value == 21.0 and sol.status == "optimal"
+    assert sol.method == "exact"
 
 
 def test_main_job_runs(capsys):
