@@ -159,9 +159,12 @@ void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::in
         DmdChoice c = dmd_decide(v, w, static_cast<const std::uint8_t*>(nullptr), k, r,
                                  st.mu.data(), rem.data(), cfg.skip_allowed);
         if (c.played == kStalled) {
+          // As OnlineAllocator.decide raising: the request is left undecided, the state as it was.
           ++stalled;
-          c.played = kSkip;
-        } else if (c.played >= 0) {
+          if (ch) ch[i] = kSkip;
+          continue;
+        }
+        if (c.played >= 0) {
           dmd_spend(w + c.played * r, r, st.spent_sum.data(), st.spent_carry.data());
           value.add(static_cast<double>(v[c.played]));
         }
@@ -498,6 +501,20 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
       }
     }
 
+    // Least value of any allocation: a bound L(mu) below it proves that none fits.
+    CompensatedSum least_value_sum;
+    for (std::int64_t i = 0; i < n; ++i) {
+      double lo = 0.0;
+      bool first = true;
+      for (std::int64_t j = 0; j < k; ++j) {
+        if (!p.allowed(i, j)) continue;
+        if (first || p.v(i, j) < lo) lo = p.v(i, j);
+        first = false;
+      }
+      least_value_sum.add(lo);
+    }
+    const double least_value = least_value_sum.value();
+
     double best_bound = std::numeric_limits<double>::infinity();
     double best_value = -std::numeric_limits<double>::infinity();
     bool have_primal = false;
@@ -508,6 +525,11 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
       for (; it < max_iter; ++it) {
         for (std::int64_t q = 0; q < r; ++q) ws.mu[q] = ws.m[q] * ws.inv_rho[q];
         const double L = lagrangian_step(p, ws);
+        if (!have_primal && L < least_value - optimality_slack(least_value, L)) {
+          proven_infeasible = true;  // the dual is unbounded below: no allocation fits
+          ++it;
+          break;
+        }
         if (L < best_bound) {
           best_bound = L;
           ws.best_m = ws.m;
@@ -549,6 +571,8 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
           ws.m[q] = x > 0.0 ? std::min(x, kMaxPrice) : 0.0;
         }
       }
+    }
+    if (!proven_infeasible) {
       // A final repair from the prices of the best bound.
       ws.m = ws.best_m;
       for (std::int64_t q = 0; q < r; ++q) ws.mu[q] = ws.m[q] * ws.inv_rho[q];

@@ -162,7 +162,8 @@ std::int64_t dmd_decide_many(const DmdConfig& cfg, DmdState& st, const T* values
 // S independent streams of T requests (values (S,T,K); the costs of request (s,t) start at
 // costs + s * cs + t * ct, (K,R) row-major; 0 strides broadcast). Each stream starts from the
 // initial state of cfg. Outputs: choice (S,T) or nullptr (played option, kSkip, or kSkip for a
-// stalled request, counted in stalled), value (S,), spent (S,R), prices (S,R), stalled (S,).
+// stalled request, counted in stalled, which leaves the state untouched as an allocator's
+// failed decide does), value (S,), spent (S,R), prices (S,R), stalled (S,).
 struct SimulationOutput {
   std::int64_t* choice = nullptr;
   double* value = nullptr;

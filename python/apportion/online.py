@@ -117,6 +117,11 @@ def _initial_m(initial_prices: Any, budget: np.ndarray, horizon: int, mirror: st
     return np.where(finite, mu0 * np.where(finite, budget, 0.0) / horizon, 0.0)
 
 
+def _request_array(x: Any, name: str) -> np.ndarray:
+    """The slow path of `decide`: anything array-like (torch included) as float64."""
+    return _to_numpy(x, name).astype(np.float64, copy=False)
+
+
 class OnlineAllocator:
     """Routes requests one by one under a budget for the whole horizon (dual mirror descent).
 
@@ -189,9 +194,9 @@ class OnlineAllocator:
             ValueError, TypeError: bad input, naming the argument.
         """
         v = values if type(values) is np.ndarray and values.dtype == np.float64 else \
-            np.asarray(values, dtype=np.float64)
+            _request_array(values, "values")
         c = costs if type(costs) is np.ndarray and costs.dtype == np.float64 else \
-            np.asarray(costs, dtype=np.float64)
+            _request_array(costs, "costs")
         if v.ndim == 1:
             K = v.shape[0]
             expect = (K,) if self._scalar else (K, self._R)
@@ -420,9 +425,10 @@ def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any, sense: str):
     if R == 0:
         raise ValueError("budget: no resources (R=0)")
     c = _to_numpy(costs, "costs")
-    if c.ndim < 2 or c.shape[-1] != R:
+    K = (values.shape if _is_torch_tensor(values) else np.shape(values))[-1]
+    if c.ndim < 2 or c.shape[-1] != R or c.shape[-2] not in (1, K):
         raise ValueError(f"costs: with a budget of {R} resources expected a trailing resource axis "
-                         f"(...,K,{R}), got shape {c.shape}")
+                         f"(...,K,{R}) with K={K}, got shape {c.shape}")
     # Validate values, mask and the leading cost axes through the one-resource path.
     if batched:
         if b_arr.shape[0] not in (1, np.shape(values)[0]):
