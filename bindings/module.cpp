@@ -21,6 +21,8 @@
 namespace py = pybind11;
 using namespace apportion;
 
+void bind_online(py::module_& m);  // bindings/online.cpp
+
 namespace {
 
 void require(bool ok, const std::string& message) {
@@ -231,6 +233,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
       py::arg("value_sign"), py::arg("exact_spend"), py::arg("at"), py::arg("threads"),
       "One DP pass: (best value per budget cell, cheapest cost, choices at the budgets `at`).");
+
+  bind_online(m);
 
   m.def("num_threads", [] { return ThreadPool::instance().size(); },
         "Threads of the native pool, the calling thread included.");

@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from . import _core
 from ._problem import Solution
 from .api import Frontier, frontier, solve
+from .online import NoFeasibleOptionError, OnlineAllocator, OnlineRun, simulate_online
 
 try:
     __version__ = _version("apportion")
@@ -42,6 +43,10 @@ __all__ = [
     "Solution",
     "frontier",
     "solve",
+    "OnlineAllocator",
+    "OnlineRun",
+    "NoFeasibleOptionError",
+    "simulate_online",
     "cuda_available",
     "cuda_built",
     "cuda_device_count",

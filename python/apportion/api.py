@@ -13,7 +13,7 @@ import numpy as np
 from . import _core
 from ._problem import Problem, Solution, make_problem, make_solution
 
-METHODS = ("auto", "lagrangian", "exact", "dp")
+METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
 # method="auto" runs the exact solver on batches up to this many options (B*N*K) and the
 # Lagrangian fast path beyond, where throughput matters more than the last fraction of a gap.
@@ -121,6 +121,9 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
                 and its gap.
             "dp": dense DP over an integer cost grid; exact for integer (or quantised) costs;
                 supports exact_spend.
+            "mirror": dual updates over the batch, for R >= 1 resources (costs with a
+                trailing R axis, budget (R,) or (B,R)); feasible allocation and Lagrangian
+                bound; see `apportion.online.mirror_solve`.
             "auto" (default): "dp" when exact_spend or cost_resolution is given; otherwise
                 "exact" for batches of up to AUTO_EXACT_MAX_OPTIONS options (B*N*K) and
                 "lagrangian" beyond. The method used is reported in Solution.method.
@@ -152,6 +155,16 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     nthreads = _threads(threads)
+    if method == "mirror":
+        from .online import mirror_solve
+
+        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
+                            ("max_memory", max_memory), ("time_limit", time_limit),
+                            ("max_states", max_states)):
+            if given not in (None, False):
+                raise ValueError(f"{name}: method='mirror' does not take it")
+        return mirror_solve(values, costs, budget, mask=mask, sense=sense, threads=nthreads,
+                            _started=started)
     problem = make_problem(values, costs, budget, mask, sense)
     if method == "auto":
         if exact_spend or cost_resolution is not None:

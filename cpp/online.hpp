@@ -1,0 +1,202 @@
+// Online allocation by dual mirror descent (DESIGN.md, "Online: dual mirror descent"), and the
+// same dual update run over a whole batch as an offline solver for R >= 1 resources.
+//
+// A request offers K options with values v[k] and costs w[k, r] (row-major (K,R)). The state
+// keeps one price mu[r] >= 0 per resource (value per unit of cost r), the budget C[r], what was
+// spent (a compensated sum) and the per-period target rho[r] = C[r] / T. A step:
+//   proposal  x~ = argmax_k v[k] - mu . w[k]   (the null action, value 0 cost 0, competes
+//                                               when skipping is allowed)
+//   play      x~ when the remaining budget pays for it; otherwise the null action, or, where
+//             skipping is not allowed, the best-priced option that fits (none: "stalled")
+//   price     in units normalised by rho (m[r] = mu[r] rho[r], g[r] = 1 - w[x~, r] / rho[r]):
+//             euclidean  m <- max(0, m - eta g);   entropy  m <- m exp(-eta g)
+// The per-step arithmetic is written once as APPORTION_HD inline functions so that a CUDA
+// kernel can run it per stream.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "problem.hpp"
+
+namespace apportion {
+
+enum Mirror : std::int8_t { kEuclidean = 0, kEntropy = 1 };
+
+// Option codes of a played action.
+constexpr std::int64_t kSkip = -1;     // the null action (value 0, cost 0)
+constexpr std::int64_t kStalled = -2;  // no option fits and skipping is not allowed
+
+// Normalised prices under the entropy mirror stay in [kMinEntropyPrice, kMaxPrice]: an
+// underflow to 0 could never recover, and an overflow would turn 0 * inf into NaN.
+constexpr double kMinEntropyPrice = 1e-30;
+constexpr double kMaxPrice = 1e30;
+
+struct DmdChoice {
+  std::int64_t played = kSkip;    // option index, kSkip or kStalled
+  std::int64_t proposed = kSkip;  // x~, the unconstrained choice that drives the price
+};
+
+// Remaining budget of each resource from the compensated spent sums: (C - s) - carry, which is
+// exact when s is within a factor two of C (Sterbenz), the case that decides feasibility.
+APPORTION_HD inline void dmd_remaining(const double* budget, const double* spent_sum,
+                                       const double* spent_carry, std::int64_t r, double* out) {
+  for (std::int64_t j = 0; j < r; ++j) out[j] = (budget[j] - spent_sum[j]) - spent_carry[j];
+}
+
+// The decision for one request: values v (K), costs w ((K,R) row-major), prices mu (R),
+// remaining budget rem (R). mask (K) may be nullptr (every option allowed).
+template <class T>
+APPORTION_HD inline DmdChoice dmd_decide(const T* v, const T* w, const std::uint8_t* mask,
+                                         std::int64_t k, std::int64_t r, const double* mu,
+                                         const double* rem, bool skip_allowed) {
+  DmdChoice c;
+  double best = 0.0, best_fit = 0.0;
+  bool have_best = skip_allowed, have_fit = false;
+  c.proposed = kSkip;
+  std::int64_t fit = kStalled;
+  for (std::int64_t j = 0; j < k; ++j) {
+    if (mask && !mask[j]) continue;
+    const T* wj = w + j * r;
+    double priced = static_cast<double>(v[j]);
+    bool fits = true;
+    for (std::int64_t q = 0; q < r; ++q) {
+      const double wq = static_cast<double>(wj[q]);
+      priced -= mu[q] * wq;
+      fits = fits && (wq <= rem[q]);
+    }
+    if (!have_best || priced > best) {
+      best = priced;
+      have_best = true;
+      c.proposed = j;
+    }
+    if (fits && (!have_fit || priced > best_fit)) {
+      best_fit = priced;
+      have_fit = true;
+      fit = j;
+    }
+  }
+  if (c.proposed >= 0) {
+    const T* wp = w + c.proposed * r;
+    bool fits = true;
+    for (std::int64_t q = 0; q < r; ++q) fits = fits && (static_cast<double>(wp[q]) <= rem[q]);
+    c.played = fits ? c.proposed : (skip_allowed ? kSkip : fit);
+  } else {
+    c.played = kSkip;  // the null action was the best-priced choice
+  }
+  return c;
+}
+
+// The price update from the proposal's costs wp (R), or nullptr for the null action. The state
+// keeps normalised prices m[r] = mu[r] rho[r] (value per period's share of budget r) and the
+// prices mu[r] = m[r] inv_rho[r] that decisions use; inv_rho[r] = T / C[r] (0: no limit, the
+// price stays 0).
+template <class T>
+APPORTION_HD inline void dmd_update(double* m, double* mu, const T* wp, std::int64_t r,
+                                    const double* inv_rho, double eta, Mirror mirror) {
+  for (std::int64_t q = 0; q < r; ++q) {
+    if (inv_rho[q] == 0.0) {
+      mu[q] = 0.0;
+      continue;
+    }
+    const double g = 1.0 - (wp ? static_cast<double>(wp[q]) * inv_rho[q] : 0.0);
+    double x = m[q];
+    if (mirror == kEuclidean) {
+      x -= eta * g;
+      if (!(x > 0.0)) x = 0.0;
+    } else {
+      x *= std::exp(-eta * g);
+      if (!(x > kMinEntropyPrice)) x = kMinEntropyPrice;
+    }
+    if (x > kMaxPrice) x = kMaxPrice;
+    m[q] = x;
+    mu[q] = x * inv_rho[q];
+  }
+}
+
+// Adds the played option's costs to the compensated spent sums.
+template <class T>
+APPORTION_HD inline void dmd_spend(const T* wp, std::int64_t r, double* spent_sum, double* spent_carry) {
+  for (std::int64_t q = 0; q < r; ++q) {
+    CompensatedSum s{spent_sum[q], spent_carry[q]};
+    s.add(static_cast<double>(wp[q]));
+    spent_sum[q] = s.sum;
+    spent_carry[q] = s.carry;
+  }
+}
+
+// Configuration shared by the allocator and the simulator.
+struct DmdConfig {
+  std::int64_t r = 1;         // resources
+  std::int64_t horizon = 1;   // T
+  Mirror mirror = kEuclidean;
+  double eta = 0.0;           // step size, in normalised units (see above)
+  bool skip_allowed = true;
+  std::vector<double> budget;     // (R,) > 0, may be +inf
+  std::vector<double> inv_rho;    // (R,) T / C (0 for an infinite budget)
+  std::vector<double> m0;         // (R,) initial normalised prices m = mu * rho
+
+  // Checks the fields and derives inv_rho; throws std::invalid_argument naming the argument.
+  void finalise();
+};
+
+// The mutable state of one allocator; plain arrays so that it pickles as numbers.
+struct DmdState {
+  std::vector<double> m, mu, spent_sum, spent_carry;  // (R,) each
+  std::int64_t steps = 0;
+  void reset(const DmdConfig& cfg);
+};
+
+// Decides m requests in order (values (m,K); costs of request i at w + i * cost_stride_request,
+// (K,R) row-major; mask (m,K) or nullptr), updating the state after each, and writes the played
+// options to out (m). All-or-nothing: when a request stalls (no option fits, skipping not
+// allowed) the state is restored as before the call and the index of that request is
+// returned; otherwise -1. Values must be finite and costs finite and >= 0 (checked; throws
+// std::invalid_argument).
+template <class T>
+std::int64_t dmd_decide_many(const DmdConfig& cfg, DmdState& st, const T* values, const T* costs,
+                             std::int64_t cost_stride_request, const std::uint8_t* mask,
+                             std::int64_t m, std::int64_t k, std::int64_t* out);
+
+// S independent streams of T requests (values (S,T,K); the costs of request (s,t) start at
+// costs + s * cs + t * ct, (K,R) row-major; 0 strides broadcast). Each stream starts from the
+// initial state of cfg. Outputs: choice (S,T) or nullptr (played option, kSkip, or kSkip for a
+// stalled request, counted in stalled, which leaves the state untouched as an allocator's
+// failed decide does), value (S,), spent (S,R), prices (S,R), stalled (S,).
+struct SimulationOutput {
+  std::int64_t* choice = nullptr;
+  double* value = nullptr;
+  double* spent = nullptr;
+  double* prices = nullptr;
+  std::int64_t* stalled = nullptr;
+};
+
+template <class T>
+void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::int64_t cs,
+                  std::int64_t ct, std::int64_t s, std::int64_t t, std::int64_t k,
+                  const SimulationOutput& out, int threads);
+
+// Offline: the dual update over a batch of B instances (values (B,N,K); costs of (b,i) at
+// costs + b * cb + i * ci, (K,R) row-major; budgets (B,R); mask (B,N,K) or nullptr). Subgradient
+// steps on L(mu) = sum_i max_k (v_ik - mu . w_ik) + mu . C in rho-normalised prices, with a
+// Polyak step towards the best feasible value; every L(mu) is an upper bound (the least is
+// kept); the primal is x(mu) repaired to feasibility and topped up with leftover budget.
+struct MirrorOutput {
+  std::int64_t* choice = nullptr;  // (B,N)
+  double* value = nullptr;         // (B,)
+  double* cost = nullptr;          // (B,R)
+  double* bound = nullptr;         // (B,)
+  double* prices = nullptr;        // (B,R) the prices of the best bound
+  double* min_cost = nullptr;      // (B,R) sum_i min_k w_ikr: below it, surely infeasible
+  std::int64_t* iterations = nullptr;  // (B,)
+  std::int8_t* status = nullptr;   // (B,)
+};
+
+template <class T>
+void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t ci,
+                  const std::uint8_t* mask, const double* budgets, std::int64_t b, std::int64_t n,
+                  std::int64_t k, std::int64_t r, double value_sign, std::int64_t max_iter,
+                  double tol, const MirrorOutput& out, int threads);
+
+}  // namespace apportion

@@ -1,0 +1,443 @@
+"""Online allocation (dual mirror descent) and the offline `mirror` solver: never over budget,
+regret per request shrinking with T, agreement between the allocator, its batch form and the
+simulator, pickling, input errors, and certified bounds of the offline solver."""
+
+import itertools
+import math
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import apportion
+from apportion import NoFeasibleOptionError, OnlineAllocator, simulate_online
+from apportion.online import SKIP, mirror_solve
+from conftest import HAS_ORTOOLS
+from helpers import check_solution
+
+MIRRORS = ["euclidean", "entropy"]
+
+
+# -- streams --------------------------------------------------------------------------------
+
+ORDERS = ["iid", "value_desc", "value_asc", "cost_desc", "burst", "reverse_burst"]
+
+
+@st.composite
+def streams(draw):
+    """A stream of T requests with K options and R resources (None: scalar budget), ordered
+    adversarially, with a budget from tiny to generous."""
+    T = draw(st.integers(1, 60))
+    K = draw(st.integers(1, 5))
+    R = draw(st.sampled_from([None, 1, 2, 3]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    Rn = 1 if R is None else R
+    values = rng.normal(1.0, 1.0, (T, K))
+    costs = rng.random((T, K, Rn)) * draw(st.sampled_from([0.1, 1.0, 7.0]))
+    if draw(st.booleans()):
+        costs = np.round(costs * 4) / 4  # exact ties and exact zeros
+    order = draw(st.sampled_from(ORDERS))
+    key = {"iid": None,
+           "value_desc": -values.max(1),
+           "value_asc": values.max(1),
+           "cost_desc": -costs.sum(axis=(1, 2)),
+           "burst": -(values.max(1) / (1e-9 + costs.sum(axis=(1, 2)))),
+           "reverse_burst": values.max(1) * costs.sum(axis=(1, 2))}[order]
+    if key is not None:
+        idx = np.argsort(key, kind="stable")
+        values, costs = values[idx], costs[idx]
+    frac = draw(st.sampled_from([0.01, 0.1, 0.3, 1.0]))
+    budget = np.maximum(frac * costs.max(axis=1).sum(axis=0), 1e-3)
+    if R is None:
+        costs, budget = costs[..., 0], float(budget[0])
+    horizon = draw(st.sampled_from([T, max(1, T // 3), 10 * T]))
+    mirror = draw(st.sampled_from(MIRRORS))
+    step = draw(st.sampled_from([None, 0.01, 1.0, 50.0]))
+    skip = draw(st.booleans())
+    return values, costs, budget, horizon, mirror, step, skip
+
+
+def played_cost(costs, choices):
+    """Exactly rounded totals per resource of the played options (skips cost nothing)."""
+    c = costs if costs.ndim == 3 else costs[..., None]
+    rows = [c[t, k] for t, k in enumerate(choices) if k >= 0]
+    if not rows:
+        return np.zeros(c.shape[2])
+    return np.array([math.fsum(col) for col in np.array(rows).T])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_never_over_budget(stream):
+    values, costs, budget, horizon, mirror, step, skip = stream
+    alloc = OnlineAllocator(budget, horizon, mirror=mirror, step_size=step, skip_allowed=skip)
+    choices = []
+    for t in range(values.shape[0]):
+        before = alloc.__getstate__()
+        try:
+            k = alloc.decide(values[t], costs[t])
+        except NoFeasibleOptionError:
+            assert not skip
+            # Nothing fits: truly so, and the state did not move.
+            rem = np.atleast_1d(alloc.remaining)
+            c = costs[t] if costs.ndim == 3 else costs[t][:, None]
+            assert not (c <= rem).all(axis=1).any()
+            after = alloc.__getstate__()
+            assert all(np.array_equal(before[key], after[key]) for key in ("m", "spent_sum", "spent_carry"))
+            assert before["steps"] == after["steps"]
+            choices.append(SKIP)
+            continue
+        assert isinstance(k, int)
+        assert SKIP <= k < values.shape[1]
+        if not skip:
+            assert k != SKIP
+        choices.append(k)
+        total = played_cost(costs, choices)
+        assert (total <= np.atleast_1d(budget)).all(), (total, budget)
+        assert (np.atleast_1d(alloc.prices) >= 0).all()
+        assert (np.atleast_1d(alloc.remaining) >= 0).all()
+    assert np.allclose(np.atleast_1d(alloc.spent), played_cost(costs, choices), rtol=1e-12, atol=1e-12)
+
+    # The simulator plays the same stream identically (a stall shows as SKIP and is counted).
+    run = simulate_online(values, costs, budget, horizon=horizon, mirror=mirror, step_size=step,
+                          skip_allowed=skip)
+    assert run.choice.tolist() == choices
+    assert run.stalled == sum(1 for k in choices if k == SKIP and not skip)
+    assert np.allclose(np.atleast_1d(run.spent), played_cost(costs, choices), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mirror", MIRRORS)
+@pytest.mark.parametrize("R", [None, 2])
+def test_batch_decide_matches_one_by_one(mirror, R, rng):
+    T, K = 200, 6
+    values = rng.random((T, K))
+    costs = rng.random((T, K) if R is None else (T, K, R))
+    budget = 0.2 * T if R is None else np.full(R, 0.2 * T)
+    one = OnlineAllocator(budget, T, mirror=mirror)
+    seq = [one.decide(values[t], costs[t]) for t in range(T)]
+    batch = OnlineAllocator(budget, T, mirror=mirror)
+    got = np.concatenate([batch.decide(values[i:i + 7], costs[i:i + 7]) for i in range(0, T, 7)])
+    assert got.tolist() == seq
+    assert np.array_equal(np.atleast_1d(one.prices), np.atleast_1d(batch.prices))
+    assert np.array_equal(np.atleast_1d(one.spent), np.atleast_1d(batch.spent))
+    # Shared costs for a batch: (K,) / (K,R) broadcast over its requests.
+    shared = OnlineAllocator(budget, T, mirror=mirror)
+    got = shared.decide(values[:10], costs[0])
+    ref = OnlineAllocator(budget, T, mirror=mirror)
+    assert got.tolist() == [ref.decide(values[t], costs[0]) for t in range(10)]
+
+
+def test_simulator_streams_are_independent_and_deterministic(rng):
+    S, T, K = 5, 300, 4
+    values = rng.random((S, T, K))
+    costs = rng.random((S, T, K))
+    runs = [simulate_online(values, costs, 30.0, threads=th) for th in (1, None)]
+    assert np.array_equal(runs[0].choice, runs[1].choice)
+    assert np.array_equal(runs[0].prices, runs[1].prices)
+    for s in range(S):
+        one = simulate_online(values[s], costs[s], 30.0)
+        assert np.array_equal(one.choice, runs[0].choice[s])
+        assert one.value == runs[0].value[s]
+    # float32 input is read as float32 and still never over budget.
+    r32 = simulate_online(values.astype(np.float32), costs.astype(np.float32), 30.0)
+    assert (r32.spent <= 30.0).all()
+    nochoice = simulate_online(values, costs, 30.0, record_choices=False)
+    assert nochoice.choice is None and np.array_equal(nochoice.value, runs[0].value)
+
+
+# -- regret ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mirror", MIRRORS)
+def test_regret_per_request_falls_with_horizon(mirror):
+    """Regret against the hindsight LP bound (an upper bound on the hindsight optimum, so this
+    over-estimates the true regret) divided by T shrinks as T grows from 1e2 to 1e5."""
+    rng = np.random.default_rng(2024)
+    S, K, rho = 4, 8, 0.1
+    per_request = []
+    for T in (100, 1_000, 10_000, 100_000):
+        values = rng.random((S, T, K))
+        costs = rng.random((S, T, K))
+        run = simulate_online(values, costs, rho * T, mirror=mirror, record_choices=False)
+        assert (run.spent <= rho * T).all()
+        # Hindsight: every request may also skip (value 0, cost 0).
+        zeros = np.zeros((S, T, 1))
+        hindsight = apportion.solve(np.concatenate([zeros, values], 2), np.concatenate([zeros, costs], 2),
+                                    np.full(S, rho * T), method="lagrangian")
+        assert (hindsight.bound >= run.value - 1e-9 * T).all()
+        per_request.append(float(np.mean(hindsight.bound - run.value)) / T)
+    assert all(b < a for a, b in zip(per_request, per_request[1:])), per_request
+    assert per_request[-1] < per_request[0] / 5, per_request
+
+
+@pytest.mark.skipif(not HAS_ORTOOLS, reason="ortools not installed")
+def test_regret_against_exact_hindsight_small():
+    """For small T the exact hindsight optimum (CP-SAT) bounds what the allocator collects."""
+    from apportion import reference
+
+    rng = np.random.default_rng(7)
+    T, K = 40, 4
+    values = rng.integers(0, 20, (T, K)).astype(float)
+    costs = rng.integers(0, 10, (T, K)).astype(float)
+    budget = 60.0
+    run = simulate_online(values, costs, budget, step_size=0.05)
+    zeros = np.zeros((T, 1))
+    exact = reference.cpsat(np.hstack([zeros, values]), np.hstack([zeros, costs]), budget)
+    assert exact.status == "optimal"
+    assert run.value <= exact.value + 1e-9
+    assert run.spent <= budget
+
+
+# -- pickling and state ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mirror", MIRRORS)
+@pytest.mark.parametrize("budget", [50.0, np.array([50.0, 80.0])])
+def test_pickled_allocator_continues_identically(mirror, budget, rng):
+    T, K = 400, 5
+    R = np.size(budget)
+    values = rng.random((T, K))
+    costs = rng.random((T, K) if np.ndim(budget) == 0 else (T, K, R))
+    alloc = OnlineAllocator(budget, T, mirror=mirror, step_size=0.3)
+    for t in range(150):
+        alloc.decide(values[t], costs[t])
+    clone = pickle.loads(pickle.dumps(alloc))
+    assert clone.steps == alloc.steps == 150
+    assert np.array_equal(np.atleast_1d(clone.prices), np.atleast_1d(alloc.prices))
+    a = [alloc.decide(values[t], costs[t]) for t in range(150, T)]
+    b = [clone.decide(values[t], costs[t]) for t in range(150, T)]
+    assert a == b
+    assert np.array_equal(np.atleast_1d(clone.prices), np.atleast_1d(alloc.prices))
+    assert np.array_equal(np.atleast_1d(clone.spent), np.atleast_1d(alloc.spent))
+    assert repr(clone) == repr(alloc)
+    # reset returns to the start: replaying the stream gives the first run's decisions.
+    fresh = OnlineAllocator(budget, T, mirror=mirror, step_size=0.3)
+    first = [fresh.decide(values[t], costs[t]) for t in range(T)]
+    alloc.reset()
+    assert alloc.steps == 0 and np.all(np.atleast_1d(alloc.spent) == 0)
+    assert [alloc.decide(values[t], costs[t]) for t in range(T)] == first
+
+
+def test_properties_and_units():
+    alloc = OnlineAllocator(10.0, 5)
+    assert alloc.prices == 0.0 and alloc.spent == 0.0 and alloc.remaining == 10.0
+    assert alloc.step_size == pytest.approx(1 / math.sqrt(5))
+    assert alloc.decide([1.0, 3.0], [0.0, 4.0]) == 1
+    assert alloc.spent == 4.0 and alloc.remaining == 6.0
+    # Spent 4 against a target of 2 per request: the price rises by eta * (4/2 - 1) / rho.
+    assert alloc.prices == pytest.approx(alloc.step_size * 1.0 / 2.0)
+    multi = OnlineAllocator([10.0, np.inf], 5, mirror="entropy")
+    assert multi.prices.shape == (2,)
+    assert multi.prices[0] == pytest.approx(5 / 10.0) and multi.prices[1] == 0.0
+    assert multi.decide([1.0, 2.0], [[0.0, 100.0], [1.0, 1e9]]) in (0, 1)
+    # Skip wins when every option is priced below zero.
+    neg = OnlineAllocator(10.0, 5)
+    assert neg.decide([-1.0, -2.0], [0.0, 1.0]) == SKIP
+    assert OnlineAllocator(10.0, 5, skip_allowed=False).decide([-1.0, -2.0], [0.0, 1.0]) == 0
+
+
+def test_no_feasible_option_is_reported_and_atomic():
+    alloc = OnlineAllocator(5.0, 10, skip_allowed=False)
+    assert alloc.decide([1.0, 2.0], [1.0, 4.0]) == 1
+    with pytest.raises(NoFeasibleOptionError, match="no option fits the remaining budget"):
+        alloc.decide([1.0, 2.0], [2.0, 3.0])
+    assert alloc.steps == 1 and alloc.spent == 4.0
+    state = alloc.__getstate__()
+    with pytest.raises(NoFeasibleOptionError) as err:
+        alloc.decide(np.ones((3, 2)), np.array([[0.5, 0.5], [0.5, 0.5], [2.0, 3.0]]))
+    assert err.value.request == 2
+    after = alloc.__getstate__()
+    assert alloc.steps == 1 and np.array_equal(state["m"], after["m"]) and alloc.spent == 4.0
+    # The best-priced option that fits is played when the preferred one does not.
+    assert alloc.decide([1.0, 9.0], [1.0, 2.0]) == 0
+    # With skipping allowed the null action is played instead.
+    skip = OnlineAllocator(5.0, 10)
+    skip.decide([0.0, 2.0], [0.0, 5.0])
+    assert skip.decide([1.0, 2.0], [2.0, 3.0]) == SKIP
+
+
+@pytest.mark.parametrize("bad, match, exc", [
+    (dict(budget=float("nan")), "budget", ValueError),
+    (dict(budget=0.0), "budget", ValueError),
+    (dict(budget=-1.0), "budget", ValueError),
+    (dict(budget=[[1.0]]), "budget", ValueError),
+    (dict(horizon=0), "horizon", ValueError),
+    (dict(horizon=2.5), "horizon", TypeError),
+    (dict(mirror="l2"), "mirror", ValueError),
+    (dict(step_size=0.0), "step_size", ValueError),
+    (dict(step_size=float("inf")), "step_size", ValueError),
+    (dict(initial_prices=-1.0), "initial_prices", ValueError),
+    (dict(mirror="entropy", initial_prices=0.0), "initial_prices", ValueError),
+])
+def test_constructor_errors_name_the_argument(bad, match, exc):
+    args = dict(budget=10.0, horizon=10)
+    args.update(bad)
+    with pytest.raises(exc, match=match):
+        OnlineAllocator(args.pop("budget"), args.pop("horizon"), **args)
+
+
+def test_decide_errors_name_the_argument():
+    alloc = OnlineAllocator(10.0, 10)
+    with pytest.raises(ValueError, match="values"):
+        alloc.decide([1.0, float("nan")], [1.0, 1.0])
+    with pytest.raises(ValueError, match="costs"):
+        alloc.decide([1.0, 2.0], [1.0, -1.0])
+    with pytest.raises(ValueError, match="costs"):
+        alloc.decide([1.0, 2.0], [1.0, float("inf")])
+    with pytest.raises(ValueError, match="costs: expected shape"):
+        alloc.decide([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="values"):
+        alloc.decide(np.ones((2, 2, 2)), [1.0, 2.0])
+    with pytest.raises(ValueError, match="values"):
+        alloc.decide([], [])
+    with pytest.raises(ValueError, match="costs: expected shape"):
+        OnlineAllocator([10.0, 10.0], 10).decide([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(TypeError, match="values"):
+        alloc.decide(["a", "b"], [1.0, 2.0])
+    assert alloc.steps == 0 and alloc.spent == 0.0
+    with pytest.raises(ValueError, match="values"):
+        simulate_online(np.full((2, 3), np.nan), np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="costs"):
+        simulate_online(np.ones((2, 3)), -np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="costs: expected one of the shapes"):
+        simulate_online(np.ones((2, 3)), np.ones(4), 1.0)
+    with pytest.raises(ValueError, match="horizon"):
+        simulate_online(np.ones((2, 3)), np.ones(3), 1.0, horizon=0)
+    with pytest.raises(ValueError, match="budget"):
+        simulate_online(np.ones((2, 3)), np.ones(3), -1.0)
+
+
+# -- offline: method="mirror" ------------------------------------------------------------------
+
+@st.composite
+def offline_problems(draw, max_n=8, max_k=4):
+    n = draw(st.integers(1, max_n))
+    k = draw(st.integers(1, max_k))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    values = rng.integers(-5, 30, (n, k)).astype(float)
+    costs = rng.integers(0, 12, (n, k)).astype(float)
+    mask = None
+    if draw(st.booleans()):
+        mask = rng.random((n, k)) < 0.7
+        mask[np.arange(n), rng.integers(0, k, n)] = True
+    allowed = np.ones((n, k), bool) if mask is None else mask
+    lo = np.where(allowed, costs, np.inf).min(1).sum()
+    hi = np.where(allowed, costs, 0).max(1).sum()
+    budget = float(np.floor(lo + draw(st.floats(-0.1, 1.1)) * (hi - lo)))
+    return values, costs, budget, mask
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(offline_problems(), st.sampled_from(["max", "min"]))
+def test_mirror_r1_within_reported_gap_of_exact(problem, sense):
+    from apportion import reference
+
+    values, costs, budget, mask = problem
+    sol = apportion.solve(values, costs, budget, mask=mask, sense=sense, method="mirror")
+    check_solution(sol, values, costs, budget, mask, sense=sense)
+    ref = reference.milp(values, costs, budget, mask=mask, sense=sense)
+    if ref.status == "infeasible":
+        assert sol.status == "infeasible"
+        return
+    assert sol.status in ("optimal", "feasible")
+    tol = 1e-7 * max(1.0, abs(ref.value))
+    if sense == "max":
+        assert sol.value <= ref.value + tol <= sol.bound + 2 * tol
+    else:
+        assert sol.value >= ref.value - tol >= sol.bound - 2 * tol
+    assert abs(sol.value - ref.value) <= sol.gap + tol
+    # Every L(mu) bounds the optimum; the Lagrangian LP is the least of them.
+    lag = apportion.solve(values, costs, budget, mask=mask, sense=sense, method="lagrangian")
+    if sense == "max":
+        assert sol.bound >= lag.bound - 1e-7 * max(1.0, abs(lag.bound))
+    else:
+        assert sol.bound <= lag.bound + 1e-7 * max(1.0, abs(lag.bound))
+
+
+def brute_force(values, costs, budget):
+    """Exact optimum over all allocations (small instances): (value or None, choice)."""
+    n, k = values.shape
+    best, arg = None, None
+    for choice in itertools.product(range(k), repeat=n):
+        idx = (np.arange(n), np.array(choice))
+        if (costs[idx].sum(0) <= budget + 1e-9).all():
+            v = values[idx].sum()
+            if best is None or v > best:
+                best, arg = v, choice
+    return best, arg
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 6), st.integers(1, 3), st.integers(2, 3), st.integers(0, 2**32 - 1),
+       st.floats(0.0, 1.0))
+def test_mirror_multi_resource_feasible_and_bounded(n, k, R, seed, frac):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 20, (n, k)).astype(float)
+    costs = rng.integers(0, 8, (n, k, R)).astype(float)
+    lo, hi = costs.min(1).sum(0), costs.max(1).sum(0)
+    budget = np.floor(lo + frac * (hi - lo))
+    sol = apportion.solve(values, costs, budget, method="mirror")
+    opt, _ = brute_force(values, costs, budget)
+    assert sol.cost.shape == (R,) and sol.shadow_price.shape == (R,) and sol.min_budget.shape == (R,)
+    if sol.status == "infeasible":
+        assert opt is None or (sol.min_budget > budget).any() is False
+        assert opt is None  # budget >= least use per resource, but no joint allocation fits
+        return
+    idx = (np.arange(n), sol.choice)
+    assert (costs[idx].sum(0) <= budget).all()
+    assert np.allclose(costs[idx].sum(0), sol.cost)
+    assert values[idx].sum() == pytest.approx(sol.value)
+    assert opt is not None
+    assert sol.value <= opt + 1e-9 <= sol.bound + 1e-6 * max(1.0, abs(opt))
+    assert (sol.shadow_price >= 0).all()
+
+
+def test_mirror_batch_shapes_and_quality(rng):
+    B, N, K, R = 3, 400, 6, 3
+    values = rng.random((B, N, K))
+    costs = rng.random((B, N, K, R))
+    budget = np.array([0.3, 0.35, 0.4]) * N
+    sol = apportion.solve(values, costs, np.broadcast_to(budget, (B, R)), method="mirror")
+    assert sol.choice.shape == (B, N) and sol.cost.shape == (B, R) and sol.shadow_price.shape == (B, R)
+    assert (sol.cost <= budget).all()
+    assert (sol.status != "infeasible").all()
+    assert (sol.relative_gap < 0.01).all()
+    for b in range(B):
+        one = apportion.solve(values[b], costs[b], budget, method="mirror")
+        assert np.array_equal(one.choice, sol.choice[b]) and one.value == sol.value[b]
+    # (1,R) budget broadcasts over the batch, shared (K,R) costs broadcast over items.
+    tiers = costs[0, 0]
+    shared_budget = N * tiers.mean(0)
+    shared = apportion.solve(values, tiers, shared_budget[None], method="mirror")
+    assert shared.cost.shape == (B, R) and (shared.cost <= shared_budget).all()
+    assert (shared.status != "infeasible").all()
+    # Budgets that each fit the least use of a resource but not jointly: the dual proves it.
+    tight = apportion.solve(values, tiers, np.array([[0.3, 0.35, 0.4]]) * N, method="mirror")
+    assert (tight.status == "infeasible").all() and np.isnan(tight.bound).all()
+    assert (tight.min_budget <= np.array([0.3, 0.35, 0.4]) * N).all()
+    # float32 input and a mask.
+    mask = rng.random((B, N, K)) < 0.8
+    mask[..., 0] = True
+    m32 = apportion.solve(values.astype(np.float32), costs.astype(np.float32), budget[None],
+                          mask=mask, method="mirror")
+    assert mask[np.arange(B)[:, None], np.arange(N), m32.choice].all()
+    assert (m32.cost <= budget * (1 + 1e-6)).all()
+
+
+def test_mirror_infeasible_and_errors():
+    values = np.ones((3, 2))
+    costs = np.stack([np.ones((3, 2)), np.full((3, 2), 2.0)], axis=-1)  # (N,K,R=2)
+    sol = apportion.solve(values, costs, np.array([10.0, 5.0]), method="mirror")
+    assert sol.status == "infeasible" and math.isnan(sol.bound)
+    assert sol.min_budget.tolist() == [3.0, 6.0]
+    with pytest.raises(ValueError, match="costs: with a budget of 2 resources"):
+        apportion.solve(values, np.ones((3, 2)), np.array([1.0, 1.0]), method="mirror")
+    with pytest.raises(ValueError, match="budget"):
+        apportion.solve(values, costs, np.array([np.nan, 1.0]), method="mirror")
+    with pytest.raises(ValueError, match="values"):
+        apportion.solve(np.full((3, 2), np.nan), costs, np.array([10.0, 10.0]), method="mirror")
+    with pytest.raises(ValueError, match="costs"):
+        apportion.solve(values, -costs, np.array([10.0, 10.0]), method="mirror")
+    with pytest.raises(ValueError, match="max_iter"):
+        mirror_solve(values, costs, np.array([10.0, 10.0]), max_iter=0)
