@@ -115,7 +115,7 @@ void solve_dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, i
   run_batch<DpWorkspace>(p.b, threads, [&](std::int64_t b, DpWorkspace& ws, int inner) {
     const InstanceView<T> inst = p.instance(b);
     ItemFrontiers& f = ws.lagrangian.frontiers;
-    build_frontiers(inst, f, inner);
+    build_frontiers(inst, f, inner, exact_spend);
     InstanceResult r;
     const std::int64_t grid = dp_grid(f, inst.budget, exact_spend, r.min_budget);
     ws.position.assign(f.n, 0);
@@ -148,7 +148,7 @@ void dp_frontier(const InstanceView<T>& p, bool exact_spend, const double* at, s
                  std::int64_t* choices, FrontierOutput& out, int threads) {
   DpWorkspace& ws = thread_workspace<DpWorkspace>();
   ItemFrontiers& f = ws.lagrangian.frontiers;
-  build_frontiers(p, f, threads);
+  build_frontiers(p, f, threads, exact_spend);
   // One pass up to the largest budget asked for (the instance's own budget included).
   double top = p.budget;
   for (std::int64_t x = 0; x < m; ++x) top = std::max(top, at[x]);

@@ -36,13 +36,15 @@ void sort_by_cost(std::int64_t k, Cost cost, std::int32_t* order) {
 
 // Builds item i's Pareto list and hull, visiting its options in cost order `order`.
 template <class T>
-void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, const std::int32_t* order) {
+void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, const std::int32_t* order,
+                bool keep_dominated) {
   const std::int64_t k = p.k, base = i * k;
   std::int32_t* opt = &f.option[base];
   double* cost = &f.cost[base];
   double* value = &f.value[base];
-  // Pareto filter: keep an option only if it is worth strictly more than every cheaper one;
-  // at equal cost the most valuable (first by index on ties) stands for the group.
+  // Pareto filter: keep an option only if it is worth strictly more than every cheaper one
+  // (with keep_dominated: every distinct cost); at equal cost the most valuable (first by
+  // index on ties) stands for the group.
   // Branch-free: random values make these comparisons unpredictable.
   const T* vrow = p.values + base;
   const T* crow = p.costs + i * p.cost_stride_item;
@@ -53,8 +55,10 @@ void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, cons
   for (std::int64_t a = 0; a < k; ++a) {
     const std::int32_t j = order[a];
     const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
-    const bool keep = (mrow == nullptr || mrow[j] != 0) && v > last_value;
-    c -= static_cast<std::int32_t>(keep && w == last_cost);  // same cost, more value: replace
+    const bool same_cost = w == last_cost;
+    const bool keep = (mrow == nullptr || mrow[j] != 0) &&
+                      (v > last_value || (keep_dominated && !same_cost));
+    c -= static_cast<std::int32_t>(keep && same_cost);  // same cost, more value: replace
     opt[c] = j;
     cost[c] = w;
     value[c] = v;
@@ -89,7 +93,7 @@ void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, cons
 }  // namespace
 
 template <class T>
-void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads) {
+void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads, bool keep_dominated) {
   f.n = p.n;
   f.k = p.k;
   const std::size_t nk = static_cast<std::size_t>(p.n * p.k);
@@ -115,7 +119,7 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads) {
     if (!shared_costs) order.resize(p.k);
     for (std::int64_t i = begin; i < end; ++i) {
       if (!shared_costs) sort_by_cost(p.k, [&](std::int32_t j) { return p.cost(i, j); }, order.data());
-      build_item(p, f, i, shared_costs ? shared_order.data() : order.data());
+      build_item(p, f, i, shared_costs ? shared_order.data() : order.data(), keep_dominated);
     }
   };
   // Threads pay off only for large instances; each chunk owns its items' slots.
@@ -126,8 +130,8 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads) {
   }
 }
 
-template void build_frontiers<float>(const InstanceView<float>&, ItemFrontiers&, int);
-template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers&, int);
+template void build_frontiers<float>(const InstanceView<float>&, ItemFrontiers&, int, bool);
+template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers&, int, bool);
 
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
   // lambda = 0 with an unbounded budget must not produce 0 * inf.

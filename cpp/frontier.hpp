@@ -73,9 +73,12 @@ struct LpRelaxation {
 };
 
 // Builds the Pareto lists and hulls of every item; threads over items when `threads` > 1.
+// With keep_dominated the lists keep every distinct cost (the most valuable option at each),
+// as spending an exact budget may need a dominated option; the hulls are then meaningless.
 // Throws std::invalid_argument when an item has no allowed option.
 template <class T>
-void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads);
+void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
+                     bool keep_dominated = false);
 
 // Solves the LP from built frontiers; on return ws.position holds, per item, the Pareto
 // position of the integer primal that drops the fractional increment (and the cheapest

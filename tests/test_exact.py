@@ -1,0 +1,230 @@
+"""Exact solvers: the core enumeration (method="exact") and the dense DP (method="dp", the
+frontier), against brute force and CP-SAT."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import apportion
+from apportion import workloads
+from conftest import HAS_ORTOOLS
+from helpers import brute_force, check_solution, small_problems
+
+CLASSIC = ("uncorrelated", "weakly", "strongly", "subset_sum", "zigzag")
+
+
+def random_small_instances(count):
+    """`count` seeded small instances over all classes, with masks, ties and zero costs."""
+    rng = np.random.default_rng(2026)
+    for t in range(count):
+        kind = workloads.CLASSES[t % len(workloads.CLASSES)]
+        n, k = int(rng.integers(1, 7)), int(rng.integers(1, 5))
+        R = int(rng.choice([5, 20, 100]))  # small ranges make ties likely
+        values, costs, budget = workloads.instance(kind, n, k, R=R, seed=t)
+        if kind == "routing":
+            costs = costs - 1.0  # the cheapest tier free: zero costs
+        if t % 3 == 0:
+            costs = costs.copy()
+            costs[rng.random(costs.shape) < 0.2] = 0.0
+        mask = None
+        if t % 2 == 0:
+            mask = rng.random((n, k)) < 0.7
+            mask[np.arange(n), rng.integers(0, k, n)] = True
+        budget = float(budget) + float(rng.integers(-3, 4))
+        yield t, values, costs, budget, mask
+
+
+def test_exact_and_dp_equal_brute_force_on_1000_instances():
+    checked = 0
+    for t, values, costs, budget, mask in random_small_instances(1000):
+        best = brute_force(values, costs, budget, mask)
+        exact = apportion.solve(values, costs, budget, mask=mask, method="exact")
+        check_solution(exact, values, costs, budget, mask)
+        integer_costs = np.array_equal(costs, np.floor(costs))
+        dp = apportion.solve(values, costs, budget, mask=mask, method="dp") if integer_costs else None
+        if best is None:
+            assert exact.status == "infeasible", t
+            assert dp is None or dp.status == "infeasible"
+            continue
+        assert exact.status == "optimal", t
+        assert exact.value == pytest.approx(best, rel=1e-9, abs=1e-9), t
+        if dp is not None:
+            check_solution(dp, values, costs, budget, mask)
+            assert dp.status == "optimal" and dp.value == pytest.approx(best, rel=1e-9, abs=1e-9), t
+        checked += 1
+    assert checked > 800
+
+
+@pytest.mark.skipif(not HAS_ORTOOLS, reason="ortools not installed")
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_problems(max_n=14, max_k=6))
+def test_exact_and_dp_equal_cpsat(problem):
+    from apportion import reference
+
+    values, costs, budget, mask = problem
+    ref = reference.cpsat(values, costs, budget, mask=mask)
+    for method in ("exact", "dp"):
+        sol = apportion.solve(values, costs, budget, mask=mask, method=method)
+        check_solution(sol, values, costs, budget, mask)
+        if ref.status == "infeasible":
+            assert sol.status == "infeasible"
+        else:
+            assert ref.status == "optimal"
+            assert sol.status == "optimal" and sol.value == pytest.approx(ref.value, abs=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(small_problems(max_n=7, max_k=4, integer=False))
+def test_exact_real_valued_costs_equal_brute_force(problem):
+    values, costs, budget, mask = problem
+    best = brute_force(values, costs, budget, mask)
+    sol = apportion.solve(values, costs, budget, mask=mask, method="exact")
+    check_solution(sol, values, costs, budget, mask)
+    if best is None:
+        assert sol.status == "infeasible"
+    else:
+        assert sol.status == "optimal" and sol.value == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", workloads.CLASSES)
+def test_exact_matches_dp_on_larger_instances(kind):
+    values, costs, budget = workloads.instance(kind, 120, 6, R=200, seed=31)
+    if kind == "routing":
+        costs = np.round(costs)
+    exact = apportion.solve(values, costs, budget, method="exact")
+    dp = apportion.solve(values, costs, budget, method="dp")
+    check_solution(exact, values, costs, budget)
+    assert exact.status == dp.status == "optimal"
+    assert exact.value == pytest.approx(dp.value, rel=1e-12)
+    lag = apportion.solve(values, costs, budget, method="lagrangian")
+    assert lag.value <= exact.value + 1e-9 * abs(exact.value) <= lag.bound + 2e-9 * abs(exact.value)
+
+
+@pytest.mark.parametrize("method", ["exact", "dp"])
+def test_batch_equals_one_by_one(method):
+    values, costs, budget = workloads.instance("weakly", 40, 5, batch=6, R=100, seed=5)
+    budget = budget.copy()
+    budget[3] = 0.0
+    sol = apportion.solve(values, costs, budget, method=method)
+    assert sol.status[3] == "infeasible"
+    for b in range(6):
+        one = apportion.solve(values[b], costs[b], budget[b], method=method)
+        np.testing.assert_array_equal(sol.choice[b], one.choice)
+        assert sol.value[b] == one.value and sol.status[b] == one.status
+    check_solution(sol, values, costs, budget)
+
+
+def test_min_sense():
+    losses, costs, budget = workloads.instance("uncorrelated", 5, 3, R=20, seed=3)
+    best = -brute_force(-losses, costs, float(budget))
+    for method in ("exact", "dp"):
+        sol = apportion.solve(losses, costs, budget, sense="min", method=method)
+        assert sol.value == pytest.approx(best) and sol.bound == pytest.approx(best)
+
+
+def test_exact_limits_return_a_certified_feasible_answer():
+    values, costs, budget = workloads.instance("strongly", 300, 8, seed=2)
+    full = apportion.solve(values, costs, budget, method="exact")
+    capped = apportion.solve(values, costs, budget, method="exact", max_states=50)
+    assert full.status == "optimal"
+    assert capped.status in ("feasible", "optimal")
+    check_solution(capped, values, costs, budget)
+    assert capped.value <= full.value <= capped.bound + 1e-9 * full.value
+    if capped.status == "feasible":
+        assert capped.gap > 0
+
+
+def test_auto_reports_the_method_it_chose():
+    values, costs, budget = workloads.instance("uncorrelated", 50, 4, seed=1)
+    assert apportion.solve(values, costs, budget).method == "exact"
+    assert apportion.solve(values, costs, budget, exact_spend=True).method == "dp"
+    assert apportion.solve(values, costs, budget, cost_resolution=1.0).method == "dp"
+    big, big_costs, big_budget = workloads.instance("uncorrelated", 1 << 16, 8, batch=9, seed=1)
+    assert apportion.solve(big, big_costs, big_budget, threads=2).method == "lagrangian"
+
+
+# --- the dense DP: equality form, quantisation, memory, frontier --------------------------
+
+def test_exact_spend_equals_brute_force():
+    rng = np.random.default_rng(7)
+    for t in range(150):
+        n, k = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+        values = rng.normal(size=(n, k))
+        costs = rng.integers(0, 6, (n, k)).astype(float)
+        budget = float(rng.integers(0, 5 * n + 1))
+        best = brute_force(values, costs, budget, exact_spend=True)
+        sol = apportion.solve(values, costs, budget, method="dp", exact_spend=True)
+        if best is None:
+            assert sol.status == "infeasible", t
+        else:
+            assert sol.status == "optimal" and sol.cost == budget, t
+            assert sol.value == pytest.approx(best), t
+
+
+def test_dp_refuses_real_costs_without_resolution():
+    with pytest.raises(ValueError, match="cost_resolution"):
+        apportion.solve(np.ones((3, 2)), [0.5, 1.25], 2.0, method="dp")
+
+
+def test_dp_with_cost_resolution_is_feasible_and_near_exact():
+    values, costs, budget = workloads.instance("routing", 80, 5, seed=4)
+    costs = costs * 1.37  # real-valued
+    quant = apportion.solve(values, costs, budget, method="dp", cost_resolution=0.01)
+    exact = apportion.solve(values, costs, budget, method="exact")
+    check_solution(quant, values, costs, budget)
+    assert quant.info["cost_resolution"] == 0.01
+    assert quant.value <= exact.value + 1e-9
+    assert quant.value >= exact.value * (1 - 1e-2)
+
+
+def test_dp_memory_limit_is_a_clear_error():
+    values, costs, budget = workloads.instance("uncorrelated", 300, 4, R=10000, seed=1)
+    with pytest.raises(ValueError, match="max_memory"):
+        apportion.solve(values, costs, budget, method="dp", max_memory=1e5)
+
+
+def test_options_for_other_methods_are_refused():
+    v, c = np.ones((3, 2)), np.array([0.0, 1.0])
+    with pytest.raises(ValueError, match="exact_spend"):
+        apportion.solve(v, c, 1.0, method="lagrangian", exact_spend=True)
+    with pytest.raises(ValueError, match="time_limit"):
+        apportion.solve(v, c, 1.0, method="dp", time_limit=1.0)
+    with pytest.raises(ValueError, match="time_limit"):
+        apportion.solve(v, c, 1.0, method="exact", time_limit=-1.0)
+
+
+def test_frontier_equals_per_budget_solves():
+    values, costs, budget = workloads.instance("zigzag", 12, 4, R=30, seed=8)
+    top = float(budget) + 40
+    at = [top - 60, top - 20, top]
+    front = apportion.frontier(values, costs, top, at=at)
+    assert front.budgets[0] == front.min_budget
+    assert np.all(np.diff(front.values) >= 0), "the frontier must be monotone in the budget"
+    for b, v in zip(front.budgets[::7], front.values[::7]):
+        assert v == pytest.approx(apportion.solve(values, costs, b, method="exact").value)
+    for b, row in zip(at, front.choices):
+        exact = apportion.solve(values, costs, b, method="exact")
+        rows = np.arange(values.shape[0])
+        assert costs[rows, row].sum() <= b
+        assert values[rows, row].sum() == pytest.approx(exact.value)
+        assert front.value_at(b) == pytest.approx(exact.value)
+    assert np.isnan(front.value_at(front.min_budget - 1))
+
+
+def test_frontier_exact_spend_and_infeasible_requests():
+    values = np.array([[1.0, 2.0], [1.0, 5.0]])
+    costs = np.array([[1.0, 3.0], [1.0, 2.0]])
+    front = apportion.frontier(values, costs, 5.0, at=[1.0, 3.0, 4.0], exact_spend=True)
+    # budgets 2..5: exact spends 2 (1+1), 3 (1+2), 4 (3+1), 5 (3+2)
+    np.testing.assert_allclose(front.values, [2.0, 6.0, 3.0, 7.0])
+    assert (front.choices[0] == -1).all()  # budget 1 is below the cheapest allocation
+    assert front.choices[1].tolist() == [0, 1]
+    assert front.choices[2].tolist() == [1, 0]
+
+
+def test_frontier_of_a_shared_tier_schedule():
+    values, costs, budget = workloads.instance("routing", 300, 4, seed=9)
+    front = apportion.frontier(values, costs, budget)
+    one = apportion.solve(values, costs, budget, method="dp")
+    assert front.value_at(float(budget)) == pytest.approx(one.value)
+    assert front.budgets.size == int(budget) - 300 + 1
