@@ -5,15 +5,18 @@
 // v - lambda w). Every allocation x within the budget satisfies
 //     value(x) <= L(lambda) - sum_i d_i(x_i),   d_ij = (v_ib - lambda w_ib) - (v_ij - lambda w_ij) >= 0,
 // so only options with d_ij < L - z can appear in an allocation better than the incumbent z.
-// Items enter a core in order of their smallest d (how cheaply they leave their LP option);
-// the core is enumerated by DP over (cost, value) states with the other items at b_i. A state
-// (mu, pi) is dropped when dominated (another costs no more and is worth no less) or when its
-// bound pi + lambda (C - mu) cannot beat the incumbent. Enumeration stops when the next item's
-// smallest d exceeds every state's slack: no state can afford to move it, nor any later item.
+// Items enter a core in order of their smallest d (how cheaply they leave b_i; ties by how
+// close their hull slopes come to lambda, which tightens the bounds below); the core is enumerated
+// by DP over (cost, value) states with the other items at b_i. A state (mu, pi) is dropped when
+// dominated (another costs no more and is worth no less) or when its bound cannot beat the
+// incumbent. An item whose smallest d exceeds every state's slack pi + lambda (C - mu) - z
+// stays at b_i; enumeration stops when that holds for every item left.
 // States are pruned with a tighter bound than lambda: the items outside the core sit at their
 // LP options, so leftover budget buys value at most at the steepest untaken hull step among
 // them, and an overspend costs at least the flattest taken step (the LP of the items outside
-// the core is concave in its budget).
+// the core is concave in its budget). Moves that can still pay off are those with d below the
+// gap, so a state can shed at most the cost those moves of the items still to come can free
+// (beyond it, it cannot become feasible) and gain at most lambda times what they can add.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -38,8 +41,17 @@ struct CoreLink {
 struct ExactWorkspace {
   LagrangianWorkspace lagrangian;
   std::vector<std::int32_t> lp_position, best_position;
-  std::vector<std::pair<double, std::int32_t>> order;  // (smallest d, item)
+  struct CoreCandidate {
+    double closeness;   // how near the item's hull slopes around b_i come to lambda
+    double smallest_d;  // the cheapest move off b_i
+    double shed, add;   // cost the moves that can pay off take off / put on
+    std::int32_t item;
+    std::int32_t turn = 0;  // interleaves items that mostly shed cost with items that add it
+  };
+  std::vector<CoreCandidate> order;
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
+  std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
+  std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
   std::vector<CoreState> states, shifted, merged, scratch;
   std::vector<std::vector<CoreLink>> layers;
   std::vector<std::int32_t> layer_item;
@@ -48,7 +60,7 @@ struct ExactWorkspace {
     std::size_t links = 0;
     for (const auto& l : layers) links += l.capacity();
     return lagrangian.bytes() + (states.capacity() + shifted.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
-           links * sizeof(CoreLink) + order.capacity() * 16;
+           links * sizeof(CoreLink) + order.capacity() * sizeof(CoreCandidate);
   }
 };
 
@@ -102,21 +114,6 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     bool proven = lp.integral || L - z <= tol;
 
     if (!proven) {
-      // Items that can leave their LP option, cheapest move first.
-      ws.order.clear();
-      double base_cost = 0.0, base_value = 0.0;
-      for (std::int64_t i = 0; i < f.n; ++i) {
-        const std::int32_t bi = ws.lp_position[i];
-        base_cost += f.pcost(i, bi);
-        base_value += f.pvalue(i, bi);
-        const double key = f.pvalue(i, bi) - lambda * f.pcost(i, bi);
-        double smallest = INFINITY;
-        for (std::int32_t q = 0; q < f.count[i]; ++q) {
-          if (q != bi) smallest = std::min(smallest, std::max(0.0, key - (f.pvalue(i, q) - lambda * f.pcost(i, q))));
-        }
-        if (smallest < L - z - tol) ws.order.emplace_back(smallest, static_cast<std::int32_t>(i));
-      }
-      std::sort(ws.order.begin(), ws.order.end());
       // Hull slopes around each item's LP option: the next step up and the step down to it.
       auto up_slope = [&](std::int64_t i) {
         const std::int32_t h = lw.taken[i];
@@ -130,23 +127,73 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         const std::int32_t a = f.hull[i * f.k + h - 1], c = f.hull[i * f.k + h];
         return (f.pvalue(i, c) - f.pvalue(i, a)) / (f.pcost(i, c) - f.pcost(i, a));
       };
-      // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
+      // Items that can leave their LP option; the others never move, and bound from outside.
+      ws.order.clear();
+      double base_cost = 0.0, base_value = 0.0;
       double up_fixed = 0.0, down_fixed = static_cast<double>(INFINITY);
-      {
-        std::vector<char> in_order(f.n, 0);
-        for (const auto& e : ws.order) in_order[e.second] = 1;
-        for (std::int64_t i = 0; i < f.n; ++i) {
-          if (in_order[i]) continue;
-          up_fixed = std::max(up_fixed, up_slope(i));
-          down_fixed = std::min(down_fixed, down_slope(i));
+      for (std::int64_t i = 0; i < f.n; ++i) {
+        const std::int32_t bi = ws.lp_position[i];
+        base_cost += f.pcost(i, bi);
+        base_value += f.pvalue(i, bi);
+        const double key = f.pvalue(i, bi) - lambda * f.pcost(i, bi);
+        double smallest = INFINITY;
+        for (std::int32_t q = 0; q < f.count[i]; ++q) {
+          if (q != bi) smallest = std::min(smallest, std::max(0.0, key - (f.pvalue(i, q) - lambda * f.pcost(i, q))));
+        }
+        const double up = up_slope(i), down = down_slope(i);
+        if (smallest < L - z - tol) {
+          const double closeness = std::max(0.0, std::min(lambda - up, down - lambda));
+          // How far the moves that can still pay off take the item's cost down and up.
+          double lo = f.pcost(i, bi), hi = lo;
+          for (std::int32_t q = 0; q < f.count[i]; ++q) {
+            if (key - (f.pvalue(i, q) - lambda * f.pcost(i, q)) < L - z - tol) {
+              lo = std::min(lo, f.pcost(i, q));
+              hi = std::max(hi, f.pcost(i, q));
+            }
+          }
+          ws.order.push_back({closeness, smallest, f.pcost(i, bi) - lo, hi - f.pcost(i, bi),
+                              static_cast<std::int32_t>(i)});
+        } else {
+          up_fixed = std::max(up_fixed, up);
+          down_fixed = std::min(down_fixed, down);
         }
       }
+      auto by_promise = [](const auto& a, const auto& b) {
+        if (a.smallest_d != b.smallest_d) return a.smallest_d < b.smallest_d;
+        if (a.closeness != b.closeness) return a.closeness < b.closeness;
+        return a.item < b.item;
+      };
+      std::sort(ws.order.begin(), ws.order.end(), by_promise);
+      // Among equally promising items, alternate those that free budget with those that use
+      // it: the LP fills ties in item order, so otherwise all of one kind come first and the
+      // states spread far from the budget before any can return to it.
+      for (std::size_t a = 0, shedders = 0, adders = 0; a < ws.order.size(); ++a) {
+        if (a > 0 && (ws.order[a].smallest_d != ws.order[a - 1].smallest_d ||
+                      ws.order[a].closeness != ws.order[a - 1].closeness)) {
+          shedders = adders = 0;
+        }
+        ws.order[a].turn = static_cast<std::int32_t>(ws.order[a].shed >= ws.order[a].add ? 2 * shedders++
+                                                                                         : 2 * adders++ + 1);
+      }
+      std::stable_sort(ws.order.begin(), ws.order.end(), [](const auto& a, const auto& b) {
+        if (a.smallest_d != b.smallest_d) return a.smallest_d < b.smallest_d;
+        if (a.closeness != b.closeness) return a.closeness < b.closeness;
+        return a.turn < b.turn;
+      });
+      // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
       const std::size_t m = ws.order.size();
       ws.up_after.assign(m + 1, up_fixed);
       ws.down_after.assign(m + 1, down_fixed);
-      for (std::size_t t = m; t-- > 1;) {
-        ws.up_after[t - 1] = std::max(ws.up_after[t], up_slope(ws.order[t].second));
-        ws.down_after[t - 1] = std::min(ws.down_after[t], down_slope(ws.order[t].second));
+      ws.min_d_from.assign(m + 1, static_cast<double>(INFINITY));
+      ws.shed_after.assign(m + 1, 0.0);
+      ws.add_after.assign(m + 1, 0.0);
+      for (std::size_t t = m; t-- > 0;) {
+        ws.min_d_from[t] = std::min(ws.min_d_from[t + 1], ws.order[t].smallest_d);
+        if (t == 0) break;
+        ws.shed_after[t - 1] = ws.shed_after[t] + ws.order[t].shed;
+        ws.add_after[t - 1] = ws.add_after[t] + ws.order[t].add;
+        ws.up_after[t - 1] = std::max(ws.up_after[t], up_slope(ws.order[t].item));
+        ws.down_after[t - 1] = std::min(ws.down_after[t], down_slope(ws.order[t].item));
       }
       ws.states.assign(1, CoreState{base_cost, base_value, -1, -1});
       ws.layers.clear();
@@ -158,18 +205,24 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       for (std::size_t t = 0; t < m; ++t) {
         const auto& entry = ws.order[t];
         const double up = ws.up_after[t], down = ws.down_after[t];
+        const double add = ws.add_after[t];
+        const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9;  // rounding in the sums
         auto tight_bound = [&](double cost, double value) {
           const double leftover = C - cost;
-          return value + (leftover >= 0.0 ? up * leftover : down * leftover);
+          if (leftover >= 0.0) return value + std::min(up * leftover, lambda * std::min(leftover, add));
+          if (-leftover > shed) return -static_cast<double>(INFINITY);  // cannot get back within C
+          return value + down * leftover;
         };
         const double slack = best_bound - z;
-        if (entry.first >= slack - tol) break;  // no state can afford this item or later ones
+        if (ws.min_d_from[t] >= slack - tol) break;  // no state can afford any item left
+        // Slack only shrinks: an item no state can afford now stays at b_i for good.
+        if (entry.smallest_d >= slack - tol) continue;
         if (links >= limits.max_states ||
             std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
           complete = false;
           break;
         }
-        const std::int32_t i = entry.second, bi = ws.lp_position[i];
+        const std::int32_t i = entry.item, bi = ws.lp_position[i];
         const double key = f.pvalue(i, bi) - lambda * f.pcost(i, bi);
         const double wb = f.pcost(i, bi), vb = f.pvalue(i, bi);
         ws.merged.clear();
