@@ -15,6 +15,10 @@ namespace {
 template <class Cost>
 void sort_by_cost(std::int64_t k, Cost cost, std::int32_t* order) {
   for (std::int32_t j = 0; j < k; ++j) order[j] = j;
+  // Tier costs usually come in ascending order already: one predictable pass instead of a sort.
+  bool sorted = true;
+  for (std::int32_t j = 1; j < k; ++j) sorted &= cost(j - 1) <= cost(j);
+  if (sorted) return;
   auto before = [&](std::int32_t a, std::int32_t b) {
     const double ca = cost(a), cb = cost(b);
     return ca < cb || (ca == cb && a < b);
@@ -186,6 +190,123 @@ void write_choice(const ItemFrontiers& f, const std::vector<std::int32_t>& posit
   for (std::int64_t i = 0; i < f.n; ++i) choice[i] = f.option[i * f.k + position[i]];
 }
 
+namespace {
+
+// Taken steps are a prefix of each item's hull (slopes fall along it), though a group may
+// list an item's steps in any order.
+inline void take_step(LagrangianWorkspace& ws, const HullIncrement& x) {
+  ws.taken[x.item] = std::max(ws.taken[x.item], x.step + 1);
+}
+
+// Weighted quickselect of the break over inc[0, m), whose total dcost exceeds rem: takes the
+// increments before the break, sets lambda and the break item.
+void select_break(HullIncrement* inc, std::size_t m, double rem, LagrangianWorkspace& ws,
+                  LpRelaxation& lp) {
+  auto take = [&](const HullIncrement& x) { take_step(ws, x); };
+  // Invariant: the dcost in [lo, hi) exceeds rem, so the break increment lies in the range;
+  // everything before lo is taken.
+  std::size_t lo = 0, hi = m;
+  while (lo < hi) {
+    const double s0 = inc[lo].slope, s1 = inc[lo + (hi - lo) / 2].slope, s2 = inc[hi - 1].slope;
+    const double pivot = std::max(std::min(s0, s1), std::min(std::max(s0, s1), s2));
+    // Three-way partition: greater [lo, g), equal [g, e), less [e, hi).
+    std::size_t g = lo, a = lo, e = hi;
+    while (a < e) {
+      if (inc[a].slope > pivot) {
+        std::swap(inc[a++], inc[g++]);
+      } else if (inc[a].slope < pivot) {
+        std::swap(inc[a], inc[--e]);
+      } else {
+        ++a;
+      }
+    }
+    double sum_greater = 0.0, sum_equal = 0.0;
+    for (std::size_t x = lo; x < g; ++x) sum_greater += inc[x].dcost;
+    if (sum_greater > rem) {
+      hi = g;
+      continue;
+    }
+    for (std::size_t x = g; x < e; ++x) sum_equal += inc[x].dcost;
+    for (std::size_t x = lo; x < g; ++x) take(inc[x]);
+    rem -= sum_greater;
+    lp.lambda = pivot;
+    if (sum_equal > rem) {
+      // The break lies among increments of slope == pivot. Take those that fit, by item,
+      // keeping each item's taken steps a prefix of its hull.
+      std::sort(inc + g, inc + e, [](const HullIncrement& x, const HullIncrement& y) {
+        return x.item != y.item ? x.item < y.item : x.step < y.step;
+      });
+      for (std::size_t x = g; x < e; ++x) {
+        if (ws.taken[inc[x].item] != inc[x].step) continue;
+        if (inc[x].dcost <= rem) {
+          take(inc[x]);
+          rem -= inc[x].dcost;
+        } else if (lp.break_item < 0) {
+          lp.break_item = inc[x].item;
+        }
+      }
+      return;
+    }
+    for (std::size_t x = g; x < e; ++x) take(inc[x]);
+    rem -= sum_equal;
+    lo = e;
+  }
+  // Only rounding in the sums ends here (the range ran out before the break): everything
+  // was taken, and the last pivot still gives a valid bound L(lambda).
+}
+
+// Increments beyond this count are first narrowed to a slope bracket around the break.
+constexpr std::size_t kBracketMin = 512;
+
+// Floyd-Rivest style narrowing: from a sorted sample, guesses slopes just above and below the
+// break, takes every increment steeper than the bracket in one pass and keeps those inside it
+// in ws.middle. Returns false (taking nothing) when the guess does not contain the break.
+bool bracket_break(const HullIncrement* inc, std::size_t m, double rem, LagrangianWorkspace& ws,
+                   double& above_dcost) {
+  const std::size_t samples = std::min<std::size_t>(m, 2 * static_cast<std::size_t>(std::sqrt(double(m))) + 16);
+  const std::size_t stride = m / samples;
+  auto& sample = ws.sample;
+  sample.resize(samples);
+  double sample_dcost = 0.0, total_dcost = 0.0;
+  for (std::size_t a = 0; a < samples; ++a) {
+    sample[a] = inc[a * stride];
+    sample_dcost += sample[a].dcost;
+  }
+  for (std::size_t a = 0; a < m; ++a) total_dcost += inc[a].dcost;
+  std::sort(sample.begin(), sample.end(),
+            [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; });
+  // The sample index where the scaled cumulative dcost reaches rem, widened by a margin.
+  const double scale = total_dcost / sample_dcost;
+  std::size_t at = 0;
+  for (double cum = 0.0; at < samples; ++at) {
+    cum += sample[at].dcost * scale;
+    if (cum > rem) break;
+  }
+  const std::size_t margin = static_cast<std::size_t>(std::sqrt(double(samples))) + 2;
+  const double hi = at >= margin ? sample[at - margin].slope : INFINITY;
+  const double lo = at + margin < samples ? sample[at + margin].slope : -INFINITY;
+  double above = 0.0, inside = 0.0;
+  ws.middle.resize(m);
+  std::size_t count = 0;
+  for (std::size_t a = 0; a < m; ++a) {
+    const HullIncrement& x = inc[a];
+    const bool is_above = x.slope > hi, is_inside = !is_above && x.slope >= lo;
+    above += is_above ? x.dcost : 0.0;
+    inside += is_inside ? x.dcost : 0.0;
+    ws.middle[count] = x;
+    count += is_inside;
+  }
+  ws.middle.resize(count);
+  if (!(above <= rem && above + inside > rem)) return false;
+  for (std::size_t a = 0; a < m; ++a) {
+    if (inc[a].slope > hi) take_step(ws, inc[a]);
+  }
+  above_dcost = above;
+  return true;
+}
+
+}  // namespace
+
 LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace& ws) {
   LpRelaxation lp;
   const std::int64_t n = f.n, k = f.k;
@@ -217,65 +338,24 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
   }
   double rem = budget - lp.min_cost;
   HullIncrement* inc = ws.increments.data();
-  // Taken steps are a prefix of each item's hull (slopes fall along it), though a group may
-  // list an item's steps in any order.
-  auto take = [&](const HullIncrement& x) {
-    ws.taken[x.item] = std::max(ws.taken[x.item], x.step + 1);
-  };
+  auto take = [&](const HullIncrement& x) { take_step(ws, x); };
 
   if (total_dcost <= rem) {  // the budget does not bind: every item at its best option
     for (std::size_t a = 0; a < m; ++a) take(inc[a]);
     lp.lambda = 0.0;
     lp.integral = true;
   } else {
-    // Weighted quickselect. Invariant: the dcost in [lo, hi) exceeds rem, so the break
-    // increment lies in the range; everything before lo is taken.
-    std::size_t lo = 0, hi = m;
-    for (;;) {
-      const double s0 = inc[lo].slope, s1 = inc[lo + (hi - lo) / 2].slope, s2 = inc[hi - 1].slope;
-      const double pivot = std::max(std::min(s0, s1), std::min(std::max(s0, s1), s2));
-      // Three-way partition: greater [lo, g), equal [g, e), less [e, hi).
-      std::size_t g = lo, a = lo, e = hi;
-      while (a < e) {
-        if (inc[a].slope > pivot) {
-          std::swap(inc[a++], inc[g++]);
-        } else if (inc[a].slope < pivot) {
-          std::swap(inc[a], inc[--e]);
-        } else {
-          ++a;
-        }
+    HullIncrement* range = inc;
+    std::size_t count = m;
+    if (m >= kBracketMin) {
+      double above = 0.0;
+      if (bracket_break(inc, m, rem, ws, above)) {
+        range = ws.middle.data();
+        count = ws.middle.size();
+        rem -= above;
       }
-      double sum_greater = 0.0, sum_equal = 0.0;
-      for (std::size_t x = lo; x < g; ++x) sum_greater += inc[x].dcost;
-      if (sum_greater > rem) {
-        hi = g;
-        continue;
-      }
-      for (std::size_t x = g; x < e; ++x) sum_equal += inc[x].dcost;
-      for (std::size_t x = lo; x < g; ++x) take(inc[x]);
-      rem -= sum_greater;
-      if (sum_equal > rem) {
-        // The break lies among increments of slope == pivot. Take those that fit, by item,
-        // keeping each item's taken steps a prefix of its hull.
-        std::sort(inc + g, inc + e, [](const HullIncrement& x, const HullIncrement& y) {
-          return x.item != y.item ? x.item < y.item : x.step < y.step;
-        });
-        for (std::size_t x = g; x < e; ++x) {
-          if (ws.taken[inc[x].item] != inc[x].step) continue;
-          if (inc[x].dcost <= rem) {
-            take(inc[x]);
-            rem -= inc[x].dcost;
-          } else if (lp.break_item < 0) {
-            lp.break_item = inc[x].item;
-          }
-        }
-        lp.lambda = pivot;
-        break;
-      }
-      for (std::size_t x = g; x < e; ++x) take(inc[x]);
-      rem -= sum_equal;
-      lo = e;
     }
+    select_break(range, count, rem, ws, lp);
   }
   for (std::int64_t i = 0; i < n; ++i) ws.position[i] = f.hull[i * k + ws.taken[i]];
   lp.bound = lagrangian_bound(f, lp.lambda, budget);
@@ -334,9 +414,17 @@ double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& positi
       if (q != p) candidates.push_back(Upgrade{f.pvalue(i, q) - f.pvalue(i, p), static_cast<std::int32_t>(i), q});
     }
     if (candidates.empty()) break;
-    std::sort(candidates.begin(), candidates.end(), [](const Upgrade& a, const Upgrade& b) {
+    // Only the largest gains can fit in a leftover smaller than one hull step: order the top
+    // few; the next round sees the rest again.
+    auto larger = [](const Upgrade& a, const Upgrade& b) {
       return a.gain != b.gain ? a.gain > b.gain : a.item < b.item;
-    });
+    };
+    constexpr std::size_t kTop = 64;
+    if (candidates.size() > kTop) {
+      std::nth_element(candidates.begin(), candidates.begin() + kTop, candidates.end(), larger);
+      candidates.resize(kTop);
+    }
+    std::sort(candidates.begin(), candidates.end(), larger);
     // Apply the largest gains that still fit; the next round revisits what did not.
     bool applied = false;
     for (const Upgrade& u : candidates) {

@@ -47,6 +47,7 @@ struct Upgrade {
 struct LagrangianWorkspace {
   ItemFrontiers frontiers;
   std::vector<HullIncrement> increments;
+  std::vector<HullIncrement> sample, middle;  // break-slope bracketing
   std::vector<std::int32_t> position;  // (N) current Pareto position of each item
   std::vector<std::int32_t> taken;     // (N) hull steps taken by the LP
   std::vector<Upgrade> upgrades;       // repair candidates
@@ -56,7 +57,7 @@ struct LagrangianWorkspace {
     const ItemFrontiers& f = frontiers;
     return f.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double)) +
            f.count.capacity() * 2 * sizeof(std::int32_t) +
-           increments.capacity() * sizeof(HullIncrement) +
+           (increments.capacity() + sample.capacity() + middle.capacity()) * sizeof(HullIncrement) +
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
            upgrades.capacity() * sizeof(Upgrade);
   }
