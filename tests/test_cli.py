@@ -1,7 +1,6 @@
 """The `apportion` command line, end to end in subprocesses, plus in-process checks of the
 exit codes that need a patched module."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -153,11 +152,19 @@ def test_console_script_installed():
     assert p.returncode == 0 and "apportion" in p.stdout
 
 
-@pytest.mark.skipif(importlib.util.find_spec("apportion.benchmark") is not None,
-                    reason="apportion.benchmark exists; its own tests run it")
-def test_bench_without_the_module_exits_2():
-    p = run("bench")
-    assert p.returncode == 2 and "apportion.benchmark" in one_line(p.stderr)
+def test_bench_compares_with_a_peer_end_to_end(tmp_path):
+    out = tmp_path / "bench.md"
+    p = run("bench", "--suite", "lagrangian", "--quick", "--instances", "1", "--peers", "milp",
+            "--peer-limit", "30", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    table = out.read_text()
+    assert "| routing N=300,K=4 |" in table and "milp/ours" in table
+    assert "DISAGREE" not in table
+
+
+def test_bench_bad_option_exits_2():
+    p = run("bench", "--instances", "0")
+    assert p.returncode == 2
 
 
 def test_bench_passes_its_arguments_on(monkeypatch):

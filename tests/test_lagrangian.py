@@ -6,7 +6,6 @@ import functools
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import apportion
 from apportion import workloads

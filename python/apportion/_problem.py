@@ -103,7 +103,7 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
         raise ValueError("values: no options (K=0); pass at least one option per item")
     if c.ndim == 0 or c.ndim > v.ndim or (not batched and c.ndim == 3):
         raise ValueError(
-            f"costs: expected shape (K,), (N,K)" + (" or (B,N,K)" if batched else "") +
+            "costs: expected shape (K,), (N,K)" + (" or (B,N,K)" if batched else "") +
             f" matching values {tuple(v.shape[1:]) if not batched else v.shape}, got {c.shape}")
     c = c.reshape((1,) * (3 - c.ndim) + c.shape)
     if any(cd not in (1, vd) for cd, vd in zip(c.shape, v.shape)):
