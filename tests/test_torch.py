@@ -256,7 +256,7 @@ def test_bit_allocation_for_a_small_mlp_beats_uniform_bits():
     weights = [m.weight.detach() for m in layers]
     bits = [2, 3, 4, 8]
     sizes = np.array([w.numel() for w in weights], dtype=np.float64)
-    avg_bits = 4.0
+    avg_bits = 3.5
     budget = avg_bits * sizes.sum()
     qs = [torch.stack([quantise(w, b) for b in bits]) for w in weights]  # (K, out, in) per layer
 
@@ -270,9 +270,9 @@ def test_bit_allocation_for_a_small_mlp_beats_uniform_bits():
         return torch.nn.functional.mse_loss(h, Y)
 
     logits = torch.nn.Parameter(torch.zeros(len(layers), len(bits), dtype=torch.float64))
-    opt = RCO([logits], costs=bits, budget=budget, weights=sizes, lr=0.1)
+    opt = RCO([logits], costs=bits, budget=budget, weights=sizes, lr=0.3)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(60):
+    for _ in range(100):
         opt.zero_grad()
         sample = opt.sample(generator=gen)[0]   # budget-feasible one-hot, straight-through
         loss_with(sample.float()).backward()    # the loss of the real quantised model
@@ -281,9 +281,11 @@ def test_bit_allocation_for_a_small_mlp_beats_uniform_bits():
     chosen_bits = np.array(bits)[choice.numpy()]
     assert (chosen_bits * sizes).sum() <= budget
     onehot = torch.nn.functional.one_hot(choice, len(bits)).float()
-    uniform = torch.nn.functional.one_hot(torch.full((len(layers),), bits.index(4)), len(bits)).float()
+    # Uniform bits at the same budget: the widest width every layer can take (3 bits here).
+    uniform_bits = max(b for b in bits if b * sizes.sum() <= budget)
+    uniform = torch.nn.functional.one_hot(torch.full((len(layers),), bits.index(uniform_bits)), len(bits)).float()
     with torch.no_grad():
-        assert float(loss_with(onehot)) <= float(loss_with(uniform)) + 1e-6
+        assert float(loss_with(onehot)) < float(loss_with(uniform))
 
 
 def test_import_apportion_works_without_torch():
