@@ -22,6 +22,7 @@ namespace py = pybind11;
 using namespace apportion;
 
 void bind_online(py::module_& m);  // bindings/online.cpp
+void bind_retraction(py::module_& m);  // bindings/retraction.cpp
 
 namespace {
 
@@ -235,6 +236,7 @@ PYBIND11_MODULE(_core, m) {
       "One DP pass: (best value per budget cell, cheapest cost, choices at the budgets `at`).");
 
   bind_online(m);
+  bind_retraction(m);
 
   m.def("num_threads", [] { return ThreadPool::instance().size(); },
         "Threads of the native pool, the calling thread included.");

@@ -1,0 +1,672 @@
+"""Riemannian budget relaxation for objectives that are not sums (PyTorch).
+
+Item i (of N, in each of B independent instances) takes one of K options. Relax its choice to
+p_i = softmax(z_i / tau) over logits z_i. With option costs w_ik, the expected cost
+E(z) = sum_ik p_ik w_ik must equal the budget C: the set {z : E(z) = C} is a smooth manifold
+in logit space. `RCO` optimises any differentiable torch loss of p (or of straight-through
+samples) on that manifold: it projects the gradient onto the tangent space, takes an Adam
+step, retracts onto the manifold by shifting the logits along the cost vector (z - t w, with
+t found by a safeguarded Newton iteration in one native call), and transports the momentum.
+`round_to_budget` then turns the logits into a feasible discrete allocation with the exact
+solver. See DESIGN.md, "Riemannian relaxation".
+
+Costs are given as option costs `costs` of shape (K,) (shared by every item), (N,K) or (B,N,K),
+optionally multiplied by per-item `weights` (N,) or (B,N): w_ik = weights_i * costs_ik (for
+example a layer's parameter count times the bits of option k). Costs and budgets are in the
+same (arbitrary) units. Logits are (N,K) for one instance or (B,N,K) for a batch, with one
+budget per instance; a logit of -inf marks an option that is never taken.
+
+The CPU retraction runs in the C++ core on a zero-copy numpy view of the tensor; tensors on
+other devices use torch operations (with one host synchronisation per 16 iterations) until a
+CUDA kernel exists. Requires PyTorch: ``pip install "apportion[torch]"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+try:
+    import torch
+except ImportError as _exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "apportion.torch needs PyTorch, which is not installed; install it with "
+        "pip install \"apportion[torch]\" (or install a torch build for your platform first)"
+    ) from _exc
+
+import apportion
+from apportion import _core
+
+__all__ = [
+    "RCO",
+    "RetractionInfo",
+    "budget_normal",
+    "expected_cost",
+    "gumbel_sample",
+    "project_tangent",
+    "retract",
+    "round_to_budget",
+    "transport",
+]
+
+_STATUS = ("converged", "precision", "infeasible", "max_iter")
+# Evaluations between the host synchronisations of the torch (non-CPU) retraction.
+_TORCH_BLOCK = 16
+
+
+class RetractionInfo(NamedTuple):
+    """What `retract` found, per instance (arrays of shape (B,), or scalars when unbatched).
+
+    shift: t, the logits moved to z - t * w (in logit units per cost unit, times tau).
+    expected: E at the shift found, in cost units (float64).
+    iterations: evaluations of E.
+    status: "converged", "precision" (double precision reached before rtol), "max_iter".
+    """
+
+    shift: Any
+    expected: Any
+    iterations: Any
+    status: Any
+
+
+# --------------------------------------------------------------------------- input checking
+
+
+def _check_logits(logits: Any, name: str = "logits") -> Tuple[torch.Tensor, bool]:
+    """Returns (logits as (B,N,K), batched)."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (N,K) or (B,N,K), got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() not in (2, 3):
+        raise ValueError(f"{name}: expected shape (N,K) or (B,N,K), got {tuple(logits.shape)}")
+    if logits.numel() == 0:
+        raise ValueError(f"{name}: B, N and K must all be positive, got shape {tuple(logits.shape)}")
+    batched = logits.dim() == 3
+    return (logits if batched else logits.unsqueeze(0)), batched
+
+
+def _temperature(temperature: Any) -> float:
+    try:
+        tau = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature: expected a positive number, got {temperature!r}") from None
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"temperature: must be finite and positive, got {temperature!r}")
+    return tau
+
+
+def _as_numpy64(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a real numeric array, got {type(x).__name__}") from None
+    return arr
+
+
+class _Costs:
+    """Option costs and per-item weights in canonical form for an instance shape (B,N,K):
+    `costs` (Bc,Nc,K) float64 and `weights` (Bw,N) float64 or None (numpy, for the core)."""
+
+    def __init__(self, costs: Any, weights: Any, shape: Tuple[int, int, int], batched: bool):
+        B, N, K = shape
+        c = _as_numpy64(costs, "costs")
+        if c.ndim == 0 or c.ndim > 3 or (not batched and c.ndim == 3):
+            raise ValueError(f"costs: expected shape (K,), (N,K)" + (" or (B,N,K)" if batched else "")
+                             + f" for logits of shape {shape if batched else shape[1:]}, got {c.shape}")
+        c = c.reshape((1,) * (3 - c.ndim) + c.shape)
+        if c.shape[2] != K or c.shape[1] not in (1, N) or c.shape[0] not in (1, B):
+            raise ValueError(f"costs: shape {np.shape(costs)} does not match "
+                             f"logits (B,N,K)={shape}; expected (K,), (N,K) or (B,N,K)")
+        if not np.isfinite(c).all() or (c < 0).any():
+            raise ValueError("costs: must be finite and >= 0")
+        self.costs = np.ascontiguousarray(c)
+        self.weights = None
+        if weights is not None:
+            w = _as_numpy64(weights, "weights")
+            if w.ndim == 1 and w.shape == (N,):
+                w = w[None]
+            if w.ndim != 2 or w.shape[1] != N or w.shape[0] not in (1, B) or (not batched and w.shape[0] != 1):
+                raise ValueError(f"weights: expected shape (N,)" + (" or (B,N)" if batched else "")
+                                 + f" with N={N}, got {w.shape}")
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError("weights: must be finite and >= 0")
+            self.weights = np.ascontiguousarray(w)
+        self._dense = {}
+
+    def dense(self) -> np.ndarray:
+        """w_ik (B|1, N|1, K) float64 numpy (weights applied)."""
+        if self.weights is None:
+            return self.costs
+        return self.costs * self.weights[:, :, None]
+
+    def tensor(self, device: Any) -> torch.Tensor:
+        """w_ik (B|1, N|1, K) float64 on `device` (cached)."""
+        key = str(device)
+        if key not in self._dense:
+            self._dense[key] = torch.as_tensor(self.dense(), dtype=torch.float64, device=device)
+        return self._dense[key]
+
+
+def _budgets(budget: Any, B: int, batched: bool) -> np.ndarray:
+    b = _as_numpy64(budget, "budget")
+    if b.ndim == 0:
+        b = np.full(B, float(b))
+    elif not batched and b.shape != (1,):
+        raise ValueError(f"budget: expected a scalar for unbatched logits, got shape {b.shape}")
+    elif b.shape not in ((B,), (1,)):
+        raise ValueError(f"budget: expected a scalar or shape ({B},), got {b.shape}")
+    b = np.ascontiguousarray(np.broadcast_to(b, (B,)), dtype=np.float64)
+    if not np.isfinite(b).all():
+        raise ValueError("budget: must be finite (the retraction needs E = budget to be reachable)")
+    return b
+
+
+def _threads(threads: Optional[int]) -> int:
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected a positive int or None (all cores), got {threads!r}")
+    return threads
+
+
+# --------------------------------------------------------------------------- the geometry
+
+
+def _probs64(z: torch.Tensor, tau: float) -> torch.Tensor:
+    return torch.softmax(z.to(torch.float64) / tau, dim=-1)
+
+
+def expected_cost(logits: torch.Tensor, costs: Any, weights: Any = None, temperature: float = 1.0) -> torch.Tensor:
+    """E(z) = sum_ik softmax(z_i / tau)_k w_ik, differentiable.
+
+    Args:
+        logits: (N,K) or (B,N,K).
+        costs: (K,), (N,K) or (B,N,K) option costs, >= 0; weights: None, (N,) or (B,N).
+        temperature: tau > 0.
+
+    Returns:
+        float64 tensor () for (N,K) logits or (B,) for a batch, in cost units.
+    """
+    z, batched = _check_logits(logits)
+    tau = _temperature(temperature)
+    w = _Costs(costs, weights, tuple(z.shape), batched).tensor(z.device)
+    e = (_probs64(z, tau) * w).sum(dim=(1, 2))
+    return e if batched else e[0]
+
+
+def _normal(z: torch.Tensor, w: torch.Tensor, tau: float) -> torch.Tensor:
+    """n_ik = p_ik (w_ik - wbar_i) / tau, float64, for z (B,N,K)."""
+    p = _probs64(z, tau)
+    wb = torch.broadcast_to(w, z.shape)
+    wbar = (p * wb).sum(dim=-1, keepdim=True)
+    return p * (wb - wbar) / tau
+
+
+def _project(g: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """g - (<g,n>/<n,n>) n per instance; g and n (B,N,K); float64 result."""
+    g64 = g.to(torch.float64)
+    gn = (g64 * n).sum(dim=(1, 2), keepdim=True)
+    nn = (n * n).sum(dim=(1, 2), keepdim=True)
+    coef = torch.where(nn > 0, gn / torch.where(nn > 0, nn, torch.ones_like(nn)), torch.zeros_like(nn))
+    return g64 - coef * n
+
+
+def budget_normal(logits: torch.Tensor, costs: Any, weights: Any = None, temperature: float = 1.0) -> torch.Tensor:
+    """The gradient of E with respect to the logits: the normal of the budget manifold.
+
+    n_ik = p_ik (w_ik - wbar_i) / tau with wbar_i = sum_k p_ik w_ik.
+
+    Args:
+        logits: (N,K) or (B,N,K); costs (K,), (N,K) or (B,N,K); weights None, (N,) or (B,N);
+            temperature tau > 0.
+
+    Returns:
+        Tensor of the shape and dtype of logits (cost units per logit unit).
+    """
+    z, batched = _check_logits(logits)
+    tau = _temperature(temperature)
+    w = _Costs(costs, weights, tuple(z.shape), batched).tensor(z.device)
+    n = _normal(z.detach(), w, tau).to(logits.dtype)
+    return n if batched else n[0]
+
+
+def project_tangent(grad: torch.Tensor, logits: torch.Tensor, costs: Any, weights: Any = None,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """Projects `grad` onto the tangent space of the budget manifold at `logits`.
+
+    Returns grad - (<grad,n>/<n,n>) n per instance (n = budget_normal), so that a small step
+    along it leaves E unchanged to first order. Where n = 0 (every item deterministic or of
+    constant cost) grad is returned unchanged.
+
+    Args:
+        grad: the shape of logits, (N,K) or (B,N,K).
+        logits, costs, weights, temperature: as in `budget_normal`.
+
+    Returns:
+        Tensor of the shape and dtype of grad.
+    """
+    z, batched = _check_logits(logits)
+    g, _ = _check_logits(grad, "grad")
+    if g.shape != z.shape:
+        raise ValueError(f"grad: expected the shape of logits {tuple(logits.shape)}, got {tuple(grad.shape)}")
+    tau = _temperature(temperature)
+    w = _Costs(costs, weights, tuple(z.shape), batched).tensor(z.device)
+    out = _project(g.detach(), _normal(z.detach(), w, tau)).to(grad.dtype)
+    return out if batched else out[0]
+
+
+def transport(momentum: torch.Tensor, logits: torch.Tensor, costs: Any, weights: Any = None,
+              temperature: float = 1.0) -> torch.Tensor:
+    """Vector transport of `momentum` to the tangent space at the (retracted) `logits`: the
+    tangent projection there. Shapes as in `project_tangent`."""
+    return project_tangent(momentum, logits, costs, weights, temperature)
+
+
+def _retract_native(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float, rtol: float, max_iter: int,
+                    threads: int) -> tuple:
+    """Retracts the contiguous CPU tensor z (B,N,K) in place through a numpy view."""
+    return _core.retract(z.numpy(), cs.costs, cs.weights, budgets, tau, rtol, max_iter, threads)
+
+
+def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float, rtol: float,
+                   max_iter: int) -> tuple:
+    """The same safeguarded Newton iteration as the core, in torch operations over the whole
+    batch (for tensors off the CPU); one host synchronisation per _TORCH_BLOCK evaluations."""
+    dev = z.device
+    w = torch.broadcast_to(cs.tensor(dev), z.shape)
+    z64 = z.to(torch.float64)
+    C = torch.as_tensor(budgets, device=dev)
+    finite = torch.isfinite(z64)
+    if bool((torch.isnan(z64) | (z64 == math.inf)).any()) or not bool(finite.any(dim=-1).all()):
+        raise ValueError("logits: hold NaN or +inf, or an item with no finite logit; logits must be finite "
+                         "(-inf marks an option that is never taken)")
+    e_min = torch.where(finite, w, torch.full_like(w, math.inf)).amin(-1).sum(-1)
+    e_max = torch.where(finite, w, torch.full_like(w, -math.inf)).amax(-1).sum(-1)
+    spread = (torch.where(finite, w, torch.full_like(w, -math.inf)).amax(-1)
+              - torch.where(finite, w, torch.full_like(w, math.inf)).amin(-1)).amax(-1)
+    floor = 1e-6 * torch.maximum(e_min.abs(), e_max.abs()) + 1e-300
+    scale = torch.maximum(C.abs(), floor)
+    slack = rtol * scale
+    infeasible = (C < e_min - slack) | (C > e_max + slack)
+    _raise_infeasible(infeasible.cpu().numpy(), e_min.cpu().numpy(), e_max.cpu().numpy(), budgets)
+    constant = spread <= 0
+
+    def evaluate(t):
+        x = (z64 - t[:, None, None] * w) / tau
+        p = torch.softmax(x, dim=-1)
+        mean = (p * w).sum(-1)
+        var = (p * (w - mean[..., None]) ** 2).sum(-1)
+        return mean.sum(-1) - C, -var.sum(-1) / tau
+
+    B = z.shape[0]
+    inf = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
+    t = torch.zeros(B, dtype=torch.float64, device=dev)
+    lo, hi, last = -inf, inf.clone(), inf.clone()
+    span = 1.0 / (torch.where(constant, torch.ones_like(spread), spread) / tau)
+    done = constant.clone()
+    iterations = torch.zeros(B, dtype=torch.int32, device=dev)
+    f, df = evaluate(t)
+    iterations += 1
+    status = torch.zeros(B, dtype=torch.int8, device=dev)
+    eps4 = 4 * 2.220446049250313e-16
+    for it in range(1, max_iter):
+        conv = f.abs() <= slack
+        closed = torch.isfinite(lo) & torch.isfinite(hi)
+        collapsed = closed & ((hi - lo) <= eps4 * torch.maximum(lo.abs(), hi.abs()))
+        status = torch.where(~done & ~conv & collapsed, torch.ones_like(status), status)
+        done = done | conv | collapsed
+        if it % _TORCH_BLOCK == 0 and bool(done.all()):
+            break
+        lo = torch.where(~done & (f > 0), t, lo)
+        hi = torch.where(~done & (f <= 0), t, hi)
+        newton = torch.where(df < 0, t - f / torch.where(df < 0, df, -torch.ones_like(df)), torch.full_like(t, math.nan))
+        open_ = ~(torch.isfinite(lo) & torch.isfinite(hi))
+        left = ~torch.isfinite(lo)
+        cap = span
+        cand_l = torch.maximum(torch.where(newton < t, newton, t - cap), t - cap)
+        cand_r = torch.minimum(torch.where(newton > t, newton, t + cap), t + cap)
+        cand_open = torch.where(left, cand_l, cand_r)
+        step = newton - t
+        use_newton = (newton > lo) & (newton < hi) & (step.abs() <= 0.5 * last)
+        mid = lo + 0.5 * (hi - lo)
+        cand = torch.where(open_, cand_open, torch.where(use_newton, newton, mid))
+        new_last = torch.where(open_, (cand_open - t).abs(), torch.where(use_newton, step.abs(), 0.5 * (hi - lo)))
+        live = ~done
+        span = torch.where(live & open_, span * 4, span)
+        last = torch.where(live, new_last, last)
+        t = torch.where(live, cand, t)
+        f2, df2 = evaluate(t)
+        f = torch.where(live, f2, f)
+        df = torch.where(live, df2, df)
+        iterations += live.to(torch.int32)
+    conv = f.abs() <= slack
+    status = torch.where(~conv & (status == 0) & ~constant, torch.full_like(status, 3), status)
+    z.copy_((z64 - t[:, None, None] * w).to(z.dtype))
+    expected = torch.where(constant, e_min, f + C)
+    return (t.cpu().numpy(), expected.cpu().numpy(), iterations.cpu().numpy(), status.cpu().numpy())
+
+
+def _raise_infeasible(infeasible: np.ndarray, e_min: np.ndarray, e_max: np.ndarray, budgets: np.ndarray) -> None:
+    if infeasible.any():
+        b = int(np.flatnonzero(infeasible)[0])
+        raise ValueError(
+            f"budget: instance {b} asks for an expected cost of {budgets[b]!r}, outside the reachable "
+            f"range [{e_min[b]!r}, {e_max[b]!r}] (sum over items of the least and greatest option cost); "
+            f"pass a budget inside it")
+
+
+def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0, *,
+            inplace: bool = False, rtol: float = 1e-9, max_iter: int = 200, threads: Optional[int] = None,
+            return_info: bool = False):
+    """Moves logits onto the budget manifold: z - t w with E(z - t w) = budget.
+
+    E falls monotonically in t, so t is unique; a safeguarded Newton iteration on a bracket
+    finds it to |E - budget| <= rtol * |budget| in float64, for every instance of the batch in
+    one native call (CPU tensors; threads over instances, or over the items of one large
+    instance). Other devices use the same iteration in torch operations.
+
+    Args:
+        logits: (N,K) or (B,N,K) float32/float64 (-inf: an option never taken).
+        costs: (K,), (N,K) or (B,N,K) option costs >= 0; weights: None, (N,) or (B,N) per-item
+            multipliers (cost of option k for item i = weights_i * costs_ik).
+        budget: scalar or (B,): the expected cost to reach, in cost units; it must lie inside
+            [sum_i min_k w_ik, sum_i max_k w_ik].
+        temperature: tau > 0 (p = softmax(z / tau)).
+        inplace: write into `logits` (no autograd) instead of returning a new tensor.
+        rtol: relative tolerance on E; max_iter: evaluations of E per instance.
+        threads: native threads (None: all cores).
+        return_info: also return a `RetractionInfo`.
+
+    Returns:
+        The retracted logits (shape and dtype of `logits`; `logits` itself when inplace), and
+        with return_info=True a (logits, RetractionInfo) pair.
+
+    Raises:
+        ValueError: a budget outside the reachable range (naming the instance), NaN/+inf
+            logits, bad shapes or costs.
+    """
+    z, batched = _check_logits(logits)
+    tau = _temperature(temperature)
+    if not (isinstance(rtol, (int, float)) and rtol > 0):
+        raise ValueError(f"rtol: must be a positive number, got {rtol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+    nthreads = _threads(threads)
+    B, N, K = z.shape
+    cs = _Costs(costs, weights, (B, N, K), batched)
+    budgets = _budgets(budget, B, batched)
+    if inplace:
+        if logits.requires_grad and torch.is_grad_enabled():
+            raise ValueError("inplace: logits require grad; call under torch.no_grad() or pass inplace=False")
+        target = z
+    else:
+        target = z.detach().clone()
+    with torch.no_grad():
+        if target.device.type == "cpu" and target.dtype in (torch.float32, torch.float64):
+            work = target if target.is_contiguous() else target.contiguous()
+            try:
+                shift, expected, iterations, status = _retract_native(work, cs, budgets, tau, float(rtol),
+                                                                      max_iter, nthreads)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+            infeasible = status == 2
+            if infeasible.any():
+                dense = np.broadcast_to(cs.dense(), (B, N, K))
+                fin = np.isfinite(target.detach().to(torch.float64).numpy())
+                e_min = np.where(fin, dense, np.inf).min(-1).sum(-1)
+                e_max = np.where(fin, dense, -np.inf).max(-1).sum(-1)
+                _raise_infeasible(infeasible, e_min, e_max, budgets)
+            if work is not target:
+                target.copy_(work)
+        else:
+            shift, expected, iterations, status = _retract_torch(target, cs, budgets, tau, float(rtol), max_iter)
+    out = target if batched else target[0]
+    if inplace:
+        out = logits
+    if not return_info:
+        return out
+    names = np.array(_STATUS)[status]
+    if batched:
+        info = RetractionInfo(shift, expected, iterations, names)
+    else:
+        info = RetractionInfo(float(shift[0]), float(expected[0]), int(iterations[0]), str(names[0]))
+    return out, info
+
+
+# --------------------------------------------------------------------------- discrete answers
+
+
+def _solve_inputs(z: torch.Tensor, scores: torch.Tensor, cs: _Costs):
+    s = scores.detach().to("cpu", torch.float64).numpy()
+    finite = np.isfinite(s)
+    mask = None if finite.all() else finite
+    values = np.where(finite, s, 0.0) if mask is not None else s
+    costs = np.ascontiguousarray(np.broadcast_to(cs.dense(), z.shape))
+    return values, costs, mask
+
+
+def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0,
+                    *, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None,
+                    threads: Optional[int] = None, return_solution: bool = False):
+    """The feasible discrete allocation of greatest log-probability.
+
+    Chooses x_i for every item to maximise sum_i log p_i,x_i (p_i = softmax(z_i / tau))
+    subject to sum_i w_i,x_i <= budget, by `apportion.solve`:
+      - exact=True (default): method="exact", exact for real-valued costs, no quantisation.
+      - exact=False: method="lagrangian" (certified gap, faster on huge instances).
+      - exact_spend=True: the equality form sum_i w_i,x_i == budget, by method="dp" on integer
+        costs (or costs quantised to `cost_resolution`); instances where no allocation spends
+        exactly the budget raise ValueError.
+
+    Args:
+        logits: (N,K) or (B,N,K); costs (K,), (N,K) or (B,N,K); weights None, (N,) or (B,N);
+            budget scalar or (B,) in cost units; temperature tau > 0.
+
+    Returns:
+        int64 tensor of choices, (N,) or (B,N), on the device of logits; with
+        return_solution=True, (choice, `apportion.Solution`).
+
+    Raises:
+        ValueError: a budget below the cheapest allocation (naming the instance), bad input.
+    """
+    z, batched = _check_logits(logits)
+    tau = _temperature(temperature)
+    B, N, K = z.shape
+    cs = _Costs(costs, weights, (B, N, K), batched)
+    budgets = _budgets(budget, B, batched)
+    logp = torch.log_softmax(z.detach().to(torch.float64) / tau, dim=-1)
+    values, dense, mask = _solve_inputs(z, logp, cs)
+    if exact_spend:
+        sol = apportion.solve(values, dense, budgets, method="dp", mask=mask, exact_spend=True,
+                              cost_resolution=cost_resolution, threads=threads)
+    else:
+        if cost_resolution is not None:
+            raise ValueError("cost_resolution: only exact_spend=True (method='dp') takes it")
+        sol = apportion.solve(values, dense, budgets, method="exact" if exact else "lagrangian", mask=mask,
+                              threads=threads)
+    status = np.asarray(sol.status)
+    if (status == "infeasible").any():
+        b = int(np.flatnonzero(status == "infeasible")[0])
+        what = "no allocation spends exactly" if exact_spend else "the cheapest allocation costs more than"
+        raise ValueError(f"budget: instance {b}: {what} the budget {budgets[b]!r} "
+                         f"(cheapest allocation: {np.asarray(sol.min_budget)[b]!r})")
+    choice = torch.from_numpy(np.ascontiguousarray(sol.choice)).to(logits.device)
+    if not batched:
+        choice = choice[0]
+    return (choice, sol) if return_solution else choice
+
+
+def gumbel_sample(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0, *,
+                  hard: bool = True, generator: Optional[torch.Generator] = None,
+                  threads: Optional[int] = None) -> torch.Tensor:
+    """A Gumbel-softmax sample of the relaxed allocation, differentiable in `logits`.
+
+    With Gumbel noise g: soft = softmax((z + g) / tau). With hard=True (default) the forward
+    value is the one-hot of the budgeted perturb-and-MAP sample argmax_x sum_i (z + g)_i,x_i
+    subject to sum_i w_i,x_i <= budget, drawn by the exact solver, so every sample is feasible;
+    the gradient is that of `soft` (straight-through).
+
+    Returns:
+        Tensor of the shape and dtype of logits: one-hot rows (hard) or probabilities.
+    """
+    z, batched = _check_logits(logits)
+    tau = _temperature(temperature)
+    B, N, K = z.shape
+    u = torch.rand(z.shape, generator=generator, dtype=torch.float64, device=z.device)
+    g = -torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))  # Gumbel(0, 1)
+    perturbed = z + g.to(z.dtype)
+    soft = torch.softmax(perturbed / tau, dim=-1)
+    if hard:
+        cs = _Costs(costs, weights, (B, N, K), batched)
+        budgets = _budgets(budget, B, batched)
+        values, dense, mask = _solve_inputs(z, perturbed, cs)
+        sol = apportion.solve(values, dense, budgets, method="exact", mask=mask, threads=threads)
+        status = np.asarray(sol.status)
+        if (status == "infeasible").any():
+            b = int(np.flatnonzero(status == "infeasible")[0])
+            raise ValueError(f"budget: instance {b}: the cheapest allocation costs "
+                             f"{np.asarray(sol.min_budget)[b]!r}, more than the budget {budgets[b]!r}")
+        idx = torch.from_numpy(np.ascontiguousarray(sol.choice)).to(z.device)
+        one_hot = torch.nn.functional.one_hot(idx, K).to(soft.dtype)
+        out = one_hot - soft.detach() + soft
+    else:
+        out = soft
+    return out if batched else out[0]
+
+
+# --------------------------------------------------------------------------- the optimizer
+
+
+class RCO(torch.optim.Optimizer):
+    """Riemannian constrained optimisation of softmax logits on the budget manifold.
+
+    Every parameter is a logits tensor, (N,K) or (B,N,K), whose expected cost
+    E = sum_ik softmax(z_i / tau)_k w_ik must equal `budget`. A step: project the gradient onto
+    the tangent space, take an Adam step (moments of the tangent gradient, the step projected
+    again), retract onto E = budget (`retract`), and transport the first moment to the new
+    tangent space. After every step E equals the budget to 1e-9 relative in float64 (float32
+    logits add their own rounding, about 1e-7 relative). The parameters are retracted onto the
+    manifold when the optimizer is built.
+
+    Args:
+        params: logits tensors (or param groups; a group may override costs, budget, weights,
+            temperature, lr, betas, eps).
+        costs: (K,), (N,K) or (B,N,K) option costs >= 0; weights: None, (N,) or (B,N).
+        budget: scalar or (B,): the expected cost, in cost units.
+        lr: step size in logit units; betas, eps: as in Adam.
+        temperature: tau of the relaxation p = softmax(z / tau).
+        threads: native threads of the retraction (None: all cores).
+
+    Use `probs()` for the relaxed allocations, `sample()` for budget-feasible Gumbel
+    straight-through samples, and `round()` for the final discrete allocation.
+    """
+
+    def __init__(self, params: Iterable, costs: Any, budget: Any, lr: float = 0.1,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weights: Any = None,
+                 temperature: float = 1.0, threads: Optional[int] = None):
+        if not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr: must be a positive number, got {lr!r}")
+        try:
+            b1, b2 = (float(x) for x in betas)
+        except (TypeError, ValueError):
+            raise TypeError(f"betas: expected a pair of floats, got {betas!r}") from None
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas: each must lie in [0, 1), got {betas!r}")
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"eps: must be a number >= 0, got {eps!r}")
+        _temperature(temperature)
+        self._threads = _threads(threads)
+        defaults = dict(lr=float(lr), betas=(b1, b2), eps=float(eps), costs=costs, budget=budget,
+                        weights=weights, temperature=float(temperature))
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                _check_logits(p, "params")
+                if p.dtype not in (torch.float32, torch.float64):
+                    raise TypeError(f"params: expected float32 or float64 logits, got {p.dtype}")
+                with torch.no_grad():
+                    retract(p, group["costs"], group["budget"], group["weights"], group["temperature"],
+                            inplace=True, threads=threads)
+
+    def _geometry(self, group: dict, p: torch.Tensor):
+        z, batched = _check_logits(p.detach(), "params")
+        state = self.state[p]
+        key = "_costs"
+        if key not in state or state[key][0] is not group["costs"] or state[key][1] is not group["weights"]:
+            state[key] = (group["costs"], group["weights"], _Costs(group["costs"], group["weights"],
+                                                                     tuple(z.shape), batched))
+        return z, batched, state[key][2]
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None):
+        """One Riemannian Adam step on every parameter with a gradient; returns the closure's
+        loss when a closure is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            tau = group["temperature"]
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                z, batched, cs = self._geometry(group, p)
+                B, N, K = z.shape
+                budgets = _budgets(group["budget"], B, batched)
+                w = cs.tensor(z.device)
+                g = p.grad.detach()
+                g = g if batched else g.unsqueeze(0)
+                state = self.state[p]
+                if "step" not in state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros(z.shape, dtype=torch.float64, device=z.device)
+                    state["exp_avg_sq"] = torch.zeros(z.shape, dtype=torch.float64, device=z.device)
+                state["step"] += 1
+                t = state["step"]
+                z64 = z.to(torch.float64)
+                n = _normal(z64, w, tau)
+                gt = _project(g, n)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(b1).add_(gt, alpha=1 - b1)
+                v.mul_(b2).addcmul_(gt, gt, value=1 - b2)
+                denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
+                step = (m / (1 - b1 ** t)) / denom
+                step = _project(step, n)
+                # -inf logits (options never taken) stay where they are.
+                znew = torch.where(torch.isfinite(z64), z64 - group["lr"] * step, z64).contiguous()
+                retract(znew, cs.costs, budgets, cs.weights, tau, inplace=True, threads=self._threads or None)
+                m.copy_(_project(m, _normal(znew, w, tau)))
+                p.copy_((znew if batched else znew[0]).to(p.dtype))
+        return loss
+
+    def _each(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                yield group, p
+
+    def probs(self) -> list:
+        """softmax(z / tau) of every parameter (float64, differentiable), in parameter order."""
+        return [torch.softmax(p.to(torch.float64) / g["temperature"], dim=-1) for g, p in self._each()]
+
+    def expected_costs(self) -> list:
+        """E of every parameter (float64 scalar or (B,)), in parameter order."""
+        return [expected_cost(p.detach(), g["costs"], g["weights"], g["temperature"]) for g, p in self._each()]
+
+    def sample(self, hard: bool = True, generator: Optional[torch.Generator] = None) -> list:
+        """A Gumbel straight-through sample of every parameter (see `gumbel_sample`); with
+        hard=True every sample meets the budget (drawn by the exact solver)."""
+        return [gumbel_sample(p, g["costs"], g["budget"], g["weights"], g["temperature"], hard=hard,
+                              generator=generator, threads=self._threads or None) for g, p in self._each()]
+
+    def round(self, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None) -> list:
+        """`round_to_budget` of every parameter: the feasible allocation of greatest
+        log-probability (int64 choices), in parameter order."""
+        return [round_to_budget(p, g["costs"], g["budget"], g["weights"], g["temperature"], exact=exact,
+                                exact_spend=exact_spend, cost_resolution=cost_resolution,
+                                threads=self._threads or None) for g, p in self._each()]

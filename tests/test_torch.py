@@ -1,0 +1,296 @@
+"""apportion.torch: the budget retraction, RCO, rounding and sampling (skipped without torch)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+at = pytest.importorskip("apportion.torch")
+
+import apportion  # noqa: E402
+
+
+def random_problem(rng, B, N, K, form):
+    z = torch.from_numpy(rng.normal(0, 2, (B, N, K)))
+    if form == "shared":
+        costs, weights = np.sort(rng.uniform(0, 10, K)), None
+    elif form == "weights":
+        costs, weights = np.sort(rng.uniform(0, 10, K)), rng.uniform(0.5, 3, (B, N))
+    else:
+        costs, weights = rng.uniform(0, 10, (B, N, K)), None
+    dense = np.broadcast_to(costs if weights is None else costs * weights[:, :, None], (B, N, K))
+    lo, hi = dense.min(-1).sum(-1), dense.max(-1).sum(-1)
+    budget = lo + rng.uniform(0.02, 0.98, B) * (hi - lo)
+    return z, costs, weights, budget
+
+
+def rel_err(e, budget):
+    e = np.asarray(e.detach() if isinstance(e, torch.Tensor) else e, dtype=np.float64)
+    return np.abs(e - budget) / np.abs(budget)
+
+
+@pytest.mark.parametrize("form", ["shared", "weights", "full"])
+@pytest.mark.parametrize("tau", [0.5, 1.0, 3.0])
+def test_retract_is_exact_over_random_problems(form, tau):
+    rng = np.random.default_rng(hash((form, tau)) % 2**32)
+    for N, K in [(1, 2), (7, 3), (50, 8), (3000, 5)]:
+        z, costs, weights, budget = random_problem(rng, 6, N, K, form)
+        out, info = at.retract(z, costs, budget, weights, tau, return_info=True)
+        assert (info.status == "converged").all()
+        assert rel_err(at.expected_cost(out, costs, weights, tau), budget).max() <= 1e-9
+        # The torch iteration (used off the CPU) finds the same shift.
+        shift_t = at._retract_torch(z.clone(), at._Costs(costs, weights, tuple(z.shape), True), budget, tau,
+                                    1e-9, 200)[0]
+        np.testing.assert_allclose(shift_t, info.shift, rtol=1e-6, atol=1e-9)
+        # The retraction moves along the cost vector: z' - z = -t w.
+        dense = np.broadcast_to(costs if weights is None else costs * weights[:, :, None], z.shape)
+        np.testing.assert_allclose((out - z).numpy(), -info.shift[:, None, None] * dense, atol=1e-9)
+
+
+def test_retract_large_instance_threads_and_float32():
+    rng = np.random.default_rng(1)
+    z, costs, _, budget = random_problem(rng, 1, 40000, 8, "shared")
+    a = at.retract(z, costs, budget, threads=1)
+    b = at.retract(z, costs, budget)
+    assert torch.equal(a, b)  # deterministic whatever the thread count
+    assert rel_err(at.expected_cost(a, costs), budget).max() <= 1e-9
+    z32 = z.to(torch.float32)
+    out = at.retract(z32, costs, budget)
+    assert out.dtype == torch.float32
+    assert rel_err(at.expected_cost(out, costs), budget).max() <= 1e-6
+
+
+def test_retract_unbatched_inplace_and_inf_logits():
+    z = torch.tensor([[0.0, 1.0, -float("inf")], [2.0, 0.5, 0.1]], dtype=torch.float64)
+    costs = [1.0, 2.0, 5.0]
+    out, info = at.retract(z, costs, 4.0, return_info=True)
+    assert isinstance(info.shift, float) and info.status == "converged"
+    assert out[0, 2] == -float("inf")
+    assert abs(float(at.expected_cost(out, costs)) - 4.0) <= 4e-9
+    same = at.retract(z, costs, 4.0, inplace=True)
+    assert same is z and torch.equal(z, out)
+
+
+def test_retract_errors_name_the_argument():
+    z = torch.zeros(2, 3, 4, dtype=torch.float64)
+    costs = [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="budget: instance 1"):
+        at.retract(z, costs, [3.0, 10.0])
+    with pytest.raises(ValueError, match="budget"):
+        at.retract(z, costs, [3.0, float("nan")])
+    bad = z.clone()
+    bad[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match="logits: instance 0, item 1"):
+        at.retract(bad, costs, 3.0)
+    with pytest.raises(ValueError, match="costs"):
+        at.retract(z, [0.0, 1.0], 3.0)
+    with pytest.raises(ValueError, match="costs"):
+        at.retract(z, [0.0, -1.0, 1.0, 2.0], 3.0)
+    with pytest.raises(ValueError, match="weights"):
+        at.retract(z, costs, 3.0, weights=np.ones(5))
+    with pytest.raises(TypeError, match="logits"):
+        at.retract(np.zeros((3, 4)), costs, 3.0)
+    with pytest.raises(ValueError, match="temperature"):
+        at.retract(z, costs, 3.0, temperature=0.0)
+    with pytest.raises(ValueError, match="inplace"):
+        at.retract(z.clone().requires_grad_(), costs, 3.0, inplace=True)
+
+
+def test_normal_is_the_gradient_and_projection_is_tangent():
+    rng = np.random.default_rng(2)
+    z, costs, weights, budget = random_problem(rng, 3, 20, 5, "weights")
+    zz = z.clone().requires_grad_()
+    at.expected_cost(zz, costs, weights, 0.7).sum().backward()
+    n = at.budget_normal(z, costs, weights, 0.7)
+    torch.testing.assert_close(n, zz.grad)
+    g = torch.randn_like(z)
+    pg = at.project_tangent(g, z, costs, weights, 0.7)
+    assert (pg * n).sum(dim=(1, 2)).abs().max() <= 1e-10 * (g.norm() * n.norm())
+    torch.testing.assert_close(at.project_tangent(pg, z, costs, weights, 0.7), pg)  # idempotent
+    torch.testing.assert_close(at.transport(pg, z, costs, weights, 0.7), pg)
+
+
+def pairwise_loss(p, v, Q):
+    """sum_i <p_i, v_i> + sum_ij p_i^T Q_ij p_j: choices interact pairwise."""
+    return (p * v).sum() + torch.einsum("ik,ijkl,jl->", p, Q, p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rco_holds_the_budget_after_every_step(dtype):
+    rng = np.random.default_rng(3)
+    for trial in range(4):
+        form = ["shared", "weights", "full", "shared"][trial]
+        z, costs, weights, budget = random_problem(rng, 2, 12, 4, form)
+        v = torch.from_numpy(rng.normal(size=(2, 12, 4)))
+        logits = torch.nn.Parameter(z.to(dtype))
+        opt = at.RCO([logits], costs, budget, lr=0.2, weights=weights, temperature=[1.0, 0.5][trial % 2])
+        tol = 1e-9 if dtype == torch.float64 else 1e-6
+        assert rel_err(opt.expected_costs()[0], budget).max() <= tol
+        for _ in range(25):
+            opt.zero_grad()
+            p = opt.probs()[0]
+            loss = ((p * v).sum(-1) ** 2).sum()
+            loss.backward()
+            opt.step()
+            assert rel_err(opt.expected_costs()[0], budget).max() <= tol
+
+
+def test_rco_and_rounding_reach_the_exact_optimum_on_a_separable_objective():
+    rng = np.random.default_rng(4)
+    N, K = 40, 4
+    values = rng.uniform(0, 10, (N, K))
+    costs = np.array([0.0, 1.0, 2.5, 4.0])
+    budget = 1.5 * N
+    exact = apportion.solve(values, costs, budget, method="exact")
+    logits = torch.nn.Parameter(torch.zeros(N, K, dtype=torch.float64))
+    opt = at.RCO([logits], costs, budget, lr=0.1, temperature=0.5)
+    v = torch.from_numpy(values)
+    for _ in range(300):
+        opt.zero_grad()
+        (-(opt.probs()[0] * v).sum()).backward()
+        opt.step()
+    choice = opt.round()[0].numpy()
+    got = values[np.arange(N), choice].sum()
+    assert costs[choice].sum() <= budget + 1e-9
+    assert got >= exact.value - 0.02 * abs(exact.value)
+
+
+def test_rco_beats_penalty_and_random_search_on_a_pairwise_objective():
+    rng = np.random.default_rng(5)
+    N, K, steps = 16, 4, 200
+    v = torch.from_numpy(rng.normal(0, 1, (N, K)))
+    Q = torch.from_numpy(rng.normal(0, 0.5, (N, N, K, K)))
+    Q = 0.5 * (Q + Q.permute(1, 0, 3, 2))
+    costs = np.array([1.0, 2.0, 3.0, 4.0])
+    budget = 2.2 * N
+
+    def discrete(choice):
+        return float(pairwise_loss(torch.nn.functional.one_hot(torch.as_tensor(choice), K).double(), v, Q))
+
+    logits = torch.nn.Parameter(torch.zeros(N, K, dtype=torch.float64))
+    opt = at.RCO([logits], costs, budget, lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        pairwise_loss(opt.probs()[0], v, Q).backward()
+        opt.step()
+    assert rel_err(opt.expected_costs()[0], budget) <= 1e-9
+    rco = discrete(opt.round()[0])
+
+    pen = torch.nn.Parameter(torch.zeros(N, K, dtype=torch.float64))
+    adam = torch.optim.Adam([pen], lr=0.1)
+    c = torch.from_numpy(costs)
+    for _ in range(steps):
+        adam.zero_grad()
+        p = torch.softmax(pen, -1)
+        (pairwise_loss(p, v, Q) + 1.0 * ((p * c).sum() - budget) ** 2).backward()
+        adam.step()
+    # The penalty method drifts off the budget; rounded to a feasible allocation it is worse.
+    assert rel_err(at.expected_cost(pen, costs), budget) > 1e-4
+    penalty = discrete(at.round_to_budget(pen, costs, budget))
+
+    best_random = np.inf
+    for _ in range(steps):
+        choice = rng.integers(0, K, N)
+        if costs[choice].sum() <= budget:
+            best_random = min(best_random, discrete(choice))
+    assert rco < penalty and rco < best_random
+
+
+def test_autograd_and_budgeted_gumbel_samples():
+    rng = np.random.default_rng(6)
+    z, costs, weights, budget = random_problem(rng, 3, 10, 4, "weights")
+    logits = z.clone().requires_grad_()
+    gen = torch.Generator().manual_seed(0)
+    y = at.gumbel_sample(logits, costs, budget, weights, 0.5, generator=gen)
+    assert set(y.detach().unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(y.detach().sum(-1), torch.ones(3, 10, dtype=y.dtype))
+    dense = costs * weights[:, :, None]
+    spent = (y.detach().numpy() * dense).sum(axis=(1, 2))
+    assert (spent <= budget + 1e-9).all()
+    (y * torch.from_numpy(rng.normal(size=y.shape))).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    soft = at.gumbel_sample(z, costs, budget, weights, hard=False)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(3, 10, dtype=soft.dtype))
+
+
+def test_round_to_budget_is_the_exact_answer_and_has_an_equality_form():
+    rng = np.random.default_rng(7)
+    z = torch.from_numpy(rng.normal(size=(2, 30, 5)))
+    costs = np.array([0.0, 1.3, 2.1, 3.7, 5.2])
+    budget = np.array([40.0, 70.0])
+    choice, sol = at.round_to_budget(z, costs, budget, return_solution=True)
+    assert choice.shape == (2, 30) and choice.dtype == torch.int64
+    assert (np.asarray(sol.status) == "optimal").all()
+    ref = apportion.solve(torch.log_softmax(z, -1).numpy(), costs, budget, method="exact")
+    np.testing.assert_allclose(sol.value, ref.value)
+    assert (costs[choice.numpy()].sum(-1) <= budget + 1e-9).all()
+    eq = at.round_to_budget(z[0], [0, 1, 2, 3, 5], 37, exact_spend=True)
+    assert int(np.array([0, 1, 2, 3, 5])[eq.numpy()].sum()) == 37
+    with pytest.raises(ValueError, match="budget"):
+        at.round_to_budget(z, costs, [-1.0, 5.0])
+
+
+def quantise(w, bits):
+    """Symmetric uniform quantisation of a tensor to `bits` bits (per tensor scale)."""
+    levels = 2 ** (bits - 1) - 1 if bits > 1 else 1
+    scale = w.abs().max() / levels
+    return torch.round(w / scale).clamp(-levels, levels) * scale
+
+
+def test_bit_allocation_for_a_small_mlp_beats_uniform_bits():
+    from apportion.torch import RCO
+
+    torch.manual_seed(0)
+    X = torch.randn(512, 16)
+    Y = torch.sin(X @ torch.randn(16, 1)) + 0.1 * torch.randn(512, 1)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                              torch.nn.Linear(64, 1))
+    train = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(300):
+        train.zero_grad()
+        torch.nn.functional.mse_loss(net(X), Y).backward()
+        train.step()
+    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+    weights = [m.weight.detach() for m in layers]
+    bits = [2, 3, 4, 8]
+    sizes = np.array([w.numel() for w in weights], dtype=np.float64)
+    avg_bits = 3.5
+    budget = avg_bits * sizes.sum()
+    qs = [torch.stack([quantise(w, b) for b in bits]) for w in weights]  # (K, out, in) per layer
+
+    def loss_with(onehot_or_probs):
+        h = X
+        for li, (m, q) in enumerate(zip(layers, qs)):
+            w = torch.einsum("k,koi->oi", onehot_or_probs[li], q)
+            h = torch.nn.functional.linear(h, w, m.bias.detach())
+            if li < len(layers) - 1:
+                h = torch.tanh(h)
+        return torch.nn.functional.mse_loss(h, Y)
+
+    logits = torch.nn.Parameter(torch.zeros(len(layers), len(bits), dtype=torch.float64))
+    opt = RCO([logits], costs=bits, budget=budget, weights=sizes, lr=0.3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        opt.zero_grad()
+        sample = opt.sample(generator=gen)[0]   # budget-feasible one-hot, straight-through
+        loss_with(sample.float()).backward()    # the loss of the real quantised model
+        opt.step()
+    choice = opt.round()[0]
+    chosen_bits = np.array(bits)[choice.numpy()]
+    assert (chosen_bits * sizes).sum() <= budget
+    onehot = torch.nn.functional.one_hot(choice, len(bits)).float()
+    # Uniform bits at the same budget: the widest width every layer can take (3 bits here).
+    uniform_bits = max(b for b in bits if b * sizes.sum() <= budget)
+    uniform = torch.nn.functional.one_hot(torch.full((len(layers),), bits.index(uniform_bits)), len(bits)).float()
+    with torch.no_grad():
+        assert float(loss_with(onehot)) < float(loss_with(uniform))
+
+
+def test_import_apportion_works_without_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import apportion\n"
+            "try:\n    import apportion.torch\nexcept ImportError as e:\n    print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "apportion[torch]"' in out
