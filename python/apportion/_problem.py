@@ -8,13 +8,15 @@ the argument and the fix. `Solution` is the result type of every solver.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from typing import Any, Optional
 
 import numpy as np
 
-STATUS_NAMES = np.array(["optimal", "feasible", "infeasible"])
+_STATUS_LIST = ("optimal", "feasible", "infeasible")
+STATUS_NAMES = np.array(_STATUS_LIST)
 SENSES = ("max", "min")
 
 
@@ -116,6 +118,11 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
         c = np.broadcast_to(c, (c.shape[0], c.shape[1], K))
     c = np.ascontiguousarray(c, dtype=dtype)
 
+    if isinstance(budget, (float, int)) and not isinstance(budget, bool):
+        # The common scalar budget, without the array round trip.
+        if math.isnan(budget):
+            raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+        return _finish_problem(v, c, np.full(B, float(budget)), mask, sense, batched, torch_device)
     b = _to_numpy(budget, "budget").astype(np.float64, copy=False)
     if b.ndim == 0:
         b = np.full(B, float(b))
@@ -127,7 +134,12 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
         b = np.ascontiguousarray(b)
     if np.isnan(b).any():
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+    return _finish_problem(v, c, b, mask, sense, batched, torch_device)
 
+
+def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sense: str,
+                    batched: bool, torch_device: Any) -> Problem:
+    """The mask part of make_problem, and the Problem."""
     m = None
     if mask is not None:
         m = _to_numpy(mask, "mask")
@@ -209,16 +221,18 @@ def make_solution(problem: Problem, raw: tuple, method: str, started: float,
     min_budget, status) given in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
     sign = problem.value_sign
-    if sign < 0:
-        value = -value
-        bound = -bound
-    gap = np.abs(bound - value)
-    status_names = STATUS_NAMES[status]
-    if not problem.batched:
+    if not problem.batched:  # scalars, without array arithmetic
         choice = choice[0]
-        value, cost, bound, gap = float(value[0]), float(cost[0]), float(bound[0]), float(gap[0])
-        shadow, min_budget = float(shadow[0]), float(min_budget[0])
-        status_names = str(status_names[0])
+        value, bound = sign * float(value[0]), sign * float(bound[0])
+        gap = abs(bound - value)
+        cost, shadow, min_budget = float(cost[0]), float(shadow[0]), float(min_budget[0])
+        status_names = _STATUS_LIST[int(status[0])]
+    else:
+        if sign < 0:
+            value = -value
+            bound = -bound
+        gap = np.abs(bound - value)
+        status_names = STATUS_NAMES[status]
     if problem.torch_device is not None:
         import torch
 
