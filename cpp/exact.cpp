@@ -52,29 +52,41 @@ struct ExactWorkspace {
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
-  std::vector<CoreState> states, shifted, merged, scratch;
+  std::vector<CoreState> states, merged, scratch;
   std::vector<std::vector<CoreLink>> layers;
   std::vector<std::int32_t> layer_item;
 
   std::size_t bytes() const {
     std::size_t links = 0;
     for (const auto& l : layers) links += l.capacity();
-    return lagrangian.bytes() + (states.capacity() + shifted.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
+    return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
            links * sizeof(CoreLink) + order.capacity() * sizeof(CoreCandidate);
   }
 };
 
-// Merges two cost-sorted, dominance-free lists into `out`, keeping the result dominance-free.
-void merge_dominance(const std::vector<CoreState>& a, const std::vector<CoreState>& b,
-                     std::vector<CoreState>& out) {
+// Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
+// keeping the result dominance-free. Shifted states failing `keep` are left out, with no copy.
+template <class Keep>
+void merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>& states, double dw,
+                   double dv, std::int32_t pos, Keep&& keep, std::vector<CoreState>& out) {
   out.clear();
   std::size_t x = 0, y = 0;
+  const std::size_t ns = states.size();
+  auto next_kept = [&] {
+    while (y < ns && !keep(states[y].cost + dw, states[y].value + dv)) ++y;
+  };
+  next_kept();
   double last = -INFINITY;
-  while (x < a.size() || y < b.size()) {
-    const bool take_a = y == b.size() ||
-                        (x < a.size() && (a[x].cost < b[y].cost ||
-                                          (a[x].cost == b[y].cost && a[x].value >= b[y].value)));
-    const CoreState& s = take_a ? a[x++] : b[y++];
+  while (x < a.size() || y < ns) {
+    CoreState s;
+    if (y == ns || (x < a.size() && (a[x].cost < states[y].cost + dw ||
+                                     (a[x].cost == states[y].cost + dw && a[x].value >= states[y].value + dv)))) {
+      s = a[x++];
+    } else {
+      s = CoreState{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
+      ++y;
+      next_kept();
+    }
     if (s.value > last) {
       out.push_back(s);
       last = s.value;
@@ -226,26 +238,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         const double key = f.pvalue(i, bi) - lambda * f.pcost(i, bi);
         const double wb = f.pcost(i, bi), vb = f.pvalue(i, bi);
         ws.merged.clear();
-        bool first = true;
         for (std::int32_t q = 0; q < f.count[i]; ++q) {
           const double d = q == bi ? 0.0 : key - (f.pvalue(i, q) - lambda * f.pcost(i, q));
           if (d >= slack - tol) continue;
           const double dw = f.pcost(i, q) - wb, dv = f.pvalue(i, q) - vb;
-          ws.shifted.clear();
-          for (std::size_t s = 0; s < ws.states.size(); ++s) {
-            const CoreState& st = ws.states[s];
-            const double cost = st.cost + dw, value = st.value + dv;
-            if (tight_bound(cost, value) <= z + tol) continue;  // cannot beat the incumbent
-            ws.shifted.push_back(CoreState{cost, value, static_cast<std::int32_t>(s), q});
-          }
-          if (first) {
-            // A shifted, pruned copy of a dominance-free list is still dominance-free.
-            ws.merged.swap(ws.shifted);
-            first = false;
-          } else {
-            merge_dominance(ws.merged, ws.shifted, ws.scratch);
-            ws.merged.swap(ws.scratch);
-          }
+          auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z + tol; };
+          merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.scratch);
+          ws.merged.swap(ws.scratch);
         }
         // New incumbent from the feasible states of this layer.
         std::int64_t improved = -1;
