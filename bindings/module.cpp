@@ -22,6 +22,7 @@ namespace py = pybind11;
 using namespace apportion;
 
 void bind_online(py::module_& m);  // bindings/online.cpp
+void bind_cuda(py::module_& m);    // bindings/cuda.cpp (empty without a CUDA build)
 
 namespace {
 
@@ -235,6 +236,7 @@ PYBIND11_MODULE(_core, m) {
       "One DP pass: (best value per budget cell, cheapest cost, choices at the budgets `at`).");
 
   bind_online(m);
+  bind_cuda(m);
 
   m.def("num_threads", [] { return ThreadPool::instance().size(); },
         "Threads of the native pool, the calling thread included.");
