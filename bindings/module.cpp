@@ -23,6 +23,7 @@ using namespace apportion;
 
 void bind_online(py::module_& m);  // bindings/online.cpp
 void bind_retraction(py::module_& m);  // bindings/retraction.cpp
+void bind_cuda(py::module_& m);    // bindings/cuda.cpp (empty without a CUDA build)
 
 namespace {
 
@@ -237,6 +238,7 @@ PYBIND11_MODULE(_core, m) {
 
   bind_online(m);
   bind_retraction(m);
+  bind_cuda(m);
 
   m.def("num_threads", [] { return ThreadPool::instance().size(); },
         "Threads of the native pool, the calling thread included.");

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "item_ops.hpp"
 #include "solvers.hpp"
 
 namespace apportion {
@@ -24,16 +25,11 @@ void dp_item(const ItemFrontiers& f, std::int64_t i, std::int64_t grid, const do
   for (std::int32_t p = 1; p < f.count[i]; ++p) {
     const double r_exact = f.cost[base + p] - w0;
     if (r_exact >= static_cast<double>(grid)) break;  // Pareto entries rise in cost
-    const std::int64_t r = static_cast<std::int64_t>(r_exact);
+    const std::int64_t r = dp_shift(&f.cost[base], p);
     const double v = f.value[base + p];
     const Back tag = static_cast<Back>(p);
-    // Branch-free so that the compiler can vectorise the row.
-    for (std::int64_t c = r; c < grid; ++c) {
-      const double cand = best[c - r] + v;
-      const bool better = cand > next[c];
-      next[c] = better ? cand : next[c];
-      back[c] = better ? tag : back[c];
-    }
+    // The cell update shared with the kernel (item_ops.hpp); branch-free, so the row vectorises.
+    for (std::int64_t c = r; c < grid; ++c) dp_relax(best[c - r], v, tag, next[c], back[c]);
   }
 }
 
@@ -41,11 +37,7 @@ template <class Back>
 void backtrack_rows(const ItemFrontiers& f, const Back* back, std::int64_t grid, std::int64_t c,
                     std::vector<std::int32_t>& position) {
   position.resize(f.n);
-  for (std::int64_t i = f.n - 1; i >= 0; --i) {
-    const std::int32_t p = back[i * grid + c];
-    position[i] = p;
-    c -= static_cast<std::int64_t>(f.pcost(i, p) - f.pcost(i, 0));
-  }
+  dp_backtrack_flat(f.cost.data(), f.n, f.k, back, grid, c, position.data());
 }
 
 }  // namespace

@@ -5,37 +5,25 @@
 #include <stdexcept>
 #include <string>
 
+#include "item_ops.hpp"
 #include "thread_pool.hpp"
 
 namespace apportion {
 
 namespace {
 
-// Option indices 0..k-1 ordered by cost (ties by index) into `order`.
-template <class Cost>
-void sort_by_cost(std::int64_t k, Cost cost, std::int32_t* order) {
-  for (std::int32_t j = 0; j < k; ++j) order[j] = j;
-  // Tier costs usually come in ascending order already: one predictable pass instead of a sort.
-  bool sorted = true;
-  for (std::int32_t j = 1; j < k; ++j) sorted &= cost(j - 1) <= cost(j);
-  if (sorted) return;
-  auto before = [&](std::int32_t a, std::int32_t b) {
-    const double ca = cost(a), cb = cost(b);
-    return ca < cb || (ca == cb && a < b);
-  };
-  if (k <= 16) {  // insertion sort: K is usually small
-    for (std::int32_t a = 1; a < k; ++a) {
-      const std::int32_t x = order[a];
-      std::int32_t b = a - 1;
-      while (b >= 0 && before(x, order[b])) {
-        order[b + 1] = order[b];
-        --b;
-      }
-      order[b + 1] = x;
-    }
-  } else {
-    std::sort(order, order + k, before);
+// Option indices 0..k-1 of a cost row ordered by cost (ties by index) into `order`.
+template <class T>
+void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
+  if (k <= 16 || costs_ascending(k, crow)) {  // insertion sort (shared with the kernels)
+    insertion_sort_by_cost(k, crow, order);
+    return;
   }
+  for (std::int32_t j = 0; j < k; ++j) order[j] = j;
+  std::sort(order, order + k, [&](std::int32_t a, std::int32_t b) {
+    const double ca = static_cast<double>(crow[a]), cb = static_cast<double>(crow[b]);
+    return ca < cb || (ca == cb && a < b);
+  });
 }
 
 // Builds item i's Pareto list and hull, visiting its options in cost order `order`.
@@ -46,52 +34,16 @@ void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, cons
   std::int32_t* opt = &f.option[base];
   double* cost = &f.cost[base];
   double* value = &f.value[base];
-  // Pareto filter: keep an option only if it is worth strictly more than every cheaper one
-  // (with keep_dominated: every distinct cost); at equal cost the most valuable (first by
-  // index on ties) stands for the group.
-  // Branch-free: random values make these comparisons unpredictable.
-  const T* vrow = p.values + base;
-  const T* crow = p.costs + i * p.cost_stride_item;
-  const std::uint8_t* mrow = p.mask ? p.mask + base : nullptr;
-  const double sign = p.value_sign;
-  std::int32_t c = 0;
-  double last_cost = -1.0, last_value = -INFINITY;
-  for (std::int64_t a = 0; a < k; ++a) {
-    const std::int32_t j = order[a];
-    const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
-    const bool same_cost = w == last_cost;
-    const bool keep = (mrow == nullptr || mrow[j] != 0) &&
-                      (v > last_value || (keep_dominated && !same_cost));
-    c -= static_cast<std::int32_t>(keep && same_cost);  // same cost, more value: replace
-    opt[c] = j;
-    cost[c] = w;
-    value[c] = v;
-    c += static_cast<std::int32_t>(keep);
-    last_cost = keep ? w : last_cost;
-    last_value = keep ? v : last_value;
-  }
+  // Pareto filter and hull: the arithmetic shared with the kernels (item_ops.hpp).
+  const std::int32_t c = pareto_filter(p.values + base, p.costs + i * p.cost_stride_item,
+                                       p.mask ? p.mask + base : nullptr, p.value_sign, k, order,
+                                       keep_dominated, opt, cost, value);
   if (c == 0) {
     throw std::invalid_argument("mask: item " + std::to_string(i) +
                                 " has no allowed option; allow at least one per item");
   }
   f.count[i] = c;
-  // Upper concave hull over the Pareto list (monotone chain); collinear points are dropped
-  // so that hull slopes strictly decrease.
-  std::int32_t* h = &f.hull[base];
-  std::int32_t hc = 0;
-  for (std::int32_t a = 0; a < c; ++a) {
-    while (hc >= 2) {
-      const double w0 = cost[h[hc - 2]], v0 = value[h[hc - 2]];
-      const double w1 = cost[h[hc - 1]], v1 = value[h[hc - 1]];
-      if ((v1 - v0) * (cost[a] - w1) <= (value[a] - v1) * (w1 - w0)) {
-        --hc;
-      } else {
-        break;
-      }
-    }
-    h[hc++] = a;
-  }
-  f.hull_count[i] = hc;
+  f.hull_count[i] = upper_hull(cost, value, c, &f.hull[base]);
 }
 
 }  // namespace
@@ -116,13 +68,13 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads, bo
   std::vector<std::int32_t> shared_order;
   if (shared_costs) {
     shared_order.resize(p.k);
-    sort_by_cost(p.k, [&](std::int32_t j) { return p.cost(0, j); }, shared_order.data());
+    sort_by_cost(p.k, p.costs, shared_order.data());
   }
   auto range = [&](std::int64_t begin, std::int64_t end) {
     std::vector<std::int32_t> order;
     if (!shared_costs) order.resize(p.k);
     for (std::int64_t i = begin; i < end; ++i) {
-      if (!shared_costs) sort_by_cost(p.k, [&](std::int32_t j) { return p.cost(i, j); }, order.data());
+      if (!shared_costs) sort_by_cost(p.k, p.costs + i * p.cost_stride_item, order.data());
       build_item(p, f, i, shared_costs ? shared_order.data() : order.data(), keep_dominated);
     }
   };
@@ -138,51 +90,24 @@ template void build_frontiers<float>(const InstanceView<float>&, ItemFrontiers&,
 template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers&, int, bool);
 
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
-  // lambda = 0 with an unbounded budget must not produce 0 * inf.
-  double total = lambda > 0.0 ? lambda * budget : 0.0;
+  double total = dual_offset(lambda, budget);
   for (std::int64_t i = 0; i < f.n; ++i) {
     const std::int64_t base = i * f.k;
-    double best = -INFINITY;
-    for (std::int32_t h = 0; h < f.hull_count[i]; ++h) {
-      const std::int32_t q = f.hull[base + h];
-      best = std::max(best, f.value[base + q] - lambda * f.cost[base + q]);
-    }
-    total += best;
+    total += item_dual(&f.cost[base], &f.value[base], &f.hull[base], f.hull_count[i], lambda);
   }
   return total;
 }
 
 void allocation_totals(const ItemFrontiers& f, const std::vector<std::int32_t>& position,
                        double& total_cost, double& total_value) {
-  CompensatedSum cost, value;
-  for (std::int64_t i = 0; i < f.n; ++i) {
-    cost.add(f.pcost(i, position[i]));
-    value.add(f.pvalue(i, position[i]));
-  }
-  total_cost = cost.value();
-  total_value = value.value();
+  allocation_totals_flat(f.cost.data(), f.value.data(), f.n, f.k, position.data(), total_cost,
+                         total_value);
 }
 
 bool restore_budget(const ItemFrontiers& f, std::vector<std::int32_t>& position, double budget,
                     double& total_cost, double& total_value) {
-  allocation_totals(f, position, total_cost, total_value);
-  while (total_cost > budget) {
-    std::int64_t worst = -1;
-    double best_ratio = INFINITY;
-    for (std::int64_t i = 0; i < f.n; ++i) {
-      const std::int32_t p = position[i];
-      if (p == 0) continue;
-      const double ratio = (f.pvalue(i, p) - f.pvalue(i, p - 1)) / (f.pcost(i, p) - f.pcost(i, p - 1));
-      if (ratio < best_ratio) {
-        best_ratio = ratio;
-        worst = i;
-      }
-    }
-    if (worst < 0) return false;
-    --position[worst];
-    allocation_totals(f, position, total_cost, total_value);
-  }
-  return true;
+  return restore_budget_flat(f.cost.data(), f.value.data(), f.n, f.k, position.data(), budget,
+                             total_cost, total_value);
 }
 
 void write_choice(const ItemFrontiers& f, const std::vector<std::int32_t>& position,
@@ -322,9 +247,8 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
     const std::int64_t base = i * k;
     base_cost.add(f.cost[base]);  // Pareto position 0 is the cheapest hull point
     for (std::int32_t h = 0; h + 1 < f.hull_count[i]; ++h) {
-      const std::int32_t a = f.hull[base + h], b = f.hull[base + h + 1];
-      const double dw = f.cost[base + b] - f.cost[base + a];
-      const double dv = f.value[base + b] - f.value[base + a];
+      double dw, dv;
+      hull_step(&f.cost[base], &f.value[base], &f.hull[base], h, dw, dv);
       ws.increments[m++] = HullIncrement{dv / dw, dw, static_cast<std::int32_t>(i), h};
       total_dcost += dw;
     }

@@ -85,7 +85,7 @@ struct BatchOutput {
   double* min_budget = nullptr;
   std::int8_t* status = nullptr;
 
-  void store(std::int64_t idx, const InstanceResult& r) const {
+  APPORTION_HD void store(std::int64_t idx, const InstanceResult& r) const {
     value[idx] = r.value;
     cost[idx] = r.cost;
     bound[idx] = r.bound;

@@ -1,5 +1,19 @@
-// What the CUDA build can see at run time. Compiled only where nvcc is found.
+// The CUDA backend: what the build can see at run time, and the launchers of the kernels.
+// Compiled only where nvcc is found; the bindings call in under #ifdef APPORTION_WITH_CUDA.
+//
+// Every pointer a launcher takes is a device pointer on the current device (the caller sets
+// it), laid out exactly as the CPU core's views (problem.hpp, online.hpp). Launchers enqueue
+// on `stream` (a cudaStream_t as an integer; 0 = the legacy default stream), allocate their
+// scratch stream-ordered, and read back only a small status word (and, for the DP, the grid
+// size of each instance) to report bad input as std::invalid_argument naming the argument.
+// CUDA failures throw std::runtime_error.
 #pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "online.hpp"
+#include "problem.hpp"
 
 namespace apportion {
 
@@ -7,4 +21,45 @@ namespace apportion {
 // none, so the module imports on machines without a GPU).
 int cuda_device_count();
 
+namespace gpu {
+
+// Sets the current device for the lifetime of the object and restores the previous one.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// method="lagrangian": one block per instance. The LP break slope is found by a bisection over
+// the (ordered) bit patterns of lambda with block-wide reductions, so it is the exact break
+// slope the CPU's quickselect finds; bound L(lambda*) and the integer primal that drops the
+// fractional step as on the CPU, then restore_budget. The CPU's repair pass and second
+// rounding are not run on the device (the primal may be lower; the bound is the same).
+template <class T>
+void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t stream);
+
+// method="dp": frontiers and grid sizes on the device (one small read-back of the B grid
+// sizes to size the tables), then one block per instance runs the rows (budget cells across
+// threads, items in sequence) with back-pointers in device memory, and backtracks on the
+// device. `max_table_bytes` bounds the back-pointer tables of the batch (0: half of the free
+// device memory). With `last_row` (host), the last DP row of instance 0 (the value-vs-budget
+// frontier, one entry per grid cell) is copied back into it, and its cheapest cost into
+// `base_cost`.
+template <class T>
+void dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, std::uint64_t max_table_bytes,
+        std::uintptr_t stream, std::vector<double>* last_row = nullptr, double* base_cost = nullptr);
+
+// simulate_online: one thread per stream, the per-step functions of online.hpp. cfg is the
+// host config (finalised); its arrays are copied to the device.
+template <class T>
+void simulate(const DmdConfig& cfg, const T* values, const T* costs, std::int64_t cs, std::int64_t ct,
+              std::int64_t s, std::int64_t t, std::int64_t k, const SimulationOutput& out,
+              std::uintptr_t stream);
+
+}  // namespace gpu
 }  // namespace apportion

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core
+from . import _core, _device
 from ._problem import Problem, Solution, make_problem, make_solution
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
@@ -101,7 +101,8 @@ def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tup
 def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: Any = None,
           sense: str = "max", threads: Optional[int] = None, time_limit: Optional[float] = None,
           max_states: Optional[int] = None, exact_spend: bool = False,
-          cost_resolution: Optional[float] = None, max_memory: Optional[float] = None) -> Solution:
+          cost_resolution: Optional[float] = None, max_memory: Optional[float] = None,
+          device: Optional[str] = None) -> Solution:
     """Choose one option per item to maximise total value within a budget.
 
     The problem, for each instance of a batch: choose x_i in 0..K-1 for every item i to
@@ -139,7 +140,15 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
         cost_resolution: method="dp" only: quantise real costs to this unit (costs rounded
             up, budget down, so answers stay feasible); exact for the quantised costs.
         max_memory: method="dp" only: bytes its back-pointer tables may take (default a
-            quarter of RAM); past it a ValueError says what to change.
+            quarter of RAM; on a GPU half its free memory); past it a ValueError says what to change.
+        device: None (default) solves where the input lives: a CUDA tensor or array (torch,
+            CuPy, anything with __cuda_array_interface__ or __dlpack__) on its device and current
+            stream, the Solution's arrays then on that device; numpy on the CPU. "cuda" or
+            "cuda:N" moves numpy input to the GPU and the answer back; "cpu" forces the CPU.
+            On a GPU, methods "lagrangian" and "dp" run ("auto" picks "dp" for exact_spend or
+            cost_resolution, else "lagrangian"; the GPU Lagrangian skips the CPU's repair pass,
+            so its primal may be lower, with the same bound). A RuntimeError names `device`
+            where CUDA is not built or no GPU is present.
 
     Returns:
         A `Solution`: choice (N,) or (B,N), value, cost, bound, gap, status, shadow_price,
@@ -155,6 +164,14 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     nthreads = _threads(threads)
+    where = _device.target(device, values)
+    if where is not None:
+        method = _device.device_method(method, exact_spend, cost_resolution, where)
+        if _device.is_cuda_array(values):
+            return _device.solve_resident(values, costs, budget, method=method, mask=mask, sense=sense,
+                                          dev=where, exact_spend=exact_spend,
+                                          cost_resolution=cost_resolution, max_memory=max_memory,
+                                          started=started)
     if method == "mirror":
         from .online import mirror_solve
 
@@ -182,7 +199,10 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
         raise ValueError(f"time_limit/max_states: only method='exact' takes them (method={method!r})")
 
     info = {}
-    if method == "lagrangian":
+    if where is not None and method == "lagrangian":
+        raw = _device.run_host_problem(problem, method, where)
+        info["device"] = str(where)
+    elif method == "lagrangian":
         raw = _core.lagrangian(problem.values, problem.costs, problem.budget, problem.mask,
                                problem.value_sign, nthreads)
     elif method == "exact":
@@ -192,9 +212,14 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     else:
         original_costs = problem.costs
         resolution = _quantise(problem, cost_resolution)
-        info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
-        raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
-                       problem.value_sign, bool(exact_spend), nthreads)
+        if where is not None:
+            raw = _device.run_host_problem(problem, method, where, exact_spend=exact_spend,
+                                           max_memory=max_memory)
+            info["device"] = str(where)
+        else:
+            info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
+            raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
+                           problem.value_sign, bool(exact_spend), nthreads)
         if resolution is not None:
             # Totals in the caller's units; optimality holds for the quantised costs.
             info.update(cost_resolution=resolution, quantised_budget=problem.budget * resolution)

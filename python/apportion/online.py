@@ -352,7 +352,8 @@ def _request_costs(costs: Any, scalar: bool, R: int, S: int, T: int, K: int, str
 def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[int] = None,
                     mirror: str = "euclidean", step_size: Optional[float] = None,
                     skip_allowed: bool = True, initial_prices: Any = None,
-                    record_choices: bool = True, threads: Optional[int] = None) -> OnlineRun:
+                    record_choices: bool = True, threads: Optional[int] = None,
+                    device: Optional[str] = None) -> OnlineRun:
     """Runs S independent streams of T requests through fresh allocators, in one native call.
 
     Each stream behaves exactly as an `OnlineAllocator(budget, horizon, ...)` fed its requests
@@ -368,6 +369,8 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
         mirror, step_size, skip_allowed, initial_prices: as for `OnlineAllocator`.
         record_choices: keep the (S,T) choices (8 bytes per request).
         threads: native threads (None: all cores).
+        device: None or "cpu" for the CPU; "cuda" or "cuda:N" runs one stream per GPU thread
+            (same step functions) and returns host arrays.
 
     Returns:
         An `OnlineRun`.
@@ -395,8 +398,15 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: expected a positive int or None (all cores), got {threads!r}")
     m0 = _initial_m(initial_prices, b, H, mirror)
-    choice, value, spent, prices, stalled = _core.simulate_online(
-        v, c, b, H, code, step, bool(skip_allowed), m0, bool(record_choices), threads or 0)
+    from . import _device
+
+    where = _device.target(device, values)
+    if where is not None:
+        choice, value, spent, prices, stalled = _device.simulate(
+            v, c, b, H, code, step, bool(skip_allowed), m0, bool(record_choices), where)
+    else:
+        choice, value, spent, prices, stalled = _core.simulate_online(
+            v, c, b, H, code, step, bool(skip_allowed), m0, bool(record_choices), threads or 0)
     if scalar:
         spent, prices = spent[:, 0], prices[:, 0]
     if not streams:

@@ -1,0 +1,193 @@
+// Per-item and per-instance arithmetic shared by the CPU core and the CUDA kernels.
+//
+// "One algorithm, two launchers": these APPORTION_HD functions work on caller-provided flat
+// buffers (no std::vector, no std::sort, no exceptions), so the CPU code in frontier.cpp and
+// dp.cpp calls them for every instance it solves and the kernels in cuda/ call the very same
+// functions per thread or per block. The CPU tests therefore exercise the arithmetic the GPU
+// runs. Layouts follow ItemFrontiers: an item's Pareto entries at stride K (option, cost,
+// value), its hull as Pareto positions.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "problem.hpp"
+
+namespace apportion {
+
+// Whether a cost row is already in ascending order.
+template <class T>
+APPORTION_HD inline bool costs_ascending(std::int64_t k, const T* crow) {
+  bool sorted = true;
+  for (std::int32_t j = 1; j < k; ++j) sorted &= crow[j - 1] <= crow[j];
+  return sorted;
+}
+
+// Option indices 0..k-1 of one item ordered by cost, ties by index (insertion sort: K is
+// usually small; the CPU switches to std::sort past 16 options).
+template <class T>
+APPORTION_HD inline void insertion_sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
+  for (std::int32_t j = 0; j < k; ++j) order[j] = j;
+  // Tier costs usually come in ascending order already: one predictable pass instead of a sort.
+  if (costs_ascending(k, crow)) return;
+  for (std::int32_t a = 1; a < k; ++a) {
+    const std::int32_t x = order[a];
+    const double cx = static_cast<double>(crow[x]);
+    std::int32_t b = a - 1;
+    while (b >= 0) {
+      const double cb = static_cast<double>(crow[order[b]]);
+      if (!(cx < cb || (cx == cb && x < order[b]))) break;
+      order[b + 1] = order[b];
+      --b;
+    }
+    order[b + 1] = x;
+  }
+}
+
+// One item's Pareto list from its options visited in cost order `order`: keeps an option only
+// if it is worth strictly more than every cheaper one (with keep_dominated: every distinct
+// cost); at equal cost the most valuable (first by index on ties) stands for the group.
+// Writes option index, cost and value of each entry and returns the count (0: no allowed
+// option). `order` may alias `opt`: entry c is written only after order[a >= c] was read.
+// Branch-free: random values make these comparisons unpredictable.
+template <class T>
+APPORTION_HD inline std::int32_t pareto_filter(const T* vrow, const T* crow, const std::uint8_t* mrow,
+                                               double sign, std::int64_t k, const std::int32_t* order,
+                                               bool keep_dominated, std::int32_t* opt, double* cost,
+                                               double* value) {
+  std::int32_t c = 0;
+  double last_cost = -1.0, last_value = -INFINITY;
+  for (std::int64_t a = 0; a < k; ++a) {
+    const std::int32_t j = order[a];
+    const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
+    const bool same_cost = w == last_cost;
+    const bool keep = (mrow == nullptr || mrow[j] != 0) &&
+                      (v > last_value || (keep_dominated && !same_cost));
+    c -= static_cast<std::int32_t>(keep && same_cost);  // same cost, more value: replace
+    opt[c] = j;
+    cost[c] = w;
+    value[c] = v;
+    c += static_cast<std::int32_t>(keep);
+    last_cost = keep ? w : last_cost;
+    last_value = keep ? v : last_value;
+  }
+  return c;
+}
+
+// Upper concave hull over a Pareto list of `c` entries (monotone chain); collinear points are
+// dropped so that hull slopes strictly decrease. Writes Pareto positions to h, returns the
+// number of hull points.
+APPORTION_HD inline std::int32_t upper_hull(const double* cost, const double* value, std::int32_t c,
+                                            std::int32_t* h) {
+  std::int32_t hc = 0;
+  for (std::int32_t a = 0; a < c; ++a) {
+    while (hc >= 2) {
+      const double w0 = cost[h[hc - 2]], v0 = value[h[hc - 2]];
+      const double w1 = cost[h[hc - 1]], v1 = value[h[hc - 1]];
+      if ((v1 - v0) * (cost[a] - w1) <= (value[a] - v1) * (w1 - w0)) {
+        --hc;
+      } else {
+        break;
+      }
+    }
+    h[hc++] = a;
+  }
+  return hc;
+}
+
+// The hull step of one item from hull point `step` to `step + 1`: cost and value increments
+// (slope = dv / dw, strictly positive and strictly falling along the hull).
+APPORTION_HD inline void hull_step(const double* cost, const double* value, const std::int32_t* hull,
+                                   std::int32_t step, double& dw, double& dv) {
+  const std::int32_t a = hull[step], b = hull[step + 1];
+  dw = cost[b] - cost[a];
+  dv = value[b] - value[a];
+}
+
+// One item's term of L(lambda): max over its hull points of value - lambda * cost.
+APPORTION_HD inline double item_dual(const double* cost, const double* value, const std::int32_t* hull,
+                                     std::int32_t hull_count, double lambda) {
+  double best = -INFINITY;
+  for (std::int32_t h = 0; h < hull_count; ++h) {
+    const std::int32_t q = hull[h];
+    const double x = value[q] - lambda * cost[q];
+    best = x > best ? x : best;
+  }
+  return best;
+}
+
+// The constant term of L(lambda): lambda * budget, with lambda = 0 and an unbounded budget
+// giving 0 rather than 0 * inf.
+APPORTION_HD inline double dual_offset(double lambda, double budget) {
+  return lambda > 0.0 ? lambda * budget : 0.0;
+}
+
+// Totals of the allocation given by Pareto positions, summed (compensated) in item order.
+APPORTION_HD inline void allocation_totals_flat(const double* cost, const double* value, std::int64_t n,
+                                                std::int64_t k, const std::int32_t* position,
+                                                double& total_cost, double& total_value) {
+  CompensatedSum tc, tv;
+  for (std::int64_t i = 0; i < n; ++i) {
+    tc.add(cost[i * k + position[i]]);
+    tv.add(value[i * k + position[i]]);
+  }
+  total_cost = tc.value();
+  total_value = tv.value();
+}
+
+// Steps items down their Pareto lists, cheapest value loss per unit cost first, until the
+// allocation summed in item order fits the budget (rounding in running sums can leave it a
+// few ulps over). Returns false when even the cheapest allocation does not fit.
+APPORTION_HD inline bool restore_budget_flat(const double* cost, const double* value, std::int64_t n,
+                                             std::int64_t k, std::int32_t* position, double budget,
+                                             double& total_cost, double& total_value) {
+  allocation_totals_flat(cost, value, n, k, position, total_cost, total_value);
+  while (total_cost > budget) {
+    std::int64_t worst = -1;
+    double best_ratio = INFINITY;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int32_t p = position[i];
+      if (p == 0) continue;
+      const std::int64_t at = i * k + p;
+      const double ratio = (value[at] - value[at - 1]) / (cost[at] - cost[at - 1]);
+      if (ratio < best_ratio) {
+        best_ratio = ratio;
+        worst = i;
+      }
+    }
+    if (worst < 0) return false;
+    --position[worst];
+    allocation_totals_flat(cost, value, n, k, position, total_cost, total_value);
+  }
+  return true;
+}
+
+// The DP cell update for one Pareto option: a candidate `prev + v` replaces the cell when it
+// is strictly better (so the first option wins ties, whatever the loop order), recording the
+// option's tag. Branch-free so that the CPU row loop vectorises.
+template <class Back>
+APPORTION_HD inline void dp_relax(double prev, double v, Back tag, double& next, Back& back) {
+  const double cand = prev + v;
+  const bool better = cand > next;
+  next = better ? cand : next;
+  back = better ? tag : back;
+}
+
+// The reduced cost (grid cells above the item's cheapest entry) of Pareto entry p.
+APPORTION_HD inline std::int64_t dp_shift(const double* cost, std::int32_t p) {
+  return static_cast<std::int64_t>(cost[p] - cost[0]);
+}
+
+// Recovers Pareto positions of the DP optimum at cell c from back-pointer rows (N, grid).
+template <class Back>
+APPORTION_HD inline void dp_backtrack_flat(const double* cost, std::int64_t n, std::int64_t k,
+                                           const Back* back, std::int64_t grid, std::int64_t c,
+                                           std::int32_t* position) {
+  for (std::int64_t i = n - 1; i >= 0; --i) {
+    const std::int32_t p = back[i * grid + c];
+    position[i] = p;
+    c -= dp_shift(cost + i * k, p);
+  }
+}
+
+}  // namespace apportion

@@ -1,0 +1,227 @@
+"""Device dispatch: where a solve runs, and the CUDA path of `solve` and `simulate_online`.
+
+`device=None` solves where the input lives: a CUDA array (a torch CUDA tensor, or anything
+exposing ``__cuda_array_interface__`` or ``__dlpack__`` on a CUDA device) is solved on its
+device, on the caller's current stream, with outputs allocated on the same device and no copy
+to the host; numpy input is solved on the CPU. ``device="cuda"`` (or ``"cuda:N"``) moves numpy
+input to the GPU and the answer back. The native core reads device memory through DLPack or
+``__cuda_array_interface__`` (it does not link against torch); this module uses torch, found
+through ``sys.modules``/import, to normalise shapes and dtypes and to allocate the outputs.
+
+After a device solve the launcher has synchronised the stream once (to report bad input found
+by the kernels), so reading the small status vector back to name the statuses costs nothing more.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core
+from ._problem import STATUS_NAMES, Problem, Solution, make_solution
+
+DEVICE_METHODS = ("lagrangian", "dp")
+_DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
+
+
+def is_cuda_array(x: Any) -> bool:
+    """Whether `x` lives on a CUDA device (torch tensor, CAI or DLPack producer)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.is_cuda
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    dlpack_device = getattr(x, "__dlpack_device__", None)
+    if dlpack_device is not None:
+        try:
+            return int(dlpack_device()[0]) in _DLPACK_CUDA
+        except Exception:  # a producer that cannot say is not a CUDA array
+            return False
+    return False
+
+
+def _torch_for_cuda(device: Any):
+    """torch, after checking that a CUDA solve can run; a RuntimeError naming `device` if not."""
+    if not _core.built_with_cuda():
+        raise RuntimeError(
+            f"device={device!r}: apportion was built without the CUDA backend (nvcc was not found "
+            "at build time); reinstall with APPORTION_CUDA=ON, or pass device=None for the CPU")
+    if _core.cuda_device_count() == 0:
+        raise RuntimeError(
+            f"device={device!r}: no CUDA device or driver is present; pass device=None for the CPU")
+    try:
+        import torch
+    except ImportError:
+        raise RuntimeError(f"device={device!r}: the CUDA path needs torch with CUDA support "
+                           "installed (pip install apportion[torch])") from None
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r}: torch was built without CUDA; install a CUDA build of torch")
+    return torch
+
+
+def target(device: Any, values: Any) -> Optional[Any]:
+    """The torch device a solve runs on, or None for the CPU. Raises a ValueError naming
+    `device` for a value it does not know and a RuntimeError when CUDA is asked for but absent."""
+    if device is None:
+        if not is_cuda_array(values):
+            return None
+        torch = _torch_for_cuda("cuda (the input's device)")
+        return _as_tensor(torch, values, None).device
+    name = str(device)
+    if name == "cpu":
+        return None
+    if not (name == "cuda" or name.startswith("cuda:")):
+        raise ValueError(f"device: expected None, 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    torch = _torch_for_cuda(device)
+    dev = torch.device(name)
+    return torch.device("cuda", torch.cuda.current_device()) if dev.index is None else dev
+
+
+def device_method(method: str, exact_spend: bool, cost_resolution: Any, where: Any) -> str:
+    """The method a device solve runs: "auto" picks "dp" for exact_spend or cost_resolution,
+    else "lagrangian"; methods without a kernel raise a ValueError naming method and device."""
+    if method == "auto":
+        return "dp" if (exact_spend or cost_resolution is not None) else "lagrangian"
+    if method not in DEVICE_METHODS:
+        raise ValueError(f"method: {method!r} has no CUDA kernel (device {where}); use one of "
+                         f"{DEVICE_METHODS}, or device='cpu'")
+    return method
+
+
+def _as_tensor(torch, x: Any, dev: Any):
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif hasattr(x, "__cuda_array_interface__"):
+        t = torch.as_tensor(x, device="cuda")
+    elif hasattr(x, "__dlpack__") and is_cuda_array(x):
+        t = torch.from_dlpack(x)
+    else:
+        t = torch.as_tensor(np.asarray(x))
+    return t if dev is None else t.to(dev)
+
+
+def _stream(torch, dev) -> int:
+    return int(torch.cuda.current_stream(dev).cuda_stream)
+
+
+def _outputs(torch, dev, B: int, N: int):
+    f64 = dict(dtype=torch.float64, device=dev)
+    return (torch.empty((B, N), dtype=torch.int64, device=dev), torch.empty(B, **f64),
+            torch.empty(B, **f64), torch.empty(B, **f64), torch.empty(B, **f64),
+            torch.empty(B, **f64), torch.empty(B, dtype=torch.int8, device=dev))
+
+
+def _launch(torch, dev, method: str, v, c, b, m, value_sign: float, exact_spend: bool,
+            max_table_bytes: int):
+    B, N, _ = v.shape
+    outs = _outputs(torch, dev, B, N)
+    stream = _stream(torch, dev)
+    if method == "lagrangian":
+        _core.cuda_lagrangian(v, c, b, m, value_sign, outs, stream, dev.index)
+    else:
+        _core.cuda_dp(v, c, b, m, value_sign, bool(exact_spend), int(max_table_bytes), outs, stream,
+                      dev.index, False)
+    return outs
+
+
+def run_host_problem(problem: Problem, method: str, dev, *, exact_spend: bool = False,
+                     max_memory: Optional[float] = None) -> tuple:
+    """Solves a canonical (numpy) Problem on `dev` and returns the raw host tuple of the core."""
+    import torch
+
+    v = torch.from_numpy(problem.values).to(dev)
+    c = torch.from_numpy(problem.costs).to(dev)
+    b = torch.from_numpy(problem.budget).to(dev)
+    m = None if problem.mask is None else torch.from_numpy(problem.mask.view(np.uint8)).to(dev)
+    outs = _launch(torch, dev, method, v, c, b, m, problem.value_sign, exact_spend,
+                   0 if max_memory is None else int(max_memory))
+    return tuple(o.cpu().numpy() for o in outs)
+
+
+def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: Any, sense: str,
+                   dev, exact_spend: bool, cost_resolution: Optional[float],
+                   max_memory: Optional[float], started: float) -> Solution:
+    """Solves input that already lives on a CUDA device, on that device; the Solution's arrays
+    are tensors there (status names excepted)."""
+    import torch
+
+    if sense not in ("max", "min"):
+        raise ValueError(f"sense: expected 'max' or 'min', got {sense!r}")
+    v = _as_tensor(torch, values, dev)
+    c = _as_tensor(torch, costs, dev)
+    if v.dim() not in (2, 3):
+        raise ValueError(f"values: expected shape (N,K) or (B,N,K), got {tuple(v.shape)}")
+    batched = v.dim() == 3
+    if not batched:
+        v = v[None]
+    B, N, K = v.shape
+    if B == 0 or N == 0 or K == 0:
+        raise ValueError(f"values: expected B, N and K all positive, got shape {tuple(v.shape)}")
+    if c.dim() == 0 or c.dim() > v.dim() or (not batched and c.dim() == 3):
+        raise ValueError(f"costs: expected shape (K,), (N,K) or (B,N,K) matching values, got {tuple(c.shape)}")
+    c = c.reshape((1,) * (3 - c.dim()) + tuple(c.shape))
+    if any(cd not in (1, vd) for cd, vd in zip(c.shape, v.shape)):
+        raise ValueError(f"costs: shape {tuple(c.shape)} does not broadcast against values {tuple(v.shape)}")
+    dtype = torch.float32 if (v.dtype == torch.float32 and c.dtype == torch.float32) else torch.float64
+    v = v.to(dtype).contiguous()
+    if c.shape[2] != K:
+        c = c.expand(c.shape[0], c.shape[1], K)
+    if cost_resolution is not None:
+        res = float(cost_resolution)
+        if not res > 0:
+            raise ValueError(f"cost_resolution: must be positive, got {cost_resolution!r}")
+        c = torch.ceil(c.to(torch.float64) / res - 1e-9)
+    c = c.to(dtype).contiguous()
+    b = _as_tensor(torch, budget, dev).to(torch.float64)
+    if b.dim() == 0:
+        b = b.expand(B)
+    elif not batched or tuple(b.shape) != (B,):
+        raise ValueError(f"budget: expected a scalar or shape ({B},), got {tuple(b.shape)}")
+    if cost_resolution is not None:
+        b = torch.floor(b / res + 1e-9)
+    b = b.contiguous()
+    m = None
+    if mask is not None:
+        m = _as_tensor(torch, mask, dev)
+        if not batched and m.dim() == 2:
+            m = m[None]
+        m = (m != 0).expand(B, N, K).contiguous().view(torch.uint8)
+    outs = _launch(torch, dev, method, v, c, b, m, 1.0 if sense == "max" else -1.0, exact_spend,
+                   0 if max_memory is None else int(max_memory))
+    choice, value, cost, bound, shadow, min_budget, status = outs
+    if cost_resolution is not None:  # totals in the caller's units (optimal for the grid)
+        dense = _as_tensor(torch, costs, dev).to(torch.float64)
+        dense = dense.reshape((1,) * (3 - dense.dim()) + tuple(dense.shape)).expand(B, N, K)
+        cost = torch.gather(dense, 2, choice[:, :, None])[:, :, 0].sum(dim=1)
+        shadow = shadow / res
+        allowed = dense if m is None else torch.where(m.bool(), dense, torch.full_like(dense, float("inf")))
+        min_budget = allowed.min(dim=2).values.sum(dim=1)
+    if sense == "min":
+        value, bound = -value, -bound
+    gap = (bound - value).abs()
+    names = STATUS_NAMES[status.cpu().numpy()]
+    if not batched:
+        choice, value, cost, bound, gap = choice[0], value[0], cost[0], bound[0], gap[0]
+        shadow, min_budget, names = shadow[0], min_budget[0], str(names[0])
+    return Solution(choice, value, cost, bound, gap, names, shadow, min_budget, method,
+                    time.perf_counter() - started, sense, {"device": str(dev)})
+
+
+def simulate(v: np.ndarray, c: np.ndarray, b: np.ndarray, horizon: int, mirror: int, step: float,
+             skip_allowed: bool, m0: np.ndarray, record_choices: bool, dev) -> tuple:
+    """simulate_online on `dev` for canonical host arrays; returns the raw host tuple."""
+    import torch
+
+    S, T, _ = v.shape
+    R = b.size
+    vt, ct = torch.from_numpy(v).to(dev), torch.from_numpy(c).to(dev)
+    f64 = dict(dtype=torch.float64, device=dev)
+    outs = (torch.empty((S, T), dtype=torch.int64, device=dev) if record_choices else None,
+            torch.empty(S, **f64), torch.empty((S, R), **f64), torch.empty((S, R), **f64),
+            torch.empty(S, dtype=torch.int64, device=dev))
+    _core.cuda_simulate_online(vt, ct, b, horizon, mirror, step, bool(skip_allowed), m0, outs,
+                               _stream(torch, dev), dev.index)
+    return tuple(None if o is None else o.cpu().numpy() for o in outs)
