@@ -417,6 +417,187 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   return is_feasible(p, ws);
 }
 
+// Total normalised excess sum_r max(0, used_r - C_r) inv_rho_r of the usage u (R): > 0 exactly
+// when some resource is over budget (inv_rho_r > 0 for every finite budget).
+inline double normalised_excess(const double* u, const double* budget, const double* inv_rho,
+                                std::int64_t r) {
+  double e = 0.0;
+  for (std::int64_t q = 0; q < r; ++q) {
+    const double over = u[q] - budget[q];
+    if (over > 0.0) e += over * inv_rho[q];
+  }
+  return e;
+}
+
+// Work (item-option-resource evaluations) the feasibility search may spend beyond its first
+// 64 moves: a safety net, not the main path, so it stays within about a tenth of a second.
+constexpr std::int64_t kSearchWork = 100'000'000;
+
+// Feasibility search from ws.x: steepest descent on the total normalised excess. Each move is
+// the single (item, option) change whose result has the least excess (ties: least value lost,
+// then the lowest item and option), taken only when it strictly lowers the excess; at a local
+// minimum of single changes it also tries the best change of two items at once (while the
+// pair scans stay within kSearchWork evaluations in all: small instances). Stops when the allocation is feasible or no move
+// improves it. Leaves ws.x at the least excess found
+// and returns whether it is feasible.
+template <class T>
+bool feasibility_search(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
+  const std::int64_t r = p.r;
+  recompute_usage(p, ws);
+  if (is_feasible(p, ws)) return true;
+  std::vector<double> u(r), trial(r), half(r);
+  const std::int64_t per_move = std::max<std::int64_t>(1, p.n * p.k * r);
+  // A pair scan costs about (N K)^2 R / 2 evaluations; pair scans stop once their total
+  // would pass kSearchWork.
+  const double pair_cost = 0.5 * static_cast<double>(p.n * p.k) * static_cast<double>(per_move);
+  double pair_work = 0.0;
+  const std::int64_t max_moves =
+      std::max<std::int64_t>(64, std::min<std::int64_t>(4 * p.n + 64, kSearchWork / per_move));
+  for (std::int64_t move = 0; move < max_moves; ++move) {
+    for (std::int64_t q = 0; q < r; ++q) u[q] = ws.used[q].value();
+    const double excess = normalised_excess(u.data(), p.budget, ws.inv_rho.data(), r);
+    if (!(excess > 0.0)) break;
+    double best_excess = excess, best_loss = 0.0;
+    std::int64_t best_i = -1, best_j = -1;
+    for (std::int64_t i = 0; i < p.n; ++i) {
+      const std::int64_t cur = ws.x[i];
+      const T* wc = p.w(i, cur);
+      for (std::int64_t j = 0; j < p.k; ++j) {
+        if (j == cur || !p.allowed(i, j)) continue;
+        const T* wj = p.w(i, j);
+        for (std::int64_t q = 0; q < r; ++q) {
+          trial[q] = (u[q] - static_cast<double>(wc[q])) + static_cast<double>(wj[q]);
+        }
+        const double e = normalised_excess(trial.data(), p.budget, ws.inv_rho.data(), r);
+        const double loss = p.v(i, cur) - p.v(i, j);
+        if (e < best_excess || (best_i >= 0 && e == best_excess && loss < best_loss)) {
+          best_excess = e;
+          best_loss = loss;
+          best_i = i;
+          best_j = j;
+        }
+      }
+    }
+    if (best_i >= 0) {
+      apply_move(p, ws, best_i, best_j);
+      continue;
+    }
+    // A local minimum for single changes: try the best change of two items at once, where
+    // that scan is affordable (small instances, where one change is too coarse a step).
+    pair_work += pair_cost;
+    if (pair_work > static_cast<double>(kSearchWork)) break;
+    std::int64_t best_i2 = -1, best_j2 = -1;
+    for (std::int64_t i = 0; i < p.n; ++i) {
+      const std::int64_t ci = ws.x[i];
+      const T* wci = p.w(i, ci);
+      for (std::int64_t j = 0; j < p.k; ++j) {
+        if (j == ci || !p.allowed(i, j)) continue;
+        const T* wj = p.w(i, j);
+        for (std::int64_t q = 0; q < r; ++q) {
+          half[q] = (u[q] - static_cast<double>(wci[q])) + static_cast<double>(wj[q]);
+        }
+        const double loss_i = p.v(i, ci) - p.v(i, j);
+        for (std::int64_t i2 = i + 1; i2 < p.n; ++i2) {
+          const std::int64_t c2 = ws.x[i2];
+          const T* wc2 = p.w(i2, c2);
+          for (std::int64_t j2 = 0; j2 < p.k; ++j2) {
+            if (j2 == c2 || !p.allowed(i2, j2)) continue;
+            const T* wj2 = p.w(i2, j2);
+            for (std::int64_t q = 0; q < r; ++q) {
+              trial[q] = (half[q] - static_cast<double>(wc2[q])) + static_cast<double>(wj2[q]);
+            }
+            const double e = normalised_excess(trial.data(), p.budget, ws.inv_rho.data(), r);
+            const double loss = loss_i + (p.v(i2, c2) - p.v(i2, j2));
+            if (e < best_excess || (best_i >= 0 && e == best_excess && loss < best_loss)) {
+              best_excess = e;
+              best_loss = loss;
+              best_i = i;
+              best_j = j;
+              best_i2 = i2;
+              best_j2 = j2;
+            }
+          }
+        }
+      }
+    }
+    if (best_i < 0) break;  // a local minimum of the excess for one and two changes
+    apply_move(p, ws, best_i, best_j);
+    apply_move(p, ws, best_i2, best_j2);
+  }
+  recompute_usage(p, ws);
+  return is_feasible(p, ws);
+}
+
+// Nodes the exhaustive feasibility search may visit (each costs O(R)): a few milliseconds.
+constexpr std::int64_t kFeasibilityNodes = 2'000'000;
+
+enum class Feasibility { kFound, kNone, kUndecided };
+
+// Depth-first search for an allocation within every budget: items in order, each item's
+// allowed options by increasing normalised cost, a branch cut when the usage so far plus the
+// least usage of the remaining items passes a budget by more than the rounding of those sums
+// (so a cut never loses a feasible allocation; leaves are decided on compensated sums). kFound
+// leaves the allocation in ws.x; kNone proves that no allocation fits; kUndecided: the node
+// limit was reached first.
+template <class T>
+Feasibility feasibility_dfs(const MirrorInstance<T>& p, MirrorWorkspace& ws, std::int64_t max_nodes) {
+  const std::int64_t n = p.n, k = p.k, r = p.r;
+  std::vector<std::int64_t> order(n * k), count(n, 0), pos(n, -1);
+  std::vector<double> norm(k);
+  std::vector<double> rest((n + 1) * r, 0.0), used((n + 1) * r, 0.0), scale(r, 0.0), tol(r);
+  for (std::int64_t i = n - 1; i >= 0; --i) {
+    std::int64_t* oi = order.data() + i * k;
+    for (std::int64_t q = 0; q < r; ++q) rest[i * r + q] = std::numeric_limits<double>::infinity();
+    double largest_total = 0.0;
+    for (std::int64_t j = 0; j < k; ++j) {
+      if (!p.allowed(i, j)) continue;
+      const T* w = p.w(i, j);
+      double c = 0.0;
+      for (std::int64_t q = 0; q < r; ++q) {
+        const double wq = static_cast<double>(w[q]);
+        c += wq * ws.inv_rho[q];
+        rest[i * r + q] = std::min(rest[i * r + q], wq);
+        scale[q] = std::max(scale[q], wq);
+      }
+      largest_total = std::max(largest_total, c);
+      norm[j] = c;
+      oi[count[i]++] = j;
+    }
+    std::sort(oi, oi + count[i], [&](std::int64_t a, std::int64_t b) {
+      return norm[a] < norm[b] || (norm[a] == norm[b] && a < b);
+    });
+    for (std::int64_t q = 0; q < r; ++q) rest[i * r + q] += rest[(i + 1) * r + q];
+  }
+  // Each running sum has at most 2 N + 2 roundings of terms up to scale * N in size.
+  for (std::int64_t q = 0; q < r; ++q) {
+    tol[q] = 4.0 * static_cast<double>(n + 2) * std::numeric_limits<double>::epsilon() *
+             (std::fabs(p.budget[q]) + static_cast<double>(n) * scale[q]);
+  }
+  std::int64_t nodes = 0, i = 0;
+  while (true) {
+    if (i == n) {
+      for (std::int64_t t = 0; t < n; ++t) ws.x[t] = order[t * k + pos[t]];
+      recompute_usage(p, ws);
+      if (is_feasible(p, ws)) return Feasibility::kFound;
+      i = n - 1;  // within the rounding margin but over: try the next option
+    }
+    if (++pos[i] >= count[i]) {
+      pos[i] = -1;
+      if (--i < 0) return Feasibility::kNone;
+      continue;
+    }
+    if (++nodes > max_nodes) return Feasibility::kUndecided;
+    const T* w = p.w(i, order[i * k + pos[i]]);
+    bool cut = false;
+    for (std::int64_t q = 0; q < r; ++q) {
+      const double u = used[i * r + q] + static_cast<double>(w[q]);
+      used[(i + 1) * r + q] = u;
+      if ((u + rest[(i + 1) * r + q]) - p.budget[q] > tol[q]) cut = true;
+    }
+    if (!cut) ++i;
+  }
+}
+
 template <class T>
 double primal_value(const MirrorInstance<T>& p, const std::vector<std::int64_t>& x) {
   CompensatedSum s;
@@ -586,17 +767,67 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
         }
       }
     }
+    // Neither a feasible allocation nor a proof that none exists: search for feasibility by
+    // steepest descent on the normalised excess from the least-normalised-cost allocation, then
+    // from x(mu) at the prices of the best bound, then exhaustively (within a node limit); a
+    // feasible result spends its leftover.
+    std::vector<std::int64_t> least_excess;
+    if (!proven_infeasible && !have_primal) {
+      double least = std::numeric_limits<double>::infinity();
+      for (int start = 0; start < 2 && !have_primal; ++start) {
+        if (start == 0) {
+          least_cost_allocation(p, ws);
+        } else {
+          for (std::int64_t q = 0; q < r; ++q) ws.mu[q] = ws.best_m[q] * ws.inv_rho[q];
+          lagrangian_step(p, ws);
+        }
+        if (feasibility_search(p, ws) && repair(p, ws)) {
+          best_value = primal_value(p, ws.x);
+          ws.best_x = ws.x;
+          have_primal = true;
+          break;
+        }
+        std::vector<double> u(r);
+        for (std::int64_t q = 0; q < r; ++q) u[q] = ws.used[q].value();
+        const double e = normalised_excess(u.data(), p.budget, ws.inv_rho.data(), r);
+        if (e < least) {
+          least = e;
+          least_excess = ws.x;
+        }
+      }
+      // Last, an exhaustive search with a node limit: it finds an allocation or proves that
+      // none exists on small instances.
+      if (!have_primal) {
+        const Feasibility f = feasibility_dfs(p, ws, kFeasibilityNodes);
+        if (f == Feasibility::kFound && repair(p, ws)) {
+          best_value = primal_value(p, ws.x);
+          ws.best_x = ws.x;
+          have_primal = true;
+        } else if (f == Feasibility::kNone) {
+          proven_infeasible = true;
+        }
+      }
+    }
     std::int8_t status;
     if (have_primal) {
       ws.x = ws.best_x;
       best_bound = std::max(best_bound, best_value);
       status = (best_bound - best_value <= optimality_slack(best_value, best_bound)) ? kOptimal : kFeasible;
-    } else {
-      // Infeasible for certain (or no feasible allocation found): the least-normalised-cost one.
+    } else if (proven_infeasible) {
+      // Infeasible for certain (a budget below the least use of its resource, a dual bound
+      // below the least value of any allocation, or an exhausted feasibility search): the
+      // least-normalised-cost allocation.
       least_cost_allocation(p, ws);
       best_value = primal_value(p, ws.x);
       best_bound = kNaN;
       status = kInfeasible;
+    } else {
+      // Undecided: no feasible allocation found, none proven impossible. Report the allocation
+      // of least normalised excess found, without a bound.
+      ws.x = least_excess;
+      best_value = primal_value(p, ws.x);
+      best_bound = kNaN;
+      status = kUnknown;
     }
     recompute_usage(p, ws);
     out.value[bi] = best_value;

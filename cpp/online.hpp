@@ -38,15 +38,53 @@ struct DmdChoice {
   std::int64_t proposed = kSkip;  // x~, the unconstrained choice that drives the price
 };
 
-// Remaining budget of each resource from the compensated spent sums: (C - s) - carry, which is
-// exact when s is within a factor two of C (Sterbenz), the case that decides feasibility.
+// Knuth's TwoSum: a + b = s + err exactly (s the rounded sum), in round-to-nearest doubles.
+APPORTION_HD inline double dmd_two_sum(double a, double b, double* err) {
+  const double s = a + b;
+  const double bb = s - a;
+  *err = (a - (s - bb)) + (b - bb);
+  return s;
+}
+
+// The largest double below a finite x.
+APPORTION_HD inline double dmd_next_down(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::nextafter(x, -HUGE_VAL);
+#else
+  return std::nextafter(x, -HUGE_VAL);
+#endif
+}
+
+// Remaining budget of each resource: C - (s + carry) for the compensated spent sum (s, carry),
+// rounded DOWN (and never below 0). Rounding down makes the affordability test exact: for a
+// double cost w, w <= remaining holds if and only if s + carry + w <= C holds exactly, so an
+// option that would overspend the compensated total by even an ulp is refused (a rounded-to-
+// nearest remaining could round up past the exact one and let it through). The allocator, the
+// simulator and any kernel decide with this one function.
 APPORTION_HD inline void dmd_remaining(const double* budget, const double* spent_sum,
                                        const double* spent_carry, std::int64_t r, double* out) {
-  for (std::int64_t j = 0; j < r; ++j) out[j] = (budget[j] - spent_sum[j]) - spent_carry[j];
+  for (std::int64_t j = 0; j < r; ++j) {
+    const double c = budget[j];
+    if (!(c < HUGE_VAL)) {  // no limit on this resource
+      out[j] = c;
+      continue;
+    }
+    // C - s - carry = h + hl - carry = h + m + ml = x + xl + ml, each step exact.
+    double hl, ml, xl;
+    const double h = dmd_two_sum(c, -spent_sum[j], &hl);
+    const double m = dmd_two_sum(hl, -spent_carry[j], &ml);
+    double x = dmd_two_sum(h, m, &xl);
+    // x is the nearest double to the exact remainder; the tail (its sign is exact) says whether
+    // the remainder lies below x, in which case the next double down is the one below it.
+    if (xl + ml < 0.0) x = dmd_next_down(x);
+    out[j] = x > 0.0 ? x : 0.0;
+  }
 }
 
 // The decision for one request: values v (K), costs w ((K,R) row-major), prices mu (R),
-// remaining budget rem (R). mask (K) may be nullptr (every option allowed).
+// remaining budget rem (R) from dmd_remaining (an option fits when w[k, r] <= rem[r] for every
+// r, exactly when the compensated spent sum plus its costs stays within each budget). mask (K)
+// may be nullptr (every option allowed).
 template <class T>
 APPORTION_HD inline DmdChoice dmd_decide(const T* v, const T* w, const std::uint8_t* mask,
                                          std::int64_t k, std::int64_t r, const double* mu,
@@ -190,7 +228,7 @@ struct MirrorOutput {
   double* prices = nullptr;        // (B,R) the prices of the best bound
   double* min_cost = nullptr;      // (B,R) sum_i min_k w_ikr: below it, surely infeasible
   std::int64_t* iterations = nullptr;  // (B,)
-  std::int8_t* status = nullptr;   // (B,)
+  std::int8_t* status = nullptr;   // (B,) kOptimal, kFeasible, kInfeasible (proven) or kUnknown
 };
 
 template <class T>

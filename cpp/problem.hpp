@@ -17,7 +17,9 @@
 
 namespace apportion {
 
-enum Status : std::int8_t { kOptimal = 0, kFeasible = 1, kInfeasible = 2 };
+// kUnknown: no feasible allocation was found and infeasibility was not proven either (only
+// for a method that cannot decide feasibility, such as the multi-resource mirror solver).
+enum Status : std::int8_t { kOptimal = 0, kFeasible = 1, kInfeasible = 2, kUnknown = 3 };
 
 template <class T>
 struct InstanceView {

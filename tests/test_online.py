@@ -5,6 +5,7 @@ simulator, pickling, input errors, and certified bounds of the offline solver.""
 import itertools
 import math
 import pickle
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -107,6 +108,62 @@ def test_never_over_budget(stream):
     assert run.choice.tolist() == choices
     assert run.stalled == sum(1 for k in choices if k == SKIP and not skip)
     assert np.allclose(np.atleast_1d(run.spent), played_cost(costs, choices), rtol=1e-12, atol=1e-12)
+
+
+def _costs_summing_to_budget(rng, T, scale):
+    """T random costs and a budget they sum to (the last is budget - fsum(previous))."""
+    costs = rng.random(T) * scale
+    budget = float(costs.sum())
+    costs[-1] = budget - math.fsum(costs[:-1])
+    return costs, budget
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_spending_up_to_exactly_the_budget(skip):
+    """Regression (CI, test_never_over_budget): costs that sum to the budget up to an ulp. An
+    option is played only when the exact total stays within the budget; without skipping, a
+    request is refused only when it exceeds it; `remaining` never goes negative and is exact to
+    the ulp below (so cost <= remaining decides)."""
+    cases = [(np.array([0.07286129, 0.08535644, 0.00460539, 0.02932232, 0.04073713]), None)]
+    rng = np.random.default_rng(20240611)
+    for t in range(400):
+        cases.append(_costs_summing_to_budget(rng, 2 + t % 7, [0.1, 1.0, 1e3, 3e-7][t % 4]))
+    refused = 0
+    for costs, budget in cases:
+        if budget is None:
+            budget = math.fsum(costs)
+            costs = costs.copy()
+            costs[-1] = budget - math.fsum(costs[:-1])
+        if costs[-1] < 0:
+            continue
+        T = costs.size
+        alloc = OnlineAllocator(budget, T, skip_allowed=skip, step_size=0.5)
+        played, choices = [], []
+        for t in range(T):
+            rem = alloc.remaining
+            exact_after = sum(map(Fraction, played), Fraction(costs[t]))
+            try:
+                k = alloc.decide(np.array([1.0]), np.array([costs[t]]))
+            except NoFeasibleOptionError:
+                assert not skip
+                assert exact_after > Fraction(budget) and costs[t] > rem
+                refused += 1
+                choices.append(SKIP)
+                continue
+            choices.append(k)
+            if k == 0:
+                assert exact_after <= Fraction(budget) and costs[t] <= rem
+                played.append(costs[t])
+            elif costs[t] > rem:
+                refused += 1
+            assert alloc.remaining >= 0.0
+            assert math.fsum(played) <= budget
+            assert Fraction(alloc.remaining) <= Fraction(budget) - sum(map(Fraction, played))
+        run = simulate_online(costs[:, None] * 0 + 1.0, costs[:, None], budget, step_size=0.5,
+                              skip_allowed=skip)
+        assert run.choice.tolist() == choices
+        assert run.spent <= budget
+    assert refused > 0  # the cases do reach the budget's last ulp
 
 
 @pytest.mark.parametrize("mirror", MIRRORS)
@@ -372,6 +429,9 @@ def brute_force(values, costs, budget):
 @given(st.integers(1, 6), st.integers(1, 3), st.integers(2, 3), st.integers(0, 2**32 - 1),
        st.floats(0.0, 1.0))
 def test_mirror_multi_resource_feasible_and_bounded(n, k, R, seed, frac):
+    """On instances this small the solver always decides: "infeasible" exactly when brute force
+    finds no allocation (never "unknown"), otherwise an allocation within every budget and
+    within its reported gap of the optimum."""
     rng = np.random.default_rng(seed)
     values = rng.integers(0, 20, (n, k)).astype(float)
     costs = rng.integers(0, 8, (n, k, R)).astype(float)
@@ -380,17 +440,63 @@ def test_mirror_multi_resource_feasible_and_bounded(n, k, R, seed, frac):
     sol = apportion.solve(values, costs, budget, method="mirror")
     opt, _ = brute_force(values, costs, budget)
     assert sol.cost.shape == (R,) and sol.shadow_price.shape == (R,) and sol.min_budget.shape == (R,)
+    assert sol.status in ("optimal", "feasible", "infeasible"), sol.status
     if sol.status == "infeasible":
-        assert opt is None or (sol.min_budget > budget).any() is False
-        assert opt is None  # budget >= least use per resource, but no joint allocation fits
+        assert opt is None, f"reported infeasible, but an allocation of value {opt} fits"
+        assert math.isnan(sol.bound)
         return
+    assert opt is not None
     idx = (np.arange(n), sol.choice)
     assert (costs[idx].sum(0) <= budget).all()
     assert np.allclose(costs[idx].sum(0), sol.cost)
     assert values[idx].sum() == pytest.approx(sol.value)
-    assert opt is not None
     assert sol.value <= opt + 1e-9 <= sol.bound + 1e-6 * max(1.0, abs(opt))
+    assert opt - sol.value <= sol.gap + 1e-6 * max(1.0, abs(opt))
     assert (sol.shadow_price >= 0).all()
+
+
+@pytest.mark.parametrize("seed, n, k, R, frac", [
+    (1281, 3, 3, 3, 0.6875),  # CI: was reported "infeasible" (brute-force optimum 27)
+    (998665853, 5, 2, 2, 0.4172644834347097),  # needs a change of two items at once
+    (1936774099, 3, 2, 3, 0.6349699376033807),  # needs a change of all three items
+])
+def test_mirror_finds_feasible_allocation_the_dual_misses(seed, n, k, R, frac):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 20, (n, k)).astype(float)
+    costs = rng.integers(0, 8, (n, k, R)).astype(float)
+    lo, hi = costs.min(1).sum(0), costs.max(1).sum(0)
+    budget = np.floor(lo + frac * (hi - lo))
+    opt, _ = brute_force(values, costs, budget)
+    sol = apportion.solve(values, costs, budget, method="mirror")
+    assert opt is not None and sol.status in ("optimal", "feasible")
+    assert (costs[np.arange(n), sol.choice].sum(0) <= budget).all()
+    assert sol.value <= opt <= sol.bound + 1e-9 and opt - sol.value <= sol.gap + 1e-9
+
+
+def test_mirror_unknown_when_feasibility_is_undecided():
+    """Two resources, option 0 of item i spends a_i of resource 0, option 1 spends a_i of
+    resource 1, each budget sum(a) / 2 with sum(a) odd: no allocation fits (a partition
+    problem), yet the dual cannot prove it (L(mu) >= the value of every allocation). Small,
+    the exhaustive search proves it; large, the solver must say "unknown", not "infeasible"."""
+    rng = np.random.default_rng(3)
+    for n, expect in ((8, "infeasible"), (40, "unknown")):
+        a = rng.integers(1, 1000, n) * 2.0
+        a[0] += 1.0
+        costs = np.zeros((n, 2, 2))
+        costs[:, 0, 0] = a
+        costs[:, 1, 1] = a
+        budget = np.full(2, a.sum() / 2)
+        sol = apportion.solve(np.ones((n, 2)), costs, budget, method="mirror")
+        assert sol.status == expect
+        assert math.isnan(sol.bound) and math.isnan(sol.gap) and np.isnan(sol.shadow_price).all()
+        used = costs[np.arange(n), sol.choice].sum(0)
+        assert np.array_equal(used, sol.cost) and (used > budget).any()
+        if expect == "unknown":  # the allocation closest to feasible found: off by little
+            assert ((used - budget).clip(0) / budget).sum() < 0.01
+    # In a batch, the other instances are unaffected and the names are per instance.
+    batch = apportion.solve(np.ones((2, n, 2)), np.stack([costs, costs]),
+                            np.array([budget, budget + 1.0]), method="mirror")
+    assert batch.status.tolist() == ["unknown", "optimal"]
 
 
 def test_mirror_batch_shapes_and_quality(rng):

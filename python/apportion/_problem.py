@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-_STATUS_LIST = ("optimal", "feasible", "infeasible")
+#: Status codes of the native core, by code. "unknown": no feasible allocation was found and
+#: infeasibility was not proven (only a method that cannot decide feasibility reports it).
+_STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown")
 STATUS_NAMES = np.array(_STATUS_LIST)
 SENSES = ("max", "min")
 
@@ -179,10 +181,20 @@ class Solution:
         choice: int64, (N,) or (B,N): the option chosen for each item.
         value: total value of the choice (the loss, for sense="min").
         cost: total cost of the choice, in the units of `costs`.
-        bound: a bound on the optimum: upper for "max", lower for "min" (NaN when infeasible).
-        gap: |bound - value| >= 0, in value units; 0 means proven optimal.
-        status: "optimal", "feasible" (within `gap` of the optimum) or "infeasible" (the
-            budget is below `min_budget`; `choice` is then the cheapest allocation).
+        bound: a bound on the optimum: upper for "max", lower for "min" (NaN when infeasible
+            or unknown).
+        gap: |bound - value| >= 0, in value units; 0 means proven optimal (NaN when
+            infeasible or unknown).
+        status: one of
+            "optimal": proven optimal (gap within rounding);
+            "feasible": within the budget, and within `gap` of the optimum;
+            "infeasible": proven that no allocation fits (the budget is below `min_budget`, or,
+                for method "mirror" with several resources, the dual bound proves it);
+                `choice` is then the cheapest allocation;
+            "unknown": no allocation within the budget was found and infeasibility was not
+                proven either. Only a method that cannot decide feasibility reports it (method
+                "mirror" with several resources); `choice` is then the allocation closest to
+                feasible that was found (it exceeds the budget) and `bound` is NaN.
         shadow_price: lambda*, value gained (loss saved) per extra unit of budget.
         min_budget: cost of the cheapest allocation.
         method: the solver that produced this answer.

@@ -124,7 +124,9 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
                 supports exact_spend.
             "mirror": dual updates over the batch, for R >= 1 resources (costs with a
                 trailing R axis, budget (R,) or (B,R)); feasible allocation and Lagrangian
-                bound; see `apportion.online.mirror_solve`.
+                bound; see `apportion.online.mirror_solve`. With several resources it may
+                report status "unknown" (no feasible allocation found, infeasibility not
+                proven).
             "auto" (default): "dp" when exact_spend or cost_resolution is given; otherwise
                 "exact" for batches of up to AUTO_EXACT_MAX_OPTIONS options (B*N*K) and
                 "lagrangian" beyond. The method used is reported in Solution.method.

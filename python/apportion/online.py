@@ -251,7 +251,8 @@ class OnlineAllocator:
 
     @property
     def remaining(self):
-        """budget - spent, per resource (never negative)."""
+        """budget - spent per resource, from the compensated spent sum, rounded down and never
+        negative: a cost fits exactly when it is <= remaining (spent + cost <= budget)."""
         return self._public(self._core.remaining)
 
     @property
@@ -476,7 +477,8 @@ def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sens
         costs: one resource (budget a scalar, or (B,) for a batch): as for `solve`. R resources
             (budget (R,) unbatched, (B,R) or (1,R) batched): (K,R), (N,K,R) or (B,N,K,R).
         budget: see costs. A budget below the least possible use of a resource is reported
-            "infeasible".
+            "infeasible", as is one where a dual bound L(mu) falls below the least value of any
+            allocation (which proves that none fits).
         mask, sense, threads: as for `solve`.
         max_iter, tol: iteration limit and relative gap to stop at.
 
@@ -484,6 +486,17 @@ def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sens
         A `Solution` with method "mirror". With a resource axis, `cost`, `shadow_price` (the
         prices of the best bound) and `min_budget` (least use of each resource) carry it:
         (R,) or (B,R). `info` holds "iterations" per instance.
+
+        status is "optimal" or "feasible" (within `gap` of the optimum) when an allocation
+        within the budget was found, "infeasible" when none can exist (proven, see `budget`;
+        `choice` is the least-normalised-cost allocation), and "unknown" when no allocation
+        within the budget was found but infeasibility is not proven either: with several
+        resources, deciding feasibility is NP-hard, and when neither the dual iterations nor the
+        feasibility search (steepest descent on the normalised excess
+        sum_r max(0, used_r - C_r) / C_r, from the least-normalised-cost allocation and from
+        x(mu) at the prices of the best bound) find one, the solver cannot decide. `choice` is
+        then the allocation of least excess found (over the budget), `bound`, `gap` and
+        `shadow_price` are NaN. With one resource the status is never "unknown".
     """
     started = time.perf_counter() if _started is None else _started
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:

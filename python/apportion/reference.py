@@ -128,7 +128,8 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
         solver.parameters.num_workers = int(workers)
         code = solver.Solve(model)
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return cheapest, np.nan, "infeasible", info
+            # Out of time before any solution: the cheapest allocation fits (checked above).
+            return cheapest, np.inf, "feasible", info
         ch = np.array([next(j for j in range(k) if x[i][j] is not None and solver.Value(x[i][j]))
                        for i in range(n)], dtype=np.int64)
         bound = solver.BestObjectiveBound() / vs
@@ -165,7 +166,8 @@ def milp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str =
                          bounds=Bounds(0, 1),
                          options={"time_limit": float(time_limit), "mip_rel_gap": mip_rel_gap})
         if res.x is None:
-            return cheapest, np.nan, "infeasible", {"message": res.message}
+            # Out of time before any solution: the cheapest allocation fits (checked above).
+            return cheapest, np.inf, "feasible", {"message": res.message}
         ch = np.zeros(n, dtype=np.int64)
         picked = res.x > 0.5
         ch[ii[picked]] = jj[picked]

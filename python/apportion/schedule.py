@@ -420,7 +420,7 @@ def _check_budget(budget: Any, tiers: Tuple[Tier, ...], n: int) -> float:
 
 def _policy_solver(values: np.ndarray, costs: np.ndarray, budget: float, method: str):
     sol = solve(values, costs, budget, method=method)
-    if sol.status == "infeasible":  # unreachable after _check_budget; kept as a guard
+    if sol.status in ("infeasible", "unknown"):  # unreachable after _check_budget; a guard
         raise ValueError(f"budget: infeasible, the cheapest routing costs {sol.min_budget:g}")
     return np.asarray(sol.choice, dtype=np.int64), sol
 
