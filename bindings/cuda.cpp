@@ -16,19 +16,19 @@ namespace py = pybind11;
 #include <string>
 #include <vector>
 
+#include "common.hpp"
 #include "../cpp/online.hpp"
 #include "../cpp/problem.hpp"
 #include "../cuda/device.hpp"
 #include "dlpack.hpp"
 
 using namespace apportion;
+using bindings::DArray;
+using bindings::require;
 using dlpack::ArrayRef;
 
 namespace {
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
-}
 
 void require_device(const ArrayRef& a, int device) {
   if (a.device() >= 0 && a.device() != device) {
@@ -119,8 +119,6 @@ struct DeviceOutputs {
     out.status = static_cast<std::int8_t*>(refs[6]->data());
   }
 };
-
-using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 std::vector<double> to_vector(const DArray& a) { return std::vector<double>(a.data(), a.data() + a.size()); }
 

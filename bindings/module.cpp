@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common.hpp"
 #include "../cpp/dp.hpp"
 #include "../cpp/problem.hpp"
 #include "../cpp/solvers.hpp"
@@ -20,6 +21,7 @@
 
 namespace py = pybind11;
 using namespace apportion;
+using bindings::require;
 
 void bind_online(py::module_& m);  // bindings/online.cpp
 void bind_retraction(py::module_& m);  // bindings/retraction.cpp
@@ -27,9 +29,6 @@ void bind_cuda(py::module_& m);    // bindings/cuda.cpp (empty without a CUDA bu
 
 namespace {
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
-}
 
 void require_c_contiguous(const py::array& a, const char* name) {
   require((a.flags() & py::array::c_style) != 0,

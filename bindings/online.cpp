@@ -12,18 +12,16 @@
 #include <string>
 #include <vector>
 
+#include "common.hpp"
 #include "../cpp/online.hpp"
 
 namespace py = pybind11;
 using namespace apportion;
+using bindings::DArray;
+using bindings::require;
 
 namespace {
 
-using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
-
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
-}
 
 std::vector<double> to_vector(const DArray& a, const char* name) {
   require(a.ndim() == 1, std::string(name) + ": expected a 1-d array");

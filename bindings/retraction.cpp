@@ -10,18 +10,16 @@
 #include <stdexcept>
 #include <string>
 
+#include "common.hpp"
 #include "../cpp/retraction.hpp"
 
 namespace py = pybind11;
 using namespace apportion;
+using bindings::DArray;
+using bindings::require;
 
 namespace {
 
-using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
-
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
-}
 
 template <class T>
 void retract_typed(py::array& logits, const DArray& costs, const py::object& weights_obj, const DArray& budgets,

@@ -121,23 +121,11 @@ void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::in
                   const SimulationOutput& out, int threads) {
   const std::int64_t r = cfg.r;
   // Validate once, before any stream runs (costs only where they are distinct).
-  for (std::int64_t x = 0; x < s * t * k; ++x) {
-    if (!std::isfinite(static_cast<double>(values[x]))) {
-      throw std::invalid_argument("values: entry " + std::to_string(x) +
-                                  " (flat index) is NaN or infinite; values must be finite");
-    }
-  }
+  check_values(values, static_cast<const std::uint8_t*>(nullptr), s * t * k);
   const std::int64_t cost_s = cs == 0 ? 1 : s, cost_t = ct == 0 ? 1 : t;
   for (std::int64_t a = 0; a < cost_s; ++a) {
     for (std::int64_t b = 0; b < cost_t; ++b) {
-      const T* w = costs + a * cs + b * ct;
-      for (std::int64_t x = 0; x < k * r; ++x) {
-        const double c = static_cast<double>(w[x]);
-        if (!(std::isfinite(c) && c >= 0.0)) {
-          throw std::invalid_argument("costs: an entry is " + std::to_string(c) +
-                                      "; costs must be finite and >= 0");
-        }
-      }
+      check_costs(costs + a * cs + b * ct, k * r);
     }
   }
   const int pool = ThreadPool::instance().size();
@@ -616,24 +604,11 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
                   std::int64_t k, std::int64_t r, double value_sign, std::int64_t max_iter,
                   double tol, const MirrorOutput& out, int threads) {
   // Validation first, for the whole batch.
-  for (std::int64_t x = 0; x < b * n * k; ++x) {
-    if (mask && !mask[x]) continue;
-    if (!std::isfinite(static_cast<double>(values[x]))) {
-      throw std::invalid_argument("values: entry " + std::to_string(x) +
-                                  " (flat index) is NaN or infinite; values must be finite");
-    }
-  }
+  check_values(values, mask, b * n * k);
   const std::int64_t nb = cb == 0 ? 1 : b, ni = ci == 0 ? 1 : n;
   for (std::int64_t a = 0; a < nb; ++a) {
     for (std::int64_t i = 0; i < ni; ++i) {
-      const T* w = costs + a * cb + i * ci;
-      for (std::int64_t x = 0; x < k * r; ++x) {
-        const double c = static_cast<double>(w[x]);
-        if (!(std::isfinite(c) && c >= 0.0)) {
-          throw std::invalid_argument("costs: an entry is " + std::to_string(c) +
-                                      "; costs must be finite and >= 0");
-        }
-      }
+      check_costs(costs + a * cb + i * ci, k * r);
     }
   }
   for (std::int64_t x = 0; x < b * r; ++x) {

@@ -12,25 +12,36 @@
 
 namespace apportion {
 
-// Rejects NaN or infinite values (masked-out entries are ignored), NaN, infinite or negative
-// costs, and NaN budgets, naming the argument and the first offending position.
+// Rejects NaN or infinite values among `count` (entries where mask is 0 are ignored; mask may
+// be nullptr), naming the first offending flat index.
 template <class T>
-void check_batch(const BatchView<T>& p, std::int64_t cost_elements) {
-  const std::int64_t total = p.b * p.n * p.k;
-  for (std::int64_t x = 0; x < total; ++x) {
-    if (p.mask && !p.mask[x]) continue;
-    if (!std::isfinite(static_cast<double>(p.values[x]))) {
+void check_values(const T* values, const std::uint8_t* mask, std::int64_t count) {
+  for (std::int64_t x = 0; x < count; ++x) {
+    if (mask && !mask[x]) continue;
+    if (!std::isfinite(static_cast<double>(values[x]))) {
       throw std::invalid_argument("values: entry " + std::to_string(x) +
                                   " (flat index) is NaN or infinite; values must be finite");
     }
   }
-  for (std::int64_t x = 0; x < cost_elements; ++x) {
-    const double w = static_cast<double>(p.costs[x]);
+}
+
+// Rejects NaN, infinite or negative costs among `count`, naming the first offending one.
+template <class T>
+void check_costs(const T* costs, std::int64_t count) {
+  for (std::int64_t x = 0; x < count; ++x) {
+    const double w = static_cast<double>(costs[x]);
     if (!std::isfinite(w) || w < 0.0) {
       throw std::invalid_argument("costs: entry " + std::to_string(x) + " (flat index) is " +
                                   std::to_string(w) + "; costs must be finite and >= 0");
     }
   }
+}
+
+// Rejects bad values and costs (see above) and NaN budgets of a batch.
+template <class T>
+void check_batch(const BatchView<T>& p, std::int64_t cost_elements) {
+  check_values(p.values, p.mask, p.b * p.n * p.k);
+  check_costs(p.costs, cost_elements);
   for (std::int64_t x = 0; x < p.b; ++x) {
     if (std::isnan(p.budgets[x])) {
       throw std::invalid_argument("budget: instance " + std::to_string(x) + " is NaN");
