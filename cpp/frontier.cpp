@@ -211,7 +211,7 @@ bool bracket_break(const HullIncrement* inc, std::size_t m, double rem, Lagrangi
   const double hi = at >= margin ? sample[at - margin].slope : INFINITY;
   const double lo = at + margin < samples ? sample[at + margin].slope : -INFINITY;
   double above = 0.0, inside = 0.0;
-  ws.middle.resize(m);
+  if (ws.middle.size() < m) ws.middle.resize(m);  // grown once, never shrunk: no refill
   std::size_t count = 0;
   for (std::size_t a = 0; a < m; ++a) {
     const HullIncrement& x = inc[a];
@@ -221,7 +221,7 @@ bool bracket_break(const HullIncrement* inc, std::size_t m, double rem, Lagrangi
     ws.middle[count] = x;
     count += is_inside;
   }
-  ws.middle.resize(count);
+  ws.middle_count = count;
   if (!(above <= rem && above + inside > rem)) return false;
   for (std::size_t a = 0; a < m; ++a) {
     if (inc[a].slope > hi) take_step(ws, inc[a]);
@@ -275,7 +275,7 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
       double above = 0.0;
       if (bracket_break(inc, m, rem, ws, above)) {
         range = ws.middle.data();
-        count = ws.middle.size();
+        count = ws.middle_count;
         rem -= above;
       }
     }
@@ -322,22 +322,29 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
 }
 
 double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
-                       double total_cost, double budget, int max_rounds,
-                       std::vector<Upgrade>& candidates) {
+                       double total_cost, double budget, int max_rounds, RepairScratch& scratch) {
+  std::vector<Upgrade>& candidates = scratch.candidates;
+  std::vector<std::int32_t>& items = scratch.items;
+  items.resize(f.n);
+  for (std::int64_t i = 0; i < f.n; ++i) items[i] = static_cast<std::int32_t>(i);
   for (int round = 0; round < max_rounds; ++round) {
     double leftover = budget - total_cost;
     if (!(leftover > 0.0)) break;
     // Each item's best upgrade within the leftover: Pareto entries rise in cost and value,
     // so the last one that fits gains most.
     candidates.clear();
-    for (std::int64_t i = 0; i < f.n; ++i) {
+    for (const std::int32_t i : items) {
       const std::int32_t p = position[i];
       const double w0 = f.pcost(i, p);
       std::int32_t q = p;
       while (q + 1 < f.count[i] && f.pcost(i, q + 1) - w0 <= leftover) ++q;
-      if (q != p) candidates.push_back(Upgrade{f.pvalue(i, q) - f.pvalue(i, p), static_cast<std::int32_t>(i), q});
+      if (q != p) candidates.push_back(Upgrade{f.pvalue(i, q) - f.pvalue(i, p), i, q});
     }
     if (candidates.empty()) break;
+    // The leftover only shrinks: an item with no upgrade within it now never gets one, unless
+    // this round moves it. The next round scans this round's candidates alone.
+    items.resize(candidates.size());
+    for (std::size_t c = 0; c < candidates.size(); ++c) items[c] = candidates[c].item;
     // Only the largest gains can fit in a leftover smaller than one hull step: order the top
     // few; the next round sees the rest again.
     auto larger = [](const Upgrade& a, const Upgrade& b) {

@@ -43,14 +43,21 @@ struct Upgrade {
   std::int32_t to;
 };
 
+// Scratch of the repair pass.
+struct RepairScratch {
+  std::vector<Upgrade> candidates;
+  std::vector<std::int32_t> items;  // the items the next round scans
+};
+
 // Per-thread scratch reused across the instances of a batch.
 struct LagrangianWorkspace {
   ItemFrontiers frontiers;
   std::vector<HullIncrement> increments;
   std::vector<HullIncrement> sample, middle;  // break-slope bracketing
+  std::size_t middle_count = 0;               // increments of `middle` in use
   std::vector<std::int32_t> position;  // (N) current Pareto position of each item
   std::vector<std::int32_t> taken;     // (N) hull steps taken by the LP
-  std::vector<Upgrade> upgrades;       // repair candidates
+  RepairScratch repair;
   std::vector<std::int32_t> alternative;  // (N) Pareto positions of the other rounding
 
   std::size_t bytes() const {
@@ -59,7 +66,7 @@ struct LagrangianWorkspace {
            f.count.capacity() * 2 * sizeof(std::int32_t) +
            (increments.capacity() + sample.capacity() + middle.capacity()) * sizeof(HullIncrement) +
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
-           upgrades.capacity() * sizeof(Upgrade);
+           repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t);
   }
 };
 
@@ -105,8 +112,7 @@ double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget);
 // upgrade within the leftover and applies them largest gain first while they fit.
 // Returns the new total cost.
 double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
-                       double total_cost, double budget, int max_rounds,
-                       std::vector<Upgrade>& candidates);
+                       double total_cost, double budget, int max_rounds, RepairScratch& scratch);
 
 // Rounding in running sums can leave a real-valued allocation a few ulps over the budget:
 // steps items down their Pareto lists, cheapest value loss per unit cost first, until the

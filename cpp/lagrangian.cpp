@@ -17,12 +17,12 @@ void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, Lagrangia
   restore_budget(f, ws.position, budget, total_cost, total_value);
   if (lp.integral) return;
   // Two roundings of the LP, each topped up with leftover upgrades; keep the better.
-  repair_upgrades(f, ws.position, total_cost, budget, kRepairRounds, ws.upgrades);
+  repair_upgrades(f, ws.position, total_cost, budget, kRepairRounds, ws.repair);
   restore_budget(f, ws.position, budget, total_cost, total_value);
   if (round_up_break(f, lp, ws, budget, ws.alternative)) {
     double alt_cost, alt_value;
     restore_budget(f, ws.alternative, budget, alt_cost, alt_value);
-    repair_upgrades(f, ws.alternative, alt_cost, budget, kRepairRounds, ws.upgrades);
+    repair_upgrades(f, ws.alternative, alt_cost, budget, kRepairRounds, ws.repair);
     if (restore_budget(f, ws.alternative, budget, alt_cost, alt_value) && alt_value > total_value) {
       ws.position.swap(ws.alternative);
       total_cost = alt_cost;
