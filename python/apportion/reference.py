@@ -25,8 +25,7 @@ _CPSAT_RESOLUTION = 2.0**31
 def _instance_arrays(problem: Problem, b: int):
     """Dense float64 (values in the maximisation sense, costs, allowed, budget) of instance b."""
     values = problem.signed_values()[b]
-    costs = np.broadcast_to(problem.costs[min(b, problem.costs.shape[0] - 1)],
-                            values.shape).astype(np.float64)
+    costs = problem.dense_costs()[b]
     allowed = problem.allowed()[b]
     return values, costs, allowed, float(problem.budget[b])
 
