@@ -186,18 +186,17 @@ constexpr std::size_t kBracketMin = 512;
 // Floyd-Rivest style narrowing: from a sorted sample, guesses slopes just above and below the
 // break, takes every increment steeper than the bracket in one pass and keeps those inside it
 // in ws.middle. Returns false (taking nothing) when the guess does not contain the break.
-bool bracket_break(const HullIncrement* inc, std::size_t m, double rem, LagrangianWorkspace& ws,
-                   double& above_dcost) {
+bool bracket_break(const HullIncrement* inc, std::size_t m, double total_dcost, double rem,
+                   LagrangianWorkspace& ws, double& above_dcost) {
   const std::size_t samples = std::min<std::size_t>(m, 2 * static_cast<std::size_t>(std::sqrt(double(m))) + 16);
   const std::size_t stride = m / samples;
   auto& sample = ws.sample;
   sample.resize(samples);
-  double sample_dcost = 0.0, total_dcost = 0.0;
+  double sample_dcost = 0.0;
   for (std::size_t a = 0; a < samples; ++a) {
     sample[a] = inc[a * stride];
     sample_dcost += sample[a].dcost;
   }
-  for (std::size_t a = 0; a < m; ++a) total_dcost += inc[a].dcost;
   std::sort(sample.begin(), sample.end(),
             [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; });
   // The sample index where the scaled cumulative dcost reaches rem, widened by a margin.
@@ -223,8 +222,10 @@ bool bracket_break(const HullIncrement* inc, std::size_t m, double rem, Lagrangi
   }
   ws.middle_count = count;
   if (!(above <= rem && above + inside > rem)) return false;
-  for (std::size_t a = 0; a < m; ++a) {
-    if (inc[a].slope > hi) take_step(ws, inc[a]);
+  for (std::size_t a = 0; a < m; ++a) {  // branch-free: about half are taken
+    const HullIncrement& x = inc[a];
+    std::int32_t& t = ws.taken[x.item];
+    t = std::max(t, x.slope > hi ? x.step + 1 : 0);
   }
   above_dcost = above;
   return true;
@@ -273,7 +274,7 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
     std::size_t count = m;
     if (m >= kBracketMin) {
       double above = 0.0;
-      if (bracket_break(inc, m, rem, ws, above)) {
+      if (bracket_break(inc, m, total_dcost, rem, ws, above)) {
         range = ws.middle.data();
         count = ws.middle_count;
         rem -= above;
