@@ -288,7 +288,8 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
 }
 
 bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const LagrangianWorkspace& ws,
-                    double budget, std::vector<std::int32_t>& position) {
+                    double budget, std::vector<std::int32_t>& position, double& total_cost,
+                    double& total_value) {
   // Bounded work: this is a heuristic beside the other rounding, not a search.
   constexpr int kMaxDowngrades = 64;
   const std::int64_t bi = lp.break_item;
@@ -297,8 +298,11 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
   std::vector<std::int32_t> steps(ws.taken.begin(), ws.taken.begin() + f.n);
   if (steps[bi] + 1 >= f.hull_count[bi]) return false;
   ++steps[bi];
-  double total = 0.0;
-  for (std::int64_t i = 0; i < f.n; ++i) total += f.pcost(i, hull_pos(i, steps[i]));
+  double total = 0.0, value = 0.0;
+  for (std::int64_t i = 0; i < f.n; ++i) {
+    total += f.pcost(i, hull_pos(i, steps[i]));
+    value += f.pvalue(i, hull_pos(i, steps[i]));
+  }
   for (int d = 0; total > budget; ++d) {
     if (d == kMaxDowngrades) return false;
     std::int64_t flattest = -1;
@@ -315,15 +319,20 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
     if (flattest < 0) return false;
     total -= f.pcost(flattest, hull_pos(flattest, steps[flattest])) -
              f.pcost(flattest, hull_pos(flattest, steps[flattest] - 1));
+    value -= f.pvalue(flattest, hull_pos(flattest, steps[flattest])) -
+             f.pvalue(flattest, hull_pos(flattest, steps[flattest] - 1));
     --steps[flattest];
   }
   position.resize(f.n);
   for (std::int64_t i = 0; i < f.n; ++i) position[i] = hull_pos(i, steps[i]);
+  total_cost = total;
+  total_value = value;
   return true;
 }
 
-double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
-                       double total_cost, double budget, int max_rounds, RepairScratch& scratch) {
+void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
+                     double& total_cost, double& total_value, double budget, int max_rounds,
+                     RepairScratch& scratch) {
   std::vector<Upgrade>& candidates = scratch.candidates;
   std::vector<std::int32_t>& items = scratch.items;
   items.resize(f.n);
@@ -362,6 +371,7 @@ double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& positi
     for (const Upgrade& u : candidates) {
       const double dw = f.pcost(u.item, u.to) - f.pcost(u.item, position[u.item]);
       if (dw > leftover) continue;
+      total_value += f.pvalue(u.item, u.to) - f.pvalue(u.item, position[u.item]);
       position[u.item] = u.to;
       leftover -= dw;
       total_cost += dw;
@@ -369,7 +379,6 @@ double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& positi
     }
     if (!applied) break;
   }
-  return total_cost;
 }
 
 }  // namespace apportion

@@ -95,9 +95,11 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
 
 // The other rounding of the LP: take the break item's step and make room by stepping other
 // items down their hulls, flattest step (least value lost per unit cost) first. On success
-// writes the Pareto positions into `position` and returns true.
+// writes the Pareto positions into `position`, their totals (running sums) into total_cost
+// and total_value, and returns true.
 bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const LagrangianWorkspace& ws,
-                    double budget, std::vector<std::int32_t>& position);
+                    double budget, std::vector<std::int32_t>& position, double& total_cost,
+                    double& total_value);
 
 // The integer primal of the Lagrangian path: from the LP's positions in ws.position (which it
 // overwrites), the better of the two roundings, each topped up by repair_upgrades. Leaves the
@@ -109,10 +111,11 @@ void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, Lagrangia
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget);
 
 // Spends leftover budget: in each of up to `max_rounds` rounds, finds every item's best
-// upgrade within the leftover and applies them largest gain first while they fit.
-// Returns the new total cost.
-double repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
-                       double total_cost, double budget, int max_rounds, RepairScratch& scratch);
+// upgrade within the leftover and applies them largest gain first while they fit. Updates the
+// running totals total_cost and total_value.
+void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
+                     double& total_cost, double& total_value, double budget, int max_rounds,
+                     RepairScratch& scratch);
 
 // Rounding in running sums can leave a real-valued allocation a few ulps over the budget:
 // steps items down their Pareto lists, cheapest value loss per unit cost first, until the

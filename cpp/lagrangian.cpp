@@ -16,19 +16,16 @@ void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, Lagrangia
                        double budget, double& total_cost, double& total_value) {
   restore_budget(f, ws.position, budget, total_cost, total_value);
   if (lp.integral) return;
-  // Two roundings of the LP, each topped up with leftover upgrades; keep the better.
-  repair_upgrades(f, ws.position, total_cost, budget, kRepairRounds, ws.repair);
-  restore_budget(f, ws.position, budget, total_cost, total_value);
-  if (round_up_break(f, lp, ws, budget, ws.alternative)) {
-    double alt_cost, alt_value;
-    restore_budget(f, ws.alternative, budget, alt_cost, alt_value);
-    repair_upgrades(f, ws.alternative, alt_cost, budget, kRepairRounds, ws.repair);
-    if (restore_budget(f, ws.alternative, budget, alt_cost, alt_value) && alt_value > total_value) {
-      ws.position.swap(ws.alternative);
-      total_cost = alt_cost;
-      total_value = alt_value;
-    }
+  // Two roundings of the LP, each topped up with leftover upgrades; keep the better. Both
+  // track running totals; the winner's are then summed exactly (and checked against the
+  // budget) once.
+  repair_upgrades(f, ws.position, total_cost, total_value, budget, kRepairRounds, ws.repair);
+  double alt_cost, alt_value;
+  if (round_up_break(f, lp, ws, budget, ws.alternative, alt_cost, alt_value)) {
+    repair_upgrades(f, ws.alternative, alt_cost, alt_value, budget, kRepairRounds, ws.repair);
+    if (alt_value > total_value) ws.position.swap(ws.alternative);
   }
+  restore_budget(f, ws.position, budget, total_cost, total_value);
 }
 
 template <class T>
