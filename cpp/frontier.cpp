@@ -15,8 +15,8 @@ namespace {
 // Option indices 0..k-1 of a cost row ordered by cost (ties by index) into `order`.
 template <class T>
 void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
-  if (k <= 16 || costs_ascending(k, crow)) {  // insertion sort (shared with the kernels)
-    insertion_sort_by_cost(k, crow, order);
+  if (k <= 16 || costs_ascending(k, crow)) {  // the small-row sort shared with the kernels
+    sort_small_by_cost(k, crow, order);
     return;
   }
   for (std::int32_t j = 0; j < k; ++j) order[j] = j;

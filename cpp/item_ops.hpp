@@ -23,24 +23,25 @@ APPORTION_HD inline bool costs_ascending(std::int64_t k, const T* crow) {
   return sorted;
 }
 
-// Option indices 0..k-1 of one item ordered by cost, ties by index (insertion sort: K is
-// usually small; the CPU switches to std::sort past 16 options).
+// Option indices 0..k-1 of one item ordered by cost, ties by index, for small k (the CPU
+// switches to std::sort past 16 options). Each option's place is its rank: the number of
+// options that come before it. That is k^2 comparisons, but branch-free: random costs make an
+// insertion sort mispredict on nearly every step.
 template <class T>
-APPORTION_HD inline void insertion_sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
-  for (std::int32_t j = 0; j < k; ++j) order[j] = j;
-  // Tier costs usually come in ascending order already: one predictable pass instead of a sort.
-  if (costs_ascending(k, crow)) return;
-  for (std::int32_t a = 1; a < k; ++a) {
-    const std::int32_t x = order[a];
-    const double cx = static_cast<double>(crow[x]);
-    std::int32_t b = a - 1;
-    while (b >= 0) {
-      const double cb = static_cast<double>(crow[order[b]]);
-      if (!(cx < cb || (cx == cb && x < order[b]))) break;
-      order[b + 1] = order[b];
-      --b;
+APPORTION_HD inline void sort_small_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
+  // Tier costs usually come in ascending order already: one predictable pass instead.
+  if (costs_ascending(k, crow)) {
+    for (std::int32_t j = 0; j < k; ++j) order[j] = j;
+    return;
+  }
+  for (std::int32_t j = 0; j < k; ++j) {
+    const double cj = static_cast<double>(crow[j]);
+    std::int32_t rank = 0;
+    for (std::int32_t l = 0; l < k; ++l) {
+      const double cl = static_cast<double>(crow[l]);
+      rank += static_cast<std::int32_t>((cl < cj) | ((cl == cj) & (l < j)));
     }
-    order[b + 1] = x;
+    order[rank] = j;
   }
 }
 

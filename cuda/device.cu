@@ -213,7 +213,7 @@ __device__ void build_frontiers_block(const InstanceView<T>& p, const DeviceFron
       if ((mrow == nullptr || mrow[j] != 0) && !isfinite(static_cast<double>(vrow[j]))) bad |= kBadValue;
     }
     // The sorted order is written where the Pareto options go (pareto_filter allows it).
-    insertion_sort_by_cost(p.k, crow, f.option + base);
+    sort_small_by_cost(p.k, crow, f.option + base);
     std::int32_t c = pareto_filter(vrow, crow, mrow, p.value_sign, p.k, f.option + base, keep_dominated,
                                    f.option + base, f.cost + base, f.value + base);
     if (c == 0) {  // reported; a placeholder keeps every later index in range
