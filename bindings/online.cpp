@@ -39,20 +39,28 @@ Mirror to_mirror(int mirror) {
   return static_cast<Mirror>(mirror);
 }
 
+// The allocator configuration from its Python-side arguments (checked).
+DmdConfig make_config(const DArray& budget, std::int64_t horizon, int mirror, double eta,
+                      bool skip_allowed, const DArray& initial_prices) {
+  DmdConfig cfg;
+  cfg.budget = to_vector(budget, "budget");
+  cfg.r = static_cast<std::int64_t>(cfg.budget.size());
+  cfg.horizon = horizon;
+  cfg.mirror = to_mirror(mirror);
+  cfg.eta = eta;
+  cfg.skip_allowed = skip_allowed;
+  cfg.m0 = to_vector(initial_prices, "initial_prices");
+  cfg.finalise();
+  return cfg;
+}
+
 // One allocator: configuration, state, and a lock so that calls from several Python threads
 // (the GIL is released while deciding) do not interleave.
 class OnlineCore {
  public:
   OnlineCore(const DArray& budget, std::int64_t horizon, int mirror, double eta, bool skip_allowed,
-             const DArray& initial_prices) {
-    cfg_.budget = to_vector(budget, "budget");
-    cfg_.r = static_cast<std::int64_t>(cfg_.budget.size());
-    cfg_.horizon = horizon;
-    cfg_.mirror = to_mirror(mirror);
-    cfg_.eta = eta;
-    cfg_.skip_allowed = skip_allowed;
-    cfg_.m0 = to_vector(initial_prices, "initial_prices");
-    cfg_.finalise();
+             const DArray& initial_prices)
+      : cfg_(make_config(budget, horizon, mirror, eta, skip_allowed, initial_prices)) {
     st_.reset(cfg_);
   }
 
@@ -150,19 +158,6 @@ class OnlineCore {
   std::mutex mutex_;
 };
 
-DmdConfig make_config(const DArray& budget, std::int64_t horizon, int mirror, double eta,
-                      bool skip_allowed, const DArray& initial_prices) {
-  DmdConfig cfg;
-  cfg.budget = to_vector(budget, "budget");
-  cfg.r = static_cast<std::int64_t>(cfg.budget.size());
-  cfg.horizon = horizon;
-  cfg.mirror = to_mirror(mirror);
-  cfg.eta = eta;
-  cfg.skip_allowed = skip_allowed;
-  cfg.m0 = to_vector(initial_prices, "initial_prices");
-  cfg.finalise();
-  return cfg;
-}
 
 template <class T>
 py::tuple simulate_typed(const DmdConfig& cfg, const py::array& values, const py::array& costs,
