@@ -40,11 +40,12 @@ struct CoreLink {
 
 struct ExactWorkspace {
   LagrangianWorkspace lagrangian;
-  std::vector<std::int32_t> lp_position, best_position;
+  std::vector<std::int32_t> lp_option, best_option;  // (N) option indices
   struct CoreCandidate {
     double closeness;   // how near the item's hull slopes around b_i come to lambda
     double smallest_d;  // the cheapest move off b_i
     double shed, add;   // cost the moves that can pay off take off / put on
+    double up, down;    // hull slopes around b_i
     std::int32_t item;
     std::int32_t turn = 0;  // interleaves items that mostly shed cost with items that add it
   };
@@ -103,71 +104,87 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     const auto started = clock::now();
     const InstanceView<T> inst = p.instance(b);
     LagrangianWorkspace& lw = ws.lagrangian;
-    ItemFrontiers& f = lw.frontiers;
-    build_frontiers(inst, f, inner);
-    const LpRelaxation lp = solve_lp(f, inst.budget, lw);
+    const LpRelaxation lp = solve_lp_reduced(inst, lw, inner);
+    const ItemFrontiers& f = lw.frontiers;
     InstanceResult r;
     r.min_budget = lp.min_cost;
+    std::int64_t* choice = out.choice + b * p.n;
     if (!lp.feasible) {
       allocation_totals(f, lw.position, r.cost, r.value);
       r.bound = r.shadow_price = kNaN;
       r.status = kInfeasible;
-      write_choice(f, lw.position, out.choice + b * p.n);
+      write_choice(f, lw.position, choice);
       out.store(b, r);
       return;
     }
     const double C = inst.budget, lambda = lp.lambda, L = lp.bound;
-    ws.lp_position.assign(lw.position.begin(), lw.position.begin() + f.n);
-    double z_cost, z;
-    lagrangian_primal(f, lp, lw, C, z_cost, z);
-    ws.best_position.assign(lw.position.begin(), lw.position.begin() + f.n);
+    const std::int64_t n = inst.n;
+    // Every item's LP option: the fixed items', then the frontier items' LP positions.
+    ws.lp_option.assign(lw.item_option.begin(), lw.item_option.begin() + n);
+    for (std::int64_t s = 0; s < f.n; ++s) ws.lp_option[lw.active[s]] = f.option[s * f.k + lw.position[s]];
+    double z_cost, z, frontier_cost, frontier_value;
+    lagrangian_primal(f, lp, lw, lw.frontier_budget, frontier_cost, frontier_value);
+    complete_allocation(inst, lw, frontier_cost, frontier_value, z_cost, z);
+    ws.best_option.assign(lw.item_option.begin(), lw.item_option.begin() + n);
     const double tol = optimality_slack(z, L);
     double upper = L;
     bool proven = lp.integral || L - z <= tol;
 
     if (!proven) {
-      // Hull slopes around each item's LP option: the next step up and the step down to it.
-      auto up_slope = [&](std::int64_t i) {
-        const std::int32_t h = lw.taken[i];
-        if (h + 1 >= f.hull_count[i]) return 0.0;  // leftover budget may simply go unused
-        const std::int32_t a = f.hull[i * f.k + h], c = f.hull[i * f.k + h + 1];
-        return std::max(0.0, (f.pvalue(i, c) - f.pvalue(i, a)) / (f.pcost(i, c) - f.pcost(i, a)));
-      };
-      auto down_slope = [&](std::int64_t i) {
-        const std::int32_t h = lw.taken[i];
-        if (h == 0) return static_cast<double>(INFINITY);  // cannot get cheaper
-        const std::int32_t a = f.hull[i * f.k + h - 1], c = f.hull[i * f.k + h];
-        return (f.pvalue(i, c) - f.pvalue(i, a)) / (f.pcost(i, c) - f.pcost(i, a));
+      // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
+      // may simply go unused) and the step down to it (inf if none: it cannot get cheaper).
+      // As b is a hull point, these are the steepest chord from b to a costlier option and the
+      // flattest from a cheaper one.
+      auto hull_slopes = [&](std::int64_t i, double& up, double& down) {
+        const std::int32_t bi = ws.lp_option[i];
+        const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
+        up = 0.0;
+        down = INFINITY;
+        for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
+          if (!ok) return;
+          if (w > wb) up = std::max(up, (v - vb) / (w - wb));
+          if (w < wb) down = std::min(down, (vb - v) / (wb - w));
+        });
       };
       // Items that can leave their LP option; the others never move, and bound from outside.
       ws.order.clear();
-      double base_cost = 0.0, base_value = 0.0;
+      CompensatedSum base_cost_sum, base_value_sum;
       double up_fixed = 0.0, down_fixed = static_cast<double>(INFINITY);
-      for (std::int64_t i = 0; i < f.n; ++i) {
-        const std::int32_t bi = ws.lp_position[i];
-        base_cost += f.pcost(i, bi);
-        base_value += f.pvalue(i, bi);
-        const double key = f.pvalue(i, bi) - lambda * f.pcost(i, bi);
-        double smallest = INFINITY;
-        for (std::int32_t q = 0; q < f.count[i]; ++q) {
-          if (q != bi) smallest = std::min(smallest, std::max(0.0, key - (f.pvalue(i, q) - lambda * f.pcost(i, q))));
-        }
-        const double up = up_slope(i), down = down_slope(i);
-        if (smallest < L - z - tol) {
+      const double gap = L - z - tol;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int32_t bi = ws.lp_option[i];
+        const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
+        base_cost_sum.add(wb);
+        base_value_sum.add(vb);
+        const double key = vb - lambda * wb;
+        double best_other = -INFINITY;  // max of v - lambda w over the other options
+        // The outside-core slopes, should the item stay outside, without a division per
+        // option: only a chord steeper than the running maximum (flatter than the running
+        // minimum) is worked out.
+        double up_outside = up_fixed, down_outside = down_fixed;
+        for_each_option(inst, i, [&](std::int32_t j, double w, double v, bool ok) {
+          const double score = ok & (j != bi) ? v - lambda * w : -INFINITY;
+          best_other = std::max(best_other, score);
+          if (ok & (w > wb) & (v - vb > up_outside * (w - wb))) up_outside = (v - vb) / (w - wb);
+          if (ok & (w < wb) & (vb - v < down_outside * (wb - w))) down_outside = (vb - v) / (wb - w);
+        });
+        const double smallest = std::max(0.0, key - best_other);
+        if (!(smallest < gap)) {
+          up_fixed = up_outside;
+          down_fixed = down_outside;
+        } else {
+          double up, down;
+          hull_slopes(i, up, down);
           const double closeness = std::max(0.0, std::min(lambda - up, down - lambda));
           // How far the moves that can still pay off take the item's cost down and up.
-          double lo = f.pcost(i, bi), hi = lo;
-          for (std::int32_t q = 0; q < f.count[i]; ++q) {
-            if (key - (f.pvalue(i, q) - lambda * f.pcost(i, q)) < L - z - tol) {
-              lo = std::min(lo, f.pcost(i, q));
-              hi = std::max(hi, f.pcost(i, q));
+          double lo = wb, hi = wb;
+          for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
+            if (ok && key - (v - lambda * w) < gap) {
+              lo = std::min(lo, w);
+              hi = std::max(hi, w);
             }
-          }
-          ws.order.push_back({closeness, smallest, f.pcost(i, bi) - lo, hi - f.pcost(i, bi),
-                              static_cast<std::int32_t>(i)});
-        } else {
-          up_fixed = std::max(up_fixed, up);
-          down_fixed = std::min(down_fixed, down);
+          });
+          ws.order.push_back({closeness, smallest, wb - lo, hi - wb, up, down, static_cast<std::int32_t>(i)});
         }
       }
       auto by_promise = [](const auto& a, const auto& b) {
@@ -204,9 +221,10 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         if (t == 0) break;
         ws.shed_after[t - 1] = ws.shed_after[t] + ws.order[t].shed;
         ws.add_after[t - 1] = ws.add_after[t] + ws.order[t].add;
-        ws.up_after[t - 1] = std::max(ws.up_after[t], up_slope(ws.order[t].item));
-        ws.down_after[t - 1] = std::min(ws.down_after[t], down_slope(ws.order[t].item));
+        ws.up_after[t - 1] = std::max(ws.up_after[t], ws.order[t].up);
+        ws.down_after[t - 1] = std::min(ws.down_after[t], ws.order[t].down);
       }
+      const double base_cost = base_cost_sum.value(), base_value = base_value_sum.value();
       ws.states.assign(1, CoreState{base_cost, base_value, -1, -1});
       ws.layers.clear();
       ws.layer_item.clear();
@@ -234,14 +252,15 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           complete = false;
           break;
         }
-        const std::int32_t i = entry.item, bi = ws.lp_position[i];
-        const double key = f.pvalue(i, bi) - lambda * f.pcost(i, bi);
-        const double wb = f.pcost(i, bi), vb = f.pvalue(i, bi);
+        const std::int32_t i = entry.item, bi = ws.lp_option[i];
+        const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
+        const double key = vb - lambda * wb;
         ws.merged.clear();
-        for (std::int32_t q = 0; q < f.count[i]; ++q) {
-          const double d = q == bi ? 0.0 : key - (f.pvalue(i, q) - lambda * f.pcost(i, q));
+        for (std::int32_t q = 0; q < inst.k; ++q) {
+          if (!inst.allowed(i, q)) continue;
+          const double d = q == bi ? 0.0 : key - (inst.value(i, q) - lambda * inst.cost(i, q));
           if (d >= slack - tol) continue;
-          const double dw = f.pcost(i, q) - wb, dv = f.pvalue(i, q) - vb;
+          const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
           auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z + tol; };
           merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.scratch);
           ws.merged.swap(ws.scratch);
@@ -256,12 +275,12 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         }
         if (improved >= 0) {
           // Walk the links back through the layers to the allocation of the new incumbent.
-          ws.best_position.assign(ws.lp_position.begin(), ws.lp_position.end());
-          ws.best_position[i] = ws.merged[improved].pos;
+          ws.best_option.assign(ws.lp_option.begin(), ws.lp_option.end());
+          ws.best_option[i] = ws.merged[improved].pos;
           std::int32_t s = ws.merged[improved].parent;
           for (std::int64_t l = static_cast<std::int64_t>(ws.layers.size()) - 1; l >= 0; --l) {
             const CoreLink link = ws.layers[l][s];
-            ws.best_position[ws.layer_item[l]] = link.pos;
+            ws.best_option[ws.layer_item[l]] = link.pos;
             s = link.parent;
           }
         }
@@ -289,14 +308,12 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         upper = std::min(L, std::max(z, best_tight));
       }
     }
-    double total_cost, total_value;
-    restore_budget(f, ws.best_position, C, total_cost, total_value);
-    r.value = total_value;
-    r.cost = total_cost;
-    r.bound = proven ? total_value : std::max(upper, total_value);
+    lw.item_option.swap(ws.best_option);
+    restore_item_options(inst, lw, r.cost, r.value);
+    r.bound = proven ? r.value : std::max(upper, r.value);
     r.shadow_price = lambda;
     r.status = proven ? kOptimal : kFeasible;
-    write_choice(f, ws.best_position, out.choice + b * p.n);
+    for (std::int64_t i = 0; i < n; ++i) choice[i] = lw.item_option[i];
     out.store(b, r);
   });
 }

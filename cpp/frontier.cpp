@@ -12,10 +12,13 @@ namespace apportion {
 
 namespace {
 
+// Rows up to this many options are sorted by rank (sort_small_by_cost), longer ones by std::sort.
+constexpr std::int64_t kMaxSmallSort = 16;
+
 // Option indices 0..k-1 of a cost row ordered by cost (ties by index) into `order`.
 template <class T>
 void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
-  if (k <= 16 || costs_ascending(k, crow)) {  // the small-row sort shared with the kernels
+  if (k <= kMaxSmallSort || costs_ascending(k, crow)) {  // the small-row sort shared with the kernels
     sort_small_by_cost(k, crow, order);
     return;
   }
@@ -26,14 +29,15 @@ void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
   });
 }
 
-// Builds item i's Pareto list and hull, visiting its options in cost order `order`.
+// Builds item i's Pareto list and hull into frontier slot `slot`, visiting its options in cost
+// order `order`.
 template <class T>
-void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, const std::int32_t* order,
-                bool keep_dominated) {
-  const std::int64_t k = p.k, base = i * k;
-  std::int32_t* opt = &f.option[base];
-  double* cost = &f.cost[base];
-  double* value = &f.value[base];
+void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, std::int64_t slot,
+                const std::int32_t* order, bool keep_dominated) {
+  const std::int64_t k = p.k, base = i * k, at = slot * k;
+  std::int32_t* opt = &f.option[at];
+  double* cost = &f.cost[at];
+  double* value = &f.value[at];
   // Pareto filter and hull: the arithmetic shared with the kernels (item_ops.hpp).
   const std::int32_t c = pareto_filter(p.values + base, p.costs + i * p.cost_stride_item,
                                        p.mask ? p.mask + base : nullptr, p.value_sign, k, order,
@@ -42,27 +46,50 @@ void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, cons
     throw std::invalid_argument("mask: item " + std::to_string(i) +
                                 " has no allowed option; allow at least one per item");
   }
-  f.count[i] = c;
-  f.hull_count[i] = upper_hull(cost, value, c, &f.hull[base]);
+  f.count[slot] = c;
+  f.hull_count[slot] = upper_hull(cost, value, c, &f.hull[at]);
 }
 
-}  // namespace
-
-template <class T>
-void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads, bool keep_dominated) {
-  f.n = p.n;
-  f.k = p.k;
-  const std::size_t nk = static_cast<std::size_t>(p.n * p.k);
+// Sizes f for n items of k options.
+void size_frontiers(ItemFrontiers& f, std::int64_t n, std::int64_t k) {
+  f.n = n;
+  f.k = k;
+  const std::size_t nk = static_cast<std::size_t>(n * k);
   if (f.option.size() < nk) {
     f.option.resize(nk);
     f.cost.resize(nk);
     f.value.resize(nk);
     f.hull.resize(nk);
   }
-  if (f.count.size() < static_cast<std::size_t>(p.n)) {
-    f.count.resize(p.n);
-    f.hull_count.resize(p.n);
+  if (f.count.size() < static_cast<std::size_t>(n)) {
+    f.count.resize(n);
+    f.hull_count.resize(n);
   }
+}
+
+// Builds the frontiers of items[0..count) into slots 0..count), sorting each item's costs
+// unless all items share them (then `shared_order` is their order).
+template <class T>
+void build_item_list(const InstanceView<T>& p, ItemFrontiers& f, const std::int32_t* items,
+                     std::int64_t count) {
+  size_frontiers(f, count, p.k);
+  std::int32_t order[kMaxSmallSort];
+  std::vector<std::int32_t> long_order;
+  std::int32_t* row = p.k <= kMaxSmallSort ? order : (long_order.resize(p.k), long_order.data());
+  const bool shared_costs = p.cost_stride_item == 0;
+  if (shared_costs) sort_by_cost(p.k, p.costs, row);
+  for (std::int64_t s = 0; s < count; ++s) {
+    const std::int64_t i = items[s];
+    if (!shared_costs) sort_by_cost(p.k, p.costs + i * p.cost_stride_item, row);
+    build_item(p, f, i, s, row, false);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads, bool keep_dominated) {
+  size_frontiers(f, p.n, p.k);
   // Shared tier costs have one cost order for all items: sort it once.
   const bool shared_costs = p.cost_stride_item == 0;
   std::vector<std::int32_t> shared_order;
@@ -75,7 +102,7 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads, bo
     if (!shared_costs) order.resize(p.k);
     for (std::int64_t i = begin; i < end; ++i) {
       if (!shared_costs) sort_by_cost(p.k, p.costs + i * p.cost_stride_item, order.data());
-      build_item(p, f, i, shared_costs ? shared_order.data() : order.data(), keep_dominated);
+      build_item(p, f, i, i, shared_costs ? shared_order.data() : order.data(), keep_dominated);
     }
   };
   // Threads pay off only for large instances; each chunk owns its items' slots.
@@ -333,52 +360,274 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
 void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
                      double& total_cost, double& total_value, double budget, int max_rounds,
                      RepairScratch& scratch) {
-  std::vector<Upgrade>& candidates = scratch.candidates;
-  std::vector<std::int32_t>& items = scratch.items;
-  items.resize(f.n);
-  for (std::int64_t i = 0; i < f.n; ++i) items[i] = static_cast<std::int32_t>(i);
-  for (int round = 0; round < max_rounds; ++round) {
-    double leftover = budget - total_cost;
-    if (!(leftover > 0.0)) break;
-    // Each item's best upgrade within the leftover: Pareto entries rise in cost and value,
-    // so the last one that fits gains most.
-    candidates.clear();
-    for (const std::int32_t i : items) {
-      const std::int32_t p = position[i];
-      const double w0 = f.pcost(i, p);
-      std::int32_t q = p;
-      while (q + 1 < f.count[i] && f.pcost(i, q + 1) - w0 <= leftover) ++q;
-      if (q != p) candidates.push_back(Upgrade{f.pvalue(i, q) - f.pvalue(i, p), i, q});
-    }
-    if (candidates.empty()) break;
-    // The leftover only shrinks: an item with no upgrade within it now never gets one, unless
-    // this round moves it. The next round scans this round's candidates alone.
-    items.resize(candidates.size());
-    for (std::size_t c = 0; c < candidates.size(); ++c) items[c] = candidates[c].item;
-    // Only the largest gains can fit in a leftover smaller than one hull step: order the top
-    // few; the next round sees the rest again.
-    auto larger = [](const Upgrade& a, const Upgrade& b) {
-      return a.gain != b.gain ? a.gain > b.gain : a.item < b.item;
-    };
-    constexpr std::size_t kTop = 64;
-    if (candidates.size() > kTop) {
-      std::nth_element(candidates.begin(), candidates.begin() + kTop, candidates.end(), larger);
-      candidates.resize(kTop);
-    }
-    std::sort(candidates.begin(), candidates.end(), larger);
-    // Apply the largest gains that still fit; the next round revisits what did not.
-    bool applied = false;
-    for (const Upgrade& u : candidates) {
-      const double dw = f.pcost(u.item, u.to) - f.pcost(u.item, position[u.item]);
-      if (dw > leftover) continue;
-      total_value += f.pvalue(u.item, u.to) - f.pvalue(u.item, position[u.item]);
-      position[u.item] = u.to;
-      leftover -= dw;
-      total_cost += dw;
-      applied = true;
-    }
-    if (!applied) break;
-  }
+  scratch.items.resize(f.n);
+  for (std::int64_t i = 0; i < f.n; ++i) scratch.items[i] = static_cast<std::int32_t>(i);
+  // Pareto entries rise in cost and value, so the last one within the leftover gains most.
+  auto best_upgrade = [&](std::int32_t i, std::int32_t p, double leftover) {
+    const double w0 = f.pcost(i, p);
+    std::int32_t q = p;
+    while (q + 1 < f.count[i] && f.pcost(i, q + 1) - w0 <= leftover) ++q;
+    return q;
+  };
+  repair_rounds(position, total_cost, total_value, budget, max_rounds, scratch, best_upgrade,
+                [&](std::int32_t i, std::int32_t q) { return f.pcost(i, q); },
+                [&](std::int32_t i, std::int32_t q) { return f.pvalue(i, q); });
 }
+
+namespace {
+
+// Instances with fewer items build every frontier: the sample would be most of them.
+constexpr std::int64_t kReduceMinItems = 256;
+
+// Narrowing stops at this many active items: their frontiers are cheap, and the roundings of
+// the primal need the items around the break to choose from.
+constexpr std::size_t kFewActive = 64;
+
+// The running choice of an item's LP option at one slope: the option maximising
+// v - lambda w among the allowed ones, ties to the lower index. Any tie rule serves: an option
+// optimal at both ends of a slope range is optimal in between, and the cost of any optimal
+// choice is a subgradient of L, so W(lo) > budget >= W(hi) puts the break in [lo, hi].
+struct OptionPick {
+  double score = -INFINITY;
+  std::int32_t option = -1;  // -1: no allowed option
+  void offer(double s, std::int32_t j, bool allowed) {
+    const bool better = allowed & (s > score);  // branch-free: random scores mispredict
+    score = better ? s : score;
+    option = better ? j : option;
+  }
+};
+
+template <class T>
+inline std::int32_t lp_option_at(const InstanceView<T>& p, std::int64_t i, double lambda) {
+  OptionPick pick;
+  for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) { pick.offer(v - lambda * w, j, ok); });
+  return pick.option;
+}
+
+// Entries (slope, weight) taken steepest first: the slope of the one whose weight first takes
+// the total past `rem` (weighted quickselect; reorders the entries). -inf when none does.
+double weighted_break_slope(std::vector<std::pair<double, double>>& e, double rem) {
+  std::size_t lo = 0, hi = e.size();
+  while (lo < hi) {
+    const double s0 = e[lo].first, s1 = e[lo + (hi - lo) / 2].first, s2 = e[hi - 1].first;
+    const double pivot = std::max(std::min(s0, s1), std::min(std::max(s0, s1), s2));
+    std::size_t g = lo, a = lo, x = hi;  // greater [lo, g), equal [g, x), less [x, hi)
+    while (a < x) {
+      if (e[a].first > pivot) {
+        std::swap(e[a++], e[g++]);
+      } else if (e[a].first < pivot) {
+        std::swap(e[a], e[--x]);
+      } else {
+        ++a;
+      }
+    }
+    double greater = 0.0, equal = 0.0;
+    for (std::size_t y = lo; y < g; ++y) greater += e[y].second;
+    if (greater > rem) {
+      hi = g;
+      continue;
+    }
+    for (std::size_t y = g; y < x; ++y) equal += e[y].second;
+    if (greater + equal > rem) return pivot;
+    rem -= greater + equal;
+    lo = x;
+  }
+  return -INFINITY;
+}
+
+// Guesses a bracket (lo, hi) of the break slope from the hulls of evenly spaced items: the
+// slope where their increments, scaled to all items, would use up the budget, widened by a
+// few standard errors of that sample quantile. Returns false when the sample cannot tell.
+template <class T>
+bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, double& lo, double& hi) {
+  const std::int64_t n = p.n;
+  const std::int64_t s = std::min<std::int64_t>(n, 16 + static_cast<std::int64_t>(1.5 * std::sqrt(double(n))));
+  std::vector<std::int32_t>& items = ws.option_mid;  // free until the narrowing
+  items.resize(s);
+  for (std::int64_t a = 0; a < s; ++a) items[a] = static_cast<std::int32_t>(a * n / s);
+  ItemFrontiers& f = ws.sample_frontiers;
+  build_item_list(p, f, items.data(), s);
+  std::vector<HullIncrement>& inc = ws.sample;
+  inc.clear();
+  double cheapest = 0.0;
+  for (std::int64_t a = 0; a < s; ++a) {
+    const std::int64_t base = a * f.k;
+    cheapest += f.cost[base];
+    for (std::int32_t h = 0; h + 1 < f.hull_count[a]; ++h) {
+      double dw, dv;
+      hull_step(&f.cost[base], &f.value[base], &f.hull[base], h, dw, dv);
+      inc.push_back(HullIncrement{dv / dw, dw, 0, 0});
+    }
+  }
+  if (inc.size() < 8) return false;
+  std::sort(inc.begin(), inc.end(), [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; });
+  const double target = p.budget * static_cast<double>(s) / static_cast<double>(n) - cheapest;
+  const std::int64_t m = static_cast<std::int64_t>(inc.size());
+  std::int64_t at = 0;
+  for (double cum = 0.0; at < m; ++at) {
+    cum += inc[at].dcost;
+    if (cum > target) break;
+  }
+  const std::int64_t margin = static_cast<std::int64_t>(1.5 * std::sqrt(double(m))) + 2;
+  hi = at - margin >= 0 ? inc[at - margin].slope : 2.0 * inc[0].slope;
+  lo = at + margin < m ? inc[at + margin].slope : 0.0;
+  return lo < hi && std::isfinite(hi);
+}
+
+// Fixes the items whose LP option is the same over [lo, hi] and narrows the bracket over the
+// others (option_lo / option_hi: their options at the ends) until few are left in ws.active.
+// Returns false unless the cheapest allocation fits and the bracket holds the break:
+// W(lo) > budget >= W(hi), W the cost of the LP options (ties to the cheaper).
+template <class T>
+bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
+               double& min_cost) {
+  const std::int64_t n = p.n;
+  const double budget = p.budget;
+  ws.item_option.resize(n);
+  ws.active.clear();
+  ws.option_lo.clear();
+  ws.option_hi.clear();
+  CompensatedSum fixed_cost, fixed_value, cheapest;
+  double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
+  for (std::int64_t i = 0; i < n; ++i) {
+    OptionPick at_lo, at_hi;
+    double cheapest_cost = INFINITY;
+    for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
+      at_lo.offer(v - lo * w, j, ok);
+      at_hi.offer(v - hi * w, j, ok);
+      cheapest_cost = ok & (w < cheapest_cost) ? w : cheapest_cost;
+    });
+    const std::int32_t a = at_lo.option, b = at_hi.option;
+    if (a < 0) return false;  // no allowed option: the full path reports it
+    cheapest.add(cheapest_cost);
+    ws.item_option[i] = a;
+    if (a == b) {
+      fixed_cost.add(p.cost(i, a));
+      fixed_value.add(p.value(i, a));
+    } else {
+      ws.active.push_back(static_cast<std::int32_t>(i));
+      ws.option_lo.push_back(a);
+      ws.option_hi.push_back(b);
+      cost_lo += p.cost(i, a);
+      cost_hi += p.cost(i, b);
+    }
+  }
+  min_cost = cheapest.value();
+  double base = fixed_cost.value();
+  if (!(min_cost <= budget) || !(base + cost_lo > budget) || !(base + cost_hi <= budget)) return false;
+  // Narrowing: the LP of the active items' chords (their option at lo against their option at
+  // hi) guesses the break; two trial slopes just around the guess split the bracket in up to
+  // three, and the part where W crosses the budget becomes the new bracket. Items whose
+  // options agree at its ends are fixed.
+  std::vector<std::pair<double, double>>& chords = ws.chords;
+  for (int round = 0; round < 16 && ws.active.size() > kFewActive; ++round) {
+    const std::size_t count = ws.active.size();
+    chords.resize(count);
+    for (std::size_t a = 0; a < count; ++a) {
+      const std::int32_t i = ws.active[a];
+      const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
+      const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
+      chords[a] = dw > 0.0 ? std::make_pair(dv / dw, dw) : std::make_pair(0.5 * (lo + hi), 0.0);
+    }
+    double guess = weighted_break_slope(chords, budget - base - cost_hi);
+    if (!(guess > lo && guess < hi)) guess = 0.5 * (lo + hi);
+    const double spread = 0.05 * (hi - lo);
+    const double t1 = std::max(guess - spread, lo + 0.5 * spread), t2 = std::min(guess + spread, hi - 0.5 * spread);
+    if (!(t1 > lo && t1 < t2 && t2 < hi)) break;
+    ws.option_mid.resize(count);
+    ws.option_mid2.resize(count);
+    double cost1 = 0.0, cost2 = 0.0;
+    for (std::size_t a = 0; a < count; ++a) {
+      const std::int32_t i = ws.active[a];
+      OptionPick at1, at2;
+      for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
+        at1.offer(v - t1 * w, j, ok);
+        at2.offer(v - t2 * w, j, ok);
+      });
+      ws.option_mid[a] = at1.option;
+      ws.option_mid2[a] = at2.option;
+      cost1 += p.cost(i, at1.option);
+      cost2 += p.cost(i, at2.option);
+    }
+    if (base + cost1 <= budget) {  // the break is in [lo, t1]
+      hi = t1;
+      ws.option_hi.swap(ws.option_mid);
+    } else if (base + cost2 > budget) {  // in [t2, hi]
+      lo = t2;
+      ws.option_lo.swap(ws.option_mid2);
+    } else {  // in [t1, t2]
+      lo = t1;
+      hi = t2;
+      ws.option_lo.swap(ws.option_mid);
+      ws.option_hi.swap(ws.option_mid2);
+    }
+    std::size_t kept = 0;
+    cost_lo = cost_hi = 0.0;
+    for (std::size_t a = 0; a < count; ++a) {
+      const std::int32_t i = ws.active[a], qa = ws.option_lo[a], qb = ws.option_hi[a];
+      if (qa == qb) {
+        ws.item_option[i] = qa;
+        fixed_cost.add(p.cost(i, qa));
+        fixed_value.add(p.value(i, qa));
+        continue;
+      }
+      ws.active[kept] = i;
+      ws.option_lo[kept] = qa;
+      ws.option_hi[kept] = qb;
+      cost_lo += p.cost(i, qa);
+      cost_hi += p.cost(i, qb);
+      ++kept;
+    }
+    base = fixed_cost.value();
+#ifdef APPORTION_DEBUG_REDUCE
+    fprintf(stderr, "round %d: active %zu lo %g hi %g\n", round, kept, lo, hi);
+#endif
+    const bool slow = kept * 10 > count * 9;  // less than a tenth fixed: not worth another pass
+    ws.active.resize(kept);
+    ws.option_lo.resize(kept);
+    ws.option_hi.resize(kept);
+    if (slow) break;
+  }
+  ws.fixed_cost = base;
+  ws.fixed_value = fixed_value.value();
+  ws.in_frontiers.assign(n, 0);
+  for (const std::int32_t i : ws.active) ws.in_frontiers[i] = 1;
+  return true;
+}
+
+}  // namespace
+
+template <class T>
+LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws, int threads) {
+  double lo = 0.0, hi = 0.0, min_cost = 0.0;
+  if (p.n >= kReduceMinItems && guess_bracket(p, ws, lo, hi) && fix_items(p, ws, lo, hi, min_cost)) {
+#ifdef APPORTION_DEBUG_REDUCE
+    fprintf(stderr, "reduce: n %ld active %zu lo %g hi %g\n", (long)p.n, ws.active.size(), lo, hi);
+#endif
+    build_item_list(p, ws.frontiers, ws.active.data(), static_cast<std::int64_t>(ws.active.size()));
+    ws.frontier_budget = p.budget - ws.fixed_cost;
+    LpRelaxation lp = solve_lp(ws.frontiers, ws.frontier_budget, ws);
+    if (lp.feasible) {  // it is unless rounding in the totals says otherwise
+      lp.min_cost = min_cost;
+      lp.bound += ws.fixed_value;
+      return lp;
+    }
+  }
+#ifdef APPORTION_DEBUG_REDUCE
+  fprintf(stderr, "reduce: fallback lo %g hi %g\n", lo, hi);
+#endif
+  // Every item gets a frontier slot.
+  build_frontiers(p, ws.frontiers, threads);
+  ws.active.resize(p.n);
+  for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);
+  ws.in_frontiers.assign(p.n, 1);
+  ws.item_option.resize(p.n);
+  ws.fixed_cost = ws.fixed_value = 0.0;
+  ws.frontier_budget = p.budget;
+  return solve_lp(ws.frontiers, p.budget, ws);
+}
+
+template LpRelaxation solve_lp_reduced<float>(const InstanceView<float>&, LagrangianWorkspace&, int);
+template LpRelaxation solve_lp_reduced<double>(const InstanceView<double>&, LagrangianWorkspace&, int);
 
 }  // namespace apportion

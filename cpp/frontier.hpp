@@ -8,12 +8,32 @@
 // sorting all increments.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "problem.hpp"
 
 namespace apportion {
+
+// Visits item i's options as f(option, cost, value, allowed).
+template <class T, class F>
+inline void for_each_option(const InstanceView<T>& p, std::int64_t i, F&& f) {
+  const T* vrow = p.values + i * p.k;
+  const T* crow = p.costs + i * p.cost_stride_item;
+  const double sign = p.value_sign;
+  if (p.mask == nullptr) {  // a separate loop, so that `allowed` folds away
+    for (std::int32_t j = 0; j < p.k; ++j) {
+      f(j, static_cast<double>(crow[j]), sign * static_cast<double>(vrow[j]), true);
+    }
+    return;
+  }
+  const std::uint8_t* mrow = p.mask + i * p.k;
+  for (std::int32_t j = 0; j < p.k; ++j) {
+    f(j, static_cast<double>(crow[j]), sign * static_cast<double>(vrow[j]), mrow[j] != 0);
+  }
+}
 
 // Frontiers of all items of one instance, in flat arrays with a fixed stride K per item.
 struct ItemFrontiers {
@@ -60,13 +80,29 @@ struct LagrangianWorkspace {
   RepairScratch repair;
   std::vector<std::int32_t> alternative;  // (N) Pareto positions of the other rounding
 
+  // The reduced LP (solve_lp_reduced): `frontiers` holds only the items whose LP option can
+  // change inside a bracket of the break slope, `active` maps its slots to items; every other
+  // item is fixed at its LP option in `item_option`, with totals fixed_cost / fixed_value.
+  std::vector<std::int32_t> item_option;   // (N) option index of each item
+  std::vector<std::int32_t> active;        // item of each frontier slot
+  std::vector<std::uint8_t> in_frontiers;  // (N) whether an item has a frontier slot
+  std::vector<std::int32_t> option_lo, option_hi, option_mid, option_mid2;  // per active item
+  std::vector<std::pair<double, double>> chords;  // (slope, cost) per active item
+  ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
+  double fixed_cost = 0.0, fixed_value = 0.0;
+  double frontier_budget = 0.0;            // budget left to the frontier items
+
   std::size_t bytes() const {
     const ItemFrontiers& f = frontiers;
     return f.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double)) +
            f.count.capacity() * 2 * sizeof(std::int32_t) +
            (increments.capacity() + sample.capacity() + middle.capacity()) * sizeof(HullIncrement) +
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
-           repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t);
+           repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
+           (item_option.capacity() + active.capacity() + option_lo.capacity() + option_hi.capacity() +
+            option_mid.capacity() + option_mid2.capacity()) * sizeof(std::int32_t) +
+           chords.capacity() * 2 * sizeof(double) + in_frontiers.capacity() +
+           sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double));
   }
 };
 
@@ -87,6 +123,17 @@ struct LpRelaxation {
 template <class T>
 void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
                      bool keep_dominated = false);
+
+// Solves the LP of instance p without building every item's frontier: guesses a bracket of
+// the break slope from a sample of items, fixes every item whose LP option is the same at both
+// ends (so at every slope between), and narrows the bracket over the rest until few are left;
+// only those get frontiers (ws.frontiers, slots mapped by ws.active) and the exact break slope.
+// Falls back to every item's frontier when the bracket guess fails or the instance is small.
+// Returns the LP of the whole instance (bound and min_cost include the fixed items;
+// break_item is a frontier slot); ws.position holds the frontier items' LP positions and
+// ws.frontier_budget the budget left to them.
+template <class T>
+LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws, int threads);
 
 // Solves the LP from built frontiers; on return ws.position holds, per item, the Pareto
 // position of the integer primal that drops the fractional increment (and the cheapest
@@ -116,6 +163,70 @@ double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget);
 void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position,
                      double& total_cost, double& total_value, double budget, int max_rounds,
                      RepairScratch& scratch);
+
+// The rounds of repair_upgrades over the items in scratch.items, whatever positions index:
+// best_upgrade(i, p, leftover) gives the position item i at position p moves to (p: none),
+// cost(i, p) and value(i, p) what a position holds.
+template <class BestUpgrade, class Cost, class Value>
+void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, double& total_value,
+                   double budget, int max_rounds, RepairScratch& scratch, BestUpgrade&& best_upgrade,
+                   Cost&& cost, Value&& value) {
+  std::vector<Upgrade>& candidates = scratch.candidates;
+  std::vector<std::int32_t>& items = scratch.items;
+  for (int round = 0; round < max_rounds; ++round) {
+    double leftover = budget - total_cost;
+    if (!(leftover > 0.0)) break;
+    candidates.clear();
+    for (const std::int32_t i : items) {
+      const std::int32_t p = position[i], q = best_upgrade(i, p, leftover);
+      if (q != p) candidates.push_back(Upgrade{value(i, q) - value(i, p), i, q});
+    }
+    if (candidates.empty()) break;
+    // The leftover only shrinks: an item with no upgrade within it now never gets one, unless
+    // this round moves it. The next round scans this round's candidates alone.
+    items.resize(candidates.size());
+    for (std::size_t c = 0; c < candidates.size(); ++c) items[c] = candidates[c].item;
+    // Only the largest gains can fit in a leftover smaller than one hull step: order the top
+    // few; the next round sees the rest again.
+    auto larger = [](const Upgrade& a, const Upgrade& b) {
+      return a.gain != b.gain ? a.gain > b.gain : a.item < b.item;
+    };
+    constexpr std::size_t kTop = 64;
+    if (candidates.size() > kTop) {
+      std::nth_element(candidates.begin(), candidates.begin() + kTop, candidates.end(), larger);
+      candidates.resize(kTop);
+    }
+    std::sort(candidates.begin(), candidates.end(), larger);
+    // Apply the largest gains that still fit; the next round revisits what did not.
+    bool applied = false;
+    for (const Upgrade& u : candidates) {
+      const double dw = cost(u.item, u.to) - cost(u.item, position[u.item]);
+      if (dw > leftover) continue;
+      total_value += value(u.item, u.to) - value(u.item, position[u.item]);
+      position[u.item] = u.to;
+      leftover -= dw;
+      total_cost += dw;
+      applied = true;
+    }
+    if (!applied) break;
+  }
+}
+
+// After lagrangian_primal on the frontier items of a reduced LP (their Pareto positions in
+// ws.position, running totals frontier_cost / frontier_value): writes every item's option to
+// ws.item_option, spends leftover budget on upgrades of the fixed items, and leaves the
+// allocation's totals, summed in item order and within the budget, in total_cost and
+// total_value.
+template <class T>
+void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double frontier_cost,
+                         double frontier_value, double& total_cost, double& total_value);
+
+// Totals of the allocation ws.item_option, summed in item order; steps items to cheaper options
+// (least value lost per unit cost first) while it exceeds the budget. Returns false when no
+// cheaper option is left.
+template <class T>
+bool restore_item_options(const InstanceView<T>& p, LagrangianWorkspace& ws, double& total_cost,
+                          double& total_value);
 
 // Rounding in running sums can leave a real-valued allocation a few ulps over the budget:
 // steps items down their Pareto lists, cheapest value loss per unit cost first, until the

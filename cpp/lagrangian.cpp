@@ -10,6 +10,9 @@ namespace {
 // Rounds of the repair pass: the leftover after dropping the fractional increment is less
 // than one hull step, so a few rounds use it up.
 constexpr int kRepairRounds = 4;
+// The fixed items of a reduced LP get one round: scanning their raw options costs as much as
+// the LP, and the first round takes the largest gains.
+constexpr int kFixedRepairRounds = 1;
 }  // namespace
 
 void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, LagrangianWorkspace& ws,
@@ -29,34 +32,108 @@ void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, Lagrangia
 }
 
 template <class T>
+bool restore_item_options(const InstanceView<T>& p, LagrangianWorkspace& ws, double& total_cost,
+                          double& total_value) {
+  std::vector<std::int32_t>& option = ws.item_option;
+  for (;;) {
+    CompensatedSum tc, tv;
+    for (std::int64_t i = 0; i < p.n; ++i) {
+      tc.add(p.cost(i, option[i]));
+      tv.add(p.value(i, option[i]));
+    }
+    total_cost = tc.value();
+    total_value = tv.value();
+    if (total_cost <= p.budget) return true;
+    // Rounding left it a few ulps over: the cheaper option losing least per unit cost.
+    std::int64_t worst = -1;
+    std::int32_t to = -1;
+    double best_ratio = INFINITY;
+    for (std::int64_t i = 0; i < p.n; ++i) {
+      const double w0 = p.cost(i, option[i]), v0 = p.value(i, option[i]);
+      for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
+        const double ratio = (v0 - v) / (w0 - w);
+        if (ok && w < w0 && ratio < best_ratio) {
+          best_ratio = ratio;
+          worst = i;
+          to = j;
+        }
+      });
+    }
+    if (worst < 0) return false;
+    option[worst] = to;
+  }
+}
+
+template <class T>
+void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double frontier_cost,
+                         double frontier_value, double& total_cost, double& total_value) {
+  const ItemFrontiers& f = ws.frontiers;
+  for (std::int64_t s = 0; s < f.n; ++s) ws.item_option[ws.active[s]] = f.option[s * f.k + ws.position[s]];
+  if (f.n < p.n) {
+    // The fixed items' upgrades within the leftover, on their raw options.
+    double cost = ws.fixed_cost + frontier_cost, value = ws.fixed_value + frontier_value;
+    ws.repair.items.clear();
+    for (std::int64_t i = 0; i < p.n; ++i) {
+      if (!ws.in_frontiers[i]) ws.repair.items.push_back(static_cast<std::int32_t>(i));
+    }
+    auto best_upgrade = [&](std::int32_t i, std::int32_t q, double leftover) {
+      // The most valuable option within reach, then (rarely) which one it is: the first loop
+      // is a plain max, without an index carried along.
+      const double limit = p.cost(i, q) + leftover, v0 = p.value(i, q);
+      double best = v0;
+      for_each_option(p, i, [&](std::int32_t, double w, double v, bool ok) {
+        best = std::max(best, ok & (w <= limit) ? v : v0);
+      });
+      if (best == v0) return q;
+      std::int32_t to = q;
+      for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
+        if (ok && w <= limit && v == best && to == q) to = j;
+      });
+      return to;
+    };
+    repair_rounds(ws.item_option, cost, value, p.budget, kFixedRepairRounds, ws.repair, best_upgrade,
+                  [&](std::int32_t i, std::int32_t q) { return p.cost(i, q); },
+                  [&](std::int32_t i, std::int32_t q) { return p.value(i, q); });
+  }
+  restore_item_options(p, ws, total_cost, total_value);
+}
+
+template <class T>
 void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads) {
   run_batch<LagrangianWorkspace>(p.b, threads, [&](std::int64_t b, LagrangianWorkspace& ws, int inner) {
     const InstanceView<T> inst = p.instance(b);
-    ItemFrontiers& f = ws.frontiers;
-    build_frontiers(inst, f, inner);
-    const LpRelaxation lp = solve_lp(f, inst.budget, ws);
+    const LpRelaxation lp = solve_lp_reduced(inst, ws, inner);
+    const ItemFrontiers& f = ws.frontiers;
     InstanceResult r;
     r.min_budget = lp.min_cost;
+    std::int64_t* choice = out.choice + b * p.n;
     if (lp.feasible) {
-      double total_cost, total_value;
-      lagrangian_primal(f, lp, ws, inst.budget, total_cost, total_value);
-      r.value = total_value;
-      r.cost = total_cost;
-      r.bound = std::max(lp.bound, total_value);
+      double frontier_cost, frontier_value;
+      lagrangian_primal(f, lp, ws, ws.frontier_budget, frontier_cost, frontier_value);
+      complete_allocation(inst, ws, frontier_cost, frontier_value, r.cost, r.value);
+      r.bound = std::max(lp.bound, r.value);
       r.shadow_price = lp.lambda;
       r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound)) ? kOptimal : kFeasible;
-    } else {
+      for (std::int64_t i = 0; i < p.n; ++i) choice[i] = ws.item_option[i];
+    } else {  // only an instance whose every item has a frontier is found infeasible
       allocation_totals(f, ws.position, r.cost, r.value);
       r.bound = kNaN;
       r.shadow_price = kNaN;
       r.status = kInfeasible;
+      write_choice(f, ws.position, choice);
     }
-    write_choice(f, ws.position, out.choice + b * p.n);
     out.store(b, r);
   });
 }
 
-template void solve_lagrangian<float>(const BatchView<float>&, const BatchOutput&, int);
-template void solve_lagrangian<double>(const BatchView<double>&, const BatchOutput&, int);
+#define APPORTION_INSTANTIATE(T)                                                                  \
+  template bool restore_item_options<T>(const InstanceView<T>&, LagrangianWorkspace&, double&,     \
+                                        double&);                                                  \
+  template void complete_allocation<T>(const InstanceView<T>&, LagrangianWorkspace&, double,       \
+                                       double, double&, double&);                                  \
+  template void solve_lagrangian<T>(const BatchView<T>&, const BatchOutput&, int);
+APPORTION_INSTANTIATE(float)
+APPORTION_INSTANTIATE(double)
+#undef APPORTION_INSTANTIATE
 
 }  // namespace apportion

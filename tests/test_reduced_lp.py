@@ -1,0 +1,113 @@
+"""Instances of 256 items or more take the reduced LP (frontier.cpp, solve_lp_reduced): a
+bracket of the break slope guessed from a sample, most items fixed at their LP option, hulls
+built only for the rest. These tests hold it to the same answers as the definitions: the LP
+optimum by HiGHS, the integer optimum by the DP, feasibility of every allocation, on all
+classes and with masks, ties, zero costs, float32, shared costs and the min sense."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+from scipy.sparse import csr_matrix
+
+import apportion
+from apportion import workloads
+from helpers import as_batch, check_solution
+
+
+def lp_optimum(values, costs, budget, mask=None):
+    """The LP relaxation's optimum of one instance by HiGHS (maximisation)."""
+    v, c, m, b = as_batch(values, costs, budget, mask)
+    v, c, m = v[0], c[0], m[0]
+    n, k = v.shape
+    rows, cols = np.nonzero(m)
+    x = len(rows)
+    one_each = csr_matrix((np.ones(x), (rows, np.arange(x))), shape=(n, x))
+    res = linprog(-v[rows, cols], A_ub=c[rows, cols][None, :], b_ub=[b[0]], A_eq=one_each,
+                  b_eq=np.ones(n), bounds=(0, 1), method="highs")
+    assert res.status == 0, res.message
+    return -res.fun
+
+
+@st.composite
+def medium_problems(draw):
+    """Instances of 256 to 700 items: random classes, ranges small enough for ties, masks,
+    zero costs, shared costs, and budgets from below the cheapest to above the dearest."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(256, 700))
+    k = draw(st.integers(1, 8))
+    hi = draw(st.sampled_from([3, 12, 1000]))
+    values = rng.integers(0, hi + 1, (n, k)).astype(float)
+    if draw(st.booleans()):
+        costs = np.sort(rng.integers(0, hi + 1, k)).astype(float)  # shared tier costs
+    else:
+        costs = rng.integers(0, hi + 1, (n, k)).astype(float)
+        costs[rng.random((n, k)) < 0.1] = 0.0
+    mask = None
+    if draw(st.booleans()):
+        mask = rng.random((n, k)) < 0.7
+        mask[np.arange(n), rng.integers(0, k, n)] = True
+    full = np.broadcast_to(costs, (n, k))
+    allowed = np.ones((n, k), bool) if mask is None else mask
+    lo = np.where(allowed, full, np.inf).min(axis=1).sum()
+    top = np.where(allowed, full, -np.inf).max(axis=1).sum()
+    budget = float(np.floor(lo + draw(st.floats(-0.05, 1.05)) * (top - lo)))
+    return values, costs, budget, mask
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(medium_problems())
+def test_reduced_lp_equals_highs_and_exact_equals_dp(problem):
+    values, costs, budget, mask = problem
+    lag = apportion.solve(values, costs, budget, method="lagrangian", mask=mask)
+    exact = apportion.solve(values, costs, budget, method="exact", mask=mask)
+    check_solution(lag, values, costs, budget, mask)
+    check_solution(exact, values, costs, budget, mask)
+    if lag.status == "infeasible":
+        assert exact.status == "infeasible"
+        return
+    scale = max(1.0, abs(lag.bound))
+    assert lag.bound == pytest.approx(lp_optimum(values, costs, budget, mask), rel=1e-9, abs=1e-9 * scale)
+    if budget * len(values) <= 3e6:  # the DP's table: N x (budget span)
+        dp = apportion.solve(values, costs, budget, method="dp", mask=mask)
+        assert exact.status == dp.status == "optimal"
+        assert exact.value == pytest.approx(dp.value, rel=1e-12, abs=1e-9)
+    assert lag.value <= exact.value + 1e-9 * scale
+    assert exact.value <= lag.bound + 1e-9 * scale
+
+
+@pytest.mark.parametrize("kind", workloads.CLASSES)
+@pytest.mark.parametrize("n,k", [(300, 8), (2000, 5)])
+def test_reduced_lp_on_the_classes(kind, n, k):
+    values, costs, budget = workloads.instance(kind, n, k, R=1000, seed=n + k)
+    lag = apportion.solve(values, costs, budget, method="lagrangian")
+    exact = apportion.solve(values, costs, budget, method="exact")
+    check_solution(lag, values, costs, budget)
+    check_solution(exact, values, costs, budget)
+    lp = lp_optimum(values, costs, budget)
+    assert lag.bound == pytest.approx(lp, rel=1e-9)
+    assert exact.status == "optimal"
+    assert lag.value <= exact.value * (1 + 1e-12) <= lp * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("kind", ["routing", "uncorrelated", "strongly"])
+def test_reduced_lp_float32_min_sense_and_shared_costs(kind):
+    values, costs, budget = workloads.instance(kind, 900, 6, R=1000, seed=5)
+    # float32 input: the answers are those of the float64 instance with the same numbers.
+    v32, c32 = values.astype(np.float32), np.asarray(costs, np.float32)
+    lag32 = apportion.solve(v32, c32, budget, method="lagrangian")
+    lag64 = apportion.solve(v32.astype(float), c32.astype(float), budget, method="lagrangian")
+    assert lag32.choice.tolist() == lag64.choice.tolist() and lag32.bound == lag64.bound
+    # Minimising the negated values is maximising the values.
+    low = apportion.solve(-values, costs, budget, method="exact", sense="min")
+    high = apportion.solve(values, costs, budget, method="exact")
+    assert low.value == pytest.approx(-high.value, rel=1e-12)
+    check_solution(low, -values, costs, budget, sense="min")
+    # Shared tier costs (K,) give the answers of the same costs repeated per item.
+    tiers = np.sort(np.asarray(costs, float).reshape(-1, costs.shape[-1])[0])
+    shared = apportion.solve(values, tiers, budget, method="exact")
+    per_item = apportion.solve(values, np.broadcast_to(tiers, values.shape).copy(), budget, method="exact")
+    assert shared.value == per_item.value
+    check_solution(shared, values, tiers, budget)
