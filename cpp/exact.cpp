@@ -54,14 +54,13 @@ struct ExactWorkspace {
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
   std::vector<CoreState> states, merged, scratch;
-  std::vector<std::vector<CoreLink>> layers;
+  std::vector<CoreLink> links;             // every layer's links, one after the other
+  std::vector<std::size_t> layer_begin;     // where each layer's links start
   std::vector<std::int32_t> layer_item;
 
   std::size_t bytes() const {
-    std::size_t links = 0;
-    for (const auto& l : layers) links += l.capacity();
     return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
-           links * sizeof(CoreLink) + order.capacity() * sizeof(CoreCandidate);
+           links.capacity() * sizeof(CoreLink) + order.capacity() * sizeof(CoreCandidate);
   }
 };
 
@@ -226,9 +225,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       }
       const double base_cost = base_cost_sum.value(), base_value = base_value_sum.value();
       ws.states.assign(1, CoreState{base_cost, base_value, -1, -1});
-      ws.layers.clear();
+      ws.links.clear();
+      ws.layer_begin.clear();
       ws.layer_item.clear();
-      std::size_t links = 0;
       double best_bound = base_value + lambda * (C - base_cost);  // lambda-bound: drives the stop
       double best_tight = L;  // tight bound of the surviving states: the gap if stopped early
       bool complete = true;
@@ -247,7 +246,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         if (ws.min_d_from[t] >= slack - tol) break;  // no state can afford any item left
         // Slack only shrinks: an item no state can afford now stays at b_i for good.
         if (entry.smallest_d >= slack - tol) continue;
-        if (links >= limits.max_states ||
+        if (ws.links.size() >= limits.max_states ||
             std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
           complete = false;
           break;
@@ -278,15 +277,14 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           ws.best_option.assign(ws.lp_option.begin(), ws.lp_option.end());
           ws.best_option[i] = ws.merged[improved].pos;
           std::int32_t s = ws.merged[improved].parent;
-          for (std::int64_t l = static_cast<std::int64_t>(ws.layers.size()) - 1; l >= 0; --l) {
-            const CoreLink link = ws.layers[l][s];
+          for (std::int64_t l = static_cast<std::int64_t>(ws.layer_item.size()) - 1; l >= 0; --l) {
+            const CoreLink link = ws.links[ws.layer_begin[l] + s];
             ws.best_option[ws.layer_item[l]] = link.pos;
             s = link.parent;
           }
         }
         // Keep what can still beat the (possibly improved) incumbent; note the best bound.
-        ws.layers.emplace_back();
-        std::vector<CoreLink>& layer = ws.layers.back();
+        ws.layer_begin.push_back(ws.links.size());
         ws.layer_item.push_back(i);
         ws.states.clear();
         best_bound = best_tight = -INFINITY;
@@ -296,10 +294,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           best_tight = std::max(best_tight, tight);
           const double bound = st.value + lambda * (C - st.cost);
           ws.states.push_back(CoreState{st.cost, st.value, -1, -1});
-          layer.push_back(CoreLink{st.parent, st.pos});
+          ws.links.push_back(CoreLink{st.parent, st.pos});
           best_bound = std::max(best_bound, bound);
         }
-        links += layer.size();
         if (ws.states.empty()) break;
       }
       if (complete) {

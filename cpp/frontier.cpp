@@ -485,6 +485,7 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
   const double budget = p.budget;
   ws.item_option.resize(n);
   ws.active.clear();
+  ws.near.clear();
   ws.option_lo.clear();
   ws.option_hi.clear();
   CompensatedSum fixed_cost, fixed_value, cheapest;
@@ -569,6 +570,7 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
         ws.item_option[i] = qa;
         fixed_cost.add(p.cost(i, qa));
         fixed_value.add(p.value(i, qa));
+        ws.near.push_back(i);
         continue;
       }
       ws.active[kept] = i;
@@ -590,8 +592,6 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
   }
   ws.fixed_cost = base;
   ws.fixed_value = fixed_value.value();
-  ws.in_frontiers.assign(n, 0);
-  for (const std::int32_t i : ws.active) ws.in_frontiers[i] = 1;
   return true;
 }
 
@@ -620,7 +620,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   build_frontiers(p, ws.frontiers, threads);
   ws.active.resize(p.n);
   for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);
-  ws.in_frontiers.assign(p.n, 1);
+  ws.near.clear();
   ws.item_option.resize(p.n);
   ws.fixed_cost = ws.fixed_value = 0.0;
   ws.frontier_budget = p.budget;

@@ -23,14 +23,15 @@ inline void for_each_option(const InstanceView<T>& p, std::int64_t i, F&& f) {
   const T* vrow = p.values + i * p.k;
   const T* crow = p.costs + i * p.cost_stride_item;
   const double sign = p.value_sign;
+  const std::int32_t k = static_cast<std::int32_t>(p.k);  // a local: f's stores cannot alias it
   if (p.mask == nullptr) {  // a separate loop, so that `allowed` folds away
-    for (std::int32_t j = 0; j < p.k; ++j) {
+    for (std::int32_t j = 0; j < k; ++j) {
       f(j, static_cast<double>(crow[j]), sign * static_cast<double>(vrow[j]), true);
     }
     return;
   }
   const std::uint8_t* mrow = p.mask + i * p.k;
-  for (std::int32_t j = 0; j < p.k; ++j) {
+  for (std::int32_t j = 0; j < k; ++j) {
     f(j, static_cast<double>(crow[j]), sign * static_cast<double>(vrow[j]), mrow[j] != 0);
   }
 }
@@ -85,7 +86,7 @@ struct LagrangianWorkspace {
   // item is fixed at its LP option in `item_option`, with totals fixed_cost / fixed_value.
   std::vector<std::int32_t> item_option;   // (N) option index of each item
   std::vector<std::int32_t> active;        // item of each frontier slot
-  std::vector<std::uint8_t> in_frontiers;  // (N) whether an item has a frontier slot
+  std::vector<std::int32_t> near;          // items fixed while the bracket narrowed
   std::vector<std::int32_t> option_lo, option_hi, option_mid, option_mid2;  // per active item
   std::vector<std::pair<double, double>> chords;  // (slope, cost) per active item
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
@@ -99,9 +100,9 @@ struct LagrangianWorkspace {
            (increments.capacity() + sample.capacity() + middle.capacity()) * sizeof(HullIncrement) +
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
            repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
-           (item_option.capacity() + active.capacity() + option_lo.capacity() + option_hi.capacity() +
+           (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
             option_mid.capacity() + option_mid2.capacity()) * sizeof(std::int32_t) +
-           chords.capacity() * 2 * sizeof(double) + in_frontiers.capacity() +
+           chords.capacity() * 2 * sizeof(double) +
            sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double));
   }
 };

@@ -97,17 +97,14 @@ struct BatchOutput {
   }
 };
 
-// Neumaier-compensated sum: totals and feasibility tests are decided on (nearly) exactly
-// rounded sums, not on an order-dependent running sum.
+// Compensated sum (Knuth's TwoSum per addition): totals and feasibility tests are decided on
+// (nearly) exactly rounded sums, not on an order-dependent running sum. Branch-free.
 struct CompensatedSum {
   double sum = 0.0, carry = 0.0;
   APPORTION_HD void add(double x) {
     const double t = sum + x;
-    if ((sum >= 0 ? sum : -sum) >= (x >= 0 ? x : -x)) {
-      carry += (sum - t) + x;
-    } else {
-      carry += (x - t) + sum;
-    }
+    const double x_part = t - sum;
+    carry += (sum - (t - x_part)) + (x - x_part);
     sum = t;
   }
   APPORTION_HD double value() const { return sum + carry; }
