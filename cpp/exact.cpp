@@ -126,6 +126,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     complete_allocation(inst, lw, frontier_cost, frontier_value, z_cost, z);
     ws.best_option.assign(lw.item_option.begin(), lw.item_option.begin() + n);
     const double tol = optimality_slack(z, L);
+#ifdef APPORTION_DEBUG_EXACT
+    const double z0 = z;
+#endif
     double upper = L;
     bool proven = lp.integral || L - z <= tol;
 
@@ -146,15 +149,26 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         });
       };
       // Items that can leave their LP option; the others never move, and bound from outside.
+      // Items fixed at the first bracket whose margin already rules out every move are not
+      // visited: their hull slopes around the break are bounded by that bracket's ends.
       ws.order.clear();
       CompensatedSum base_cost_sum, base_value_sum;
+      base_cost_sum.add(lw.fixed_cost);
+      base_value_sum.add(lw.fixed_value);
+      for (std::int64_t s = 0; s < f.n; ++s) {
+        base_cost_sum.add(inst.cost(lw.active[s], ws.lp_option[lw.active[s]]));
+        base_value_sum.add(inst.value(lw.active[s], ws.lp_option[lw.active[s]]));
+      }
       double up_fixed = 0.0, down_fixed = static_cast<double>(INFINITY);
+      bool skipped = false;
       const double gap = L - z - tol;
       for (std::int64_t i = 0; i < n; ++i) {
+        if (lw.margin[i] >= gap) {
+          skipped = true;
+          continue;
+        }
         const std::int32_t bi = ws.lp_option[i];
         const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
-        base_cost_sum.add(wb);
-        base_value_sum.add(vb);
         const double key = vb - lambda * wb;
         double best_other = -INFINITY;  // max of v - lambda w over the other options
         // The outside-core slopes, should the item stay outside, without a division per
@@ -185,6 +199,10 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           });
           ws.order.push_back({closeness, smallest, wb - lo, hi - wb, up, down, static_cast<std::int32_t>(i)});
         }
+      }
+      if (skipped) {
+        up_fixed = std::max(up_fixed, lw.first_lo);
+        down_fixed = std::min(down_fixed, lw.first_hi);
       }
       auto by_promise = [](const auto& a, const auto& b) {
         if (a.smallest_d != b.smallest_d) return a.smallest_d < b.smallest_d;
@@ -299,6 +317,10 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         }
         if (ws.states.empty()) break;
       }
+#ifdef APPORTION_DEBUG_EXACT
+      fprintf(stderr, "exact: n %ld candidates %zu layers %zu links %zu z0 %.3f L %.3f z %.3f\n", (long)n, m,
+              ws.layer_item.size(), ws.links.size(), z0, L, z);
+#endif
       if (complete) {
         proven = true;
       } else {

@@ -388,14 +388,75 @@ constexpr std::size_t kFewActive = 64;
 // optimal at both ends of a slope range is optimal in between, and the cost of any optimal
 // choice is a subgradient of L, so W(lo) > budget >= W(hi) puts the break in [lo, hi].
 struct OptionPick {
-  double score = -INFINITY;
-  std::int32_t option = -1;  // -1: no allowed option
+  double score = -INFINITY, second = -INFINITY;  // the best score and the runner-up's
+  std::int32_t option = -1;                      // -1: no allowed option
   void offer(double s, std::int32_t j, bool allowed) {
-    const bool better = allowed & (s > score);  // branch-free: random scores mispredict
+    s = allowed ? s : -INFINITY;
+    second = std::max(second, std::min(s, score));
+    const bool better = s > score;  // branch-free: random scores mispredict
     score = better ? s : score;
     option = better ? j : option;
   }
 };
+
+// Item i's LP options at two slopes (with their runner-up scores) and its cheapest allowed
+// cost, in one pass over its options: the pass over every item of the reduced LP. Unmasked
+// rows go two options at a time in vector registers where GCC's vector extensions exist;
+// ties still go to the lower index, as in OptionPick.
+template <class T>
+inline void pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
+                               OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) {
+  cheapest_cost = INFINITY;
+  std::int32_t j = 0;
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+  if (p.mask == nullptr && p.k >= 2) {
+    using v2d = double __attribute__((vector_size(16)));
+    const T* vrow = p.values + i * p.k;
+    const T* crow = p.costs + i * p.cost_stride_item;
+    const v2d vlo = {lo, lo}, vhi = {hi, hi}, sign = {p.value_sign, p.value_sign}, two = {2.0, 2.0};
+    v2d best_lo = {-INFINITY, -INFINITY}, second_lo = best_lo, best_hi = best_lo, second_hi = best_lo;
+    v2d option_lo = {0.0, 1.0}, option_hi = option_lo, index = option_lo;
+    v2d cheap = {INFINITY, INFINITY};
+    const std::int32_t k = static_cast<std::int32_t>(p.k);
+    for (; j + 2 <= k; j += 2) {
+      const v2d w = {static_cast<double>(crow[j]), static_cast<double>(crow[j + 1])};
+      const v2d v = sign * v2d{static_cast<double>(vrow[j]), static_cast<double>(vrow[j + 1])};
+      const v2d s_lo = v - vlo * w, s_hi = v - vhi * w;
+      const v2d floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
+      second_lo = floor_lo > second_lo ? floor_lo : second_lo;
+      second_hi = floor_hi > second_hi ? floor_hi : second_hi;
+      const auto better_lo = s_lo > best_lo, better_hi = s_hi > best_hi;
+      best_lo = better_lo ? s_lo : best_lo;
+      option_lo = better_lo ? index : option_lo;
+      best_hi = better_hi ? s_hi : best_hi;
+      option_hi = better_hi ? index : option_hi;
+      cheap = w < cheap ? w : cheap;
+      index += two;
+    }
+    // The two lanes into one pick: the better score, the lower index on a tie.
+    auto merge_lanes = [](v2d best, v2d second, v2d option, OptionPick& pick) {
+      const bool first = best[0] > best[1] || (best[0] == best[1] && option[0] < option[1]);
+      pick.score = first ? best[0] : best[1];
+      pick.second = std::max(std::max(second[0], second[1]), std::min(best[0], best[1]));
+      pick.option = static_cast<std::int32_t>(first ? option[0] : option[1]);
+    };
+    merge_lanes(best_lo, second_lo, option_lo, at_lo);
+    merge_lanes(best_hi, second_hi, option_hi, at_hi);
+    cheapest_cost = std::min(cheap[0], cheap[1]);
+  }
+#endif
+  // The rest (every option where the vector loop did not run).
+  const T* vrow = p.values + i * p.k;
+  const T* crow = p.costs + i * p.cost_stride_item;
+  const std::uint8_t* mrow = p.mask ? p.mask + i * p.k : nullptr;
+  for (; j < p.k; ++j) {
+    const double w = static_cast<double>(crow[j]), v = p.value_sign * static_cast<double>(vrow[j]);
+    const bool ok = mrow == nullptr || mrow[j] != 0;
+    at_lo.offer(v - lo * w, j, ok);
+    at_hi.offer(v - hi * w, j, ok);
+    cheapest_cost = ok & (w < cheapest_cost) ? w : cheapest_cost;
+  }
+}
 
 template <class T>
 inline std::int32_t lp_option_at(const InstanceView<T>& p, std::int64_t i, double lambda) {
@@ -484,6 +545,9 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
   const std::int64_t n = p.n;
   const double budget = p.budget;
   ws.item_option.resize(n);
+  ws.margin.resize(n);
+  ws.first_lo = lo;
+  ws.first_hi = hi;
   ws.active.clear();
   ws.near.clear();
   ws.option_lo.clear();
@@ -492,16 +556,15 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
   double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
   for (std::int64_t i = 0; i < n; ++i) {
     OptionPick at_lo, at_hi;
-    double cheapest_cost = INFINITY;
-    for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
-      at_lo.offer(v - lo * w, j, ok);
-      at_hi.offer(v - hi * w, j, ok);
-      cheapest_cost = ok & (w < cheapest_cost) ? w : cheapest_cost;
-    });
+    double cheapest_cost;
+    pick_at_two_slopes(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
     const std::int32_t a = at_lo.option, b = at_hi.option;
     if (a < 0) return false;  // no allowed option: the full path reports it
     cheapest.add(cheapest_cost);
     ws.item_option[i] = a;
+    // a is optimal over the whole bracket, so no other option's score falls short of its by
+    // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
+    ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
     if (a == b) {
       fixed_cost.add(p.cost(i, a));
       fixed_value.add(p.value(i, a));
@@ -571,6 +634,7 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
         fixed_cost.add(p.cost(i, qa));
         fixed_value.add(p.value(i, qa));
         ws.near.push_back(i);
+        ws.margin[i] = 0.0;  // its margins were of other options
         continue;
       }
       ws.active[kept] = i;
@@ -621,6 +685,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   ws.active.resize(p.n);
   for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);
   ws.near.clear();
+  ws.margin.assign(p.n, 0.0);
   ws.item_option.resize(p.n);
   ws.fixed_cost = ws.fixed_value = 0.0;
   ws.frontier_budget = p.budget;

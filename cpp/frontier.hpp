@@ -87,6 +87,12 @@ struct LagrangianWorkspace {
   std::vector<std::int32_t> item_option;   // (N) option index of each item
   std::vector<std::int32_t> active;        // item of each frontier slot
   std::vector<std::int32_t> near;          // items fixed while the bracket narrowed
+  // (N) a lower bound on how far any other option's v - lambda w falls short of the item's LP
+  // option at the break slope (0 when unknown: frontier items and `near`)
+  std::vector<double> margin;
+  double first_lo = 0.0, first_hi = 0.0;   // the first bracket: items fixed there keep their
+                                           // option over it, so their hull slopes around it
+                                           // are <= first_lo above and >= first_hi below
   std::vector<std::int32_t> option_lo, option_hi, option_mid, option_mid2;  // per active item
   std::vector<std::pair<double, double>> chords;  // (slope, cost) per active item
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
@@ -102,7 +108,7 @@ struct LagrangianWorkspace {
            repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
            (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
             option_mid.capacity() + option_mid2.capacity()) * sizeof(std::int32_t) +
-           chords.capacity() * 2 * sizeof(double) +
+           (chords.capacity() * 2 + margin.capacity()) * sizeof(double) +
            sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double));
   }
 };
