@@ -118,20 +118,27 @@ struct BatchResults {
 };
 
 // Calls solver<T> with T matching the dtype of values; the GIL is released while it runs.
+// Solvers with Solver<T>::kChecksInput check values and costs per instance themselves (in their
+// own pass over the data, on all threads); the others get check_batch here first.
 template <template <class> class Solver, class... Extra>
 py::tuple dispatch_batch(const BatchArgs& a, double value_sign, Extra&&... extra) {
   BatchResults r(a.b, a.n);
   BatchOutput o = r.output();
+  auto run = [&](auto typed) {
+    using T = decltype(typed);
+    BatchView<T> p = a.view<T>(value_sign);
+    py::gil_scoped_release release;
+    if (Solver<T>::kChecksInput) {
+      check_budgets(p);
+    } else {
+      check_batch(p, a.cost_elements);
+    }
+    Solver<T>::run(p, o, extra...);
+  };
   if (a.values.dtype().is(py::dtype::of<double>())) {
-    BatchView<double> p = a.view<double>(value_sign);
-    py::gil_scoped_release release;
-    check_batch(p, a.cost_elements);
-    Solver<double>::run(p, o, extra...);
+    run(double{});
   } else if (a.values.dtype().is(py::dtype::of<float>())) {
-    BatchView<float> p = a.view<float>(value_sign);
-    py::gil_scoped_release release;
-    check_batch(p, a.cost_elements);
-    Solver<float>::run(p, o, extra...);
+    run(float{});
   } else {
     throw py::type_error("values: expected float32 or float64");
   }
@@ -140,6 +147,7 @@ py::tuple dispatch_batch(const BatchArgs& a, double value_sign, Extra&&... extra
 
 template <class T>
 struct LagrangianSolver {
+  static constexpr bool kChecksInput = true;
   static void run(const BatchView<T>& p, const BatchOutput& o, int threads) {
     solve_lagrangian(p, o, threads);
   }
@@ -147,6 +155,7 @@ struct LagrangianSolver {
 
 template <class T>
 struct DpSolver {
+  static constexpr bool kChecksInput = false;
   static void run(const BatchView<T>& p, const BatchOutput& o, bool exact_spend, int threads) {
     solve_dp(p, o, exact_spend, threads);
   }
@@ -154,6 +163,7 @@ struct DpSolver {
 
 template <class T>
 struct ExactSolver {
+  static constexpr bool kChecksInput = true;
   static void run(const BatchView<T>& p, const BatchOutput& o, const ExactLimits& limits, int threads) {
     solve_exact(p, o, limits, threads);
   }

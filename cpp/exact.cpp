@@ -103,7 +103,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     const auto started = clock::now();
     const InstanceView<T> inst = p.instance(b);
     LagrangianWorkspace& lw = ws.lagrangian;
-    const LpRelaxation lp = solve_lp_reduced(inst, lw, inner);
+    const LpRelaxation lp = solve_lp_reduced(inst, lw, inner, /*margins=*/true, [&] { check_instance(p, b); });
     const ItemFrontiers& f = lw.frontiers;
     InstanceResult r;
     r.min_budget = lp.min_cost;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -399,32 +400,40 @@ struct OptionPick {
   }
 };
 
-// Item i's LP options at two slopes (with their runner-up scores) and its cheapest allowed
-// cost, in one pass over its options: the pass over every item of the reduced LP. Unmasked
-// rows go two options at a time in vector registers where GCC's vector extensions exist;
-// ties still go to the lower index, as in OptionPick.
-template <class T>
-inline void pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
+// Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
+// cheapest allowed cost, in one pass over its options: the pass over every item of the reduced
+// LP. Unmasked rows go two options at a time in vector registers where GCC's vector extensions
+// exist (SSE2 has no blend: each select costs three instructions, so runner-ups only when
+// asked); ties still go to the lower index, as in OptionPick.
+template <bool margins, class T>
+inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
                                OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) {
   cheapest_cost = INFINITY;
   std::int32_t j = 0;
+  bool valid = true;  // allowed values finite, costs finite and >= 0
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
   if (p.mask == nullptr && p.k >= 2) {
     using v2d = double __attribute__((vector_size(16)));
+    using v2l = std::int64_t __attribute__((vector_size(16)));
     const T* vrow = p.values + i * p.k;
     const T* crow = p.costs + i * p.cost_stride_item;
     const v2d vlo = {lo, lo}, vhi = {hi, hi}, sign = {p.value_sign, p.value_sign}, two = {2.0, 2.0};
+    const v2d zero = {0.0, 0.0};
     v2d best_lo = {-INFINITY, -INFINITY}, second_lo = best_lo, best_hi = best_lo, second_hi = best_lo;
     v2d option_lo = {0.0, 1.0}, option_hi = option_lo, index = option_lo;
     v2d cheap = {INFINITY, INFINITY};
+    v2l ok = {-1, -1};
     const std::int32_t k = static_cast<std::int32_t>(p.k);
     for (; j + 2 <= k; j += 2) {
       const v2d w = {static_cast<double>(crow[j]), static_cast<double>(crow[j + 1])};
       const v2d v = sign * v2d{static_cast<double>(vrow[j]), static_cast<double>(vrow[j + 1])};
+      ok &= ((v - v) == zero) & ((w - w) == zero) & (w >= zero);  // x - x is 0 only for finite x
       const v2d s_lo = v - vlo * w, s_hi = v - vhi * w;
-      const v2d floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
-      second_lo = floor_lo > second_lo ? floor_lo : second_lo;
-      second_hi = floor_hi > second_hi ? floor_hi : second_hi;
+      if constexpr (margins) {
+        const v2d floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
+        second_lo = floor_lo > second_lo ? floor_lo : second_lo;
+        second_hi = floor_hi > second_hi ? floor_hi : second_hi;
+      }
       const auto better_lo = s_lo > best_lo, better_hi = s_hi > best_hi;
       best_lo = better_lo ? s_lo : best_lo;
       option_lo = better_lo ? index : option_lo;
@@ -443,6 +452,7 @@ inline void pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
     merge_lanes(best_lo, second_lo, option_lo, at_lo);
     merge_lanes(best_hi, second_hi, option_hi, at_hi);
     cheapest_cost = std::min(cheap[0], cheap[1]);
+    valid = (ok[0] & ok[1]) != 0;
   }
 #endif
   // The rest (every option where the vector loop did not run).
@@ -451,11 +461,13 @@ inline void pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
   const std::uint8_t* mrow = p.mask ? p.mask + i * p.k : nullptr;
   for (; j < p.k; ++j) {
     const double w = static_cast<double>(crow[j]), v = p.value_sign * static_cast<double>(vrow[j]);
-    const bool ok = mrow == nullptr || mrow[j] != 0;
-    at_lo.offer(v - lo * w, j, ok);
-    at_hi.offer(v - hi * w, j, ok);
-    cheapest_cost = ok & (w < cheapest_cost) ? w : cheapest_cost;
+    const bool allowed = mrow == nullptr || mrow[j] != 0;
+    valid &= (!allowed || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
+    at_lo.offer(v - lo * w, j, allowed);
+    at_hi.offer(v - hi * w, j, allowed);
+    cheapest_cost = allowed & (w < cheapest_cost) ? w : cheapest_cost;
   }
+  return valid;
 }
 
 template <class T>
@@ -505,7 +517,14 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, double& lo
   const std::int64_t s = std::min<std::int64_t>(n, 16 + static_cast<std::int64_t>(1.5 * std::sqrt(double(n))));
   std::vector<std::int32_t>& items = ws.option_mid;  // free until the narrowing
   items.resize(s);
-  for (std::int64_t a = 0; a < s; ++a) items[a] = static_cast<std::int32_t>(a * n / s);
+  for (std::int64_t a = 0; a < s; ++a) {
+    items[a] = static_cast<std::int32_t>(a * n / s);
+    bool valid = true;  // checked before sorting: NaN breaks the comparisons of std::sort
+    for_each_option(p, items[a], [&](std::int32_t, double w, double v, bool ok) {
+      valid &= (!ok || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
+    });
+    if (!valid) return false;
+  }
   ItemFrontiers& f = ws.sample_frontiers;
   build_item_list(p, f, items.data(), s);
   std::vector<HullIncrement>& inc = ws.sample;
@@ -540,7 +559,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, double& lo
 // Returns false unless the cheapest allocation fits and the bracket holds the break:
 // W(lo) > budget >= W(hi), W the cost of the LP options (ties to the cheaper).
 template <class T>
-bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
+bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
                double& min_cost) {
   const std::int64_t n = p.n;
   const double budget = p.budget;
@@ -552,22 +571,27 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
   ws.near.clear();
   ws.option_lo.clear();
   ws.option_hi.clear();
-  CompensatedSum fixed_cost, fixed_value, cheapest;
+  // The fixed totals set the frontier items' budget and add to the bound: plain sums serve
+  // (the allocation's totals are summed exactly at the end); the cheapest cost is reported.
+  double fixed_cost = 0.0, fixed_value = 0.0;
+  CompensatedSum cheapest;
   double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
   for (std::int64_t i = 0; i < n; ++i) {
     OptionPick at_lo, at_hi;
     double cheapest_cost;
-    pick_at_two_slopes(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
+    const bool valid = margins ? pick_at_two_slopes<true>(p, i, lo, hi, at_lo, at_hi, cheapest_cost)
+                               : pick_at_two_slopes<false>(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
     const std::int32_t a = at_lo.option, b = at_hi.option;
-    if (a < 0) return false;  // no allowed option: the full path reports it
+    // Bad input or no allowed option: the full path checks the input and reports it.
+    if (!valid || a < 0) return false;
     cheapest.add(cheapest_cost);
     ws.item_option[i] = a;
     // a is optimal over the whole bracket, so no other option's score falls short of its by
     // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
-    ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
+    if (margins) ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
     if (a == b) {
-      fixed_cost.add(p.cost(i, a));
-      fixed_value.add(p.value(i, a));
+      fixed_cost += p.cost(i, a);
+      fixed_value += p.value(i, a);
     } else {
       ws.active.push_back(static_cast<std::int32_t>(i));
       ws.option_lo.push_back(a);
@@ -577,7 +601,7 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
     }
   }
   min_cost = cheapest.value();
-  double base = fixed_cost.value();
+  double base = fixed_cost;
   if (!(min_cost <= budget) || !(base + cost_lo > budget) || !(base + cost_hi <= budget)) return false;
   // Narrowing: the LP of the active items' chords (their option at lo against their option at
   // hi) guesses the break; two trial slopes just around the guess split the bracket in up to
@@ -604,10 +628,8 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
     for (std::size_t a = 0; a < count; ++a) {
       const std::int32_t i = ws.active[a];
       OptionPick at1, at2;
-      for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
-        at1.offer(v - t1 * w, j, ok);
-        at2.offer(v - t2 * w, j, ok);
-      });
+      double cheapest_cost;
+      pick_at_two_slopes<false>(p, i, t1, t2, at1, at2, cheapest_cost);
       ws.option_mid[a] = at1.option;
       ws.option_mid2[a] = at2.option;
       cost1 += p.cost(i, at1.option);
@@ -631,10 +653,10 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
       const std::int32_t i = ws.active[a], qa = ws.option_lo[a], qb = ws.option_hi[a];
       if (qa == qb) {
         ws.item_option[i] = qa;
-        fixed_cost.add(p.cost(i, qa));
-        fixed_value.add(p.value(i, qa));
+        fixed_cost += p.cost(i, qa);
+        fixed_value += p.value(i, qa);
         ws.near.push_back(i);
-        ws.margin[i] = 0.0;  // its margins were of other options
+        if (margins) ws.margin[i] = 0.0;  // its margins were of other options
         continue;
       }
       ws.active[kept] = i;
@@ -644,7 +666,7 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
       cost_hi += p.cost(i, qb);
       ++kept;
     }
-    base = fixed_cost.value();
+    base = fixed_cost;
 #ifdef APPORTION_DEBUG_REDUCE
     fprintf(stderr, "round %d: active %zu lo %g hi %g\n", round, kept, lo, hi);
 #endif
@@ -655,16 +677,17 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
     if (slow) break;
   }
   ws.fixed_cost = base;
-  ws.fixed_value = fixed_value.value();
+  ws.fixed_value = fixed_value;
   return true;
 }
 
 }  // namespace
 
 template <class T>
-LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws, int threads) {
+LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws, int threads,
+                              bool margins, const std::function<void()>& check_input) {
   double lo = 0.0, hi = 0.0, min_cost = 0.0;
-  if (p.n >= kReduceMinItems && guess_bracket(p, ws, lo, hi) && fix_items(p, ws, lo, hi, min_cost)) {
+  if (p.n >= kReduceMinItems && guess_bracket(p, ws, lo, hi) && fix_items(p, ws, lo, hi, margins, min_cost)) {
 #ifdef APPORTION_DEBUG_REDUCE
     fprintf(stderr, "reduce: n %ld active %zu lo %g hi %g\n", (long)p.n, ws.active.size(), lo, hi);
 #endif
@@ -680,7 +703,8 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
 #ifdef APPORTION_DEBUG_REDUCE
   fprintf(stderr, "reduce: fallback lo %g hi %g\n", lo, hi);
 #endif
-  // Every item gets a frontier slot.
+  // Every item gets a frontier slot, after the input checks the reduced path did in passing.
+  check_input();
   build_frontiers(p, ws.frontiers, threads);
   ws.active.resize(p.n);
   for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);
@@ -692,7 +716,9 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   return solve_lp(ws.frontiers, p.budget, ws);
 }
 
-template LpRelaxation solve_lp_reduced<float>(const InstanceView<float>&, LagrangianWorkspace&, int);
-template LpRelaxation solve_lp_reduced<double>(const InstanceView<double>&, LagrangianWorkspace&, int);
+template LpRelaxation solve_lp_reduced<float>(const InstanceView<float>&, LagrangianWorkspace&, int, bool,
+                                              const std::function<void()>&);
+template LpRelaxation solve_lp_reduced<double>(const InstanceView<double>&, LagrangianWorkspace&, int, bool,
+                                               const std::function<void()>&);
 
 }  // namespace apportion

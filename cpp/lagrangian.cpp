@@ -101,7 +101,7 @@ template <class T>
 void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads) {
   run_batch<LagrangianWorkspace>(p.b, threads, [&](std::int64_t b, LagrangianWorkspace& ws, int inner) {
     const InstanceView<T> inst = p.instance(b);
-    const LpRelaxation lp = solve_lp_reduced(inst, ws, inner);
+    const LpRelaxation lp = solve_lp_reduced(inst, ws, inner, false, [&] { check_instance(p, b); });
     const ItemFrontiers& f = ws.frontiers;
     InstanceResult r;
     r.min_budget = lp.min_cost;

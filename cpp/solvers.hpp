@@ -13,13 +13,14 @@
 namespace apportion {
 
 // Rejects NaN or infinite values among `count` (entries where mask is 0 are ignored; mask may
-// be nullptr), naming the first offending flat index.
+// be nullptr), naming the first offending flat index (counted from `first_index`).
 template <class T>
-void check_values(const T* values, const std::uint8_t* mask, std::int64_t count) {
+void check_values(const T* values, const std::uint8_t* mask, std::int64_t count,
+                  std::int64_t first_index = 0) {
   for (std::int64_t x = 0; x < count; ++x) {
     if (mask && !mask[x]) continue;
     if (!std::isfinite(static_cast<double>(values[x]))) {
-      throw std::invalid_argument("values: entry " + std::to_string(x) +
+      throw std::invalid_argument("values: entry " + std::to_string(first_index + x) +
                                   " (flat index) is NaN or infinite; values must be finite");
     }
   }
@@ -27,14 +28,34 @@ void check_values(const T* values, const std::uint8_t* mask, std::int64_t count)
 
 // Rejects NaN, infinite or negative costs among `count`, naming the first offending one.
 template <class T>
-void check_costs(const T* costs, std::int64_t count) {
+void check_costs(const T* costs, std::int64_t count, std::int64_t first_index = 0) {
   for (std::int64_t x = 0; x < count; ++x) {
     const double w = static_cast<double>(costs[x]);
     if (!std::isfinite(w) || w < 0.0) {
-      throw std::invalid_argument("costs: entry " + std::to_string(x) + " (flat index) is " +
+      throw std::invalid_argument("costs: entry " + std::to_string(first_index + x) + " (flat index) is " +
                                   std::to_string(w) + "; costs must be finite and >= 0");
     }
   }
+}
+
+// Rejects NaN budgets of a batch.
+template <class T>
+void check_budgets(const BatchView<T>& p) {
+  for (std::int64_t x = 0; x < p.b; ++x) {
+    if (std::isnan(p.budgets[x])) {
+      throw std::invalid_argument("budget: instance " + std::to_string(x) + " is NaN");
+    }
+  }
+}
+
+// The value and cost checks of check_batch for instance b alone, naming flat indices of the
+// batch. Solvers that read every value anyway (lagrangian, exact) run these per instance,
+// on all threads, and only where their own pass over the data saw something wrong.
+template <class T>
+void check_instance(const BatchView<T>& p, std::int64_t b) {
+  const std::int64_t nk = p.n * p.k;
+  check_values(p.values + b * nk, p.mask ? p.mask + b * nk : nullptr, nk, b * nk);
+  check_costs(p.costs + b * p.cost_stride_batch, p.cost_stride_item ? nk : p.k, b * p.cost_stride_batch);
 }
 
 // Rejects bad values and costs (see above) and NaN budgets of a batch.
@@ -42,11 +63,7 @@ template <class T>
 void check_batch(const BatchView<T>& p, std::int64_t cost_elements) {
   check_values(p.values, p.mask, p.b * p.n * p.k);
   check_costs(p.costs, cost_elements);
-  for (std::int64_t x = 0; x < p.b; ++x) {
-    if (std::isnan(p.budgets[x])) {
-      throw std::invalid_argument("budget: instance " + std::to_string(x) + " is NaN");
-    }
-  }
+  check_budgets(p);
 }
 
 // Per-thread scratch of a solver, kept between calls so that small solves do not pay for
@@ -85,7 +102,8 @@ void run_batch(std::int64_t batch, int threads, Fn&& solve_instance) {
 }
 
 // method="lagrangian": LP by break slope, integer primal dropping the fractional increment,
-// repair of leftover budget; bound L(lambda*).
+// repair of leftover budget; bound L(lambda*). Checks values and costs itself (check_instance);
+// the caller checks the budgets.
 template <class T>
 void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads);
 
@@ -96,7 +114,8 @@ struct ExactLimits {
   std::size_t max_states = 0;     // core states kept for back-tracking, over all layers
 };
 
-// method="exact": core enumeration bounded by the LP (see exact.cpp).
+// method="exact": core enumeration bounded by the LP (see exact.cpp). Checks values and costs
+// itself, as solve_lagrangian.
 template <class T>
 void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads);
 

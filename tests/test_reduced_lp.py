@@ -111,3 +111,30 @@ def test_reduced_lp_float32_min_sense_and_shared_costs(kind):
     per_item = apportion.solve(values, np.broadcast_to(tiers, values.shape).copy(), budget, method="exact")
     assert shared.value == per_item.value
     check_solution(shared, values, tiers, budget)
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "exact"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bad_input_inside_large_instances_is_named(method, dtype):
+    # These solvers check values and costs in their own pass over the data; the error must
+    # still name the first bad entry by its flat index in the batch.
+    values, costs, budget = workloads.instance("uncorrelated", 1000, 8, R=1000, batch=3, seed=2)
+    values, costs = values.astype(dtype), np.asarray(costs, dtype)
+    flat = 2 * 1000 * 8 + 777 * 8 + 5  # instance 2, item 777, option 5
+    for bad in (np.nan, np.inf):
+        v = values.copy()
+        v.reshape(-1)[flat] = bad
+        with pytest.raises(ValueError, match=f"values: entry {flat} "):
+            apportion.solve(v, costs, budget, method=method)
+    for bad in (np.nan, np.inf, -1.0):
+        c = np.broadcast_to(costs, values.shape).copy()
+        c.reshape(-1)[flat] = bad
+        with pytest.raises(ValueError, match=f"costs: entry {flat} "):
+            apportion.solve(values, c, budget, method=method)
+    # A NaN where the mask forbids the option is not an error.
+    v = values.copy()
+    v.reshape(-1)[flat] = np.nan
+    mask = np.ones(values.shape, bool)
+    mask.reshape(-1)[flat] = False
+    sol = apportion.solve(v, costs, budget, method=method, mask=mask)
+    check_solution(sol, np.nan_to_num(v), costs, budget, mask)
