@@ -186,9 +186,11 @@ void select_break(HullIncrement* inc, std::size_t m, double rem, LagrangianWorks
     if (sum_equal > rem) {
       // The break lies among increments of slope == pivot. Take those that fit, by item,
       // keeping each item's taken steps a prefix of its hull.
-      std::sort(inc + g, inc + e, [](const HullIncrement& x, const HullIncrement& y) {
+      auto by_item = [](const HullIncrement& x, const HullIncrement& y) {
         return x.item != y.item ? x.item < y.item : x.step < y.step;
-      });
+      };
+      // Often in order already: increments are made by item, and partitions keep ties in place.
+      if (!std::is_sorted(inc + g, inc + e, by_item)) std::sort(inc + g, inc + e, by_item);
       for (std::size_t x = g; x < e; ++x) {
         if (ws.taken[inc[x].item] != inc[x].step) continue;
         if (inc[x].dcost <= rem) {
@@ -551,6 +553,12 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, double& lo
   const std::int64_t margin = static_cast<std::int64_t>(1.5 * std::sqrt(double(m))) + 2;
   hi = at - margin >= 0 ? inc[at - margin].slope : 2.0 * inc[0].slope;
   lo = at + margin < m ? inc[at + margin].slope : 0.0;
+  if (lo == hi) {
+    // Every slope around the break is the same (integer data often ties, as p = w does): a
+    // bracket just around it; the items tied there are all active, and two-point.
+    lo = hi * (1.0 - 1e-9);
+    hi = hi * (1.0 + 1e-9);
+  }
   return lo < hi && std::isfinite(hi);
 }
 
@@ -617,6 +625,8 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
       const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
       chords[a] = dw > 0.0 ? std::make_pair(dv / dw, dw) : std::make_pair(0.5 * (lo + hi), 0.0);
     }
+    const auto [flattest, steepest] = std::minmax_element(chords.begin(), chords.end());
+    if (flattest->first == steepest->first) break;  // all tied: no slope between splits them
     double guess = weighted_break_slope(chords, budget - base - cost_hi);
     if (!(guess > lo && guess < hi)) guess = 0.5 * (lo + hi);
     const double spread = 0.05 * (hi - lo);
@@ -681,6 +691,55 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
   return true;
 }
 
+// Frontiers of the active items into slots 0..: an item whose hull inside the bracket is the
+// single segment between its options at the two ends (no option rises above that segment at
+// its kink; typical once the bracket is narrow, and for items tied at the break) gets that
+// two-entry frontier without a sort; the others are built in full.
+template <class T>
+void build_active_frontiers(const InstanceView<T>& p, LagrangianWorkspace& ws) {
+  const std::int64_t count = static_cast<std::int64_t>(ws.active.size());
+  ItemFrontiers& f = ws.frontiers;
+  size_frontiers(f, count, p.k);
+  std::vector<std::int32_t>& full = ws.option_mid;  // free after the narrowing
+  full.clear();
+  std::vector<std::int32_t>& full_slots = ws.option_mid2;
+  full_slots.clear();
+  for (std::int64_t s = 0; s < count; ++s) {
+    const std::int32_t i = ws.active[s], qa = ws.option_lo[s], qb = ws.option_hi[s];
+    const double wa = p.cost(i, qa), va = p.value(i, qa), wb = p.cost(i, qb), vb = p.value(i, qb);
+    bool two_point = wa > wb && va > vb;
+    if (two_point) {
+      const double kink = (va - vb) / (wa - wb);
+      const double top = std::max(va - kink * wa, vb - kink * wb);
+      for_each_option(p, i, [&](std::int32_t, double w, double v, bool ok) {
+        two_point &= !ok || v - kink * w <= top;
+      });
+    }
+    if (!two_point) {
+      full.push_back(i);
+      full_slots.push_back(static_cast<std::int32_t>(s));
+      continue;
+    }
+    const std::int64_t at = s * f.k;
+    f.option[at] = qb;
+    f.cost[at] = wb;
+    f.value[at] = vb;
+    f.option[at + 1] = qa;
+    f.cost[at + 1] = wa;
+    f.value[at + 1] = va;
+    f.count[s] = f.hull_count[s] = 2;
+    f.hull[at] = 0;
+    f.hull[at + 1] = 1;
+  }
+  std::int32_t order[kMaxSmallSort];
+  std::vector<std::int32_t> long_order;
+  std::int32_t* row = p.k <= kMaxSmallSort ? order : (long_order.resize(p.k), long_order.data());
+  for (std::size_t x = 0; x < full.size(); ++x) {
+    sort_by_cost(p.k, p.costs + full[x] * p.cost_stride_item, row);
+    build_item(p, f, full[x], full_slots[x], row, false);
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -691,10 +750,11 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
 #ifdef APPORTION_DEBUG_REDUCE
     fprintf(stderr, "reduce: n %ld active %zu lo %g hi %g\n", (long)p.n, ws.active.size(), lo, hi);
 #endif
-    build_item_list(p, ws.frontiers, ws.active.data(), static_cast<std::int64_t>(ws.active.size()));
+    build_active_frontiers(p, ws);
     ws.frontier_budget = p.budget - ws.fixed_cost;
     LpRelaxation lp = solve_lp(ws.frontiers, ws.frontier_budget, ws);
     if (lp.feasible) {  // it is unless rounding in the totals says otherwise
+      ws.reduced = true;
       lp.min_cost = min_cost;
       lp.bound += ws.fixed_value;
       return lp;
@@ -705,6 +765,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
 #endif
   // Every item gets a frontier slot, after the input checks the reduced path did in passing.
   check_input();
+  ws.reduced = false;
   build_frontiers(p, ws.frontiers, threads);
   ws.active.resize(p.n);
   for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);

@@ -99,6 +99,7 @@ struct LagrangianWorkspace {
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
   double fixed_cost = 0.0, fixed_value = 0.0;
   double frontier_budget = 0.0;            // budget left to the frontier items
+  bool reduced = false;                    // false: every item has its full frontier
 
   std::size_t bytes() const {
     const ItemFrontiers& f = frontiers;

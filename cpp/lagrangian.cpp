@@ -69,12 +69,14 @@ void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, doub
                          double frontier_value, double& total_cost, double& total_value) {
   const ItemFrontiers& f = ws.frontiers;
   for (std::int64_t s = 0; s < f.n; ++s) ws.item_option[ws.active[s]] = f.option[s * f.k + ws.position[s]];
-  if (!ws.near.empty()) {
-    // Upgrades within the leftover of the items fixed while the bracket narrowed, on their
-    // raw options: their hulls bend near the break, so theirs are the upgrades worth most
-    // per unit cost. (Items fixed at the first bracket would cost a scan of every option.)
+  if (ws.reduced) {
+    // Upgrades within the leftover, on raw options, of the items fixed while the bracket
+    // narrowed and of the frontier items (whose two-point frontiers hide their other
+    // options): their hulls bend near the break, so theirs are the upgrades worth most per
+    // unit cost. (Items fixed at the first bracket would cost a scan of every option.)
     double cost = ws.fixed_cost + frontier_cost, value = ws.fixed_value + frontier_value;
     ws.repair.items.assign(ws.near.begin(), ws.near.end());
+    ws.repair.items.insert(ws.repair.items.end(), ws.active.begin(), ws.active.end());
     auto best_upgrade = [&](std::int32_t i, std::int32_t q, double leftover) {
       // The most valuable option within reach, then (rarely) which one it is: the first loop
       // is a plain max, without an index carried along.
