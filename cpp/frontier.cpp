@@ -416,20 +416,18 @@ inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
   if (p.mask == nullptr && p.k >= 2) {
     using v2d = double __attribute__((vector_size(16)));
-    using v2l = std::int64_t __attribute__((vector_size(16)));
     const T* vrow = p.values + i * p.k;
     const T* crow = p.costs + i * p.cost_stride_item;
     const v2d vlo = {lo, lo}, vhi = {hi, hi}, sign = {p.value_sign, p.value_sign}, two = {2.0, 2.0};
-    const v2d zero = {0.0, 0.0};
     v2d best_lo = {-INFINITY, -INFINITY}, second_lo = best_lo, best_hi = best_lo, second_hi = best_lo;
     v2d option_lo = {0.0, 1.0}, option_hi = option_lo, index = option_lo;
     v2d cheap = {INFINITY, INFINITY};
-    v2l ok = {-1, -1};
+    v2d finite = {0.0, 0.0};  // stays 0 while every value and cost is finite
     const std::int32_t k = static_cast<std::int32_t>(p.k);
     for (; j + 2 <= k; j += 2) {
       const v2d w = {static_cast<double>(crow[j]), static_cast<double>(crow[j + 1])};
       const v2d v = sign * v2d{static_cast<double>(vrow[j]), static_cast<double>(vrow[j + 1])};
-      ok &= ((v - v) == zero) & ((w - w) == zero) & (w >= zero);  // x - x is 0 only for finite x
+      finite += (v - v) + (w - w);  // x - x is 0 for finite x, NaN otherwise
       const v2d s_lo = v - vlo * w, s_hi = v - vhi * w;
       if constexpr (margins) {
         const v2d floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
@@ -454,7 +452,7 @@ inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
     merge_lanes(best_lo, second_lo, option_lo, at_lo);
     merge_lanes(best_hi, second_hi, option_hi, at_hi);
     cheapest_cost = std::min(cheap[0], cheap[1]);
-    valid = (ok[0] & ok[1]) != 0;
+    valid = finite[0] == 0.0 && finite[1] == 0.0 && cheapest_cost >= 0.0;
   }
 #endif
   // The rest (every option where the vector loop did not run).
