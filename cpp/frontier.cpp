@@ -548,7 +548,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, double& lo
     cum += inc[at].dcost;
     if (cum > target) break;
   }
-  const std::int64_t margin = static_cast<std::int64_t>(1.5 * std::sqrt(double(m))) + 2;
+  const std::int64_t margin = static_cast<std::int64_t>(std::sqrt(double(m))) + 2;
   hi = at - margin >= 0 ? inc[at - margin].slope : 2.0 * inc[0].slope;
   lo = at + margin < m ? inc[at + margin].slope : 0.0;
   if (lo == hi) {
