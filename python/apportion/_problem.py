@@ -86,10 +86,41 @@ class Problem:
         return self.mask
 
 
+_FAST_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[Problem]:
+    """The common call, without the general path's conversions: one instance as C-contiguous
+    float64 (or float32) arrays, values (N,K), costs (K,) or (N,K) of the same dtype, a real
+    scalar budget, no mask. None for anything else (the general path then checks it)."""
+    if type(values) is not np.ndarray or type(costs) is not np.ndarray or values.ndim != 2:
+        return None
+    dtype = values.dtype
+    if dtype not in _FAST_DTYPES or costs.dtype != dtype or values.size == 0:
+        return None
+    if not (values.flags.c_contiguous and costs.flags.c_contiguous):
+        return None
+    if costs.shape != values.shape and costs.shape != values.shape[1:]:
+        return None
+    kind = type(budget)
+    if not (kind is float or kind is int or kind is np.float64
+            or (kind is np.ndarray and budget.ndim == 0 and budget.dtype.kind in "fiu")):
+        return None
+    budget = float(budget)
+    if budget != budget:
+        raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+    c = costs.reshape((1,) * (3 - costs.ndim) + costs.shape)
+    return Problem(values[None], c, np.array([budget]), None, sense, False, None)
+
+
 def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: str = "max") -> Problem:
     """Checks and normalises solver input; see `apportion.solve` for the accepted forms."""
     if sense not in SENSES:
         raise ValueError(f"sense: expected 'max' or 'min', got {sense!r}")
+    if mask is None:
+        fast = _fast_problem(values, costs, budget, sense)
+        if fast is not None:
+            return fast
     torch_device = values.device if _is_torch_tensor(values) else None
     v = _to_numpy(values, "values")
     c = _to_numpy(costs, "costs")
