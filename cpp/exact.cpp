@@ -126,9 +126,6 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     complete_allocation(inst, lw, frontier_cost, frontier_value, z_cost, z);
     ws.best_option.assign(lw.item_option.begin(), lw.item_option.begin() + n);
     const double tol = optimality_slack(z, L);
-#ifdef APPORTION_DEBUG_EXACT
-    const double z0 = z;
-#endif
     double upper = L;
     bool proven = lp.integral || L - z <= tol;
 
@@ -162,17 +159,11 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       double up_fixed = 0.0, down_fixed = static_cast<double>(INFINITY);
       bool skipped = false;
       const double gap = L - z - tol;
-#ifdef APPORTION_DEBUG_EXACT
-      std::int64_t visited = 0;
-#endif
       for (std::int64_t i = 0; i < n; ++i) {
         if (lw.margin[i] >= gap) {
           skipped = true;
           continue;
         }
-#ifdef APPORTION_DEBUG_EXACT
-        ++visited;
-#endif
         const std::int32_t bi = ws.lp_option[i];
         const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
         const double key = vb - lambda * wb;
@@ -323,10 +314,6 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         }
         if (ws.states.empty()) break;
       }
-#ifdef APPORTION_DEBUG_EXACT
-      fprintf(stderr, "exact: n %ld visited %ld frontier %ld candidates %zu layers %zu links %zu z0 %.3f L %.3f z %.3f\n",
-              (long)n, (long)visited, (long)f.n, m, ws.layer_item.size(), ws.links.size(), z0, L, z);
-#endif
       if (complete) {
         proven = true;
       } else {

@@ -69,7 +69,7 @@ void size_frontiers(ItemFrontiers& f, std::int64_t n, std::int64_t k) {
 }
 
 // Builds the frontiers of items[0..count) into slots 0..count), sorting each item's costs
-// unless all items share them (then `shared_order` is their order).
+// (once for all when the items share them).
 template <class T>
 void build_item_list(const InstanceView<T>& p, ItemFrontiers& f, const std::int32_t* items,
                      std::int64_t count) {
@@ -470,13 +470,6 @@ inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
   return valid;
 }
 
-template <class T>
-inline std::int32_t lp_option_at(const InstanceView<T>& p, std::int64_t i, double lambda) {
-  OptionPick pick;
-  for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) { pick.offer(v - lambda * w, j, ok); });
-  return pick.option;
-}
-
 // Entries (slope, weight) taken steepest first: the slope of the one whose weight first takes
 // the total past `rem` (weighted quickselect; reorders the entries). -inf when none does.
 double weighted_break_slope(std::vector<std::pair<double, double>>& e, double rem) {
@@ -563,7 +556,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, double& lo
 // Fixes the items whose LP option is the same over [lo, hi] and narrows the bracket over the
 // others (option_lo / option_hi: their options at the ends) until few are left in ws.active.
 // Returns false unless the cheapest allocation fits and the bracket holds the break:
-// W(lo) > budget >= W(hi), W the cost of the LP options (ties to the cheaper).
+// W(lo) > budget >= W(hi), W the total cost of the options OptionPick picks at a slope.
 template <class T>
 bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
                double& min_cost) {
@@ -675,9 +668,6 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
       ++kept;
     }
     base = fixed_cost;
-#ifdef APPORTION_DEBUG_REDUCE
-    fprintf(stderr, "round %d: active %zu lo %g hi %g\n", round, kept, lo, hi);
-#endif
     const bool slow = kept * 10 > count * 9;  // less than a tenth fixed: not worth another pass
     ws.active.resize(kept);
     ws.option_lo.resize(kept);
@@ -745,9 +735,6 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
                               bool margins, const std::function<void()>& check_input) {
   double lo = 0.0, hi = 0.0, min_cost = 0.0;
   if (p.n >= kReduceMinItems && guess_bracket(p, ws, lo, hi) && fix_items(p, ws, lo, hi, margins, min_cost)) {
-#ifdef APPORTION_DEBUG_REDUCE
-    fprintf(stderr, "reduce: n %ld active %zu lo %g hi %g\n", (long)p.n, ws.active.size(), lo, hi);
-#endif
     build_active_frontiers(p, ws);
     ws.frontier_budget = p.budget - ws.fixed_cost;
     LpRelaxation lp = solve_lp(ws.frontiers, ws.frontier_budget, ws);
@@ -758,9 +745,6 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
       return lp;
     }
   }
-#ifdef APPORTION_DEBUG_REDUCE
-  fprintf(stderr, "reduce: fallback lo %g hi %g\n", lo, hi);
-#endif
   // Every item gets a frontier slot, after the input checks the reduced path did in passing.
   check_input();
   ws.reduced = false;

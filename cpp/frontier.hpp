@@ -225,11 +225,11 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
   }
 }
 
-// After lagrangian_primal on the frontier items of a reduced LP (their Pareto positions in
-// ws.position, running totals frontier_cost / frontier_value): writes every item's option to
-// ws.item_option, spends leftover budget on upgrades of the fixed items, and leaves the
-// allocation's totals, summed in item order and within the budget, in total_cost and
-// total_value.
+// After lagrangian_primal on the frontier items (their Pareto positions in ws.position, running
+// totals frontier_cost / frontier_value): writes every item's option to ws.item_option; after a
+// reduced LP, spends leftover budget on upgrades of the items near the break (ws.near and the
+// frontier items) among their raw options; leaves the allocation's totals, summed in item order
+// and within the budget, in total_cost and total_value.
 template <class T>
 void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double frontier_cost,
                          double frontier_value, double& total_cost, double& total_value);

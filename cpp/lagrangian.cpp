@@ -10,9 +10,9 @@ namespace {
 // Rounds of the repair pass: the leftover after dropping the fractional increment is less
 // than one hull step, so a few rounds use it up.
 constexpr int kRepairRounds = 4;
-// The fixed items of a reduced LP get one round: scanning their raw options costs as much as
-// the LP, and the first round takes the largest gains.
-constexpr int kFixedRepairRounds = 1;
+// The raw-option repair after a reduced LP gets one round: scanning raw options costs more than
+// Pareto lists, and the first round takes the largest gains.
+constexpr int kRawRepairRounds = 1;
 }  // namespace
 
 void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, LagrangianWorkspace& ws,
@@ -92,7 +92,7 @@ void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, doub
       });
       return to;
     };
-    repair_rounds(ws.item_option, cost, value, p.budget, kFixedRepairRounds, ws.repair, best_upgrade,
+    repair_rounds(ws.item_option, cost, value, p.budget, kRawRepairRounds, ws.repair, best_upgrade,
                   [&](std::int32_t i, std::int32_t q) { return p.cost(i, q); },
                   [&](std::int32_t i, std::int32_t q) { return p.value(i, q); });
   }
