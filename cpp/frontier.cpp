@@ -470,37 +470,6 @@ inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
   return valid;
 }
 
-// Entries (slope, weight) taken steepest first: the slope of the one whose weight first takes
-// the total past `rem` (weighted quickselect; reorders the entries). -inf when none does.
-double weighted_break_slope(std::vector<std::pair<double, double>>& e, double rem) {
-  std::size_t lo = 0, hi = e.size();
-  while (lo < hi) {
-    const double s0 = e[lo].first, s1 = e[lo + (hi - lo) / 2].first, s2 = e[hi - 1].first;
-    const double pivot = std::max(std::min(s0, s1), std::min(std::max(s0, s1), s2));
-    std::size_t g = lo, a = lo, x = hi;  // greater [lo, g), equal [g, x), less [x, hi)
-    while (a < x) {
-      if (e[a].first > pivot) {
-        std::swap(e[a++], e[g++]);
-      } else if (e[a].first < pivot) {
-        std::swap(e[a], e[--x]);
-      } else {
-        ++a;
-      }
-    }
-    double greater = 0.0, equal = 0.0;
-    for (std::size_t y = lo; y < g; ++y) greater += e[y].second;
-    if (greater > rem) {
-      hi = g;
-      continue;
-    }
-    for (std::size_t y = g; y < x; ++y) equal += e[y].second;
-    if (greater + equal > rem) return pivot;
-    rem -= greater + equal;
-    lo = x;
-  }
-  return -INFINITY;
-}
-
 // Guesses a bracket (lo, hi) of the break slope from the hulls of evenly spaced items: the
 // slope where their increments, scaled to all items, would use up the budget, widened by a
 // few standard errors of that sample quantile. Returns false when the sample cannot tell.
@@ -606,19 +575,34 @@ bool fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, dou
   // hi) guesses the break; two trial slopes just around the guess split the bracket in up to
   // three, and the part where W crosses the budget becomes the new bracket. Items whose
   // options agree at its ends are fixed.
-  std::vector<std::pair<double, double>>& chords = ws.chords;
+  // The chords' LP by a weighted histogram over [lo, hi] (every chord's slope lies there: its
+  // ends are LP options at the two ends), interpolated inside the bucket where the chords,
+  // steepest first, pass the budget: a guess needs no exact selection.
+  constexpr int kBuckets = 64;
   for (int round = 0; round < 16 && ws.active.size() > kFewActive; ++round) {
     const std::size_t count = ws.active.size();
-    chords.resize(count);
+    double bucket[kBuckets] = {};
+    const double scale = kBuckets / (hi - lo);
+    double flattest = INFINITY, steepest = -INFINITY;
     for (std::size_t a = 0; a < count; ++a) {
       const std::int32_t i = ws.active[a];
       const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
       const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
-      chords[a] = dw > 0.0 ? std::make_pair(dv / dw, dw) : std::make_pair(0.5 * (lo + hi), 0.0);
+      const double slope = dw > 0.0 ? dv / dw : 0.5 * (lo + hi);
+      flattest = std::min(flattest, slope);
+      steepest = std::max(steepest, slope);
+      const double at = (hi - slope) * scale;  // bucket 0 holds the steepest
+      bucket[at > 0.0 ? std::min(kBuckets - 1, static_cast<int>(at)) : 0] += std::max(dw, 0.0);
     }
-    const auto [flattest, steepest] = std::minmax_element(chords.begin(), chords.end());
-    if (flattest->first == steepest->first) break;  // all tied: no slope between splits them
-    double guess = weighted_break_slope(chords, budget - base - cost_hi);
+    if (flattest == steepest) break;  // all tied: no slope between splits them
+    double guess = lo, rem = budget - base - cost_hi;
+    for (int x = 0; x < kBuckets; ++x) {
+      if (bucket[x] > rem) {
+        guess = hi - (x + rem / bucket[x]) / scale;
+        break;
+      }
+      rem -= bucket[x];
+    }
     if (!(guess > lo && guess < hi)) guess = 0.5 * (lo + hi);
     const double spread = 0.05 * (hi - lo);
     const double t1 = std::max(guess - spread, lo + 0.5 * spread), t2 = std::min(guess + spread, hi - 0.5 * spread);

@@ -95,7 +95,6 @@ struct LagrangianWorkspace {
                                            // option over it, so their hull slopes around it
                                            // are <= first_lo above and >= first_hi below
   std::vector<std::int32_t> option_lo, option_hi, option_mid, option_mid2;  // per active item
-  std::vector<std::pair<double, double>> chords;  // (slope, cost) per active item
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
   double fixed_cost = 0.0, fixed_value = 0.0;
   double frontier_budget = 0.0;            // budget left to the frontier items
@@ -110,7 +109,7 @@ struct LagrangianWorkspace {
            repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
            (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
             option_mid.capacity() + option_mid2.capacity()) * sizeof(std::int32_t) +
-           (chords.capacity() * 2 + margin.capacity()) * sizeof(double) +
+           margin.capacity() * sizeof(double) +
            sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double));
   }
 };
