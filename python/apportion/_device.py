@@ -29,6 +29,8 @@ _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 def is_cuda_array(x: Any) -> bool:
     """Whether `x` lives on a CUDA device (torch tensor, CAI or DLPack producer)."""
+    if type(x) is np.ndarray:  # the common case, answered before any attribute lookup
+        return False
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         return x.is_cuda
