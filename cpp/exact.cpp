@@ -69,18 +69,19 @@ struct ExactWorkspace {
 template <class Keep>
 void merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>& states, double dw,
                    double dv, std::int32_t pos, Keep&& keep, std::vector<CoreState>& out) {
-  out.clear();
-  std::size_t x = 0, y = 0;
-  const std::size_t ns = states.size();
+  const std::size_t na = a.size(), ns = states.size();
+  out.resize(na + ns);  // the most it can hold; trimmed at the end
+  CoreState* o = out.data();
+  std::size_t x = 0, y = 0, count = 0;
   auto next_kept = [&] {
     while (y < ns && !keep(states[y].cost + dw, states[y].value + dv)) ++y;
   };
   next_kept();
   double last = -INFINITY;
-  while (x < a.size() || y < ns) {
+  while (x < na || y < ns) {
     CoreState s;
-    if (y == ns || (x < a.size() && (a[x].cost < states[y].cost + dw ||
-                                     (a[x].cost == states[y].cost + dw && a[x].value >= states[y].value + dv)))) {
+    if (y == ns || (x < na && (a[x].cost < states[y].cost + dw ||
+                               (a[x].cost == states[y].cost + dw && a[x].value >= states[y].value + dv)))) {
       s = a[x++];
     } else {
       s = CoreState{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
@@ -88,10 +89,11 @@ void merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>
       next_kept();
     }
     if (s.value > last) {
-      out.push_back(s);
+      o[count++] = s;
       last = s.value;
     }
   }
+  out.resize(count);
 }
 
 }  // namespace
@@ -299,19 +301,27 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           }
         }
         // Keep what can still beat the (possibly improved) incumbent; note the best bound.
-        ws.layer_begin.push_back(ws.links.size());
+        // The survivors become the next layer's states, compacted in place; their links are
+        // this layer's.
+        const std::size_t first_link = ws.links.size();
+        ws.layer_begin.push_back(first_link);
         ws.layer_item.push_back(i);
-        ws.states.clear();
+        ws.links.resize(first_link + ws.merged.size());
+        CoreLink* link = ws.links.data() + first_link;
+        CoreState* kept = ws.merged.data();
+        std::size_t survivors = 0;
         best_bound = best_tight = -INFINITY;
         for (const CoreState& st : ws.merged) {
           const double tight = tight_bound(st.cost, st.value);
           if (tight <= z + tol) continue;
           best_tight = std::max(best_tight, tight);
-          const double bound = st.value + lambda * (C - st.cost);
-          ws.states.push_back(CoreState{st.cost, st.value, -1, -1});
-          ws.links.push_back(CoreLink{st.parent, st.pos});
-          best_bound = std::max(best_bound, bound);
+          best_bound = std::max(best_bound, st.value + lambda * (C - st.cost));
+          link[survivors] = CoreLink{st.parent, st.pos};
+          kept[survivors++] = st;
         }
+        ws.links.resize(first_link + survivors);
+        ws.merged.resize(survivors);
+        ws.states.swap(ws.merged);
         if (ws.states.empty()) break;
       }
       if (complete) {
