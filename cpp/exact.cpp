@@ -53,46 +53,51 @@ struct ExactWorkspace {
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
-  std::vector<CoreState> states, merged, scratch;
+  std::vector<CoreState> states, merged, scratch, shifted;
   std::vector<CoreLink> links;             // every layer's links, one after the other
   std::vector<std::size_t> layer_begin;     // where each layer's links start
   std::vector<std::int32_t> layer_item;
 
   std::size_t bytes() const {
-    return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
+    return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity() + shifted.capacity()) * sizeof(CoreState) +
            links.capacity() * sizeof(CoreLink) + order.capacity() * sizeof(CoreCandidate);
   }
 };
 
 // Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
-// keeping the result dominance-free. Shifted states failing `keep` are left out, with no copy.
+// keeping the result dominance-free. Shifted states failing `keep` are left out. The shifted
+// survivors are gathered first (into `shifted`), so that the merge itself is branch-free: which
+// list gives the next state is data, not control flow (random costs mispredict every branch).
 template <class Keep>
 void merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>& states, double dw,
-                   double dv, std::int32_t pos, Keep&& keep, std::vector<CoreState>& out) {
+                   double dv, std::int32_t pos, Keep&& keep, std::vector<CoreState>& shifted,
+                   std::vector<CoreState>& out) {
   const std::size_t na = a.size(), ns = states.size();
-  out.resize(na + ns);  // the most it can hold; trimmed at the end
+  shifted.resize(ns);
+  CoreState* b = shifted.data();
+  std::size_t nb = 0;
+  for (std::size_t y = 0; y < ns; ++y) {
+    const CoreState s{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
+    b[nb] = s;
+    nb += keep(s.cost, s.value);
+  }
+  out.resize(na + nb);  // the most it can hold; trimmed at the end
   CoreState* o = out.data();
   std::size_t x = 0, y = 0, count = 0;
-  auto next_kept = [&] {
-    while (y < ns && !keep(states[y].cost + dw, states[y].value + dv)) ++y;
-  };
-  next_kept();
   double last = -INFINITY;
-  while (x < na || y < ns) {
-    CoreState s;
-    if (y == ns || (x < na && (a[x].cost < states[y].cost + dw ||
-                               (a[x].cost == states[y].cost + dw && a[x].value >= states[y].value + dv)))) {
-      s = a[x++];
-    } else {
-      s = CoreState{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
-      ++y;
-      next_kept();
-    }
-    if (s.value > last) {
-      o[count++] = s;
-      last = s.value;
-    }
+  auto emit = [&](const CoreState& s) {  // kept only when worth more than every cheaper state
+    o[count] = s;
+    count += s.value > last;
+    last = std::max(last, s.value);
+  };
+  while (x < na && y < nb) {
+    const bool from_a = a[x].cost < b[y].cost || (a[x].cost == b[y].cost && a[x].value >= b[y].value);
+    emit(*(from_a ? &a[x] : &b[y]));
+    x += from_a;
+    y += !from_a;
   }
+  for (; x < na; ++x) emit(a[x]);
+  for (; y < nb; ++y) emit(b[y]);
   out.resize(count);
 }
 
@@ -278,7 +283,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           if (d >= slack - tol) continue;
           const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
           auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z + tol; };
-          merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.scratch);
+          merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch);
           ws.merged.swap(ws.scratch);
         }
         // New incumbent from the feasible states of this layer.

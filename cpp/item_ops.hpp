@@ -4,8 +4,11 @@
 // buffers (no std::vector, no std::sort, no exceptions), so the CPU code in frontier.cpp and
 // dp.cpp calls them for every instance it solves and the kernels in cuda/ call the very same
 // functions per thread or per block. The CPU tests therefore exercise the arithmetic the GPU
-// runs. Layouts follow ItemFrontiers: an item's Pareto entries at stride K (option, cost,
-// value), its hull as Pareto positions.
+// runs. (From 256 items up the CPU first reduces the LP (solve_lp_reduced) and builds frontiers
+// for the items left near the break only; the kernels build every item's, as the CPU does below
+// 256 items and whenever the reduction falls back. Both give the same LP.) Layouts follow
+// ItemFrontiers: an item's Pareto entries at stride K (option, cost, value), its hull as Pareto
+// positions.
 #pragma once
 
 #include <cmath>

@@ -21,7 +21,7 @@ AUTO_EXACT_MAX_OPTIONS = 1 << 22
 # Work caps of method="exact" when the caller gives none: past them it returns the best
 # allocation found with status "feasible" and its certified gap.
 DEFAULT_EXACT_TIME_LIMIT = 10.0
-DEFAULT_EXACT_MAX_STATES = 20_000_000
+DEFAULT_EXACT_MAX_STATES = 100_000_000
 
 
 def _threads(threads: Optional[int]) -> int:
@@ -135,8 +135,9 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
         threads: native threads to use (None = all cores). Instances of a batch run in
             parallel; a single large instance uses threads for its per-item work.
         time_limit: seconds per instance for method="exact" (default 10).
-        max_states: core states method="exact" may keep per instance (default 2e7, about
-            160 MB).
+        max_states: core states method="exact" may keep per instance, over all its layers
+            (default 1e8: at 8 bytes each, at most about 800 MB per thread, reached only by the
+            hardest instances, such as strongly correlated ones with 10^4 items).
         exact_spend: method="dp" only: spend exactly the budget (as compression budgets
             need); instances where no allocation costs exactly that are "infeasible".
         cost_resolution: method="dp" only: quantise real costs to this unit (costs rounded
