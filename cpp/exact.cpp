@@ -251,19 +251,24 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       ws.layer_begin.clear();
       ws.layer_item.clear();
       double best_bound = base_value + lambda * (C - base_cost);  // lambda-bound: drives the stop
-      double best_tight = L;  // tight bound of the surviving states: the gap if stopped early
       bool complete = true;
-      for (std::size_t t = 0; t < m; ++t) {
-        const auto& entry = ws.order[t];
+      std::int64_t last_layer = -1;  // the order index whose layer made ws.states
+      // The tight bound of a state made at layer t, with order[t+1..] and the items never in
+      // the core outside it.
+      auto tight_at = [&](std::size_t t) {
         const double up = ws.up_after[t], down = ws.down_after[t];
         const double add = ws.add_after[t];
         const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9;  // rounding in the sums
-        auto tight_bound = [&](double cost, double value) {
+        return [=](double cost, double value) {
           const double leftover = C - cost;
           if (leftover >= 0.0) return value + std::min(up * leftover, lambda * std::min(leftover, add));
           if (-leftover > shed) return -static_cast<double>(INFINITY);  // cannot get back within C
           return value + down * leftover;
         };
+      };
+      for (std::size_t t = 0; t < m; ++t) {
+        const auto& entry = ws.order[t];
+        const auto tight_bound = tight_at(t);
         const double slack = best_bound - z;
         if (ws.min_d_from[t] >= slack - tol) break;  // no state can afford any item left
         // Slack only shrinks: an item no state can afford now stays at b_i for good.
@@ -315,11 +320,11 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         CoreLink* link = ws.links.data() + first_link;
         CoreState* kept = ws.merged.data();
         std::size_t survivors = 0;
-        best_bound = best_tight = -INFINITY;
+        best_bound = -INFINITY;
+        // Every merged state passed `keep` against this z: unless z rose, all survive.
+        const bool z_rose = improved >= 0;
         for (const CoreState& st : ws.merged) {
-          const double tight = tight_bound(st.cost, st.value);
-          if (tight <= z + tol) continue;
-          best_tight = std::max(best_tight, tight);
+          if (z_rose && tight_bound(st.cost, st.value) <= z + tol) continue;
           best_bound = std::max(best_bound, st.value + lambda * (C - st.cost));
           link[survivors] = CoreLink{st.parent, st.pos};
           kept[survivors++] = st;
@@ -327,11 +332,19 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         ws.links.resize(first_link + survivors);
         ws.merged.resize(survivors);
         ws.states.swap(ws.merged);
+        last_layer = static_cast<std::int64_t>(t);
         if (ws.states.empty()) break;
       }
       if (complete) {
         proven = true;
       } else {
+        // Stopped early: no completion of a surviving state beats their best tight bound.
+        double best_tight = L;
+        if (last_layer >= 0) {
+          const auto tight_bound = tight_at(static_cast<std::size_t>(last_layer));
+          best_tight = -INFINITY;
+          for (const CoreState& st : ws.states) best_tight = std::max(best_tight, tight_bound(st.cost, st.value));
+        }
         upper = std::min(L, std::max(z, best_tight));
       }
     }
