@@ -68,8 +68,10 @@ struct ExactWorkspace {
 // keeping the result dominance-free. Shifted states failing `keep` are left out. The shifted
 // survivors are gathered first (into `shifted`), so that the merge itself is branch-free: which
 // list gives the next state is data, not control flow (random costs mispredict every branch).
+// Returns false, leaving `out` alone, when the merge would only copy `a`; when `a` is empty, the
+// shifted survivors themselves are the result (swapped into `out`, no copy).
 template <class Keep>
-void merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>& states, double dw,
+bool merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>& states, double dw,
                    double dv, std::int32_t pos, Keep&& keep, std::vector<CoreState>& shifted,
                    std::vector<CoreState>& out) {
   const std::size_t na = a.size(), ns = states.size();
@@ -80,6 +82,12 @@ void merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>
     const CoreState s{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
     b[nb] = s;
     nb += keep(s.cost, s.value);
+  }
+  if (nb == 0) return false;
+  shifted.resize(nb);
+  if (na == 0) {  // sorted and dominance-free already: a uniform shift of `states`
+    out.swap(shifted);
+    return true;
   }
   out.resize(na + nb);  // the most it can hold; trimmed at the end
   CoreState* o = out.data();
@@ -99,6 +107,7 @@ void merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>
   for (; x < na; ++x) emit(a[x]);
   for (; y < nb; ++y) emit(b[y]);
   out.resize(count);
+  return true;
 }
 
 }  // namespace
@@ -288,8 +297,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           if (d >= slack - tol) continue;
           const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
           auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z + tol; };
-          merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch);
-          ws.merged.swap(ws.scratch);
+          if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch)) {
+            ws.merged.swap(ws.scratch);
+          }
         }
         // New incumbent from the feasible states of this layer.
         std::int64_t improved = -1;
