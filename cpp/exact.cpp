@@ -138,9 +138,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     ws.lp_option.assign(lw.item_option.begin(), lw.item_option.begin() + n);
     for (std::int64_t s = 0; s < f.n; ++s) ws.lp_option[lw.active[s]] = f.option[s * f.k + lw.position[s]];
     double z_cost, z, frontier_cost, frontier_value;
+    bool core_improved = false;  // whether the core found a better allocation than the primal
     lagrangian_primal(f, lp, lw, lw.frontier_budget, frontier_cost, frontier_value);
     complete_allocation(inst, lw, frontier_cost, frontier_value, z_cost, z);
-    ws.best_option.assign(lw.item_option.begin(), lw.item_option.begin() + n);
     const double tol = optimality_slack(z, L);
     double upper = L;
     bool proven = lp.integral || L - z <= tol;
@@ -310,6 +310,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           }
         }
         if (improved >= 0) {
+          core_improved = true;
           // Walk the links back through the layers to the allocation of the new incumbent.
           ws.best_option.assign(ws.lp_option.begin(), ws.lp_option.end());
           ws.best_option[i] = ws.merged[improved].pos;
@@ -358,8 +359,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         upper = std::min(L, std::max(z, best_tight));
       }
     }
-    lw.item_option.swap(ws.best_option);
-    restore_item_options(inst, lw, r.cost, r.value);
+    if (core_improved) {
+      lw.item_option.swap(ws.best_option);
+      restore_item_options(inst, lw, r.cost, r.value);
+    } else {  // still the primal of complete_allocation, with its exact totals
+      r.cost = z_cost;
+      r.value = z;
+    }
     r.bound = proven ? r.value : std::max(upper, r.value);
     r.shadow_price = lambda;
     r.status = proven ? kOptimal : kFeasible;
