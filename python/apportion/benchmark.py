@@ -2,7 +2,10 @@
 and cvxpy on the same seeded instances, in the same run; a markdown table of times and ratios.
 
     apportion bench [--suite lagrangian|exact|all] [--quick] [--instances 3] [--peer-limit 20]
+                    [--peers cpsat,milp,lp] [--methods exact,dp] [--out FILE]
     python bench/report.py  (the same)
+
+`--peers ""` times ours alone; `--methods exact` times only that method of ours.
 
 Our solvers are timed as medians over repeated calls (from the Python call to the Solution);
 each peer solves each instance once, under a time limit (a peer that hits it is shown as
@@ -122,6 +125,8 @@ def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
             try:
                 sums[m] += _median_time(lambda: api.solve(values, costs, budget, method=m, **opts))
                 got[m] = api.solve(values, costs, budget, method=m, **opts)
+                if m in ("exact", "dp") and got[m].status != "optimal":
+                    row["notes"].append(f"{m}: {got[m].status} on seed {seed}")
             except ValueError as exc:  # e.g. a dp table past max_memory
                 sums[m] = float("nan")
                 row["notes"].append(f"{m}: {exc}"[:80])
@@ -176,15 +181,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--peer-limit", type=float, default=20.0, help="seconds per peer solve")
     parser.add_argument("--peers", default=None,
                         help="comma-separated subset of cpsat,milp,lp (default: each case's)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of our methods to time (default: each case's)")
     parser.add_argument("--out", default=None, help="also write the markdown to this file")
     args = parser.parse_args(argv)
     if args.instances < 1:
         parser.error("--instances must be at least 1")
     peers = None if args.peers is None else [p.strip() for p in args.peers.split(",") if p.strip()]
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     suites = ["lagrangian", "exact"] if args.suite == "all" else [args.suite]
     chunks = []
     for suite in suites:
         cases = (QUICK if args.quick else SUITES)[suite]
+        if methods is not None:
+            cases = [dataclasses.replace(c, ours=tuple(m for m in c.ours if m in methods)) for c in cases]
+            cases = [c for c in cases if c.ours]
         rows = []
         for case in cases:
             print(f"[{suite}] {case.label} ...", file=sys.stderr, flush=True)
