@@ -9,23 +9,12 @@ a shared VM's speed drifts by tens of percent over minutes.
 
 import argparse
 import statistics
-import time
 
 import apportion
 from apportion import workloads
+from apportion.benchmark import median_time
 
 CLASSES = ("uncorrelated", "weakly", "strongly", "subset_sum", "zigzag")
-
-
-def median_time(fn, budget_s: float, max_repeats: int) -> float:
-    fn()  # warm up
-    times = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < max_repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def cell(kind: str, n: int, k: int, R: int) -> tuple:

@@ -67,7 +67,9 @@ QUICK = {
 }
 
 
-def _median_time(fn: Callable[[], object], budget_s: float = 0.3, max_repeats: int = 200) -> float:
+def median_time(fn: Callable[[], object], budget_s: float = 0.3, max_repeats: int = 200) -> float:
+    """Median seconds of fn() after a warm-up call: at least three calls, more while `budget_s`
+    lasts, at most `max_repeats`."""
     fn()  # warm up
     times = []
     deadline = time.perf_counter() + budget_s
@@ -105,7 +107,7 @@ def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
         values, costs, budget = workloads.instance(case.kind, case.n, case.k, batch=case.batch,
                                                    R=case.R, seed=0)
         for m in case.ours:
-            row["times"][m] = _median_time(lambda: api.solve(values, costs, budget, method=m))
+            row["times"][m] = median_time(lambda: api.solve(values, costs, budget, method=m))
             ours_values[m] = api.solve(values, costs, budget, method=m)
         for p in peers:
             fn = _peer(p, peer_limit)
@@ -123,7 +125,7 @@ def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
         for m in case.ours:
             opts = _our_options(m)
             try:
-                sums[m] += _median_time(lambda: api.solve(values, costs, budget, method=m, **opts))
+                sums[m] += median_time(lambda: api.solve(values, costs, budget, method=m, **opts))
                 got[m] = api.solve(values, costs, budget, method=m, **opts)
                 if m in ("exact", "dp") and got[m].status != "optimal":
                     row["notes"].append(f"{m}: {got[m].status} on seed {seed}")
