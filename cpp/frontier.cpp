@@ -68,12 +68,12 @@ void size_frontiers(ItemFrontiers& f, std::int64_t n, std::int64_t k) {
   }
 }
 
-// Builds the frontiers of items[0..count) into slots 0..count), sorting each item's costs
-// (once for all when the items share them).
+// Builds the frontiers of items[0..count) into slots[0..count) (slots 0..count) when slots is
+// nullptr) of frontiers already sized, sorting each item's costs (once for all when the items
+// share them).
 template <class T>
 void build_item_list(const InstanceView<T>& p, ItemFrontiers& f, const std::int32_t* items,
-                     std::int64_t count) {
-  size_frontiers(f, count, p.k);
+                     const std::int32_t* slots, std::int64_t count) {
   std::int32_t order[kMaxSmallSort];
   std::vector<std::int32_t> long_order;
   std::int32_t* row = p.k <= kMaxSmallSort ? order : (long_order.resize(p.k), long_order.data());
@@ -82,7 +82,7 @@ void build_item_list(const InstanceView<T>& p, ItemFrontiers& f, const std::int3
   for (std::int64_t s = 0; s < count; ++s) {
     const std::int64_t i = items[s];
     if (!shared_costs) sort_by_cost(p.k, p.costs + i * p.cost_stride_item, row);
-    build_item(p, f, i, s, row, false);
+    build_item(p, f, i, slots ? slots[s] : s, row, false);
   }
 }
 
@@ -488,7 +488,8 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, double& lo
     if (!valid) return false;
   }
   ItemFrontiers& f = ws.sample_frontiers;
-  build_item_list(p, f, items.data(), s);
+  size_frontiers(f, s, p.k);
+  build_item_list(p, f, items.data(), nullptr, s);
   std::vector<HullIncrement>& inc = ws.sample;
   inc.clear();
   double cheapest = 0.0;
@@ -703,13 +704,7 @@ void build_active_frontiers(const InstanceView<T>& p, LagrangianWorkspace& ws) {
     f.hull[at] = 0;
     f.hull[at + 1] = 1;
   }
-  std::int32_t order[kMaxSmallSort];
-  std::vector<std::int32_t> long_order;
-  std::int32_t* row = p.k <= kMaxSmallSort ? order : (long_order.resize(p.k), long_order.data());
-  for (std::size_t x = 0; x < full.size(); ++x) {
-    sort_by_cost(p.k, p.costs + full[x] * p.cost_stride_item, row);
-    build_item(p, f, full[x], full_slots[x], row, false);
-  }
+  build_item_list(p, f, full.data(), full_slots.data(), static_cast<std::int64_t>(full.size()));
 }
 
 }  // namespace
