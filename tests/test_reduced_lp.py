@@ -138,3 +138,34 @@ def test_bad_input_inside_large_instances_is_named(method, dtype):
     mask.reshape(-1)[flat] = False
     sol = apportion.solve(v, costs, budget, method=method, mask=mask)
     check_solution(sol, np.nan_to_num(v), costs, budget, mask)
+
+
+def _unrepresentative_sample(n, sample_slope, other_slopes, seed):
+    """Two options per item, (cost 0, value 0) and (cost 1, value = its slope), where the items
+    the bracket guess samples (every n/s-th, s = 16 + 1.5 sqrt(n)) all have `sample_slope` and
+    the others slopes drawn from `other_slopes`: the guessed bracket misses the break."""
+    rng = np.random.default_rng(seed)
+    s = 16 + int(1.5 * np.sqrt(n))
+    sampled = np.arange(s) * n // s
+    slopes = rng.uniform(*other_slopes, n)
+    slopes[sampled] = sample_slope
+    values = np.stack([np.zeros(n), slopes], axis=1)
+    costs = np.stack([np.zeros(n), np.ones(n)], axis=1)
+    return values, costs, slopes
+
+
+@pytest.mark.parametrize("sample_slope,other_slopes", [(10.0, (1.0, 2.0)), (0.5, (0.6, 0.9))])
+@pytest.mark.parametrize("method", ["lagrangian", "exact"])
+def test_a_missed_sample_bracket_still_gives_the_optimum(sample_slope, other_slopes, method):
+    # The sampled items' slopes lie above every other item's (first case) or below them
+    # (second), so the first pass finds the break outside its bracket and tries again on the
+    # side it found. With unit costs and an integer budget, the LP optimum is integral: the
+    # `budget` largest slopes.
+    n, budget = 400, 200.0
+    values, costs, slopes = _unrepresentative_sample(n, sample_slope, other_slopes, seed=7)
+    optimum = np.sort(slopes)[::-1][:int(budget)].sum()
+    sol = apportion.solve(values, costs, budget, method=method)
+    check_solution(sol, values, costs, budget)
+    assert sol.bound == pytest.approx(optimum, rel=1e-12)
+    assert sol.value == pytest.approx(optimum, rel=1e-12)
+    assert sol.status == "optimal"
