@@ -65,7 +65,7 @@ void ThreadPool::worker_loop(int worker_index) {
 }
 
 void ThreadPool::parallel_for(std::int64_t n, std::int64_t grain, int max_threads,
-                              const RangeFn& fn) {
+                              const RangeFn& fn, int chunks_per_thread) {
   if (n <= 0) return;
   grain = std::max<std::int64_t>(1, grain);
   int threads = max_threads <= 0 ? size() : std::min(max_threads, size());
@@ -79,8 +79,9 @@ void ThreadPool::parallel_for(std::int64_t n, std::int64_t grain, int max_thread
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = &fn;
     n_ = n;
-    // A few chunks per thread balances uneven instances without much locking.
-    chunk_ = std::max(grain, (n + 4 * threads - 1) / (4 * threads));
+    // A few chunks per thread balances uneven work without much locking.
+    const std::int64_t chunks = static_cast<std::int64_t>(threads) * std::max(1, chunks_per_thread);
+    chunk_ = std::max(grain, (n + chunks - 1) / chunks);
     next_ = 0;
     job_workers_ = threads - 1;
     busy_workers_ = threads - 1;

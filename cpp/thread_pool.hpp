@@ -23,9 +23,11 @@ class ThreadPool {
   // Threads available, the caller included.
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Runs fn over [0, n) in chunks of at least `grain`, on at most `max_threads` threads
-  // (<= 0: all). Returns when every chunk is done; the first exception is rethrown.
-  void parallel_for(std::int64_t n, std::int64_t grain, int max_threads, const RangeFn& fn);
+  // Runs fn over [0, n) in chunks of at least `grain`, about `chunks_per_thread` per thread,
+  // on at most `max_threads` threads (<= 0: all). Returns when every chunk is done; the first
+  // exception is rethrown.
+  void parallel_for(std::int64_t n, std::int64_t grain, int max_threads, const RangeFn& fn,
+                    int chunks_per_thread = 4);
 
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -55,8 +57,8 @@ class ThreadPool {
 
 // Convenience: parallel_for on the shared pool.
 inline void parallel_for(std::int64_t n, std::int64_t grain, int max_threads,
-                         const ThreadPool::RangeFn& fn) {
-  ThreadPool::instance().parallel_for(n, grain, max_threads, fn);
+                         const ThreadPool::RangeFn& fn, int chunks_per_thread = 4) {
+  ThreadPool::instance().parallel_for(n, grain, max_threads, fn, chunks_per_thread);
 }
 
 }  // namespace apportion
