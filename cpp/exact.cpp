@@ -47,9 +47,8 @@ struct ExactWorkspace {
     double shed, add;   // cost the moves that can pay off take off / put on
     double up, down;    // hull slopes around b_i
     std::int32_t item;
-    std::int32_t turn = 0;  // interleaves items that mostly shed cost with items that add it
   };
-  std::vector<CoreCandidate> order;
+  std::vector<CoreCandidate> order, order_scratch;
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
@@ -60,7 +59,8 @@ struct ExactWorkspace {
 
   std::size_t bytes() const {
     return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity() + shifted.capacity()) * sizeof(CoreState) +
-           links.capacity() * sizeof(CoreLink) + order.capacity() * sizeof(CoreCandidate);
+           links.capacity() * sizeof(CoreLink) +
+           (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate);
   }
 };
 
@@ -225,20 +225,32 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       std::sort(ws.order.begin(), ws.order.end(), by_promise);
       // Among equally promising items, alternate those that free budget with those that use
       // it: the LP fills ties in item order, so otherwise all of one kind come first and the
-      // states spread far from the budget before any can return to it.
-      for (std::size_t a = 0, shedders = 0, adders = 0; a < ws.order.size(); ++a) {
-        if (a > 0 && (ws.order[a].smallest_d != ws.order[a - 1].smallest_d ||
-                      ws.order[a].closeness != ws.order[a - 1].closeness)) {
-          shedders = adders = 0;
+      // states spread far from the budget before any can return to it. Each run of equal
+      // promise becomes shedder, adder, shedder, ... (each kind in item order, the longer
+      // kind's rest at the end), in one pass.
+      for (std::size_t begin = 0, end; begin < ws.order.size(); begin = end) {
+        const auto& first = ws.order[begin];
+        for (end = begin + 1; end < ws.order.size() && ws.order[end].smallest_d == first.smallest_d &&
+                              ws.order[end].closeness == first.closeness;
+             ++end) {
         }
-        ws.order[a].turn = static_cast<std::int32_t>(ws.order[a].shed >= ws.order[a].add ? 2 * shedders++
-                                                                                         : 2 * adders++ + 1);
+        if (end - begin < 2) continue;
+        // The run's shedders, then its adders, each in order; then dealt out alternately.
+        std::vector<ExactWorkspace::CoreCandidate>& run = ws.order_scratch;
+        run.clear();
+        for (std::size_t a = begin; a < end; ++a) {
+          if (ws.order[a].shed >= ws.order[a].add) run.push_back(ws.order[a]);
+        }
+        const std::size_t shedders = run.size();
+        for (std::size_t a = begin; a < end; ++a) {
+          if (ws.order[a].shed < ws.order[a].add) run.push_back(ws.order[a]);
+        }
+        std::size_t shedder = 0, adder = shedders;
+        for (std::size_t at = begin; at < end; ++at) {
+          const bool shedder_turn = adder == run.size() || (shedder < shedders && (at - begin) % 2 == 0);
+          ws.order[at] = run[shedder_turn ? shedder++ : adder++];
+        }
       }
-      std::stable_sort(ws.order.begin(), ws.order.end(), [](const auto& a, const auto& b) {
-        if (a.smallest_d != b.smallest_d) return a.smallest_d < b.smallest_d;
-        if (a.closeness != b.closeness) return a.closeness < b.closeness;
-        return a.turn < b.turn;
-      });
       // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
       const std::size_t m = ws.order.size();
       ws.up_after.assign(m + 1, up_fixed);
