@@ -49,6 +49,15 @@ struct ExactWorkspace {
     std::int32_t item;
   };
   std::vector<CoreCandidate> order, order_scratch;
+  // Every item that can leave its LP option, before the core takes it: `prepared` once its
+  // hull slopes (up, down, closeness) are in `candidate`; up/down_outside its slopes should it
+  // stay outside (as the first pass over the items found them).
+  struct Pending {
+    CoreCandidate candidate;
+    double up_outside, down_outside;
+    bool prepared;
+  };
+  std::vector<Pending> pending;
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
@@ -60,7 +69,8 @@ struct ExactWorkspace {
   std::size_t bytes() const {
     return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity() + shifted.capacity()) * sizeof(CoreState) +
            links.capacity() * sizeof(CoreLink) +
-           (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate);
+           (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
+           pending.capacity() * sizeof(Pending);
   }
 };
 
@@ -164,7 +174,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       // Items that can leave their LP option; the others never move, and bound from outside.
       // Items fixed at the first bracket whose margin already rules out every move are not
       // visited: their hull slopes around the break are bounded by that bracket's ends.
-      ws.order.clear();
+      ws.pending.clear();
       CompensatedSum base_cost_sum, base_value_sum;
       base_cost_sum.add(lw.fixed_cost);
       base_value_sum.add(lw.fixed_value);
@@ -199,176 +209,218 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           up_fixed = up_outside;
           down_fixed = down_outside;
         } else {
-          double up, down;
-          hull_slopes(i, up, down);
-          const double closeness = std::max(0.0, std::min(lambda - up, down - lambda));
-          // How far the moves that can still pay off take the item's cost down and up.
-          double lo = wb, hi = wb;
-          for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
-            if (ok && key - (v - lambda * w) < gap) {
-              lo = std::min(lo, w);
-              hi = std::max(hi, w);
-            }
-          });
-          ws.order.push_back({closeness, smallest, wb - lo, hi - wb, up, down, static_cast<std::int32_t>(i)});
+          ExactWorkspace::CoreCandidate c{};
+          c.smallest_d = smallest;
+          c.item = static_cast<std::int32_t>(i);
+          ws.pending.push_back({c, up_outside, down_outside, false});
         }
       }
       if (skipped) {
         up_fixed = std::max(up_fixed, lw.first_lo);
         down_fixed = std::min(down_fixed, lw.first_hi);
       }
-      auto by_promise = [](const auto& a, const auto& b) {
-        if (a.smallest_d != b.smallest_d) return a.smallest_d < b.smallest_d;
-        if (a.closeness != b.closeness) return a.closeness < b.closeness;
-        return a.item < b.item;
+      // How far a candidate's moves that cost less than `move_limit` (of L) take its cost
+      // down and up.
+      auto cost_range = [&](ExactWorkspace::CoreCandidate& c, double move_limit) {
+        const std::int64_t i = c.item;
+        const std::int32_t bi = ws.lp_option[i];
+        const double wb = inst.cost(i, bi), key = inst.value(i, bi) - lambda * wb;
+        double lo = wb, hi = wb;
+        for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
+          if (ok && key - (v - lambda * w) < move_limit) {
+            lo = std::min(lo, w);
+            hi = std::max(hi, w);
+          }
+        });
+        c.shed = wb - lo;
+        c.add = hi - wb;
       };
-      std::sort(ws.order.begin(), ws.order.end(), by_promise);
-      // Among equally promising items, alternate those that free budget with those that use
-      // it: the LP fills ties in item order, so otherwise all of one kind come first and the
-      // states spread far from the budget before any can return to it. Each run of equal
-      // promise becomes shedder, adder, shedder, ... (each kind in item order, the longer
-      // kind's rest at the end), in one pass.
-      for (std::size_t begin = 0, end; begin < ws.order.size(); begin = end) {
-        const auto& first = ws.order[begin];
-        for (end = begin + 1; end < ws.order.size() && ws.order[end].smallest_d == first.smallest_d &&
-                              ws.order[end].closeness == first.closeness;
-             ++end) {
+      // Widening: with many candidates, the core first takes only the moves that cost under a
+      // quarter of the gap (of L, as d). Every allocation making a costlier move is worth at
+      // most L - limit, so if this first core ends at z >= L - limit (typical: the optimum is
+      // usually much nearer L than the primal), z is optimal. Otherwise (or when it stops
+      // early) the core runs again over every candidate under the gap, as it would have at
+      // once; the hull slopes found for the first core are kept.
+      constexpr std::size_t kWideningMinCandidates = 64;
+      double limit = ws.pending.size() > kWideningMinCandidates ? 0.25 * gap : gap;
+      for (;;) {
+        const bool widened = limit >= gap;  // every candidate and move takes part
+        const double move_limit = widened ? static_cast<double>(INFINITY) : limit;
+        double up_outside = up_fixed, down_outside = down_fixed;
+        ws.order.clear();
+        for (ExactWorkspace::Pending& c : ws.pending) {
+          if (c.candidate.smallest_d < limit) {
+            if (!c.prepared) {  // hull slopes around b_i and how near they come to lambda
+              hull_slopes(c.candidate.item, c.candidate.up, c.candidate.down);
+              c.candidate.closeness =
+                  std::max(0.0, std::min(lambda - c.candidate.up, c.candidate.down - lambda));
+              c.prepared = true;
+            }
+            cost_range(c.candidate, limit);
+            ws.order.push_back(c.candidate);
+          } else {
+            up_outside = std::max(up_outside, c.up_outside);
+            down_outside = std::min(down_outside, c.down_outside);
+          }
         }
-        if (end - begin < 2) continue;
-        // The run's shedders, then its adders, each in order; then dealt out alternately.
-        std::vector<ExactWorkspace::CoreCandidate>& run = ws.order_scratch;
-        run.clear();
-        for (std::size_t a = begin; a < end; ++a) {
-          if (ws.order[a].shed >= ws.order[a].add) run.push_back(ws.order[a]);
-        }
-        const std::size_t shedders = run.size();
-        for (std::size_t a = begin; a < end; ++a) {
-          if (ws.order[a].shed < ws.order[a].add) run.push_back(ws.order[a]);
-        }
-        std::size_t shedder = 0, adder = shedders;
-        for (std::size_t at = begin; at < end; ++at) {
-          const bool shedder_turn = adder == run.size() || (shedder < shedders && (at - begin) % 2 == 0);
-          ws.order[at] = run[shedder_turn ? shedder++ : adder++];
-        }
-      }
-      // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
-      const std::size_t m = ws.order.size();
-      ws.up_after.assign(m + 1, up_fixed);
-      ws.down_after.assign(m + 1, down_fixed);
-      ws.min_d_from.assign(m + 1, static_cast<double>(INFINITY));
-      ws.shed_after.assign(m + 1, 0.0);
-      ws.add_after.assign(m + 1, 0.0);
-      for (std::size_t t = m; t-- > 0;) {
-        ws.min_d_from[t] = std::min(ws.min_d_from[t + 1], ws.order[t].smallest_d);
-        if (t == 0) break;
-        ws.shed_after[t - 1] = ws.shed_after[t] + ws.order[t].shed;
-        ws.add_after[t - 1] = ws.add_after[t] + ws.order[t].add;
-        ws.up_after[t - 1] = std::max(ws.up_after[t], ws.order[t].up);
-        ws.down_after[t - 1] = std::min(ws.down_after[t], ws.order[t].down);
-      }
-      const double base_cost = base_cost_sum.value(), base_value = base_value_sum.value();
-      ws.states.assign(1, CoreState{base_cost, base_value, -1, -1});
-      ws.links.clear();
-      ws.layer_begin.clear();
-      ws.layer_item.clear();
-      double best_bound = base_value + lambda * (C - base_cost);  // lambda-bound: drives the stop
-      bool complete = true;
-      std::int64_t last_layer = -1;  // the order index whose layer made ws.states
-      // The tight bound of a state made at layer t, with order[t+1..] and the items never in
-      // the core outside it.
-      auto tight_at = [&](std::size_t t) {
-        const double up = ws.up_after[t], down = ws.down_after[t];
-        const double add = ws.add_after[t];
-        const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9;  // rounding in the sums
-        return [=](double cost, double value) {
-          const double leftover = C - cost;
-          if (leftover >= 0.0) return value + std::min(up * leftover, lambda * std::min(leftover, add));
-          if (-leftover > shed) return -static_cast<double>(INFINITY);  // cannot get back within C
-          return value + down * leftover;
+        auto by_promise = [](const auto& a, const auto& b) {
+          if (a.smallest_d != b.smallest_d) return a.smallest_d < b.smallest_d;
+          if (a.closeness != b.closeness) return a.closeness < b.closeness;
+          return a.item < b.item;
         };
-      };
-      for (std::size_t t = 0; t < m; ++t) {
-        const auto& entry = ws.order[t];
-        const auto tight_bound = tight_at(t);
-        const double slack = best_bound - z;
-        if (ws.min_d_from[t] >= slack - tol) break;  // no state can afford any item left
-        // Slack only shrinks: an item no state can afford now stays at b_i for good.
-        if (entry.smallest_d >= slack - tol) continue;
-        if (ws.links.size() >= limits.max_states ||
-            std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
-          complete = false;
+        std::sort(ws.order.begin(), ws.order.end(), by_promise);
+        // Among equally promising items, alternate those that free budget with those that use
+        // it: the LP fills ties in item order, so otherwise all of one kind come first and the
+        // states spread far from the budget before any can return to it. Each run of equal
+        // promise becomes shedder, adder, shedder, ... (each kind in item order, the longer
+        // kind's rest at the end), in one pass.
+        for (std::size_t begin = 0, end; begin < ws.order.size(); begin = end) {
+          const auto& first = ws.order[begin];
+          for (end = begin + 1; end < ws.order.size() && ws.order[end].smallest_d == first.smallest_d &&
+                                ws.order[end].closeness == first.closeness;
+               ++end) {
+          }
+          if (end - begin < 2) continue;
+          // The run's shedders, then its adders, each in order; then dealt out alternately.
+          std::vector<ExactWorkspace::CoreCandidate>& run = ws.order_scratch;
+          run.clear();
+          for (std::size_t a = begin; a < end; ++a) {
+            if (ws.order[a].shed >= ws.order[a].add) run.push_back(ws.order[a]);
+          }
+          const std::size_t shedders = run.size();
+          for (std::size_t a = begin; a < end; ++a) {
+            if (ws.order[a].shed < ws.order[a].add) run.push_back(ws.order[a]);
+          }
+          std::size_t shedder = 0, adder = shedders;
+          for (std::size_t at = begin; at < end; ++at) {
+            const bool shedder_turn = adder == run.size() || (shedder < shedders && (at - begin) % 2 == 0);
+            ws.order[at] = run[shedder_turn ? shedder++ : adder++];
+          }
+        }
+        // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
+        const std::size_t m = ws.order.size();
+        ws.up_after.assign(m + 1, up_outside);
+        ws.down_after.assign(m + 1, down_outside);
+        ws.min_d_from.assign(m + 1, static_cast<double>(INFINITY));
+        ws.shed_after.assign(m + 1, 0.0);
+        ws.add_after.assign(m + 1, 0.0);
+        for (std::size_t t = m; t-- > 0;) {
+          ws.min_d_from[t] = std::min(ws.min_d_from[t + 1], ws.order[t].smallest_d);
+          if (t == 0) break;
+          ws.shed_after[t - 1] = ws.shed_after[t] + ws.order[t].shed;
+          ws.add_after[t - 1] = ws.add_after[t] + ws.order[t].add;
+          ws.up_after[t - 1] = std::max(ws.up_after[t], ws.order[t].up);
+          ws.down_after[t - 1] = std::min(ws.down_after[t], ws.order[t].down);
+        }
+        const double base_cost = base_cost_sum.value(), base_value = base_value_sum.value();
+        ws.states.assign(1, CoreState{base_cost, base_value, -1, -1});
+        ws.links.clear();
+        ws.layer_begin.clear();
+        ws.layer_item.clear();
+        double best_bound = base_value + lambda * (C - base_cost);  // lambda-bound: drives the stop
+        bool complete = true;
+        std::int64_t last_layer = -1;  // the order index whose layer made ws.states
+        // The tight bound of a state made at layer t, with order[t+1..] and the items never in
+        // the core outside it.
+        auto tight_at = [&](std::size_t t) {
+          const double up = ws.up_after[t], down = ws.down_after[t];
+          const double add = ws.add_after[t];
+          const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9;  // rounding in the sums
+          return [=](double cost, double value) {
+            const double leftover = C - cost;
+            if (leftover >= 0.0) return value + std::min(up * leftover, lambda * std::min(leftover, add));
+            if (-leftover > shed) return -static_cast<double>(INFINITY);  // cannot get back within C
+            return value + down * leftover;
+          };
+        };
+        for (std::size_t t = 0; t < m; ++t) {
+          const auto& entry = ws.order[t];
+          const auto tight_bound = tight_at(t);
+          const double slack = best_bound - z;
+          if (ws.min_d_from[t] >= slack - tol) break;  // no state can afford any item left
+          // Slack only shrinks: an item no state can afford now stays at b_i for good.
+          if (entry.smallest_d >= slack - tol) continue;
+          if (ws.links.size() >= limits.max_states ||
+              std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
+            complete = false;
+            break;
+          }
+          const std::int32_t i = entry.item, bi = ws.lp_option[i];
+          const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
+          const double key = vb - lambda * wb;
+          ws.merged.clear();
+          for (std::int32_t q = 0; q < inst.k; ++q) {
+            if (!inst.allowed(i, q)) continue;
+            const double d = q == bi ? 0.0 : key - (inst.value(i, q) - lambda * inst.cost(i, q));
+            if (d >= slack - tol || d >= move_limit) continue;
+            const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
+            auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z + tol; };
+            if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch)) {
+              ws.merged.swap(ws.scratch);
+            }
+          }
+          // New incumbent from the feasible states of this layer.
+          std::int64_t improved = -1;
+          for (std::size_t s = 0; s < ws.merged.size(); ++s) {
+            if (ws.merged[s].cost <= C && ws.merged[s].value > z) {
+              z = ws.merged[s].value;
+              improved = static_cast<std::int64_t>(s);
+            }
+          }
+          if (improved >= 0) {
+            core_improved = true;
+            // Walk the links back through the layers to the allocation of the new incumbent.
+            ws.best_option.assign(ws.lp_option.begin(), ws.lp_option.end());
+            ws.best_option[i] = ws.merged[improved].pos;
+            std::int32_t s = ws.merged[improved].parent;
+            for (std::int64_t l = static_cast<std::int64_t>(ws.layer_item.size()) - 1; l >= 0; --l) {
+              const CoreLink link = ws.links[ws.layer_begin[l] + s];
+              ws.best_option[ws.layer_item[l]] = link.pos;
+              s = link.parent;
+            }
+          }
+          // Keep what can still beat the (possibly improved) incumbent; note the best bound.
+          // The survivors become the next layer's states, compacted in place; their links are
+          // this layer's.
+          const std::size_t first_link = ws.links.size();
+          ws.layer_begin.push_back(first_link);
+          ws.layer_item.push_back(i);
+          ws.links.resize(first_link + ws.merged.size());
+          CoreLink* link = ws.links.data() + first_link;
+          CoreState* kept = ws.merged.data();
+          std::size_t survivors = 0;
+          best_bound = -INFINITY;
+          // Every merged state passed `keep` against this z: unless z rose, all survive.
+          const bool z_rose = improved >= 0;
+          for (const CoreState& st : ws.merged) {
+            if (z_rose && tight_bound(st.cost, st.value) <= z + tol) continue;
+            best_bound = std::max(best_bound, st.value + lambda * (C - st.cost));
+            link[survivors] = CoreLink{st.parent, st.pos};
+            kept[survivors++] = st;
+          }
+          ws.links.resize(first_link + survivors);
+          ws.merged.resize(survivors);
+          ws.states.swap(ws.merged);
+          last_layer = static_cast<std::int64_t>(t);
+          if (ws.states.empty()) break;
+        }
+        if (complete && (widened || L - z - tol <= limit)) {
+          proven = true;
           break;
         }
-        const std::int32_t i = entry.item, bi = ws.lp_option[i];
-        const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
-        const double key = vb - lambda * wb;
-        ws.merged.clear();
-        for (std::int32_t q = 0; q < inst.k; ++q) {
-          if (!inst.allowed(i, q)) continue;
-          const double d = q == bi ? 0.0 : key - (inst.value(i, q) - lambda * inst.cost(i, q));
-          if (d >= slack - tol) continue;
-          const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
-          auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z + tol; };
-          if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch)) {
-            ws.merged.swap(ws.scratch);
+        if (!complete) {
+          // Stopped early: no completion of a surviving state beats their best tight bound,
+          // and before widening, no allocation making a costlier move beats L - limit.
+          double best_tight = L;
+          if (last_layer >= 0) {
+            const auto tight_bound = tight_at(static_cast<std::size_t>(last_layer));
+            best_tight = -INFINITY;
+            for (const CoreState& st : ws.states) best_tight = std::max(best_tight, tight_bound(st.cost, st.value));
           }
+          upper = std::min(L, std::max({z, best_tight, widened ? z : L - limit}));
+          break;
         }
-        // New incumbent from the feasible states of this layer.
-        std::int64_t improved = -1;
-        for (std::size_t s = 0; s < ws.merged.size(); ++s) {
-          if (ws.merged[s].cost <= C && ws.merged[s].value > z) {
-            z = ws.merged[s].value;
-            improved = static_cast<std::int64_t>(s);
-          }
-        }
-        if (improved >= 0) {
-          core_improved = true;
-          // Walk the links back through the layers to the allocation of the new incumbent.
-          ws.best_option.assign(ws.lp_option.begin(), ws.lp_option.end());
-          ws.best_option[i] = ws.merged[improved].pos;
-          std::int32_t s = ws.merged[improved].parent;
-          for (std::int64_t l = static_cast<std::int64_t>(ws.layer_item.size()) - 1; l >= 0; --l) {
-            const CoreLink link = ws.links[ws.layer_begin[l] + s];
-            ws.best_option[ws.layer_item[l]] = link.pos;
-            s = link.parent;
-          }
-        }
-        // Keep what can still beat the (possibly improved) incumbent; note the best bound.
-        // The survivors become the next layer's states, compacted in place; their links are
-        // this layer's.
-        const std::size_t first_link = ws.links.size();
-        ws.layer_begin.push_back(first_link);
-        ws.layer_item.push_back(i);
-        ws.links.resize(first_link + ws.merged.size());
-        CoreLink* link = ws.links.data() + first_link;
-        CoreState* kept = ws.merged.data();
-        std::size_t survivors = 0;
-        best_bound = -INFINITY;
-        // Every merged state passed `keep` against this z: unless z rose, all survive.
-        const bool z_rose = improved >= 0;
-        for (const CoreState& st : ws.merged) {
-          if (z_rose && tight_bound(st.cost, st.value) <= z + tol) continue;
-          best_bound = std::max(best_bound, st.value + lambda * (C - st.cost));
-          link[survivors] = CoreLink{st.parent, st.pos};
-          kept[survivors++] = st;
-        }
-        ws.links.resize(first_link + survivors);
-        ws.merged.resize(survivors);
-        ws.states.swap(ws.merged);
-        last_layer = static_cast<std::int64_t>(t);
-        if (ws.states.empty()) break;
-      }
-      if (complete) {
-        proven = true;
-      } else {
-        // Stopped early: no completion of a surviving state beats their best tight bound.
-        double best_tight = L;
-        if (last_layer >= 0) {
-          const auto tight_bound = tight_at(static_cast<std::size_t>(last_layer));
-          best_tight = -INFINITY;
-          for (const CoreState& st : ws.states) best_tight = std::max(best_tight, tight_bound(st.cost, st.value));
-        }
-        upper = std::min(L, std::max(z, best_tight));
+        limit = gap;  // every candidate (z may have risen: the core skips what it no longer needs)
       }
     }
     if (core_improved) {

@@ -4,6 +4,7 @@ frontier), against brute force and CP-SAT."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import apportion
 from apportion import workloads
@@ -98,6 +99,25 @@ def test_exact_matches_dp_on_larger_instances(kind):
     assert exact.value == pytest.approx(dp.value, rel=1e-12)
     lag = apportion.solve(values, costs, budget, method="lagrangian")
     assert lag.value <= exact.value + 1e-9 * abs(exact.value) <= lag.bound + 2e-9 * abs(exact.value)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(CLASSIC), n=st.integers(150, 400), k=st.integers(3, 10),
+       R=st.sampled_from([20, 60, 150]), seed=st.integers(0, 2**32 - 1),
+       shift=st.floats(-0.3, 0.3))
+def test_exact_with_many_core_candidates_equals_dp(kind, n, k, R, seed, shift):
+    # Enough items near the break that the core first tries only the cheap moves (under a
+    # quarter of the gap) and widens when that cannot prove optimality: both ends must still
+    # give the optimum.
+    values, costs, budget = workloads.instance(kind, n, k, R=R, seed=seed)
+    lo, top = costs.min(axis=1).sum(), costs.max(axis=1).sum()
+    budget = float(np.floor(budget + shift * (top - lo) / 2))
+    exact = apportion.solve(values, costs, budget, method="exact")
+    dp = apportion.solve(values, costs, budget, method="dp")
+    check_solution(exact, values, costs, budget)
+    assert exact.status == dp.status
+    if dp.status == "optimal":
+        assert exact.value == pytest.approx(dp.value, rel=1e-12, abs=1e-9)
 
 
 @pytest.mark.parametrize("method", ["exact", "dp"])
