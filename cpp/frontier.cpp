@@ -388,6 +388,11 @@ constexpr std::int64_t kReduceMinItems = 256;
 // was at least as fast as 1.0 and 0.5 on the routing and uncorrelated classes.
 constexpr double kMarginScale = 0.7;
 
+// All-tied active sets above this size keep only kFewActive items active (see fix_items): the
+// frontier work saved then outweighs the primal's loss of Pareto repairs over the others
+// (measured on the weakly correlated class, whose tied sets after the first pass are smaller).
+constexpr std::size_t kManyTied = 256;
+
 // Narrowing stops at this many active items: their frontiers are cheap, and the roundings of
 // the primal need the items around the break to choose from.
 constexpr std::size_t kFewActive = 64;
@@ -617,17 +622,56 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     double bucket[kBuckets] = {};
     const double scale = kBuckets / (hi - lo);
     double flattest = INFINITY, steepest = -INFINITY;
+    bool rising = true;  // every chord costs more at lo than at hi
     for (std::size_t a = 0; a < count; ++a) {
       const std::int32_t i = ws.active[a];
       const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
       const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
       const double slope = dw > 0.0 ? dv / dw : 0.5 * (lo + hi);
+      rising &= dw > 0.0;
       flattest = std::min(flattest, slope);
       steepest = std::max(steepest, slope);
       const double at = (hi - slope) * scale;  // bucket 0 holds the steepest
       bucket[at > 0.0 ? std::min(kBuckets - 1, static_cast<int>(at)) : 0] += std::max(dw, 0.0);
     }
-    if (flattest == steepest) break;  // all tied: no slope between splits them
+    if (flattest == steepest) {
+      // All tied (as p = w makes every item): no slope between splits them, and at the break
+      // any split of the items between their two ends is optimal. The LP takes tied steps in
+      // item order, so the items before the break are fixed at their costlier end and those
+      // after it at their cheaper end, all but kFewActive around it. They join `near`: the raw
+      // repair still sees their other options (subset-sum needs them to fill the budget).
+      if (rising && count > kManyTied) {
+        const double room = budget - base - cost_hi;
+        std::size_t brk = 0;
+        for (double taken = 0.0; brk < count; ++brk) {
+          const std::int32_t i = ws.active[brk];
+          taken += p.cost(i, ws.option_lo[brk]) - p.cost(i, ws.option_hi[brk]);
+          if (taken > room) break;
+        }
+        if (brk < count) {  // (no break in the sum only by rounding: then all stay active)
+          const std::size_t first = brk > kFewActive / 2 ? brk - kFewActive / 2 : 0;
+          const std::size_t last = std::min(count, first + kFewActive);
+          auto fix = [&](std::size_t a, std::int32_t q) {
+            const std::int32_t i = ws.active[a];
+            ws.item_option[i] = q;
+            fixed_cost += p.cost(i, q);
+            fixed_value += p.value(i, q);
+            ws.near.push_back(i);
+          };
+          for (std::size_t a = 0; a < first; ++a) fix(a, ws.option_lo[a]);
+          for (std::size_t a = last; a < count; ++a) fix(a, ws.option_hi[a]);
+          auto keep_window = [&](std::vector<std::int32_t>& v) {
+            v.erase(v.begin() + last, v.end());
+            v.erase(v.begin(), v.begin() + first);
+          };
+          keep_window(ws.active);
+          keep_window(ws.option_lo);
+          keep_window(ws.option_hi);
+          base = fixed_cost;
+        }
+      }
+      break;
+    }
     double guess = lo, rem = budget - base - cost_hi;
     for (int x = 0; x < kBuckets; ++x) {
       if (bucket[x] > rem) {

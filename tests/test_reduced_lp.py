@@ -169,3 +169,31 @@ def test_a_missed_sample_bracket_still_gives_the_optimum(sample_slope, other_slo
     assert sol.bound == pytest.approx(optimum, rel=1e-12)
     assert sol.value == pytest.approx(optimum, rel=1e-12)
     assert sol.status == "optimal"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(300, 800), k=st.integers(2, 8), slope=st.sampled_from([1.0, 2.0, 0.5]),
+       seed=st.integers(0, 2**32 - 1), share=st.floats(0.05, 0.95), masked=st.booleans())
+def test_all_tied_items_give_the_lp_and_the_optimum(n, k, slope, seed, share, masked):
+    # Every option on one line v = slope * w (subset-sum when slope = 1): every item is tied at
+    # the break, and all but a few are fixed at one of their ends. The bound must still be the
+    # LP's, and exact must still find the optimum (the DP's).
+    rng = np.random.default_rng(seed)
+    costs = rng.integers(1, 60, (n, k)).astype(float)
+    values = slope * costs
+    mask = None
+    if masked:
+        mask = rng.random((n, k)) < 0.7
+        mask[np.arange(n), rng.integers(0, k, n)] = True
+    allowed = np.ones((n, k), bool) if mask is None else mask
+    lo = np.where(allowed, costs, np.inf).min(axis=1).sum()
+    top = np.where(allowed, costs, -np.inf).max(axis=1).sum()
+    budget = float(np.floor(lo + share * (top - lo)))
+    lag = apportion.solve(values, costs, budget, method="lagrangian", mask=mask)
+    exact = apportion.solve(values, costs, budget, method="exact", mask=mask)
+    dp = apportion.solve(values, costs, budget, method="dp", mask=mask)
+    for sol in (lag, exact):
+        check_solution(sol, values, costs, budget, mask)
+    assert lag.bound == pytest.approx(lp_optimum(values, costs, budget, mask), rel=1e-9)
+    assert exact.status == dp.status == "optimal"
+    assert exact.value == pytest.approx(dp.value, rel=1e-12)
