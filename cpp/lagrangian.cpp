@@ -13,6 +13,37 @@ constexpr int kRepairRounds = 4;
 // The raw-option repair after a reduced LP gets one round: scanning raw options costs more than
 // Pareto lists, and the first round takes the largest gains.
 constexpr int kRawRepairRounds = 1;
+
+// The largest value among item i's allowed options costing at most `limit`, or `floor` when
+// none is larger: the raw repair's scan. A running max waits on the one before it, so
+// unmasked rows go two options at a time in vector registers where GCC's vector extensions
+// exist (as in frontier.cpp's first pass): half as long a chain.
+template <class T>
+inline double best_value_within(const InstanceView<T>& p, std::int64_t i, double limit, double floor) {
+  std::int32_t j = 0;
+  double best = floor;
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+  if (p.mask == nullptr) {
+    using v2d = double __attribute__((vector_size(16)));
+    const T* vrow = p.values + i * p.k;
+    const T* crow = p.costs + i * p.cost_stride_item;
+    const v2d within = {limit, limit}, none = {floor, floor}, sign = {p.value_sign, p.value_sign};
+    v2d top = none;
+    for (; j + 2 <= p.k; j += 2) {
+      const v2d w = {static_cast<double>(crow[j]), static_cast<double>(crow[j + 1])};
+      const v2d v = sign * v2d{static_cast<double>(vrow[j]), static_cast<double>(vrow[j + 1])};
+      const v2d x = w <= within ? v : none;
+      top = x > top ? x : top;
+    }
+    best = std::max(top[0], top[1]);
+  }
+#endif
+  for (; j < p.k; ++j) {  // the rest (every option where the vector loop did not run)
+    const bool ok = p.allowed(i, j) && p.cost(i, j) <= limit;
+    best = std::max(best, ok ? p.value(i, j) : floor);
+  }
+  return best;
+}
 }  // namespace
 
 void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, LagrangianWorkspace& ws,
@@ -81,10 +112,7 @@ void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, doub
       // The most valuable option within reach, then (rarely) which one it is: the first loop
       // is a plain max, without an index carried along.
       const double limit = p.cost(i, q) + leftover, v0 = p.value(i, q);
-      double best = v0;
-      for_each_option(p, i, [&](std::int32_t, double w, double v, bool ok) {
-        best = std::max(best, ok & (w <= limit) ? v : v0);
-      });
+      const double best = best_value_within(p, i, limit, v0);
       if (best == v0) return q;
       std::int32_t to = q;
       for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
