@@ -109,7 +109,7 @@ def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[
     budget = float(budget)
     if budget != budget:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
-    c = costs.reshape((1,) * (3 - costs.ndim) + costs.shape)
+    c = costs[None] if costs.ndim == 2 else costs[None, None]
     return Problem(values[None], c, np.array([budget]), None, sense, False, None)
 
 
@@ -264,12 +264,12 @@ def make_solution(problem: Problem, raw: tuple, method: str, started: float,
     min_budget, status) given in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
     sign = problem.value_sign
-    if not problem.batched:  # scalars, without array arithmetic
+    if not problem.batched:  # scalars, without array arithmetic (.item(): one instance)
         choice = choice[0]
-        value, bound = sign * float(value[0]), sign * float(bound[0])
+        value, bound = sign * value.item(), sign * bound.item()
         gap = abs(bound - value)
-        cost, shadow, min_budget = float(cost[0]), float(shadow[0]), float(min_budget[0])
-        status_names = _STATUS_LIST[int(status[0])]
+        cost, shadow, min_budget = cost.item(), shadow.item(), min_budget.item()
+        status_names = _STATUS_LIST[status.item()]
     else:
         if sign < 0:
             value = -value
