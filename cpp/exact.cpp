@@ -240,9 +240,17 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       // most L - limit, so if this first core ends at z >= L - limit (typical: the optimum is
       // usually much nearer L than the primal), z is optimal. Otherwise (or when it stops
       // early) the core runs again over every candidate under the gap, as it would have at
-      // once; the hull slopes found for the first core are kept.
+      // once; the hull slopes found for the first core are kept. It is skipped when it would
+      // leave out no candidate: on strongly correlated instances with many options it then
+      // did nearly the whole core's work, failed, and the core ran twice.
       constexpr std::size_t kWideningMinCandidates = 64;
-      double limit = ws.pending.size() > kWideningMinCandidates ? 0.25 * gap : gap;
+      double limit = gap;
+      if (ws.pending.size() > kWideningMinCandidates) {
+        const bool leaves_one_out = std::any_of(ws.pending.begin(), ws.pending.end(), [&](const auto& c) {
+          return !(c.candidate.smallest_d < 0.25 * gap);
+        });
+        if (leaves_one_out) limit = 0.25 * gap;
+      }
       for (;;) {
         const bool widened = limit >= gap;  // every candidate and move takes part
         const double move_limit = widened ? static_cast<double>(INFINITY) : limit;
