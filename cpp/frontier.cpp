@@ -617,6 +617,15 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   // ends are LP options at the two ends), interpolated inside the bucket where the chords,
   // steepest first, pass the budget: a guess needs no exact selection.
   constexpr int kBuckets = 64;
+  // An active item fixed at option q while the bracket narrows: its totals join the fixed ones,
+  // and it joins `near`, whose raw options the primal's repair still scans.
+  auto fix_near = [&](std::int32_t i, std::int32_t q) {
+    ws.item_option[i] = q;
+    fixed_cost += p.cost(i, q);
+    fixed_value += p.value(i, q);
+    ws.near.push_back(i);
+    if (margins) ws.margin[i] = 0.0;  // its margins were of other options
+  };
   for (int round = 0; round < 16 && ws.active.size() > kFewActive; ++round) {
     const std::size_t count = ws.active.size();
     double bucket[kBuckets] = {};
@@ -638,7 +647,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       // All tied (as p = w makes every item): no slope between splits them, and at the break
       // any split of the items between their two ends is optimal. The LP takes tied steps in
       // item order, so the items before the break are fixed at their costlier end and those
-      // after it at their cheaper end, all but kFewActive around it. They join `near`: the raw
+      // after it at their cheaper end, all but kFewActive around it. As `near` items, the raw
       // repair still sees their other options (subset-sum needs them to fill the budget).
       if (rising && count > kManyTied) {
         const double room = budget - base - cost_hi;
@@ -651,15 +660,8 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
         if (brk < count) {  // (no break in the sum only by rounding: then all stay active)
           const std::size_t first = brk > kFewActive / 2 ? brk - kFewActive / 2 : 0;
           const std::size_t last = std::min(count, first + kFewActive);
-          auto fix = [&](std::size_t a, std::int32_t q) {
-            const std::int32_t i = ws.active[a];
-            ws.item_option[i] = q;
-            fixed_cost += p.cost(i, q);
-            fixed_value += p.value(i, q);
-            ws.near.push_back(i);
-          };
-          for (std::size_t a = 0; a < first; ++a) fix(a, ws.option_lo[a]);
-          for (std::size_t a = last; a < count; ++a) fix(a, ws.option_hi[a]);
+          for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], ws.option_lo[a]);
+          for (std::size_t a = last; a < count; ++a) fix_near(ws.active[a], ws.option_hi[a]);
           auto keep_window = [&](std::vector<std::int32_t>& v) {
             v.erase(v.begin() + last, v.end());
             v.erase(v.begin(), v.begin() + first);
@@ -714,11 +716,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     for (std::size_t a = 0; a < count; ++a) {
       const std::int32_t i = ws.active[a], qa = ws.option_lo[a], qb = ws.option_hi[a];
       if (qa == qb) {
-        ws.item_option[i] = qa;
-        fixed_cost += p.cost(i, qa);
-        fixed_value += p.value(i, qa);
-        ws.near.push_back(i);
-        if (margins) ws.margin[i] = 0.0;  // its margins were of other options
+        fix_near(i, qa);
         continue;
       }
       ws.active[kept] = i;
