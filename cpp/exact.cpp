@@ -150,7 +150,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     double z_cost, z, frontier_cost, frontier_value;
     bool core_improved = false;  // whether the core found a better allocation than the primal
     lagrangian_primal(f, lp, lw, lw.frontier_budget, frontier_cost, frontier_value);
-    complete_allocation(inst, lw, frontier_cost, frontier_value, z_cost, z);
+    complete_allocation(inst, lw, L, frontier_cost, frontier_value, z_cost, z);
     const double tol = optimality_slack(z, L);
     double upper = L;
     bool proven = lp.integral || L - z <= tol;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <utility>
@@ -178,11 +179,12 @@ void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position
 
 // The rounds of repair_upgrades over the items in scratch.items, whatever positions index:
 // best_upgrade(i, p, leftover) gives the position item i at position p moves to (p: none),
-// cost(i, p) and value(i, p) what a position holds.
+// cost(i, p) and value(i, p) what a position holds. An upgrade that brings total_value to
+// `enough` is applied at once and ends the repair: nothing better is needed.
 template <class BestUpgrade, class Cost, class Value>
 void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, double& total_value,
                    double budget, int max_rounds, RepairScratch& scratch, BestUpgrade&& best_upgrade,
-                   Cost&& cost, Value&& value) {
+                   Cost&& cost, Value&& value, double enough = INFINITY) {
   std::vector<Upgrade>& candidates = scratch.candidates;
   std::vector<std::int32_t>& items = scratch.items;
   for (int round = 0; round < max_rounds; ++round) {
@@ -191,7 +193,15 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
     candidates.clear();
     for (const std::int32_t i : items) {
       const std::int32_t p = position[i], q = best_upgrade(i, p, leftover);
-      if (q != p) candidates.push_back(Upgrade{value(i, q) - value(i, p), i, q});
+      if (q == p) continue;
+      const double gain = value(i, q) - value(i, p);
+      if (total_value + gain >= enough) {  // this upgrade alone closes the gap
+        total_value += gain;
+        total_cost += cost(i, q) - cost(i, p);
+        position[i] = q;
+        return;
+      }
+      candidates.push_back(Upgrade{gain, i, q});
     }
     if (candidates.empty()) break;
     // The leftover only shrinks: an item with no upgrade within it now never gets one, unless
@@ -227,10 +237,11 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
 // After lagrangian_primal on the frontier items (their Pareto positions in ws.position, running
 // totals frontier_cost / frontier_value): writes every item's option to ws.item_option; after a
 // reduced LP, spends leftover budget on upgrades of the items near the break (ws.near and the
-// frontier items) among their raw options; leaves the allocation's totals, summed in item order
-// and within the budget, in total_cost and total_value.
+// frontier items) among their raw options, stopping at the first that proves the allocation
+// optimal against the LP bound `bound`; leaves the allocation's totals, summed in item order and
+// within the budget, in total_cost and total_value.
 template <class T>
-void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double frontier_cost,
+void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
                          double frontier_value, double& total_cost, double& total_value);
 
 // Totals of the allocation ws.item_option, summed in item order; steps items to cheaper options
