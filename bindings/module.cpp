@@ -38,6 +38,7 @@ void require_c_contiguous(const py::array& a, const char* name) {
 // The arrays a batched solve reads, checked for shape, dtype and layout.
 struct BatchArgs {
   py::array values, costs, budgets, mask;
+  const double* budget_data = nullptr;  // (B,): budgets' data, or the one instance's budget
   std::int64_t b = 0, n = 0, k = 0;
   std::int64_t cost_stride_batch = 0, cost_stride_item = 0, cost_elements = 0;
   bool has_mask = false;
@@ -46,23 +47,12 @@ struct BatchArgs {
       : values(std::move(v)), costs(std::move(c)), budgets(std::move(bud)) {
     require(values.ndim() == 3, "values: expected a 3-d array (B,N,K)");
     require(costs.ndim() == 3, "costs: expected a 3-d array (B|1, N|1, K)");
-    b = values.shape(0);
-    n = values.shape(1);
-    k = values.shape(2);
-    require(b > 0 && n > 0 && k > 0, "values: B, N and K must all be positive");
-    require(k <= (1 << 30), "values: K is too large");
-    const std::int64_t cb = costs.shape(0), cn = costs.shape(1);
-    require((cb == 1 || cb == b) && (cn == 1 || cn == n) && costs.shape(2) == k,
-            "costs: shape does not broadcast against values (B,N,K)");
-    require(values.dtype().is(costs.dtype()), "values and costs must share one dtype");
-    require_c_contiguous(values, "values");
-    require_c_contiguous(costs, "costs");
-    cost_stride_item = cn == 1 ? 0 : k;
-    cost_stride_batch = cb == 1 ? 0 : cn * k;
-    cost_elements = cb * cn * k;
+    set_shapes(values.shape(0), values.shape(1), values.shape(2), costs.shape(0), costs.shape(1),
+               costs.shape(2));
     require(budgets.ndim() == 1 && budgets.shape(0) == b, "budget: expected shape (B,)");
     require(budgets.dtype().is(py::dtype::of<double>()), "budget: expected float64");
     require_c_contiguous(budgets, "budget");
+    budget_data = static_cast<const double*>(budgets.data());
     if (!m.is_none()) {
       mask = m.cast<py::array>();
       require(mask.ndim() == 3 && mask.shape(0) == b && mask.shape(1) == n && mask.shape(2) == k,
@@ -74,6 +64,38 @@ struct BatchArgs {
     }
   }
 
+  // One unmasked instance: values (N,K), costs (K,) or (N,K), a budget that `budget` points to
+  // (it must outlive the solve).
+  BatchArgs(py::array v, py::array c, const double* budget)
+      : values(std::move(v)), costs(std::move(c)), budget_data(budget) {
+    require(values.ndim() == 2, "values: expected a 2-d array (N,K)");
+    require(costs.ndim() == 1 || costs.ndim() == 2, "costs: expected a 1-d (K,) or 2-d (N,K) array");
+    const bool per_item = costs.ndim() == 2;
+    set_shapes(1, values.shape(0), values.shape(1), 1, per_item ? costs.shape(0) : 1,
+               costs.shape(costs.ndim() - 1));
+  }
+
+ private:
+  // Shapes and strides from values (B,N,K) and costs (cb,cn,ck), checked.
+  void set_shapes(std::int64_t vb, std::int64_t vn, std::int64_t vk, std::int64_t cb, std::int64_t cn,
+                  std::int64_t ck) {
+    b = vb;
+    n = vn;
+    k = vk;
+    require(b > 0 && n > 0 && k > 0, "values: B, N and K must all be positive");
+    require(k <= (1 << 30), "values: K is too large");
+    require((cb == 1 || cb == b) && (cn == 1 || cn == n) && ck == k,
+            "costs: shape does not broadcast against values (B,N,K)");
+    require(values.dtype().is(costs.dtype()), "values and costs must share one dtype");
+    require_c_contiguous(values, "values");
+    require_c_contiguous(costs, "costs");
+    cost_stride_item = cn == 1 ? 0 : k;
+    cost_stride_batch = cb == 1 ? 0 : cn * k;
+    cost_elements = cb * cn * k;
+  }
+
+ public:
+
   template <class T>
   BatchView<T> view(double value_sign) const {
     BatchView<T> p;
@@ -82,7 +104,7 @@ struct BatchArgs {
     p.cost_stride_batch = cost_stride_batch;
     p.cost_stride_item = cost_stride_item;
     p.mask = has_mask ? static_cast<const std::uint8_t*>(mask.data()) : nullptr;
-    p.budgets = static_cast<const double*>(budgets.data());
+    p.budgets = budget_data;
     p.b = b;
     p.n = n;
     p.k = k;
@@ -121,9 +143,7 @@ struct BatchResults {
 // Solvers with Solver<T>::kChecksInput check values and costs per instance themselves (in their
 // own pass over the data, on all threads); the others get check_batch here first.
 template <template <class> class Solver, class... Extra>
-py::tuple dispatch_batch(const BatchArgs& a, double value_sign, Extra&&... extra) {
-  BatchResults r(a.b, a.n);
-  BatchOutput o = r.output();
+void run_solver(const BatchArgs& a, const BatchOutput& o, double value_sign, Extra&&... extra) {
   auto run = [&](auto typed) {
     using T = decltype(typed);
     BatchView<T> p = a.view<T>(value_sign);
@@ -142,7 +162,32 @@ py::tuple dispatch_batch(const BatchArgs& a, double value_sign, Extra&&... extra
   } else {
     throw py::type_error("values: expected float32 or float64");
   }
+}
+
+template <template <class> class Solver, class... Extra>
+py::tuple dispatch_batch(const BatchArgs& a, double value_sign, Extra&&... extra) {
+  BatchResults r(a.b, a.n);
+  run_solver<Solver>(a, r.output(), value_sign, std::forward<Extra>(extra)...);
   return r.to_tuple();
+}
+
+// One instance (values (N,K)): the tuple of dispatch_batch with Python scalars in place of
+// arrays of one element and choice (N,); the per-call cost of the common unbatched solve.
+template <template <class> class Solver, class... Extra>
+py::tuple dispatch_one(py::array values, py::array costs, double budget, double value_sign, Extra&&... extra) {
+  const BatchArgs a(std::move(values), std::move(costs), &budget);
+  py::array_t<std::int64_t> choice(a.n);
+  double value, cost, bound, shadow_price, min_budget;
+  std::int8_t status;
+  const BatchOutput o{choice.mutable_data(), &value, &cost, &bound, &shadow_price, &min_budget, &status};
+  run_solver<Solver>(a, o, value_sign, std::forward<Extra>(extra)...);
+  return py::make_tuple(choice, value, cost, bound, shadow_price, min_budget, static_cast<int>(status));
+}
+
+ExactLimits exact_limits(double time_limit, std::size_t max_states) {
+  require(time_limit > 0, "time_limit: must be positive");
+  require(max_states > 0, "max_states: must be positive");
+  return ExactLimits{time_limit, max_states};
 }
 
 template <class T>
@@ -219,14 +264,28 @@ PYBIND11_MODULE(_core, m) {
       [](py::array values, py::array costs, py::array budgets, py::object mask, double value_sign,
          double time_limit, std::size_t max_states, int threads) {
         BatchArgs a(std::move(values), std::move(costs), std::move(budgets), std::move(mask));
-        require(time_limit > 0, "time_limit: must be positive");
-        require(max_states > 0, "max_states: must be positive");
-        ExactLimits limits{time_limit, max_states};
-        return dispatch_batch<ExactSolver>(a, value_sign, limits, threads);
+        return dispatch_batch<ExactSolver>(a, value_sign, exact_limits(time_limit, max_states), threads);
       },
       py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
       py::arg("value_sign"), py::arg("time_limit"), py::arg("max_states"), py::arg("threads"),
       "Batched exact core solve. Returns the tuple of lagrangian().");
+
+  m.def(
+      "solve_one",
+      [](const std::string& method, py::array values, py::array costs, double budget, double value_sign,
+         double time_limit, std::size_t max_states, int threads) {
+        if (method == "lagrangian") {
+          return dispatch_one<LagrangianSolver>(std::move(values), std::move(costs), budget, value_sign, threads);
+        }
+        require(method == "exact", "method: expected 'lagrangian' or 'exact'");
+        return dispatch_one<ExactSolver>(std::move(values), std::move(costs), budget, value_sign,
+                                         exact_limits(time_limit, max_states), threads);
+      },
+      py::arg("method"), py::arg("values"), py::arg("costs"), py::arg("budget"), py::arg("value_sign"),
+      py::arg("time_limit"), py::arg("max_states"), py::arg("threads"),
+      "One unmasked instance, values (N,K) and costs (K,) or (N,K), by 'lagrangian' or 'exact' "
+      "(the limits apply to 'exact'). Returns (choice (N,), value, cost, bound, shadow_price, "
+      "min_budget, status) with Python scalars.");
 
   m.def(
       "frontier",

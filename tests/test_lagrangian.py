@@ -150,6 +150,43 @@ def test_strided_inputs_match_contiguous():
         assert other.value == plain.value
 
 
+@pytest.mark.parametrize("method", ["lagrangian", "exact", "auto"])
+@pytest.mark.parametrize("sense", ["max", "min"])
+def test_one_instance_path_matches_general_path(method, sense):
+    # Plain numpy (N,K) input takes a shorter native path (scalars out, no batch axis); an
+    # all-True mask sends the same instance through the general one.
+    for kind, dtype, shared_costs, budget_scale in [("routing", np.float64, True, 1.0),
+                                                    ("weakly", np.float64, False, 1.0),
+                                                    ("uncorrelated", np.float32, False, 1.0),
+                                                    ("zigzag", np.float64, False, 0.01)]:
+        values, costs, budget = workloads.instance(kind, 300, 5, seed=11)
+        values = values.astype(dtype)
+        costs = (costs[0] if shared_costs and np.all(costs == costs[0]) else costs).astype(dtype)
+        budget = float(budget) * budget_scale  # 0.01: below the cheapest allocation
+        one = apportion.solve(values, costs, budget, method=method, sense=sense, threads=1)
+        general = apportion.solve(values, costs, budget, method=method, sense=sense, threads=1,
+                                  mask=np.ones(values.shape, bool))
+        assert one.choice.shape == (300,) and one.choice.dtype == np.int64
+        np.testing.assert_array_equal(one.choice, general.choice)
+        for field in ("value", "cost", "bound", "gap", "shadow_price", "min_budget"):
+            a, b = getattr(one, field), getattr(general, field)
+            assert type(a) is float and (a == b or (np.isnan(a) and np.isnan(b))), field
+        assert (one.status, one.method, one.sense) == (general.status, general.method, general.sense)
+        assert one.status == ("infeasible" if budget_scale < 1 else one.status)
+
+
+def test_one_instance_path_checks_its_arguments():
+    values, costs, budget = workloads.instance("routing", 20, 3, seed=12)
+    with pytest.raises(ValueError, match="time_limit"):
+        apportion.solve(values, costs, budget, method="lagrangian", time_limit=1.0)
+    with pytest.raises(ValueError, match="time_limit"):
+        apportion.solve(values, costs, budget, method="exact", time_limit=-1.0)
+    with pytest.raises(ValueError, match="sense"):
+        apportion.solve(values, costs, budget, sense="least")
+    with pytest.raises(ValueError, match="budget"):
+        apportion.solve(values, costs, float("nan"))
+
+
 def test_cost_broadcasting_forms_agree():
     values, _, _ = workloads.instance("uncorrelated", 30, 4, batch=3, seed=10)
     tiers = np.array([1.0, 3.0, 7.0, 15.0])

@@ -64,7 +64,7 @@ class Problem:
 
     @property
     def value_sign(self) -> float:
-        return 1.0 if self.sense == "max" else -1.0
+        return value_sign(self.sense)
 
     @property
     def shape(self) -> tuple:
@@ -89,10 +89,21 @@ class Problem:
 _FAST_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
-def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[Problem]:
-    """The common call, without the general path's conversions: one instance as C-contiguous
-    float64 (or float32) arrays, values (N,K), costs (K,) or (N,K) of the same dtype, a real
-    scalar budget, no mask. None for anything else (the general path then checks it)."""
+def value_sign(sense: str) -> float:
+    """+1.0 for sense "max", -1.0 for "min" (the native core maximises sign * values); a
+    ValueError naming `sense` for anything else."""
+    if sense == "max":
+        return 1.0
+    if sense == "min":
+        return -1.0
+    raise ValueError(f"sense: expected 'max' or 'min', got {sense!r}")
+
+
+def fast_budget(values: Any, costs: Any, budget: Any) -> Optional[float]:
+    """The budget as a float when the call is the common one the native core takes as it is:
+    one instance as C-contiguous float64 (or float32) arrays, values (N,K), costs (K,) or
+    (N,K) of the same dtype, a real scalar budget (no mask is checked here). None for anything
+    else: the general path then checks and converts it."""
     if type(values) is not np.ndarray or type(costs) is not np.ndarray or values.ndim != 2:
         return None
     dtype = values.dtype
@@ -109,14 +120,22 @@ def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[
     budget = float(budget)
     if budget != budget:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+    return budget
+
+
+def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[Problem]:
+    """The Problem of a call that fast_budget accepts, without the general path's conversions;
+    None for any other."""
+    b = fast_budget(values, costs, budget)
+    if b is None:
+        return None
     c = costs[None] if costs.ndim == 2 else costs[None, None]
-    return Problem(values[None], c, np.array([budget]), None, sense, False, None)
+    return Problem(values[None], c, np.array([b]), None, sense, False, None)
 
 
 def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: str = "max") -> Problem:
     """Checks and normalises solver input; see `apportion.solve` for the accepted forms."""
-    if sense not in SENSES:
-        raise ValueError(f"sense: expected 'max' or 'min', got {sense!r}")
+    value_sign(sense)  # checks it
     if mask is None:
         fast = _fast_problem(values, costs, budget, sense)
         if fast is not None:
@@ -263,22 +282,27 @@ def make_solution(problem: Problem, raw: tuple, method: str, started: float,
     """Builds a Solution from native outputs (choice, value, cost, bound, shadow_price,
     min_budget, status) given in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
-    sign = problem.value_sign
-    if not problem.batched:  # scalars, without array arithmetic (.item(): one instance)
-        choice = choice[0]
-        value, bound = sign * value.item(), sign * bound.item()
-        gap = abs(bound - value)
-        cost, shadow, min_budget = cost.item(), shadow.item(), min_budget.item()
-        status_names = _STATUS_LIST[status.item()]
-    else:
-        if sign < 0:
-            value = -value
-            bound = -bound
-        gap = np.abs(bound - value)
-        status_names = STATUS_NAMES[status]
     if problem.torch_device is not None:
         import torch
 
         choice = torch.from_numpy(np.asarray(choice)).to(problem.torch_device)
-    return Solution(choice, value, cost, bound, gap, status_names, shadow, min_budget, method,
-                    time.perf_counter() - started, problem.sense, info or {})
+    if not problem.batched:  # scalars (.item(): one instance)
+        return one_solution((choice[0], value.item(), cost.item(), bound.item(), shadow.item(),
+                             min_budget.item(), status.item()), problem.value_sign, method, started,
+                            problem.sense, info)
+    sign = problem.value_sign
+    if sign < 0:
+        value = -value
+        bound = -bound
+    return Solution(choice, value, cost, bound, np.abs(bound - value), STATUS_NAMES[status], shadow,
+                    min_budget, method, time.perf_counter() - started, problem.sense, info or {})
+
+
+def one_solution(raw: tuple, sign: float, method: str, started: float, sense: str,
+                 info: Optional[dict] = None) -> Solution:
+    """The Solution of one instance from (choice (N,), value, cost, bound, shadow_price,
+    min_budget, status code) as Python scalars in the maximisation sense of the core."""
+    choice, value, cost, bound, shadow, min_budget, status = raw
+    value, bound = sign * value, sign * bound
+    return Solution(choice, value, cost, bound, abs(bound - value), _STATUS_LIST[status], shadow,
+                    min_budget, method, time.perf_counter() - started, sense, info or {})

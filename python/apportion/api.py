@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core, _device
-from ._problem import Problem, Solution, make_problem, make_solution
+from ._problem import Problem, Solution, fast_budget, make_problem, make_solution, one_solution, value_sign
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -98,6 +98,34 @@ def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tup
     return tl, ms
 
 
+def _auto_method(options: int) -> str:
+    """What method="auto" runs, without exact_spend or cost_resolution, for B*N*K options."""
+    return "exact" if options <= AUTO_EXACT_MAX_OPTIONS else "lagrangian"
+
+
+def _check_exact_only(method: str, time_limit: Optional[float], max_states: Optional[int]) -> None:
+    if method != "exact" and (time_limit is not None or max_states is not None):
+        raise ValueError(f"time_limit/max_states: only method='exact' takes them (method={method!r})")
+
+
+# The methods of _solve_one, which takes the common call (see _problem.fast_budget).
+_ONE_METHODS = ("auto", "lagrangian", "exact")
+
+
+def _solve_one(values: np.ndarray, costs: np.ndarray, budget: float, method: str, sense: str,
+               nthreads: int, time_limit: Optional[float], max_states: Optional[int],
+               started: float) -> Solution:
+    """solve() for one unmasked numpy instance on the CPU as the native core reads it: the
+    general path's answer with less work per call (no Problem, scalars instead of arrays)."""
+    if method == "auto":
+        method = _auto_method(values.size)
+    _check_exact_only(method, time_limit, max_states)
+    sign = value_sign(sense)
+    tl, ms = _exact_limits(time_limit, max_states)
+    raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads)
+    return one_solution(raw, sign, method, started, sense)
+
+
 def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: Any = None,
           sense: str = "max", threads: Optional[int] = None, time_limit: Optional[float] = None,
           max_states: Optional[int] = None, exact_spend: bool = False,
@@ -167,6 +195,12 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     nthreads = _threads(threads)
+    if (device is None and mask is None and method in _ONE_METHODS and exact_spend is False
+            and cost_resolution is None and max_memory is None):
+        one_budget = fast_budget(values, costs, budget)
+        if one_budget is not None:
+            return _solve_one(values, costs, one_budget, method, sense, nthreads, time_limit,
+                              max_states, started)
     where = _device.target(device, values)
     if where is not None:
         method = _device.device_method(method, exact_spend, cost_resolution, where)
@@ -187,19 +221,13 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
                             _started=started)
     problem = make_problem(values, costs, budget, mask, sense)
     if method == "auto":
-        if exact_spend or cost_resolution is not None:
-            method = "dp"
-        elif problem.values.size <= AUTO_EXACT_MAX_OPTIONS:
-            method = "exact"
-        else:
-            method = "lagrangian"
+        method = "dp" if exact_spend or cost_resolution is not None else _auto_method(problem.values.size)
     if method != "dp":
         for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
                             ("max_memory", max_memory)):
             if given not in (None, False):
                 raise ValueError(f"{name}: only method='dp' takes it (method={method!r})")
-    if method != "exact" and (time_limit is not None or max_states is not None):
-        raise ValueError(f"time_limit/max_states: only method='exact' takes them (method={method!r})")
+    _check_exact_only(method, time_limit, max_states)
 
     info = {}
     if where is not None and method == "lagrangian":
