@@ -433,13 +433,16 @@ inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
     v2d best_lo = {-INFINITY, -INFINITY}, second_lo = best_lo, best_hi = best_lo, second_hi = best_lo;
     v2d option_lo = {0.0, 1.0}, option_hi = option_lo, index = option_lo;
     v2d cheap = {INFINITY, INFINITY};
-    v2d finite = {0.0, 0.0};  // stays 0 while every value and cost is finite
+    // The sum of the scores at lo: finite while every value and cost is, as lo is finite and
+    // a non-finite v or w makes v - lo w infinite or NaN (0 * inf is NaN too). Only a sum past
+    // 1e308 fails otherwise, and then the full path, which checks the input, takes the instance.
+    v2d score_sum = {0.0, 0.0};
     const std::int32_t k = static_cast<std::int32_t>(p.k);
     for (; j + 2 <= k; j += 2) {
       const v2d w = {static_cast<double>(crow[j]), static_cast<double>(crow[j + 1])};
       const v2d v = sign * v2d{static_cast<double>(vrow[j]), static_cast<double>(vrow[j + 1])};
-      finite += (v - v) + (w - w);  // x - x is 0 for finite x, NaN otherwise
       const v2d s_lo = v - vlo * w, s_hi = v - vhi * w;
+      score_sum += s_lo;
       if constexpr (margins) {
         const v2d floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
         second_lo = floor_lo > second_lo ? floor_lo : second_lo;
@@ -463,7 +466,8 @@ inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
     merge_lanes(best_lo, second_lo, option_lo, at_lo);
     merge_lanes(best_hi, second_hi, option_hi, at_hi);
     cheapest_cost = std::min(cheap[0], cheap[1]);
-    valid = finite[0] == 0.0 && finite[1] == 0.0 && cheapest_cost >= 0.0;
+    const v2d zero_if_finite = score_sum - score_sum;  // x - x: 0 for finite x, NaN otherwise
+    valid = zero_if_finite[0] == 0.0 && zero_if_finite[1] == 0.0 && cheapest_cost >= 0.0;
   }
 #endif
   // The rest (every option where the vector loop did not run).

@@ -121,7 +121,7 @@ def test_bad_input_inside_large_instances_is_named(method, dtype):
     values, costs, budget = workloads.instance("uncorrelated", 1000, 8, R=1000, batch=3, seed=2)
     values, costs = values.astype(dtype), np.asarray(costs, dtype)
     flat = 2 * 1000 * 8 + 777 * 8 + 5  # instance 2, item 777, option 5
-    for bad in (np.nan, np.inf):
+    for bad in (np.nan, np.inf, -np.inf):
         v = values.copy()
         v.reshape(-1)[flat] = bad
         with pytest.raises(ValueError, match=f"values: entry {flat} "):
