@@ -489,6 +489,7 @@ inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double 
 // position where they pass the scaled budget, and a margin of positions around it.
 struct SampleGuess {
   std::int64_t at = 0, margin = 0;
+  bool tied = false;  // every sampled slope around the break is the same
   // The bracket of positions at +- `widths` margins around `at`, as slopes; past either end of
   // the sample, 0 below and twice the steepest slope above.
   void bracket(const std::vector<HullIncrement>& inc, std::int64_t widths, double& lo, double& hi) const {
@@ -548,6 +549,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
     // bracket just around it; the items tied there are all active, and two-point.
     lo = hi * (1.0 - 1e-9);
     hi = hi * (1.0 + 1e-9);
+    guess.tied = true;
   }
   return lo < hi && std::isfinite(hi);
 }
@@ -567,7 +569,11 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   const std::int64_t n = p.n;
   const double budget = p.budget;
   ws.item_option.resize(n);
-  ws.margin.resize(n);
+  if (margins) {
+    ws.margin.resize(n);
+  } else {
+    ws.margin.assign(n, 0.0);  // unknown
+  }
   ws.first_lo = lo;
   ws.first_hi = hi;
   ws.near.clear();
@@ -794,6 +800,9 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   SampleGuess guess;
   BracketFit fit = BracketFit::kUnusable;
   if (p.n >= kReduceMinItems && guess_bracket(p, ws, guess, lo, hi)) {
+    // Around a tied break (p = w ties every item) nearly every item stays active, and an
+    // active item's margin is 0 anyway: the runner-up scores would cost the pass 6% for nothing.
+    margins = margins && !guess.tied;
     fit = fix_items(p, ws, lo, hi, margins, min_cost);
   }
   if (fit == BracketFit::kBelow || fit == BracketFit::kAbove) {

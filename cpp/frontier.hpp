@@ -140,8 +140,9 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
 // Falls back to every item's frontier when the bracket guess fails or the instance is small.
 // Returns the LP of the whole instance (bound and min_cost include the fixed items;
 // break_item is a frontier slot); ws.position holds the frontier items' LP positions and
-// ws.frontier_budget the budget left to them. With `margins`, ws.margin gets a lower bound on
-// each item's smallest reduced cost at the break (for the exact solver).
+// ws.frontier_budget the budget left to them. ws.margin gets a lower bound on each item's
+// smallest reduced cost at the break (for the exact solver): with `margins`, unless the sample
+// ties at the break; 0 (unknown) otherwise.
 // The input is checked in passing (allowed values finite, costs finite and >= 0);
 // `check_input` runs where that saw a problem, or on the full path, and must throw on bad input.
 template <class T>
