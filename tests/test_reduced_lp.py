@@ -197,3 +197,21 @@ def test_all_tied_items_give_the_lp_and_the_optimum(n, k, slope, seed, share, ma
     assert lag.bound == pytest.approx(lp_optimum(values, costs, budget, mask), rel=1e-9)
     assert exact.status == dp.status == "optimal"
     assert exact.value == pytest.approx(dp.value, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_all_tied_items_without_an_exact_fill(seed):
+    # Even costs on one line and an odd budget: no allocation spends it all, so the primal
+    # stays one unit below the LP bound and the exact core must prove the optimum, with no
+    # margins from the reduced LP (a tied sample skips them).
+    rng = np.random.default_rng(seed)
+    costs = 2.0 * rng.integers(1, 60, (300, 4))
+    values = costs.copy()
+    lo, top = costs.min(axis=1).sum(), costs.max(axis=1).sum()
+    budget = float(np.floor(lo + 0.4 * (top - lo))) // 2 * 2 + 1
+    exact = apportion.solve(values, costs, budget, method="exact")
+    dp = apportion.solve(values, costs, budget, method="dp")
+    check_solution(exact, values, costs, budget)
+    assert exact.status == dp.status == "optimal"
+    assert exact.value == dp.value == budget - 1
+    assert exact.bound == pytest.approx(budget - 1, rel=1e-12)
