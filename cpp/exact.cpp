@@ -20,6 +20,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <memory>
+#include <type_traits>
 
 #include "frontier.hpp"
 #include "solvers.hpp"
@@ -37,6 +40,56 @@ struct CoreState {
 struct CoreLink {
   std::int32_t parent, pos;
 };
+
+// A growable array of trivially copyable T that, unlike std::vector, leaves new elements
+// uninitialised and copies only the live ones when it grows: the core writes every state and
+// link before reading it, and their zeroing and the copies of whole capacities took a fifth of
+// a strongly correlated 10^4-item solve.
+template <class T>
+class RawBuffer {
+  static_assert(std::is_trivially_copyable<T>::value && std::is_trivially_default_constructible<T>::value,
+                "RawBuffer holds plain data");
+
+ public:
+  std::size_t size() const { return size_; }
+  std::size_t capacity() const { return capacity_; }
+  bool empty() const { return size_ == 0; }
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
+  T& operator[](std::size_t i) { return data_[i]; }
+  const T& operator[](std::size_t i) const { return data_[i]; }
+  T* begin() { return data(); }
+  T* end() { return data() + size_; }
+  const T* begin() const { return data(); }
+  const T* end() const { return data() + size_; }
+  void clear() { size_ = 0; }
+  // New elements (past the old size) are uninitialised.
+  void resize(std::size_t n) {
+    if (n > capacity_) grow(n);
+    size_ = n;
+  }
+  void assign(std::size_t n, const T& x) {
+    resize(n);
+    std::fill_n(data(), n, x);
+  }
+  void swap(RawBuffer& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    std::swap(capacity_, other.capacity_);
+  }
+
+ private:
+  void grow(std::size_t n) {
+    const std::size_t c = std::max(n, capacity_ + capacity_ / 2);
+    std::unique_ptr<T[]> bigger(new T[c]);  // default-initialised: left as is
+    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_ * sizeof(T));
+    data_ = std::move(bigger);
+    capacity_ = c;
+  }
+  std::unique_ptr<T[]> data_;
+  std::size_t size_ = 0, capacity_ = 0;
+};
+using CoreStates = RawBuffer<CoreState>;
 
 struct ExactWorkspace {
   LagrangianWorkspace lagrangian;
@@ -61,8 +114,8 @@ struct ExactWorkspace {
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
-  std::vector<CoreState> states, merged, scratch, shifted;
-  std::vector<CoreLink> links;             // every layer's links, one after the other
+  CoreStates states, merged, scratch, shifted;
+  RawBuffer<CoreLink> links;               // every layer's links, one after the other
   std::vector<std::size_t> layer_begin;     // where each layer's links start
   std::vector<std::int32_t> layer_item;
 
@@ -81,9 +134,8 @@ struct ExactWorkspace {
 // Returns false, leaving `out` alone, when the merge would only copy `a`; when `a` is empty, the
 // shifted survivors themselves are the result (swapped into `out`, no copy).
 template <class Keep>
-bool merge_shifted(const std::vector<CoreState>& a, const std::vector<CoreState>& states, double dw,
-                   double dv, std::int32_t pos, Keep&& keep, std::vector<CoreState>& shifted,
-                   std::vector<CoreState>& out) {
+bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, double dv, std::int32_t pos,
+                   Keep&& keep, CoreStates& shifted, CoreStates& out) {
   const std::size_t na = a.size(), ns = states.size();
   shifted.resize(ns);
   CoreState* b = shifted.data();
