@@ -80,7 +80,7 @@ class RawBuffer {
 
  private:
   void grow(std::size_t n) {
-    const std::size_t c = std::max(n, capacity_ + capacity_ / 2);
+    const std::size_t c = std::max(n, 2 * capacity_);
     std::unique_ptr<T[]> bigger(new T[c]);  // default-initialised: left as is
     if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_ * sizeof(T));
     data_ = std::move(bigger);
