@@ -75,6 +75,22 @@ struct BatchArgs {
                costs.shape(costs.ndim() - 1));
   }
 
+  template <class T>
+  BatchView<T> view(double value_sign) const {
+    BatchView<T> p;
+    p.values = static_cast<const T*>(values.data());
+    p.costs = static_cast<const T*>(costs.data());
+    p.cost_stride_batch = cost_stride_batch;
+    p.cost_stride_item = cost_stride_item;
+    p.mask = has_mask ? static_cast<const std::uint8_t*>(mask.data()) : nullptr;
+    p.budgets = budget_data;
+    p.b = b;
+    p.n = n;
+    p.k = k;
+    p.value_sign = value_sign;
+    return p;
+  }
+
  private:
   // Shapes and strides from values (B,N,K) and costs (cb,cn,ck), checked.
   void set_shapes(std::int64_t vb, std::int64_t vn, std::int64_t vk, std::int64_t cb, std::int64_t cn,
@@ -92,24 +108,6 @@ struct BatchArgs {
     cost_stride_item = cn == 1 ? 0 : k;
     cost_stride_batch = cb == 1 ? 0 : cn * k;
     cost_elements = cb * cn * k;
-  }
-
- public:
-
-  template <class T>
-  BatchView<T> view(double value_sign) const {
-    BatchView<T> p;
-    p.values = static_cast<const T*>(values.data());
-    p.costs = static_cast<const T*>(costs.data());
-    p.cost_stride_batch = cost_stride_batch;
-    p.cost_stride_item = cost_stride_item;
-    p.mask = has_mask ? static_cast<const std::uint8_t*>(mask.data()) : nullptr;
-    p.budgets = budget_data;
-    p.b = b;
-    p.n = n;
-    p.k = k;
-    p.value_sign = value_sign;
-    return p;
   }
 };
 

@@ -171,7 +171,8 @@ def test_one_instance_path_matches_general_path(method, sense):
         for field in ("value", "cost", "bound", "gap", "shadow_price", "min_budget"):
             a, b = getattr(one, field), getattr(general, field)
             assert type(a) is float and (a == b or (np.isnan(a) and np.isnan(b))), field
-        assert (one.status, one.method, one.sense) == (general.status, general.method, general.sense)
+        for field in ("status", "method", "sense"):
+            assert getattr(one, field) == getattr(general, field), field
         assert one.status == ("infeasible" if budget_scale < 1 else one.status)
 
 
@@ -185,6 +186,17 @@ def test_one_instance_path_checks_its_arguments():
         apportion.solve(values, costs, budget, sense="least")
     with pytest.raises(ValueError, match="budget"):
         apportion.solve(values, costs, float("nan"))
+    # The native entry point checks what it is given too.
+    from apportion import _core
+
+    for bad, match in [(dict(method="dp"), "method"), (dict(values=values[None]), "values"),
+                       (dict(costs=costs[:, :2].copy()), "costs"),
+                       (dict(values=np.asfortranarray(values)), "C-contiguous"),
+                       (dict(costs=costs.astype(np.float32)), "dtype")]:
+        args = dict(method="exact", values=values, costs=costs)
+        args.update(bad)
+        with pytest.raises(ValueError, match=match):
+            _core.solve_one(args["method"], args["values"], args["costs"], budget, 1.0, 1.0, 10, 1)
 
 
 def test_cost_broadcasting_forms_agree():

@@ -11,7 +11,8 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core, _device
-from ._problem import Problem, Solution, fast_budget, make_problem, make_solution, one_solution, value_sign
+from ._problem import (Problem, Solution, fast_budget, make_problem, make_solution, one_solution,
+                       value_sign)
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -105,7 +106,8 @@ def _auto_method(options: int) -> str:
 
 def _check_exact_only(method: str, time_limit: Optional[float], max_states: Optional[int]) -> None:
     if method != "exact" and (time_limit is not None or max_states is not None):
-        raise ValueError(f"time_limit/max_states: only method='exact' takes them (method={method!r})")
+        raise ValueError(
+            f"time_limit/max_states: only method='exact' takes them (method={method!r})")
 
 
 # The methods of _solve_one, which takes the common call (see _problem.fast_budget).
@@ -221,7 +223,8 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
                             _started=started)
     problem = make_problem(values, costs, budget, mask, sense)
     if method == "auto":
-        method = "dp" if exact_spend or cost_resolution is not None else _auto_method(problem.values.size)
+        dp_asked = exact_spend or cost_resolution is not None
+        method = "dp" if dp_asked else _auto_method(problem.values.size)
     if method != "dp":
         for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
                             ("max_memory", max_memory)):
