@@ -670,8 +670,10 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
         if (brk < count) {  // (no break in the sum only by rounding: then all stay active)
           const std::size_t first = brk > kFewActive / 2 ? brk - kFewActive / 2 : 0;
           const std::size_t last = std::min(count, first + kFewActive);
-          for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], ws.option_lo[a]);
+          // Those at their cheaper end first: the repair scans `near` in order, and only they
+          // have upgrades (their costlier end is their costliest option on the line).
           for (std::size_t a = last; a < count; ++a) fix_near(ws.active[a], ws.option_hi[a]);
+          for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], ws.option_lo[a]);
           auto keep_window = [&](std::vector<std::int32_t>& v) {
             v.erase(v.begin() + last, v.end());
             v.erase(v.begin(), v.begin() + first);
