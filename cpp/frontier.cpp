@@ -560,12 +560,66 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
 // budget below the cheapest allocation (the full path reports each).
 enum class BracketFit { kInside, kBelow, kAbove, kUnusable };
 
+// Totals of the first pass over a run of items [begin, end), whose active items it wrote to
+// ws.active / option_lo / option_hi from index `begin` on.
+struct FirstPass {
+  // The fixed totals set the frontier items' budget and add to the bound: plain sums serve
+  // (the allocation's totals are summed exactly at the end); the cheapest cost is reported.
+  double fixed_cost = 0.0, fixed_value = 0.0;
+  double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
+  CompensatedSum cheapest;
+  std::size_t active_count = 0;
+  bool usable = true;  // false: bad input, or an item with no allowed option
+};
+
+template <class T>
+FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
+                     std::int64_t begin, std::int64_t end) {
+  FirstPass r;
+  std::int32_t* active = ws.active.data() + begin;
+  std::int32_t* option_lo = ws.option_lo.data() + begin;
+  std::int32_t* option_hi = ws.option_hi.data() + begin;
+  for (std::int64_t i = begin; i < end; ++i) {
+    OptionPick at_lo, at_hi;
+    double cheapest_cost;
+    const bool valid = margins ? pick_at_two_slopes<true>(p, i, lo, hi, at_lo, at_hi, cheapest_cost)
+                               : pick_at_two_slopes<false>(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
+    const std::int32_t a = at_lo.option, b = at_hi.option;
+    // Bad input or no allowed option: the full path checks the input and reports it.
+    if (!valid || a < 0) {
+      r.usable = false;
+      return r;
+    }
+    r.cheapest.add(cheapest_cost);
+    ws.item_option[i] = a;
+    // a is optimal over the whole bracket, so no other option's score falls short of its by
+    // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
+    if (margins) ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
+    if (a == b) {
+      r.fixed_cost += p.cost(i, a);
+      r.fixed_value += p.value(i, a);
+    } else {
+      active[r.active_count] = static_cast<std::int32_t>(i);
+      option_lo[r.active_count] = a;
+      option_hi[r.active_count] = b;
+      ++r.active_count;
+      r.cost_lo += p.cost(i, a);
+      r.cost_hi += p.cost(i, b);
+    }
+  }
+  return r;
+}
+
+// Items per run of the first pass over a large instance: the runs go to threads, and their
+// totals are added in run order whatever the thread count, so that it does not change answers.
+constexpr std::int64_t kPassRun = 8192;
+
 // Fixes the items whose LP option is the same over [lo, hi] and narrows the bracket over the
 // others (option_lo / option_hi: their options at the ends) until few are left in ws.active.
 // Only kInside leaves a usable reduction.
 template <class T>
 BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
-                     double& min_cost) {
+                     int threads, double& min_cost) {
   const std::int64_t n = p.n;
   const double budget = p.budget;
   ws.item_option.resize(n);
@@ -580,41 +634,47 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.active.resize(n);  // sized for every item, cut to the active ones after the pass
   ws.option_lo.resize(n);
   ws.option_hi.resize(n);
-  std::size_t active_count = 0;
-  // The fixed totals set the frontier items' budget and add to the bound: plain sums serve
-  // (the allocation's totals are summed exactly at the end); the cheapest cost is reported.
-  double fixed_cost = 0.0, fixed_value = 0.0;
-  CompensatedSum cheapest;
-  double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
-  for (std::int64_t i = 0; i < n; ++i) {
-    OptionPick at_lo, at_hi;
-    double cheapest_cost;
-    const bool valid = margins ? pick_at_two_slopes<true>(p, i, lo, hi, at_lo, at_hi, cheapest_cost)
-                               : pick_at_two_slopes<false>(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
-    const std::int32_t a = at_lo.option, b = at_hi.option;
-    // Bad input or no allowed option: the full path checks the input and reports it.
-    if (!valid || a < 0) return BracketFit::kUnusable;
-    cheapest.add(cheapest_cost);
-    ws.item_option[i] = a;
-    // a is optimal over the whole bracket, so no other option's score falls short of its by
-    // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
-    if (margins) ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
-    if (a == b) {
-      fixed_cost += p.cost(i, a);
-      fixed_value += p.value(i, a);
+  FirstPass pass;
+  if (n <= kPassRun) {
+    pass = first_pass(p, ws, lo, hi, margins, 0, n);
+    if (!pass.usable) return BracketFit::kUnusable;
+  } else {
+    const std::int64_t runs = (n + kPassRun - 1) / kPassRun;
+    std::vector<FirstPass> parts(runs);
+    auto range = [&](std::int64_t first, std::int64_t last) {
+      for (std::int64_t r = first; r < last; ++r) {
+        parts[r] = first_pass(p, ws, lo, hi, margins, r * kPassRun, std::min(n, (r + 1) * kPassRun));
+      }
+    };
+    if (threads > 1) {
+      parallel_for(runs, 1, threads, range);
     } else {
-      ws.active[active_count] = static_cast<std::int32_t>(i);
-      ws.option_lo[active_count] = a;
-      ws.option_hi[active_count] = b;
-      ++active_count;
-      cost_lo += p.cost(i, a);
-      cost_hi += p.cost(i, b);
+      range(0, runs);
+    }
+    for (std::int64_t r = 0; r < runs; ++r) {
+      const FirstPass& part = parts[r];
+      if (!part.usable) return BracketFit::kUnusable;
+      pass.fixed_cost += part.fixed_cost;
+      pass.fixed_value += part.fixed_value;
+      pass.cost_lo += part.cost_lo;
+      pass.cost_hi += part.cost_hi;
+      pass.cheapest.add(part.cheapest);
+      // This run's active items, after the earlier runs' (in place for the first).
+      const std::size_t from = static_cast<std::size_t>(r * kPassRun), to = pass.active_count;
+      for (std::size_t a = 0; a < part.active_count; ++a) {
+        ws.active[to + a] = ws.active[from + a];
+        ws.option_lo[to + a] = ws.option_lo[from + a];
+        ws.option_hi[to + a] = ws.option_hi[from + a];
+      }
+      pass.active_count += part.active_count;
     }
   }
-  ws.active.resize(active_count);
-  ws.option_lo.resize(active_count);
-  ws.option_hi.resize(active_count);
-  min_cost = cheapest.value();
+  ws.active.resize(pass.active_count);
+  ws.option_lo.resize(pass.active_count);
+  ws.option_hi.resize(pass.active_count);
+  min_cost = pass.cheapest.value();
+  double fixed_cost = pass.fixed_cost, fixed_value = pass.fixed_value;
+  double cost_lo = pass.cost_lo, cost_hi = pass.cost_hi;
   double base = fixed_cost;
   if (!(min_cost <= budget)) return BracketFit::kUnusable;
   if (!(base + cost_lo > budget)) return BracketFit::kBelow;
@@ -805,7 +865,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
     // Around a tied break (p = w ties every item) nearly every item stays active, and an
     // active item's margin is 0 anyway: the runner-up scores would cost the pass 6% for nothing.
     margins = margins && !guess.tied;
-    fit = fix_items(p, ws, lo, hi, margins, min_cost);
+    fit = fix_items(p, ws, lo, hi, margins, threads, min_cost);
   }
   if (fit == BracketFit::kBelow || fit == BracketFit::kAbove) {
     // The sample missed (3-20% of the instances of 1000 x 8): the side the pass found, out to
@@ -819,7 +879,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
       lo = hi;
       hi = std::max(far_hi, hi);
     }
-    fit = lo < hi ? fix_items(p, ws, lo, hi, margins, min_cost) : BracketFit::kUnusable;
+    fit = lo < hi ? fix_items(p, ws, lo, hi, margins, threads, min_cost) : BracketFit::kUnusable;
   }
   if (fit == BracketFit::kInside) {
     build_active_frontiers(p, ws);

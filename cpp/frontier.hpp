@@ -138,6 +138,7 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
 // ends (so at every slope between), and narrows the bracket over the rest until few are left;
 // only those get frontiers (ws.frontiers, slots mapped by ws.active) and the exact break slope.
 // Falls back to every item's frontier when the bracket guess fails or the instance is small.
+// `threads` share the pass over every item (in runs of 8192 items) and the full path's frontiers.
 // Returns the LP of the whole instance (bound and min_cost include the fixed items;
 // break_item is a frontier slot); ws.position holds the frontier items' LP positions and
 // ws.frontier_budget the budget left to them. ws.margin gets a lower bound on each item's

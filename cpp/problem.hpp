@@ -107,6 +107,10 @@ struct CompensatedSum {
     carry += (sum - (t - x_part)) + (x - x_part);
     sum = t;
   }
+  APPORTION_HD void add(const CompensatedSum& other) {  // another sum's total, carry and all
+    add(other.sum);
+    carry += other.carry;
+  }
   APPORTION_HD double value() const { return sum + carry; }
 };
 

@@ -215,3 +215,21 @@ def test_all_tied_items_without_an_exact_fill(seed):
     assert exact.status == dp.status == "optimal"
     assert exact.value == dp.value == budget - 1
     assert exact.bound == pytest.approx(budget - 1, rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "exact"])
+def test_first_pass_runs_on_threads_without_changing_answers(method):
+    # Past 8192 items the first pass goes in runs, to the threads when there are several; the
+    # runs' totals are added in run order, so the answer is the same on any number of threads.
+    values, costs, budget = workloads.instance("weakly", 20000, 6, R=1000, seed=7)
+    one = apportion.solve(values, costs, budget, method=method, threads=1)
+    two = apportion.solve(values, costs, budget, method=method, threads=2)
+    np.testing.assert_array_equal(one.choice, two.choice)
+    assert (one.value, one.bound, one.min_budget) == (two.value, two.bound, two.min_budget)
+    check_solution(two, values, costs, budget)
+    # Bad input in a later run is still found, and named.
+    flat = 15000 * 6 + 4
+    v = values.copy()
+    v.reshape(-1)[flat] = np.nan
+    with pytest.raises(ValueError, match=f"values: entry {flat} "):
+        apportion.solve(v, costs, budget, method=method, threads=2)
