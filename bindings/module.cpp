@@ -37,30 +37,34 @@ void require_c_contiguous(const py::array& a, const char* name) {
 
 // The arrays a batched solve reads, checked for shape, dtype and layout.
 struct BatchArgs {
-  py::array values, costs, budgets, mask;
-  const double* budget_data = nullptr;  // (B,): budgets' data, or the one instance's budget
+  py::array values, costs;
+  // The budgets and mask arrays, held for their data below (plain objects: a default
+  // py::array would allocate an empty numpy array on every one-instance call).
+  py::object budgets, mask;
+  const double* budget_data = nullptr;        // (B,): budgets' data, or the one instance's budget
+  const std::uint8_t* mask_data = nullptr;    // (B,N,K), or none
   std::int64_t b = 0, n = 0, k = 0;
   std::int64_t cost_stride_batch = 0, cost_stride_item = 0, cost_elements = 0;
-  bool has_mask = false;
 
-  BatchArgs(py::array v, py::array c, py::array bud, py::object m)
-      : values(std::move(v)), costs(std::move(c)), budgets(std::move(bud)) {
+  BatchArgs(py::array v, py::array c, py::array bud, py::object m) : values(std::move(v)), costs(std::move(c)) {
     require(values.ndim() == 3, "values: expected a 3-d array (B,N,K)");
     require(costs.ndim() == 3, "costs: expected a 3-d array (B|1, N|1, K)");
     set_shapes(values.shape(0), values.shape(1), values.shape(2), costs.shape(0), costs.shape(1),
                costs.shape(2));
-    require(budgets.ndim() == 1 && budgets.shape(0) == b, "budget: expected shape (B,)");
-    require(budgets.dtype().is(py::dtype::of<double>()), "budget: expected float64");
-    require_c_contiguous(budgets, "budget");
-    budget_data = static_cast<const double*>(budgets.data());
+    require(bud.ndim() == 1 && bud.shape(0) == b, "budget: expected shape (B,)");
+    require(bud.dtype().is(py::dtype::of<double>()), "budget: expected float64");
+    require_c_contiguous(bud, "budget");
+    budget_data = static_cast<const double*>(bud.data());
+    budgets = std::move(bud);
     if (!m.is_none()) {
-      mask = m.cast<py::array>();
-      require(mask.ndim() == 3 && mask.shape(0) == b && mask.shape(1) == n && mask.shape(2) == k,
+      py::array ma = m.cast<py::array>();
+      require(ma.ndim() == 3 && ma.shape(0) == b && ma.shape(1) == n && ma.shape(2) == k,
               "mask: expected the shape of values (B,N,K)");
-      require(mask.dtype().is(py::dtype::of<std::uint8_t>()) || mask.dtype().is(py::dtype::of<bool>()),
+      require(ma.dtype().is(py::dtype::of<std::uint8_t>()) || ma.dtype().is(py::dtype::of<bool>()),
               "mask: expected a bool or uint8 array");
-      require_c_contiguous(mask, "mask");
-      has_mask = true;
+      require_c_contiguous(ma, "mask");
+      mask_data = static_cast<const std::uint8_t*>(ma.data());
+      mask = std::move(ma);
     }
   }
 
@@ -82,7 +86,7 @@ struct BatchArgs {
     p.costs = static_cast<const T*>(costs.data());
     p.cost_stride_batch = cost_stride_batch;
     p.cost_stride_item = cost_stride_item;
-    p.mask = has_mask ? static_cast<const std::uint8_t*>(mask.data()) : nullptr;
+    p.mask = mask_data;
     p.budgets = budget_data;
     p.b = b;
     p.n = n;
