@@ -236,7 +236,9 @@ class Solution:
         gap: |bound - value| >= 0, in value units; 0 means proven optimal (NaN when
             infeasible or unknown).
         status: one of
-            "optimal": proven optimal (gap within rounding);
+            "optimal": proven optimal: gap <= 1e-9 * max(1, |value|, |bound|), a tolerance
+                for rounding in real-valued sums (relative, so a large common offset in the
+                values widens it: subtract one first);
             "feasible": within the budget, and within `gap` of the optimum;
             "infeasible": proven that no allocation fits (the budget is below `min_budget`, or,
                 for method "mirror" with several resources, the dual bound proves it);
