@@ -12,10 +12,9 @@ import pytest
 import apportion
 from apportion import workloads
 
-CLASSES = ["uncorrelated", "weakly", "strongly", "subset_sum", "zigzag"]
 
 
-@pytest.mark.parametrize("kind", CLASSES)
+@pytest.mark.parametrize("kind", workloads.CLASSIC)
 @pytest.mark.parametrize("n,k,R", [(1000, 8, 1000), (1000, 10, 1000), (10000, 10, 1000),
                                    (1000, 100, 1000), (1000, 8, 10000)])
 def test_exact(benchmark, kind, n, k, R):
@@ -47,7 +46,7 @@ def test_frontier_300x4(benchmark):
 
 
 @pytest.mark.parametrize("threads", [1, None])
-@pytest.mark.parametrize("kind", CLASSES)
+@pytest.mark.parametrize("kind", workloads.CLASSIC)
 def test_exact_batch_scales_with_cores(benchmark, kind, threads):
     # One thread against all cores on the same batch: the ratio is the scaling. A warm-up
     # round first: the first call on a thread allocates its workspace.
@@ -59,7 +58,7 @@ def test_exact_batch_scales_with_cores(benchmark, kind, threads):
 
 
 @pytest.mark.parametrize("peer", ["cpsat", "milp"])
-@pytest.mark.parametrize("kind", CLASSES)
+@pytest.mark.parametrize("kind", workloads.CLASSIC)
 def test_peer(benchmark, peers_enabled, peer, kind):
     from apportion import reference
 

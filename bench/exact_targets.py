@@ -14,7 +14,6 @@ import apportion
 from apportion import workloads
 from apportion.benchmark import median_time
 
-CLASSES = ("uncorrelated", "weakly", "strongly", "subset_sum", "zigzag")
 
 
 def cell(kind: str, n: int, k: int, R: int) -> tuple:
@@ -38,16 +37,16 @@ def main() -> None:
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     # The whole grid once per repeat (not one cell repeated): a slow spell of the machine then
     # lands on different cells in different repeats, and the median leaves it out.
-    runs = {(n, k, kind): [] for n, k in sizes for kind in CLASSES}
+    runs = {(n, k, kind): [] for n, k in sizes for kind in workloads.CLASSIC}
     for _ in range(args.repeat):
         for n, k in sizes:
-            for kind in CLASSES:
+            for kind in workloads.CLASSIC:
                 runs[n, k, kind].append(cell(kind, n, k, args.R))
-    print("| N x K | R | " + " | ".join(CLASSES) + " |")
-    print("|---|---|" + "---|" * len(CLASSES))
+    print("| N x K | R | " + " | ".join(workloads.CLASSIC) + " |")
+    print("|---|---|" + "---|" * len(workloads.CLASSIC))
     for n, k in sizes:
         cells = []
-        for kind in CLASSES:
+        for kind in workloads.CLASSIC:
             seconds = statistics.median(r[0] for r in runs[n, k, kind])
             statuses = set().union(*(r[1] for r in runs[n, k, kind]))
             text = f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"

@@ -11,7 +11,6 @@ from apportion import workloads
 from conftest import HAS_ORTOOLS
 from helpers import brute_force, check_solution, small_problems
 
-CLASSIC = ("uncorrelated", "weakly", "strongly", "subset_sum", "zigzag")
 
 
 def random_small_instances(count):
@@ -102,7 +101,7 @@ def test_exact_matches_dp_on_larger_instances(kind):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(CLASSIC), n=st.integers(150, 400), k=st.integers(3, 10),
+@given(kind=st.sampled_from(workloads.CLASSIC), n=st.integers(150, 400), k=st.integers(3, 10),
        R=st.sampled_from([20, 60, 150]), seed=st.integers(0, 2**32 - 1),
        shift=st.floats(-0.3, 0.3))
 def test_exact_with_many_core_candidates_equals_dp(kind, n, k, R, seed, shift):

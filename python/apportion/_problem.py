@@ -19,7 +19,6 @@ import numpy as np
 #: infeasibility was not proven (only a method that cannot decide feasibility reports it).
 _STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown")
 STATUS_NAMES = np.array(_STATUS_LIST)
-SENSES = ("max", "min")
 
 
 def _is_torch_tensor(x: Any) -> bool:

@@ -50,7 +50,7 @@ class Case:
 def _exact_cases(sizes, Rs) -> List[Case]:
     return [Case(kind, n, k, R=R, ours=("exact", "dp"), peers=("cpsat", "milp"))
             for (n, k) in sizes for R in Rs
-            for kind in ("uncorrelated", "weakly", "strongly", "subset_sum", "zigzag")]
+            for kind in workloads.CLASSIC]
 
 
 SUITES = {

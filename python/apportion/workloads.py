@@ -25,9 +25,11 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-CLASSES = ("uncorrelated", "weakly", "strongly", "subset_sum", "zigzag", "routing")
+#: The classic MCKP classes (with a data range R), then the routing flavour.
+CLASSIC = ("uncorrelated", "weakly", "strongly", "subset_sum", "zigzag")
+CLASSES = CLASSIC + ("routing",)
 
-__all__ = ["CLASSES", "instance", "classic_budget"]
+__all__ = ["CLASSES", "CLASSIC", "instance", "classic_budget"]
 
 
 def classic_budget(values: np.ndarray, costs: np.ndarray) -> np.ndarray:
