@@ -675,10 +675,9 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   min_cost = pass.cheapest.value();
   double fixed_cost = pass.fixed_cost, fixed_value = pass.fixed_value;
   double cost_lo = pass.cost_lo, cost_hi = pass.cost_hi;
-  double base = fixed_cost;
   if (!(min_cost <= budget)) return BracketFit::kUnusable;
-  if (!(base + cost_lo > budget)) return BracketFit::kBelow;
-  if (!(base + cost_hi <= budget)) return BracketFit::kAbove;
+  if (!(fixed_cost + cost_lo > budget)) return BracketFit::kBelow;
+  if (!(fixed_cost + cost_hi <= budget)) return BracketFit::kAbove;
   // Narrowing: the LP of the active items' chords (their option at lo against their option at
   // hi) guesses the break; two trial slopes just around the guess split the bracket in up to
   // three, and the part where W crosses the budget becomes the new bracket. Items whose
@@ -720,7 +719,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       // after it at their cheaper end, all but kFewActive around it. As `near` items, the raw
       // repair still sees their other options (subset-sum needs them to fill the budget).
       if (rising && count > kManyTied) {
-        const double room = budget - base - cost_hi;
+        const double room = budget - fixed_cost - cost_hi;
         std::size_t brk = 0;
         for (double taken = 0.0; brk < count; ++brk) {
           const std::int32_t i = ws.active[brk];
@@ -741,12 +740,11 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
           keep_window(ws.active);
           keep_window(ws.option_lo);
           keep_window(ws.option_hi);
-          base = fixed_cost;
         }
       }
       break;
     }
-    double guess = lo, rem = budget - base - cost_hi;
+    double guess = lo, rem = budget - fixed_cost - cost_hi;
     for (int x = 0; x < kBuckets; ++x) {
       if (bucket[x] > rem) {
         guess = hi - (x + rem / bucket[x]) / scale;
@@ -771,10 +769,10 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       cost1 += p.cost(i, at1.option);
       cost2 += p.cost(i, at2.option);
     }
-    if (base + cost1 <= budget) {  // the break is in [lo, t1]
+    if (fixed_cost + cost1 <= budget) {  // the break is in [lo, t1]
       hi = t1;
       ws.option_hi.swap(ws.option_mid);
-    } else if (base + cost2 > budget) {  // in [t2, hi]
+    } else if (fixed_cost + cost2 > budget) {  // in [t2, hi]
       lo = t2;
       ws.option_lo.swap(ws.option_mid2);
     } else {  // in [t1, t2]
@@ -798,14 +796,13 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       cost_hi += p.cost(i, qb);
       ++kept;
     }
-    base = fixed_cost;
     const bool slow = kept * 10 > count * 9;  // less than a tenth fixed: not worth another pass
     ws.active.resize(kept);
     ws.option_lo.resize(kept);
     ws.option_hi.resize(kept);
     if (slow) break;
   }
-  ws.fixed_cost = base;
+  ws.fixed_cost = fixed_cost;
   ws.fixed_value = fixed_value;
   return BracketFit::kInside;
 }
