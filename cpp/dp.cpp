@@ -46,32 +46,36 @@ void dp_run(const ItemFrontiers& f, std::int64_t grid, bool exact_spend, DpTable
   if (grid < 1 || grid > kMaxDpGrid) throw std::invalid_argument("dp: budget grid out of range");
   t.n = f.n;
   t.grid = grid;
-  t.wide = f.k > 256;
+  t.back_bytes = dp_back_bytes(f.k);
   t.best.assign(grid, exact_spend ? -INFINITY : 0.0);
   t.best[0] = 0.0;
   t.next.resize(grid);
   const std::size_t cells = static_cast<std::size_t>(f.n) * static_cast<std::size_t>(grid);
-  if (t.wide) {
-    t.back16.resize(cells);
-  } else {
-    t.back8.resize(cells);
-  }
-  for (std::int64_t i = 0; i < f.n; ++i) {
-    if (t.wide) {
-      dp_item(f, i, grid, t.best.data(), t.next.data(), t.back16.data() + i * grid);
-    } else {
-      dp_item(f, i, grid, t.best.data(), t.next.data(), t.back8.data() + i * grid);
+  auto run = [&](auto& back) {
+    back.resize(cells);
+    for (std::int64_t i = 0; i < f.n; ++i) {
+      dp_item(f, i, grid, t.best.data(), t.next.data(), back.data() + i * grid);
+      t.best.swap(t.next);
     }
-    t.best.swap(t.next);
+  };
+  if (t.back_bytes == 1) {
+    run(t.back8);
+  } else if (t.back_bytes == 2) {
+    run(t.back16);
+  } else {
+    run(t.back32);
   }
 }
 
 void dp_backtrack(const ItemFrontiers& f, const DpTables& t, std::int64_t c,
                   std::vector<std::int32_t>& position) {
-  if (t.wide) {
+  if (c < 0 || c >= t.grid) throw std::out_of_range("dp: back-tracking cell out of range");
+  if (t.back_bytes == 1) {
+    backtrack_rows(f, t.back8.data(), t.grid, c, position);
+  } else if (t.back_bytes == 2) {
     backtrack_rows(f, t.back16.data(), t.grid, c, position);
   } else {
-    backtrack_rows(f, t.back8.data(), t.grid, c, position);
+    backtrack_rows(f, t.back32.data(), t.grid, c, position);
   }
 }
 
@@ -95,7 +99,7 @@ std::int64_t dp_grid(const ItemFrontiers& f, double budget, bool exact_spend, do
   const double cap = reach.value();
   if (exact_spend && (span != budget - base_cost || span > cap)) return 0;
   const double cells = std::min(span, cap) + 1.0;
-  if (cells > static_cast<double>(kMaxDpGrid)) {
+  if (!(cells <= static_cast<double>(kMaxDpGrid))) {  // NaN too: never cast to int64 unchecked
     throw std::invalid_argument("budget: the dp grid would have " + std::to_string(cells) +
                                 " cells; quantise costs more coarsely (cost_resolution)");
   }
@@ -129,7 +133,10 @@ void solve_dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, i
       }
     }
     allocation_totals(f, ws.position, r.cost, r.value);
-    if (r.status == kOptimal) r.bound = r.value;
+    if (r.status == kOptimal) {
+      r.bound = r.value;
+      if (!finite_result(r, 0.0)) throw_overflow(inst, b);
+    }
     write_choice(f, ws.position, out.choice + b * p.n);
     out.store(b, r);
   });
@@ -155,7 +162,8 @@ void dp_frontier(const InstanceView<T>& p, bool exact_spend, const double* at, s
       if (!(span >= 0.0)) continue;
       if (exact_spend && span != at[x] - out.base_cost) continue;
       if (exact_spend && span >= static_cast<double>(grid)) continue;
-      const std::int64_t c = std::min(static_cast<std::int64_t>(span), grid - 1);
+      // Capped in double first: a span of inf or past 2^63 has no int64 value.
+      const std::int64_t c = static_cast<std::int64_t>(std::min(span, static_cast<double>(grid - 1)));
       if (out.best[c] == -INFINITY) continue;
       dp_backtrack(f, ws.tables, c, ws.position);
       write_choice(f, ws.position, choices + x * p.n);

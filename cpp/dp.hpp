@@ -20,7 +20,7 @@ namespace apportion {
 constexpr std::int64_t kMaxDpGrid = std::int64_t(1) << 34;
 
 // A DP's tables for one instance. Back-pointers are Pareto positions, stored in the smallest
-// unsigned type that holds K.
+// unsigned type that holds K (one byte up to 256 options, two up to 65536, four beyond).
 struct DpTables {
   std::int64_t n = 0;
   std::int64_t grid = 0;       // budget grid cells: 0..grid-1 above the cheapest cost
@@ -28,8 +28,9 @@ struct DpTables {
   std::vector<double> best;    // (grid) optimum at each reduced budget; -inf = unreachable
   std::vector<double> next;    // scratch row
   std::vector<std::uint8_t> back8;   // (N, grid) when K <= 256
-  std::vector<std::uint16_t> back16; // (N, grid) otherwise
-  bool wide = false;
+  std::vector<std::uint16_t> back16; // (N, grid) when 256 < K <= 65536
+  std::vector<std::uint32_t> back32; // (N, grid) otherwise
+  int back_bytes = 1;                // 1, 2 or 4: which of the three is in use
 };
 
 struct DpWorkspace {
@@ -39,14 +40,12 @@ struct DpWorkspace {
 
   std::size_t bytes() const {
     return lagrangian.bytes() + tables.best.capacity() * 16 + tables.back8.capacity() +
-           tables.back16.capacity() * 2 + position.capacity() * 4;
+           tables.back16.capacity() * 2 + tables.back32.capacity() * 4 + position.capacity() * 4;
   }
 };
 
-// Bytes the back-pointer table of one instance needs: N * grid * (1 or 2).
-inline std::int64_t dp_table_bytes(std::int64_t n, std::int64_t k, std::int64_t grid) {
-  return n * grid * (k <= 256 ? 1 : 2);
-}
+// Bytes of one back-pointer cell for K options: the smallest unsigned type that holds K - 1.
+inline int dp_back_bytes(std::int64_t k) { return k <= 256 ? 1 : (k <= 65536 ? 2 : 4); }
 
 // Runs the DP of one instance over `grid` cells above the cheapest allocation (`grid` =
 // floor(budget) - cheapest + 1, at least 1). With `exact_spend`, only allocations whose cost

@@ -203,6 +203,11 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     bool core_improved = false;  // whether the core found a better allocation than the primal
     lagrangian_primal(f, lp, lw, lw.frontier_budget, frontier_cost, frontier_value);
     complete_allocation(inst, lw, L, frontier_cost, frontier_value, z_cost, z);
+    // A NaN gap would neither prove nor fail the core below: overflowed input stops here.
+    if (!std::isfinite(L) || !std::isfinite(lambda) || !std::isfinite(z) || !std::isfinite(z_cost) ||
+        !std::isfinite(L - z)) {
+      throw_overflow(inst, b);
+    }
     const double tol = optimality_slack(z, L);
     double upper = L;
     bool proven = lp.integral || L - z <= tol;

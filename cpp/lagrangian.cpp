@@ -145,6 +145,7 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
       complete_allocation(inst, ws, lp.bound, frontier_cost, frontier_value, r.cost, r.value);
       r.bound = std::max(lp.bound, r.value);
       r.shadow_price = lp.lambda;
+      if (!finite_result(r, lp.lambda) || !std::isfinite(lp.bound)) throw_overflow(inst, b);
       r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound)) ? kOptimal : kFeasible;
       for (std::int64_t i = 0; i < p.n; ++i) choice[i] = ws.item_option[i];
     } else {  // only an instance whose every item has a frontier is found infeasible

@@ -111,7 +111,8 @@ struct CompensatedSum {
     add(other.sum);
     carry += other.carry;
   }
-  APPORTION_HD double value() const { return sum + carry; }
+  // An overflowed sum stays +-inf (its carry is NaN then).
+  APPORTION_HD double value() const { return sum - sum == 0.0 ? sum + carry : sum; }
 };
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();

@@ -2,6 +2,7 @@
 // launches it over the instances of a batch on the thread pool.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -64,6 +65,44 @@ void check_batch(const BatchView<T>& p, std::int64_t cost_elements) {
   check_values(p.values, p.mask, p.b * p.n * p.k);
   check_costs(p.costs, cost_elements);
   check_budgets(p);
+}
+
+// Throws std::invalid_argument for an instance whose arithmetic left float64 (a total, a bound
+// or a value-per-cost slope overflowed: no status could be trusted), naming what to rescale.
+// Called only once a solver saw a non-finite result, so the diagnosis may take its time.
+template <class T>
+[[noreturn]] void throw_overflow(const InstanceView<T>& p, std::int64_t b) {
+  double value_total = 0.0, cost_total = 0.0;  // plain sums: only overflow is asked about
+  for (std::int64_t i = 0; i < p.n; ++i) {
+    double largest_value = 0.0, largest_cost = 0.0;
+    for (std::int64_t j = 0; j < p.k; ++j) {
+      if (!p.allowed(i, j)) continue;
+      largest_value = std::max(largest_value, std::fabs(p.value(i, j)));
+      largest_cost = std::max(largest_cost, p.cost(i, j));
+    }
+    value_total += largest_value;
+    cost_total += largest_cost;
+  }
+  const std::string where = "instance " + std::to_string(b);
+  if (!std::isfinite(value_total)) {
+    throw std::invalid_argument("values: the totals of " + where + " overflow float64 (the largest |value| of "
+                                "each item sums past 1.8e308); divide the values by a common factor");
+  }
+  if (!std::isfinite(cost_total) && !(p.budget < 1e300)) {
+    throw std::invalid_argument("costs: the totals of " + where + " overflow float64 (the largest cost of each "
+                                "item sums past 1.8e308); divide the costs and the budget by a common factor");
+  }
+  throw std::invalid_argument("costs: the value per unit cost between two options of " + where +
+                              " overflows float64 (cost differences too small for the value differences, "
+                              "e.g. denormal costs); multiply the costs and the budget by a common factor, "
+                              "or divide the values");
+}
+
+// Whether every number of a feasible instance's result is finite; the solvers call
+// throw_overflow where not.
+inline bool finite_result(const InstanceResult& r, double lambda) {
+  return std::isfinite(r.value) && std::isfinite(r.cost) && std::isfinite(r.bound) &&
+         std::isfinite(r.bound - r.value) && std::isfinite(lambda);
 }
 
 // Per-thread scratch of a solver, kept between calls so that small solves do not pay for

@@ -426,7 +426,7 @@ dp_prepare_kernel(BatchView<T> p, bool exact_spend, unsigned char* frontiers, st
       const double span = floor(inst.budget - base_cost);
       if (!(exact_spend && (span != inst.budget - base_cost || span > cap))) {
         const double cells = (span < cap ? span : cap) + 1.0;
-        if (cells > static_cast<double>(kMaxDpGrid)) {
+        if (!(cells <= static_cast<double>(kMaxDpGrid))) {  // NaN too: never cast unchecked
           atomicOr(errors, kGridTooLarge);
         } else {
           grid = static_cast<std::int64_t>(cells);
@@ -684,6 +684,11 @@ void dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, std::ui
         "grid read-back");
   finish(errors.as<unsigned>(), stream);
   std::vector<std::int64_t> row_off(p.b + 1, 0), back_off(p.b + 1, 0);
+  // The kernels keep back-pointers of one or two bytes; the CPU's four-byte ones are not here.
+  if (p.k > 65536) {
+    throw std::invalid_argument("values: the GPU dp takes at most 65536 options per item (got " +
+                                std::to_string(p.k) + "); solve on device='cpu'");
+  }
   const std::int64_t per_cell = p.k <= 256 ? 1 : 2;
   for (std::int64_t b = 0; b < p.b; ++b) {
     row_off[b + 1] = row_off[b] + 2 * grid[b];

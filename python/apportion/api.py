@@ -51,21 +51,46 @@ def default_max_memory() -> int:
         return 1 << 30
 
 
+def _grid_up(x: np.ndarray, res: float) -> np.ndarray:
+    """The least integers q with q * res >= x (elementwise, x >= 0): every grid cost covers
+    the real cost. x / res is rounded, so its ceiling may sit one above or below that."""
+    q = np.ceil(x / res)
+    q = np.where((q >= 1) & ((q - 1) * res >= x), q - 1, q)
+    return np.where(q * res < x, q + 1, q)
+
+
+def _grid_down(x: np.ndarray, res: float) -> np.ndarray:
+    """The greatest integers q with q * res <= x (x may be +inf, which stays +inf)."""
+    q = np.floor(x / res)
+    finite = np.isfinite(q)
+    q = np.where(finite & ((q + 1) * res <= x), q + 1, q)
+    return np.where(finite & (q * res > x), q - 1, q)
+
+
 def _quantise(problem: Problem, cost_resolution: Optional[float]) -> Optional[float]:
     """Puts the costs of `problem` on an integer grid for the DP, in place.
 
-    Without a resolution the costs must already be integers. With one, costs are rounded up
-    and budgets down to multiples of it, so every allocation the DP accepts is feasible for
-    the real costs; the answer is exact for the quantised costs."""
+    Without a resolution the costs must already be integers. With one, each cost becomes the
+    least number of grid units that covers it and each budget the most units it covers, so
+    every allocation the DP accepts fits the real budget (checked again on the answer); the
+    answer is exact for the quantised costs."""
     if cost_resolution is None:
         if not np.array_equal(problem.costs, np.floor(problem.costs)):
             raise ValueError("costs: method='dp' needs integer costs; pass cost_resolution= "
                              "to quantise real costs (the answer is then exact for the grid)")
         return None
     res = _positive(cost_resolution, "cost_resolution")
-    problem.costs = np.ascontiguousarray(np.ceil(problem.costs.astype(np.float64) / res - 1e-9),
-                                         dtype=problem.values.dtype)
-    problem.budget = np.floor(problem.budget / res + 1e-9)
+    if not math.isfinite(res):
+        raise ValueError(f"cost_resolution: must be a finite positive number, got {cost_resolution!r}")
+    grid_costs = _grid_up(problem.costs.astype(np.float64), res)
+    if not np.isfinite(grid_costs).all():
+        raise ValueError(f"cost_resolution: {res!r} is too fine for the costs (cost / resolution "
+                         "overflows); pass a coarser cost_resolution")
+    problem.costs = np.ascontiguousarray(grid_costs, dtype=problem.values.dtype)
+    if problem.values.dtype == np.float32 and not np.array_equal(problem.costs, grid_costs):
+        raise ValueError("cost_resolution: the quantised costs exceed float32's integers (2^24); "
+                         "pass a coarser cost_resolution or float64 input")
+    problem.budget = _grid_down(problem.budget, res)
     return res
 
 
@@ -80,7 +105,7 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
     dearest = np.where(allowed, costs, -np.inf).max(axis=2)
     span = np.minimum(problem.budget - cheapest.sum(axis=1), (dearest - cheapest).sum(axis=1))
     grid = np.maximum(np.floor(np.nan_to_num(span, nan=0.0, posinf=0.0)), 0) + 1
-    per_cell = 1 if K <= 256 else 2
+    per_cell = 1 if K <= 256 else (2 if K <= 65536 else 4)
     per_instance = N * grid * per_cell + 16 * grid
     at_once = min(B, threads if threads > 0 else _core.num_threads())
     need = float(np.sort(per_instance)[::-1][:at_once].sum())
@@ -109,6 +134,8 @@ def _check_exact_only(method: str, time_limit: Optional[float], max_states: Opti
         raise ValueError(
             f"time_limit/max_states: only method='exact' takes them (method={method!r})")
 
+
+_INFEASIBLE = 2  # the core's status code (problem.hpp)
 
 # The methods of _solve_one, which takes the common call (see _problem.fast_budget).
 _ONE_METHODS = ("auto", "lagrangian", "exact")
@@ -244,23 +271,38 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
         raw = _core.exact(problem.values, problem.costs, problem.budget, problem.mask,
                           problem.value_sign, tl, ms, nthreads)
     else:
-        original_costs = problem.costs
+        original_costs, real_budget = problem.costs, problem.budget
         resolution = _quantise(problem, cost_resolution)
-        if where is not None:
-            raw = _device.run_host_problem(problem, method, where, exact_spend=exact_spend,
-                                           max_memory=max_memory)
-            info["device"] = str(where)
+        # With quantised costs the real cost of the answer is checked (summed exactly): the
+        # grid rounds up, but a product q * res is itself rounded. An instance found over its
+        # budget (none known) is solved again one grid cell lower.
+        for _attempt in range(3):
+            if where is not None:
+                raw = _device.run_host_problem(problem, method, where, exact_spend=exact_spend,
+                                               max_memory=max_memory)
+                info["device"] = str(where)
+            else:
+                info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
+                raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
+                               problem.value_sign, bool(exact_spend), nthreads)
+            if resolution is None:
+                break
+            choice = np.asarray(raw[0])
+            dense = np.broadcast_to(original_costs, problem.values.shape).astype(np.float64)
+            chosen = np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0]
+            cost = np.array([math.fsum(row) for row in chosen])
+            over = (np.asarray(raw[6]) != _INFEASIBLE) & (cost > real_budget)
+            if not over.any():
+                break
+            problem.budget = np.where(over, problem.budget - 1, problem.budget)
         else:
-            info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
-            raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
-                           problem.value_sign, bool(exact_spend), nthreads)
+            raise RuntimeError("cost_resolution: the quantised dp answer stayed over budget; "
+                               "pass a coarser cost_resolution")
         if resolution is not None:
             # Totals in the caller's units; optimality holds for the quantised costs.
             info.update(cost_resolution=resolution, quantised_budget=problem.budget * resolution)
-            choice = raw[0]
-            dense = np.broadcast_to(original_costs, problem.values.shape).astype(np.float64)
-            cost = np.take_along_axis(dense, choice[:, :, None], axis=2)[:, :, 0].sum(axis=1)
-            min_budget = np.where(problem.allowed(), dense, np.inf).min(axis=2).sum(axis=1)
+            min_budget = np.array([math.fsum(row) for row in
+                                   np.where(problem.allowed(), dense, np.inf).min(axis=2)])
             raw = (choice, raw[1], cost, raw[3], raw[4] / resolution, min_budget, raw[6])
     return make_solution(problem, raw, method, started, info)
 
@@ -293,8 +335,9 @@ class Frontier:
         """The optimum at `budget` (NaN below min_budget)."""
         if not budget >= self.min_budget:
             return math.nan
-        idx = min(int(math.floor(budget - self.min_budget)), len(self.values) - 1)
-        return float(self.values[idx])
+        # Capped before the cast: budget - min_budget may be inf.
+        span = min(float(budget) - self.min_budget, len(self.values) - 1)
+        return float(self.values[int(math.floor(span))])
 
 
 def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any = None,
@@ -320,7 +363,7 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
         raise ValueError("at: expected a scalar or a 1-d list of budgets (no NaN)")
     resolution = _quantise(problem, cost_resolution)
     scale = 1.0 if resolution is None else resolution
-    at_grid = np.floor(at_arr / scale + 1e-9) if resolution is not None else at_arr
+    at_grid = _grid_down(at_arr, resolution) if resolution is not None else at_arr
     top = np.array([max(problem.budget[0], at_grid.max(initial=-np.inf))])
     sized = dataclasses.replace(problem, budget=top)
     _check_dp_memory(sized, 1, max_memory)
