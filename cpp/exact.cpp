@@ -94,6 +94,7 @@ using CoreStates = RawBuffer<CoreState>;
 struct ExactWorkspace {
   LagrangianWorkspace lagrangian;
   std::vector<std::int32_t> lp_option, best_option;  // (N) option indices
+  std::vector<std::int32_t> trial_option;            // (N) a state's allocation, checked to fit
   struct CoreCandidate {
     double closeness;   // how near the item's hull slopes around b_i come to lambda
     double smallest_d;  // the cheapest move off b_i
@@ -208,9 +209,29 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         !std::isfinite(L - z)) {
       throw_overflow(inst, b);
     }
-    const double tol = optimality_slack(z, L);
-    double upper = L;
-    bool proven = lp.integral || L - z <= tol;
+    // The core works in differences from the LP options b_i, so that a common offset in the
+    // values (1e12 + small differences) costs no precision: totals, the primal z, the budget
+    // and the bound are all taken relative to the LP allocation (base), which the compensated
+    // sums below fix once. Relative to it, L = lambda * C_rel (every b_i maximises
+    // v - lambda w), the primal is z_rel, and "optimal" is decided to the rounding of those.
+    CompensatedSum base_cost_sum, base_value_sum, z_rel_sum;
+    double upper_rel = 0.0, z_rel = 0.0, C_rel = 0.0, L_rel = 0.0, tol = 0.0;
+    bool proven = lp.integral;
+    if (!proven) {
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int32_t bi = ws.lp_option[i], xi = lw.item_option[i];
+        base_cost_sum.add(inst.cost(i, bi));
+        base_value_sum.add(inst.value(i, bi));
+        if (xi != bi) z_rel_sum.add(inst.value(i, xi) - inst.value(i, bi));
+      }
+      // C - base, with the compensated base's carry: C_rel to about an ulp of C.
+      C_rel = (C - base_cost_sum.sum) - base_cost_sum.carry;
+      z_rel = z_rel_sum.value();
+      L_rel = lambda > 0.0 ? lambda * C_rel : 0.0;
+      tol = optimality_slack(z_rel, L_rel, lambda * C_rel);
+      upper_rel = L_rel;
+      proven = L_rel - z_rel <= tol;
+    }
 
     if (!proven) {
       // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
@@ -232,16 +253,11 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       // Items fixed at the first bracket whose margin already rules out every move are not
       // visited: their hull slopes around the break are bounded by that bracket's ends.
       ws.pending.clear();
-      CompensatedSum base_cost_sum, base_value_sum;
-      base_cost_sum.add(lw.fixed_cost);
-      base_value_sum.add(lw.fixed_value);
-      for (std::int64_t s = 0; s < f.n; ++s) {
-        base_cost_sum.add(inst.cost(lw.active[s], ws.lp_option[lw.active[s]]));
-        base_value_sum.add(inst.value(lw.active[s], ws.lp_option[lw.active[s]]));
-      }
       double up_fixed = 0.0, down_fixed = static_cast<double>(INFINITY);
       bool skipped = false;
-      const double gap = L - z - tol;
+      // Where rounding left some b_i short of its item's best score, the bound grows by that.
+      CompensatedSum shortfall;
+      const double gap = L_rel - z_rel - tol;
       for (std::int64_t i = 0; i < n; ++i) {
         if (lw.margin[i] >= gap) {
           skipped = true;
@@ -249,19 +265,19 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         }
         const std::int32_t bi = ws.lp_option[i];
         const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
-        const double key = vb - lambda * wb;
-        double best_other = -INFINITY;  // max of v - lambda w over the other options
+        double best_other = -INFINITY;  // max of (v - vb) - lambda (w - wb) over the other options
         // The outside-core slopes, should the item stay outside, without a division per
         // option: only a chord steeper than the running maximum (flatter than the running
         // minimum) is worked out.
         double up_outside = up_fixed, down_outside = down_fixed;
         for_each_option(inst, i, [&](std::int32_t j, double w, double v, bool ok) {
-          const double score = ok & (j != bi) ? v - lambda * w : -INFINITY;
+          const double score = ok & (j != bi) ? (v - vb) - lambda * (w - wb) : -INFINITY;
           best_other = std::max(best_other, score);
           if (ok & (w > wb) & (v - vb > up_outside * (w - wb))) up_outside = (v - vb) / (w - wb);
           if (ok & (w < wb) & (vb - v < down_outside * (wb - w))) down_outside = (vb - v) / (wb - w);
         });
-        const double smallest = std::max(0.0, key - best_other);
+        if (best_other > 0.0) shortfall.add(best_other);
+        const double smallest = std::max(0.0, -best_other);
         if (!(smallest < gap)) {
           up_fixed = up_outside;
           down_fixed = down_outside;
@@ -276,15 +292,17 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         up_fixed = std::max(up_fixed, lw.first_lo);
         down_fixed = std::min(down_fixed, lw.first_hi);
       }
+      L_rel += shortfall.value();
+      upper_rel = L_rel;
       // How far a candidate's moves that cost less than `move_limit` (of L) take its cost
       // down and up.
       auto cost_range = [&](ExactWorkspace::CoreCandidate& c, double move_limit) {
         const std::int64_t i = c.item;
         const std::int32_t bi = ws.lp_option[i];
-        const double wb = inst.cost(i, bi), key = inst.value(i, bi) - lambda * wb;
+        const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
         double lo = wb, hi = wb;
         for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
-          if (ok && key - (v - lambda * w) < move_limit) {
+          if (ok && (vb - v) - lambda * (wb - w) < move_limit) {
             lo = std::min(lo, w);
             hi = std::max(hi, w);
           }
@@ -377,12 +395,18 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           ws.up_after[t - 1] = std::max(ws.up_after[t], ws.order[t].up);
           ws.down_after[t - 1] = std::min(ws.down_after[t], ws.order[t].down);
         }
-        const double base_cost = base_cost_sum.value(), base_value = base_value_sum.value();
-        ws.states.assign(1, CoreState{base_cost, base_value, -1, -1});
+        // States hold cost and value relative to the base; a state's running cost carries the
+        // rounding of its sum, so one within `cost_band` of C_rel is checked on the exact
+        // (compensated) total of its allocation before it may become the incumbent.
+        double moves = 0.0;
+        for (const auto& c : ws.order) moves += c.shed + c.add;
+        const double cost_band =
+            8.0 * kDoubleEpsilon * (std::fabs(C) + std::fabs(C_rel) + static_cast<double>(m + 1) * moves);
+        ws.states.assign(1, CoreState{0.0, 0.0, -1, -1});
         ws.links.clear();
         ws.layer_begin.clear();
         ws.layer_item.clear();
-        double best_bound = base_value + lambda * (C - base_cost);  // lambda-bound: drives the stop
+        double best_bound = lambda * C_rel;  // lambda-bound: drives the stop
         bool complete = true;
         std::int64_t last_layer = -1;  // the order index whose layer made ws.states
         // The tight bound of a state made at layer t, with order[t+1..] and the items never in
@@ -392,7 +416,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           const double add = ws.add_after[t];
           const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9;  // rounding in the sums
           return [=](double cost, double value) {
-            const double leftover = C - cost;
+            const double leftover = C_rel - cost;
             if (leftover >= 0.0) return value + std::min(up * leftover, lambda * std::min(leftover, add));
             if (-leftover > shed) return -static_cast<double>(INFINITY);  // cannot get back within C
             return value + down * leftover;
@@ -401,7 +425,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         for (std::size_t t = 0; t < m; ++t) {
           const auto& entry = ws.order[t];
           const auto tight_bound = tight_at(t);
-          const double slack = best_bound - z;
+          const double slack = best_bound - z_rel;
           if (ws.min_d_from[t] >= slack - tol) break;  // no state can afford any item left
           // Slack only shrinks: an item no state can afford now stays at b_i for good.
           if (entry.smallest_d >= slack - tol) continue;
@@ -412,37 +436,46 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           }
           const std::int32_t i = entry.item, bi = ws.lp_option[i];
           const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
-          const double key = vb - lambda * wb;
           ws.merged.clear();
           for (std::int32_t q = 0; q < inst.k; ++q) {
             if (!inst.allowed(i, q)) continue;
-            const double d = q == bi ? 0.0 : key - (inst.value(i, q) - lambda * inst.cost(i, q));
-            if (d >= slack - tol || d >= move_limit) continue;
             const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
-            auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z + tol; };
+            const double d = q == bi ? 0.0 : lambda * dw - dv;
+            if (d >= slack - tol || d >= move_limit) continue;
+            auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z_rel + tol; };
             if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch)) {
               ws.merged.swap(ws.scratch);
             }
           }
-          // New incumbent from the feasible states of this layer.
-          std::int64_t improved = -1;
-          for (std::size_t s = 0; s < ws.merged.size(); ++s) {
-            if (ws.merged[s].cost <= C && ws.merged[s].value > z) {
-              z = ws.merged[s].value;
-              improved = static_cast<std::int64_t>(s);
+          // Walks the links back through the layers to the allocation of merged state `s`.
+          auto trace = [&](std::size_t s, std::vector<std::int32_t>& option) {
+            option.assign(ws.lp_option.begin(), ws.lp_option.end());
+            option[i] = ws.merged[s].pos;
+            std::int32_t parent = ws.merged[s].parent;
+            for (std::int64_t l = static_cast<std::int64_t>(ws.layer_item.size()) - 1; l >= 0; --l) {
+              const CoreLink link = ws.links[ws.layer_begin[l] + parent];
+              option[ws.layer_item[l]] = link.pos;
+              parent = link.parent;
             }
+          };
+          // New incumbent from the feasible states of this layer (cost-sorted: the last that
+          // fits is the best).
+          std::int64_t improved = -1;
+          for (std::size_t s = ws.merged.size(); s-- > 0;) {
+            const CoreState& st = ws.merged[s];
+            if (!(st.value > z_rel)) break;  // values fall with cost: none further down beats z
+            if (st.cost > C_rel + cost_band) continue;
+            if (st.cost >= C_rel - cost_band) {  // within rounding of the budget: sum it exactly
+              trace(s, ws.trial_option);
+              if (!(option_totals(inst, ws.trial_option.data()).cost <= C)) continue;
+            }
+            z_rel = st.value;
+            improved = static_cast<std::int64_t>(s);
+            break;
           }
           if (improved >= 0) {
             core_improved = true;
-            // Walk the links back through the layers to the allocation of the new incumbent.
-            ws.best_option.assign(ws.lp_option.begin(), ws.lp_option.end());
-            ws.best_option[i] = ws.merged[improved].pos;
-            std::int32_t s = ws.merged[improved].parent;
-            for (std::int64_t l = static_cast<std::int64_t>(ws.layer_item.size()) - 1; l >= 0; --l) {
-              const CoreLink link = ws.links[ws.layer_begin[l] + s];
-              ws.best_option[ws.layer_item[l]] = link.pos;
-              s = link.parent;
-            }
+            trace(static_cast<std::size_t>(improved), ws.best_option);
           }
           // Keep what can still beat the (possibly improved) incumbent; note the best bound.
           // The survivors become the next layer's states, compacted in place; their links are
@@ -458,8 +491,8 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           // Every merged state passed `keep` against this z: unless z rose, all survive.
           const bool z_rose = improved >= 0;
           for (const CoreState& st : ws.merged) {
-            if (z_rose && tight_bound(st.cost, st.value) <= z + tol) continue;
-            best_bound = std::max(best_bound, st.value + lambda * (C - st.cost));
+            if (z_rose && tight_bound(st.cost, st.value) <= z_rel + tol) continue;
+            best_bound = std::max(best_bound, st.value + lambda * (C_rel - st.cost));
             link[survivors] = CoreLink{st.parent, st.pos};
             kept[survivors++] = st;
           }
@@ -469,20 +502,20 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           last_layer = static_cast<std::int64_t>(t);
           if (ws.states.empty()) break;
         }
-        if (complete && (widened || L - z - tol <= limit)) {
+        if (complete && (widened || L_rel - z_rel - tol <= limit)) {
           proven = true;
           break;
         }
         if (!complete) {
           // Stopped early: no completion of a surviving state beats their best tight bound,
           // and before widening, no allocation making a costlier move beats L - limit.
-          double best_tight = L;
+          double best_tight = L_rel;
           if (last_layer >= 0) {
             const auto tight_bound = tight_at(static_cast<std::size_t>(last_layer));
             best_tight = -INFINITY;
             for (const CoreState& st : ws.states) best_tight = std::max(best_tight, tight_bound(st.cost, st.value));
           }
-          upper = std::min(L, std::max({z, best_tight, widened ? z : L - limit}));
+          upper_rel = std::min(L_rel, std::max({z_rel, best_tight, widened ? z_rel : L_rel - limit}));
           break;
         }
         limit = gap;  // every candidate (z may have risen: the core skips what it no longer needs)
@@ -490,12 +523,15 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     }
     if (core_improved) {
       lw.item_option.swap(ws.best_option);
-      restore_item_options(inst, lw, r.cost, r.value);
+      // The incumbent was checked to fit; should its total still need a step down, the proof
+      // was of an allocation not returned.
+      if (restore_item_options(inst, lw, r.cost, r.value) != 0) proven = false;
     } else {  // still the primal of complete_allocation, with its exact totals
       r.cost = z_cost;
       r.value = z;
     }
-    r.bound = proven ? r.value : std::max(upper, r.value);
+    const double upper = lp.integral ? L : base_value_sum.value() + upper_rel;
+    r.bound = proven ? r.value : std::max(std::min(upper, L), r.value);
     r.shadow_price = lambda;
     r.status = proven ? kOptimal : kFeasible;
     for (std::int64_t i = 0; i < n; ++i) choice[i] = lw.item_option[i];

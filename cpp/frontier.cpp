@@ -118,12 +118,13 @@ template void build_frontiers<float>(const InstanceView<float>&, ItemFrontiers&,
 template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers&, int, bool);
 
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
-  double total = dual_offset(lambda, budget);
+  CompensatedSum total;  // "optimal" is decided against it to a few ulps
+  total.add(dual_offset(lambda, budget));
   for (std::int64_t i = 0; i < f.n; ++i) {
     const std::int64_t base = i * f.k;
-    total += item_dual(&f.cost[base], &f.value[base], &f.hull[base], f.hull_count[i], lambda);
+    total.add(item_dual(&f.cost[base], &f.value[base], &f.hull[base], f.hull_count[i], lambda));
   }
-  return total;
+  return total.value();
 }
 
 void allocation_totals(const ItemFrontiers& f, const std::vector<std::int32_t>& position,
@@ -563,9 +564,11 @@ enum class BracketFit { kInside, kBelow, kAbove, kUnusable };
 // Totals of the first pass over a run of items [begin, end), whose active items it wrote to
 // ws.active / option_lo / option_hi from index `begin` on.
 struct FirstPass {
-  // The fixed totals set the frontier items' budget and add to the bound: plain sums serve
-  // (the allocation's totals are summed exactly at the end); the cheapest cost is reported.
-  double fixed_cost = 0.0, fixed_value = 0.0;
+  // The fixed totals set the frontier items' budget and add to the bound. A plain sum serves
+  // for the cost (the allocation's totals are summed exactly at the end); the value's is
+  // compensated, as the bound it joins decides "optimal" to a few ulps.
+  double fixed_cost = 0.0;
+  CompensatedSum fixed_value;
   double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
   CompensatedSum cheapest;
   std::size_t active_count = 0;
@@ -597,7 +600,7 @@ FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     if (margins) ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
     if (a == b) {
       r.fixed_cost += p.cost(i, a);
-      r.fixed_value += p.value(i, a);
+      r.fixed_value.add(p.value(i, a));
     } else {
       active[r.active_count] = static_cast<std::int32_t>(i);
       option_lo[r.active_count] = a;
@@ -655,7 +658,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       const FirstPass& part = parts[r];
       if (!part.usable) return BracketFit::kUnusable;
       pass.fixed_cost += part.fixed_cost;
-      pass.fixed_value += part.fixed_value;
+      pass.fixed_value.add(part.fixed_value);
       pass.cost_lo += part.cost_lo;
       pass.cost_hi += part.cost_hi;
       pass.cheapest.add(part.cheapest);
@@ -673,7 +676,8 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.option_lo.resize(pass.active_count);
   ws.option_hi.resize(pass.active_count);
   min_cost = pass.cheapest.value();
-  double fixed_cost = pass.fixed_cost, fixed_value = pass.fixed_value;
+  double fixed_cost = pass.fixed_cost;
+  CompensatedSum fixed_value = pass.fixed_value;
   double cost_lo = pass.cost_lo, cost_hi = pass.cost_hi;
   if (!(min_cost <= budget)) return BracketFit::kUnusable;
   if (!(fixed_cost + cost_lo > budget)) return BracketFit::kBelow;
@@ -691,7 +695,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   auto fix_near = [&](std::int32_t i, std::int32_t q) {
     ws.item_option[i] = q;
     fixed_cost += p.cost(i, q);
-    fixed_value += p.value(i, q);
+    fixed_value.add(p.value(i, q));
     ws.near.push_back(i);
     if (margins) ws.margin[i] = 0.0;  // its margins were of other options
   };
@@ -803,7 +807,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     if (slow) break;
   }
   ws.fixed_cost = fixed_cost;
-  ws.fixed_value = fixed_value;
+  ws.fixed_value = fixed_value.value();
   return BracketFit::kInside;
 }
 

@@ -246,11 +246,26 @@ template <class T>
 void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
                          double frontier_value, double& total_cost, double& total_value);
 
-// Totals of the allocation ws.item_option, summed in item order; steps items to cheaper options
-// (least value lost per unit cost first) while it exceeds the budget. Returns false when no
-// cheaper option is left.
+// Totals of the allocation given by option indices (N), compensated sums in item order: the
+// sums on which every finished allocation's feasibility is decided.
+struct OptionTotals {
+  double cost = 0.0, value = 0.0;
+};
 template <class T>
-bool restore_item_options(const InstanceView<T>& p, LagrangianWorkspace& ws, double& total_cost,
+OptionTotals option_totals(const InstanceView<T>& p, const std::int32_t* option) {
+  CompensatedSum tc, tv;
+  for (std::int64_t i = 0; i < p.n; ++i) {
+    tc.add(p.cost(i, option[i]));
+    tv.add(p.value(i, option[i]));
+  }
+  return {tc.value(), tv.value()};
+}
+
+// Totals of the allocation ws.item_option, summed in item order; steps items to cheaper options
+// (least value lost per unit cost first) while it exceeds the budget. Returns how many steps it
+// took (0: the allocation fit as given), or -1 when no cheaper option was left.
+template <class T>
+std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace& ws, double& total_cost,
                           double& total_value);
 
 // Rounding in running sums can leave a real-valued allocation a few ulps over the budget:

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "frontier.hpp"
+#include "item_ops.hpp"
 #include "solvers.hpp"
 
 namespace apportion {
@@ -63,18 +64,14 @@ void lagrangian_primal(const ItemFrontiers& f, const LpRelaxation& lp, Lagrangia
 }
 
 template <class T>
-bool restore_item_options(const InstanceView<T>& p, LagrangianWorkspace& ws, double& total_cost,
-                          double& total_value) {
+std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace& ws, double& total_cost,
+                                  double& total_value) {
   std::vector<std::int32_t>& option = ws.item_option;
-  for (;;) {
-    CompensatedSum tc, tv;
-    for (std::int64_t i = 0; i < p.n; ++i) {
-      tc.add(p.cost(i, option[i]));
-      tv.add(p.value(i, option[i]));
-    }
-    total_cost = tc.value();
-    total_value = tv.value();
-    if (total_cost <= p.budget) return true;
+  for (std::int64_t steps = 0;; ++steps) {
+    const OptionTotals totals = option_totals(p, option.data());
+    total_cost = totals.cost;
+    total_value = totals.value;
+    if (total_cost <= p.budget) return steps;
     // Rounding left it a few ulps over: the cheaper option losing least per unit cost.
     std::int64_t worst = -1;
     std::int32_t to = -1;
@@ -90,7 +87,7 @@ bool restore_item_options(const InstanceView<T>& p, LagrangianWorkspace& ws, dou
         }
       });
     }
-    if (worst < 0) return false;
+    if (worst < 0) return -1;
     option[worst] = to;
   }
 }
@@ -146,7 +143,9 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
       r.bound = std::max(lp.bound, r.value);
       r.shadow_price = lp.lambda;
       if (!finite_result(r, lp.lambda) || !std::isfinite(lp.bound)) throw_overflow(inst, b);
-      r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound)) ? kOptimal : kFeasible;
+      r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound, dual_offset(lp.lambda, inst.budget)))
+                     ? kOptimal
+                     : kFeasible;
       for (std::int64_t i = 0; i < p.n; ++i) choice[i] = ws.item_option[i];
     } else {  // only an instance whose every item has a frontier is found infeasible
       allocation_totals(f, ws.position, r.cost, r.value);
@@ -160,8 +159,8 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
 }
 
 #define APPORTION_INSTANTIATE(T)                                                                  \
-  template bool restore_item_options<T>(const InstanceView<T>&, LagrangianWorkspace&, double&,     \
-                                        double&);                                                  \
+  template std::int64_t restore_item_options<T>(const InstanceView<T>&, LagrangianWorkspace&, double&, \
+                                                double&);                                          \
   template void complete_allocation<T>(const InstanceView<T>&, LagrangianWorkspace&, double, double, \
                                        double, double&, double&);                                  \
   template void solve_lagrangian<T>(const BatchView<T>&, const BatchOutput&, int);

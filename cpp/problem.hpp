@@ -117,16 +117,20 @@ struct CompensatedSum {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Relative tolerance under which a primal value and its bound count as equal.
-constexpr double kOptimalityTol = 1e-9;
+// "Optimal" is claimed when the bound exceeds the value by no more than the rounding their
+// compensated sums can carry: kOptimalityUlps units in the last place of the largest magnitude
+// among the value, the bound and `scale` (a term that cancels inside them, such as
+// lambda * budget in L(lambda)). No absolute floor: values of 1e-300 are solved as finely as
+// values of 1, and a large common offset widens the slack only by its own rounding.
+constexpr double kOptimalityUlps = 64.0;
+constexpr double kDoubleEpsilon = 2.220446049250313e-16;  // 2^-52
 
-APPORTION_HD inline double optimality_slack(double value, double bound) {
-  double scale = 1.0;
-  if (value > scale) scale = value;
-  if (-value > scale) scale = -value;
-  if (bound > scale) scale = bound;
-  if (-bound > scale) scale = -bound;
-  return kOptimalityTol * scale;
+APPORTION_HD inline double optimality_slack(double value, double bound, double scale = 0.0) {
+  double m = value < 0 ? -value : value;
+  const double b = bound < 0 ? -bound : bound, s = scale < 0 ? -scale : scale;
+  m = b > m ? b : m;
+  m = s > m ? s : m;
+  return kOptimalityUlps * kDoubleEpsilon * m;
 }
 
 }  // namespace apportion
