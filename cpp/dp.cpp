@@ -121,7 +121,13 @@ void solve_dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, i
       r.shadow_price = kNaN;
     } else {
       dp_run(f, grid, exact_spend, ws.tables);
-      if (ws.tables.best[grid - 1] == -INFINITY) {  // exact spending unreachable
+      const double best = ws.tables.best[grid - 1];
+      // -inf is exact spending out of reach, unless the values' totals overflow (as a NaN or
+      // +inf always means).
+      if (!std::isfinite(best) && (best != -INFINITY || !exact_spend || value_totals_overflow(inst))) {
+        throw_overflow(inst, b);
+      }
+      if (best == -INFINITY) {  // exact spending unreachable
         r.status = kInfeasible;
         r.bound = kNaN;
         r.shadow_price = kNaN;

@@ -70,9 +70,11 @@ void check_batch(const BatchView<T>& p, std::int64_t cost_elements) {
 // Throws std::invalid_argument for an instance whose arithmetic left float64 (a total, a bound
 // or a value-per-cost slope overflowed: no status could be trusted), naming what to rescale.
 // Called only once a solver saw a non-finite result, so the diagnosis may take its time.
+// Sums of the largest |value| and the largest cost of each item (plain sums: only whether they
+// overflow is asked).
 template <class T>
-[[noreturn]] void throw_overflow(const InstanceView<T>& p, std::int64_t b) {
-  double value_total = 0.0, cost_total = 0.0;  // plain sums: only overflow is asked about
+void largest_totals(const InstanceView<T>& p, double& value_total, double& cost_total) {
+  value_total = cost_total = 0.0;
   for (std::int64_t i = 0; i < p.n; ++i) {
     double largest_value = 0.0, largest_cost = 0.0;
     for (std::int64_t j = 0; j < p.k; ++j) {
@@ -83,6 +85,19 @@ template <class T>
     value_total += largest_value;
     cost_total += largest_cost;
   }
+}
+
+template <class T>
+bool value_totals_overflow(const InstanceView<T>& p) {
+  double value_total, cost_total;
+  largest_totals(p, value_total, cost_total);
+  return !std::isfinite(value_total);
+}
+
+template <class T>
+[[noreturn]] void throw_overflow(const InstanceView<T>& p, std::int64_t b) {
+  double value_total, cost_total;
+  largest_totals(p, value_total, cost_total);
   const std::string where = "instance " + std::to_string(b);
   if (!std::isfinite(value_total)) {
     throw std::invalid_argument("values: the totals of " + where + " overflow float64 (the largest |value| of "

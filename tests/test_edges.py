@@ -1,0 +1,271 @@
+"""The numeric edges: no crash, no hang past time_limit, never over budget, "optimal" only
+when proven. Each case of the reliability issue has a test here; a seeded sweep then draws
+instances across the edges and checks every answer against brute force in exact arithmetic."""
+
+import faulthandler
+import itertools
+import json
+import math
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import apportion
+
+V3 = np.array([[0, 1, 2], [0, 2, 3.0]])
+C3 = np.array([0, 1, 3.0])
+EPS = np.finfo(np.float64).eps
+
+
+@pytest.fixture
+def watchdog():
+    """Kills the test process (with every thread's stack) if a call hangs: the native core
+    runs without the GIL, so a hang would otherwise block the whole test run."""
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+# --- 1. float spans past int64 in the DP's frontier (segfaulted) ------------------------------
+
+@pytest.mark.parametrize("budget, at", [(1e30, None), (4, [np.inf]), (4, [9.3e18]), (1e300, [1e19]),
+                                        (np.inf, [2.0**63, 4])])
+def test_frontier_huge_budgets(budget, at):
+    fr = apportion.frontier(V3, C3, budget, at=at)
+    assert fr.values[-1] == 5.0  # the most valuable allocation: cost 6, under every budget here
+    for b, row in zip(fr.at, fr.choices):
+        if b >= 6:
+            assert list(row) == [2, 2]
+    assert fr.value_at(np.inf) == 5.0
+    assert fr.value_at(2.0**63) == 5.0
+
+
+# --- 2. input whose slopes or totals overflow float64 (looped forever) ------------------------
+
+HANGS = [
+    ("[[0, 1e10], [0, 1e10]]", "[0, 1e-300]", "1e-300", "exact", "costs"),
+    ("[[-1e308, 0], [-1e308, 0]]", "[0, 1]", "0.0", "auto", "values"),
+    ("[[0, 1, 2], [0, 1, 2]]", "[0, 5e-324, 1e-323]", "5e-324", "exact", "costs"),
+    ("[[1e308, 1.7e308], [1e308, 1.7e308]]", "[0, 1]", "1", "auto", "values"),
+]
+
+
+@pytest.mark.parametrize("values, costs, budget, method, name", HANGS)
+def test_overflowing_input_raises_within_the_limit(values, costs, budget, method, name):
+    # In a subprocess with a timeout: before the fix these never returned, GIL released.
+    code = ("import apportion\n"
+            "try:\n"
+            f"    apportion.solve({values}, {costs}, {budget}, method={method!r}{', time_limit=1' if method == 'exact' else ''})\n"
+            "except ValueError as e:\n"
+            "    print('ValueError', e)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"ValueError {name}:"), run.stdout
+    assert "overflow" in run.stdout and ("divide" in run.stdout or "multiply" in run.stdout)
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "exact", "dp"])
+def test_overflowing_totals_raise_on_every_method(method, watchdog):
+    values = np.array([[1e308, 1.7e308], [1e308, 1.7e308]])
+    with pytest.raises(ValueError, match="^values: the totals"):
+        apportion.solve(values, [0, 1], 5, method=method)
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "exact"])
+def test_denormal_costs_raise_instead_of_nan_bounds(method, watchdog):
+    with pytest.raises(ValueError, match="^costs: the value per unit cost"):
+        apportion.solve(V3, [0, 5e-324, 1e-323], 5e-324, method=method)
+
+
+def test_cli_overflowing_values_exit_2(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"values": [[1e308, 1.7e308], [1e308, 1.7e308]], "costs": [0, 1],
+                                "budget": 1}))
+    run = subprocess.run([sys.executable, "-m", "apportion", "solve", str(path)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
+    assert "values" in run.stderr + run.stdout
+
+
+# --- 4. cost_resolution rounds up strictly (answers were over budget, "optimal") --------------
+
+@pytest.mark.parametrize("costs, budget, resolution", [
+    ([0, 1, 3], 4, 1e10), ([0, 1.0000000005, 3], 1, 1), ([0, 1.1, 2.2], 3.3, 0.1),
+    ([0, 0.3, 0.7], 1.0, 0.1), ([0, 1e-12, 2], 2, 1e-3)])
+def test_cost_resolution_never_over_budget(costs, budget, resolution):
+    sol = apportion.solve(V3, costs, budget, method="dp", cost_resolution=resolution)
+    real = math.fsum(np.asarray(costs, dtype=float)[sol.choice])
+    assert real <= budget and sol.cost == real
+    fr = apportion.frontier(V3, costs, budget, cost_resolution=resolution)
+    for row in fr.choices:
+        assert math.fsum(np.asarray(costs, dtype=float)[row]) <= budget
+
+
+def test_cost_resolution_rounds_to_the_nearest_covering_cell():
+    # 1.1 / 0.1 rounds to 11.000000000000002: still 11 cells, not 12. But 33 cells of 0.1 make
+    # 3.3000000000000003 > 3.3, so the budget holds 32: 1.1 + 2.2 (value 4) does not fit.
+    sol = apportion.solve(V3, [0, 1.1, 2.2], 3.3, method="dp", cost_resolution=0.1)
+    assert sol.info["quantised_budget"][0] == pytest.approx(3.2)
+    assert sol.value == 3.0 and math.fsum(np.array([0, 1.1, 2.2])[sol.choice]) <= 3.3
+    assert apportion.solve(V3, [0, 1.1, 2.2], 3.4, method="dp", cost_resolution=0.1).value == 4.0
+
+
+@pytest.mark.parametrize("resolution", [np.inf, np.nan, 0.0, -1.0])
+def test_cost_resolution_must_be_finite_and_positive(resolution):
+    with pytest.raises(ValueError, match="^cost_resolution"):
+        apportion.solve(V3, C3, 4, method="dp", cost_resolution=resolution)
+
+
+# --- 5. more than 65,536 Pareto options in one item (uint16 back-pointers truncated) ----------
+
+def test_dp_past_65536_options():
+    K = 70000
+    W = np.arange(K, dtype=np.float64)
+    sol = apportion.solve(np.stack([W, 0.5 * W]), W, 69000, method="dp")
+    assert sol.value == 69000 and sol.cost == 69000 and list(sol.choice) == [69000, 0]
+
+
+# --- 7. a common offset in the values ("optimal" up to 2232 below the optimum) ----------------
+
+@pytest.mark.parametrize("offset", [1e6, 1e9, 1e12, 1e13, 1e15])
+def test_offset_values_against_an_integer_dp(offset):
+    worst = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        N, K = 400, 6
+        w = np.sort(rng.integers(0, 30, size=(N, K)), axis=1).astype(float)
+        d = np.sort(rng.integers(0, 1000, size=(N, K)), axis=1).astype(float)
+        budget = float(w[:, 0].sum() + (0.4 * (w[:, -1] - w[:, 0]).sum()) // 1)
+        reference = apportion.solve(d, w, budget, method="dp")  # exact on the small integers
+        sol = apportion.solve(offset + d, w, budget, method="exact")
+        assert math.fsum(w[np.arange(N), sol.choice]) <= budget
+        if sol.status == "optimal":
+            worst = max(worst, reference.value - d[np.arange(N), sol.choice].sum())
+    assert worst == 0
+
+
+# --- 8. allocations that fill the budget exactly (missed when summed term by term) ------------
+
+def test_exact_fill_allocations_are_found():
+    rng = np.random.default_rng(0)
+    found = 0
+    while found < 60:
+        n = int(rng.integers(3, 8))
+        x = rng.random(n) / rng.integers(1, 1000, n)
+        budget = math.fsum(x)
+        running = 0.0
+        for a in x:
+            running += a
+        if running <= budget:
+            continue  # only the cases whose running sum lands an ulp over
+        found += 1
+        values = np.stack([np.zeros(n), 1 + rng.random(n) * 0.01], 1)
+        costs = np.stack([np.zeros(n), x], 1)
+        sol = apportion.solve(values, costs, budget, method="exact")
+        assert sol.choice.sum() == n and sol.status == "optimal", (list(x), budget)
+        assert math.fsum(costs[np.arange(n), sol.choice]) <= budget
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+MAGNITUDES = [0.0, 5e-324, 1e-310, 1e-300, 1e-12, 1.0, 3.0, 1e12, 1e100, 1e300, 1e308]
+
+
+def _draw(rng):
+    """A small instance across the numeric edges: (values, costs, budget)."""
+    with np.errstate(over="ignore"):
+        values, costs, budget = _draw_raw(rng)
+    big = np.finfo(np.float64).max
+    return np.clip(values, -big, big), np.clip(costs, 0, big), budget
+
+
+def _draw_raw(rng):
+    N, K = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    scale = rng.choice(MAGNITUDES[1:])
+    offset = rng.choice([0.0, 0.0, 1e6, 1e12, 1e15, -1e12]) * (scale >= 1)
+    values = offset + scale * rng.integers(-5, 6, size=(N, K))
+    values = np.where(rng.random((N, K)) < 0.2, rng.choice(MAGNITUDES, size=(N, K)), values)
+    cscale = rng.choice(MAGNITUDES[1:])
+    costs = cscale * rng.integers(0, 4, size=(N, K)).astype(float)
+    costs = np.where(rng.random((N, K)) < 0.15, rng.choice(MAGNITUDES, size=(N, K)), costs)
+    cheapest = costs.min(axis=1).sum()
+    dearest = costs.max(axis=1).sum()
+    budget = rng.choice([cheapest, dearest, 0.5 * (cheapest + dearest), np.inf, 2.0**63,
+                         np.nextafter(cheapest, -np.inf), 0.0])
+    return values.astype(np.float64), costs, float(budget)
+
+
+def _rounded(total):
+    """A Fraction correctly rounded to float64 (inf past the largest double): the package decides
+    feasibility on correctly rounded cost totals."""
+    try:
+        return float(total)
+    except OverflowError:
+        return math.inf
+
+
+def _brute(values, costs, budget):
+    """The optimum value, exact (a Fraction), over allocations whose correctly rounded cost fits
+    the budget; None when none does."""
+    N, K = values.shape
+    best = None
+    for choice in itertools.product(range(K), repeat=N):
+        if _rounded(sum(Fraction(costs[i, k]) for i, k in enumerate(choice))) > budget:
+            continue
+        value = sum(Fraction(values[i, k]) for i, k in enumerate(choice))
+        best = value if best is None or value > best else best
+    return best
+
+
+def _tame(values, costs):
+    """Input whose every total and slope fits float64 comfortably: no ValueError allowed."""
+    nz = costs[costs > 0]
+    return np.abs(values).max() <= 1e100 and (nz.size == 0 or (nz.min() >= 1e-100 and nz.max() <= 1e100))
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "exact", "dp", "mirror"])
+def test_edge_sweep(method, watchdog):
+    rng = np.random.default_rng({"lagrangian": 1, "exact": 2, "dp": 3, "mirror": 4}[method])
+    counts = {"solved": 0, "rejected": 0}
+    for case in range(400):
+        values, costs, budget = _draw(rng)
+        if method == "dp":
+            costs = np.floor(costs / max(costs.max(), 1.0) * 50)  # the DP takes integer costs
+        kwargs = {"time_limit": 1.0} if method == "exact" else {}
+        started = time.perf_counter()
+        try:
+            sol = apportion.solve(values, costs, budget, method=method, **kwargs)
+        except ValueError as e:
+            assert not _tame(values, costs) or method == "dp", (case, str(e))
+            assert str(e).split(":")[0] in ("values", "costs", "budget", "max_memory"), str(e)
+            counts["rejected"] += 1
+            continue
+        finally:
+            elapsed = time.perf_counter() - started
+        # A hang detector, not a speed test: time_limit (1 s) plus a wide margin.
+        assert elapsed < 30, (case, elapsed)
+        counts["solved"] += 1
+        best = _brute(values, costs, budget)
+        status = str(sol.status)
+        rows = np.arange(values.shape[0])
+        if best is None:
+            assert status in ("infeasible", "unknown"), (case, status)
+            continue
+        if status in ("infeasible", "unknown"):
+            assert status == "unknown" and method == "mirror", (case, status)
+            continue
+        chosen_cost = _rounded(sum(Fraction(c) for c in costs[rows, sol.choice]))
+        assert chosen_cost <= budget, (case, "over budget")
+        chosen_value = sum(Fraction(v) for v in values[rows, sol.choice])
+        assert math.isfinite(sol.value) and not math.isnan(sol.bound), case
+        rounding = Fraction(64 * EPS) * sum(Fraction(abs(v)) for v in values.max(axis=1)) + \
+            Fraction(64 * EPS) * abs(best)
+        assert sol.bound == np.inf or Fraction(sol.bound) >= best - rounding, (case, "bound below the optimum")
+        if status == "optimal":
+            assert math.isfinite(sol.bound)
+            assert best - chosen_value <= rounding, (case, "optimal but not", float(best - chosen_value))
+    assert counts["solved"] >= 200, counts
