@@ -118,6 +118,50 @@ def test_solve_bad_input_exits_2(tmp_path, name, content, message):
     assert p.stdout == ""
 
 
+@pytest.mark.parametrize("content, message", [
+    # exit 1 ("internal error") before: OverflowError, RecursionError
+    ('{"values": %s, "costs": [0, 1, 3], "budget": %s}' % (json.dumps(VALUES), "9" * 400),
+     "budget: the number is too large"),
+    ('{"values": %s, "costs": [0, 1, 3], "budget": %s}' % (json.dumps(VALUES), "9" * 5000),
+     "is not valid JSON"),  # past Python's limit on digits of an int
+    ('{"values": ' + "[" * 100_000 + "]" * 100_000 + ', "costs": [0], "budget": 1}',
+     "nested too deeply"),
+    ('{"values": [[0, %s]], "costs": [0, 1], "budget": 1}' % ("9" * 400), "values: a number is "
+     "too large"),
+    (json.dumps({"values": VALUES, "costs": COSTS, "budget": True}), "budget: expected numbers"),
+    (json.dumps({"values": 5, "costs": [[0]], "budget": [1], "method": "mirror"}),
+     "values: expected shape"),
+], ids=["budget-400-digits", "budget-5000-digits", "nested-100000", "values-400-digits",
+        "budget-bool", "mirror-scalar-values"])  # short ids: PYTEST_CURRENT_TEST goes to the child
+def test_solve_bad_numbers_exit_2(tmp_path, content, message):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    p = run("solve", str(path))
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    line = one_line(p.stderr)
+    assert line.startswith("apportion: error: PROBLEM:") and message in line, line
+
+
+def test_unreadable_problem_exits_2(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"values": VALUES, "costs": COSTS, "budget": 6.0}))
+
+    def no_access(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli, "open", no_access, raising=False)  # exit 1 before
+    assert cli.main(["solve", str(path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["-5", "x"])
+def test_demo_bad_seed_exits_2(seed, capsys):
+    # -5: numpy's ValueError from default_rng, exit 1, before
+    assert cli.main(["demo", "--quick", "--no-plot", "--seed", seed]) == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and "integer >= 0" in err
+
+
 def test_npz_missing_field(tmp_path):
     path = tmp_path / "p.npz"
     np.savez(path, values=np.ones((2, 2)), budget=np.array(1.0))

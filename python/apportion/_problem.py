@@ -8,7 +8,7 @@ the argument and the fix. `Solution` is the result type of every solver.
 from __future__ import annotations
 
 import dataclasses
-import math
+import numbers
 import sys
 import time
 from typing import Any, Optional
@@ -26,7 +26,7 @@ def _is_torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
+def _to_numpy(x: Any, name: str, allow_bool: bool = False) -> np.ndarray:
     if _is_torch_tensor(x):
         x = x.detach()
         if x.device.type != "cpu":
@@ -36,9 +36,44 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:  # ragged lists and the like
         raise TypeError(f"{name}: could not be read as a numeric array ({exc})") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+    kind = arr.dtype.kind
+    if kind not in "iuf":
+        if kind == "b" and not allow_bool:
+            # True/False as numbers is almost always a mix-up (a mask passed as values...).
+            raise TypeError(f"{name}: expected numbers, got booleans; convert them to numbers "
+                            "first if that is what you mean")
+        if kind == "O":
+            return _objects_to_float(arr, name)
+        if kind != "b":
+            raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     return arr
+
+
+def _objects_to_float(arr: np.ndarray, name: str) -> np.ndarray:
+    """An object array of real numbers (Python ints past int64 make numpy choose dtype object)
+    as float64; a named error for anything else in it."""
+    for x in arr.flat:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+            raise TypeError(f"{name}: expected a real numeric array, got an element of type "
+                            f"{type(x).__name__}: {x!r:.40}")
+    try:
+        return arr.astype(np.float64)
+    except OverflowError:
+        raise ValueError(f"{name}: a number is too large for a float64 (over 1.8e308); "
+                         "rescale the input") from None
+
+
+def _budget_float(budget: Any) -> float:
+    """float(budget) for a Python or numpy real scalar, with a named error for an int past the
+    float range and for NaN."""
+    try:
+        b = float(budget)
+    except OverflowError:
+        raise ValueError("budget: the number is too large for a float64 (over 1.8e308); pass "
+                         "float('inf') for no limit") from None
+    if b != b:
+        raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+    return b
 
 
 @dataclasses.dataclass
@@ -90,7 +125,9 @@ _FAST_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 def value_sign(sense: str) -> float:
     """+1.0 for sense "max", -1.0 for "min" (the native core maximises sign * values); a
-    ValueError naming `sense` for anything else."""
+    ValueError naming `sense` for anything else (a TypeError for a non-string)."""
+    if not isinstance(sense, str):  # before ==: an array would compare elementwise
+        raise TypeError(f"sense: expected 'max' or 'min', got {type(sense).__name__} {sense!r:.40}")
     if sense == "max":
         return 1.0
     if sense == "min":
@@ -116,10 +153,23 @@ def fast_budget(values: Any, costs: Any, budget: Any) -> Optional[float]:
     if not (kind is float or kind is int or kind is np.float64
             or (kind is np.ndarray and budget.ndim == 0 and budget.dtype.kind in "fiu")):
         return None
-    budget = float(budget)
+    try:  # inline, not _budget_float: this is the microsecond path
+        budget = float(budget)
+    except OverflowError:  # a Python int past the float range
+        return None  # the general path names it
     if budget != budget:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
     return budget
+
+
+def mirror_values(values: Any) -> Any:
+    """values for method "mirror", which reads their shape before make_problem checks them:
+    a torch tensor as it is, anything else as a numpy array, with a named error where they
+    are not (N,K) or (B,N,K) numbers."""
+    arr = values if _is_torch_tensor(values) else _to_numpy(values, "values")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"values: expected shape (N,K) or (B,N,K), got {tuple(arr.shape)}")
+    return arr
 
 
 def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[Problem]:
@@ -171,9 +221,8 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
 
     if isinstance(budget, (float, int)) and not isinstance(budget, bool):
         # The common scalar budget, without the array round trip.
-        if math.isnan(budget):
-            raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
-        return _finish_problem(v, c, np.full(B, float(budget)), mask, sense, batched, torch_device)
+        return _finish_problem(v, c, np.full(B, _budget_float(budget)), mask, sense, batched,
+                               torch_device)
     b = _to_numpy(budget, "budget").astype(np.float64, copy=False)
     if b.ndim == 0:
         b = np.full(B, float(b))
@@ -193,7 +242,7 @@ def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sens
     """The mask part of make_problem, and the Problem."""
     m = None
     if mask is not None:
-        m = _to_numpy(mask, "mask")
+        m = _to_numpy(mask, "mask", allow_bool=True)
         if m.dtype != np.bool_:
             if not np.isin(m, (0, 1)).all():
                 raise ValueError("mask: expected booleans (True = option allowed)")

@@ -13,6 +13,7 @@ import numpy as np
 from . import _core, _device
 from ._problem import (Problem, Solution, fast_budget, make_problem, make_solution, one_solution,
                        value_sign)
+from ._problem import _to_numpy, mirror_values
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -23,6 +24,11 @@ AUTO_EXACT_MAX_OPTIONS = 1 << 22
 # allocation found with status "feasible" and its certified gap.
 DEFAULT_EXACT_TIME_LIMIT = 10.0
 DEFAULT_EXACT_MAX_STATES = 100_000_000
+# The most threads a call may ask for: the native pool uses at most its own size anyway, so
+# more is a mistake (and past a C int it could not be passed at all).
+MAX_THREADS = 1 << 16
+# max_states at or past this is no limit (the native count is a size_t).
+_MAX_STATES_CAP = 1 << 63
 
 
 def _threads(threads: Optional[int]) -> int:
@@ -30,17 +36,33 @@ def _threads(threads: Optional[int]) -> int:
         return 0
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads: expected a positive int or None (all cores), got {threads!r}")
+    if threads > MAX_THREADS:
+        raise ValueError(f"threads: at most {MAX_THREADS} (MAX_THREADS), got {threads!r}; pass "
+                         "None for all cores")
     return int(threads)
 
 
 def _positive(x: Any, name: str) -> float:
+    # float() would take "1.5" and True: neither is a number here.
+    if isinstance(x, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name}: expected a number, got {x!r:.40}")
     try:
         value = float(x)
+    except OverflowError:  # an int past the float range: as large as a limit gets
+        value = math.inf
     except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {x!r}") from None
+        raise TypeError(f"{name}: expected a number, got {x!r:.40}") from None
     if not value > 0:
-        raise ValueError(f"{name}: must be positive, got {x!r}")
+        raise ValueError(f"{name}: must be positive, got {x!r:.40}")
     return value
+
+
+def _flag(x: Any, name: str) -> bool:
+    """x as a bool; a TypeError naming it for anything but True/False (a string like "no"
+    would otherwise count as True)."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    raise TypeError(f"{name}: expected True or False, got {x!r:.40}")
 
 
 def default_max_memory() -> int:
@@ -120,8 +142,12 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
 
 def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tuple:
     tl = DEFAULT_EXACT_TIME_LIMIT if time_limit is None else _positive(time_limit, "time_limit")
-    ms = DEFAULT_EXACT_MAX_STATES if max_states is None else int(_positive(max_states, "max_states"))
-    return tl, ms
+    if max_states is None:
+        return tl, DEFAULT_EXACT_MAX_STATES
+    ms = _positive(max_states, "max_states")
+    if ms < 1:
+        raise ValueError(f"max_states: must be at least 1, got {max_states!r}")
+    return tl, int(min(ms, _MAX_STATES_CAP))  # inf and the like: no limit
 
 
 def _auto_method(options: int) -> str:
@@ -189,8 +215,9 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
                 "lagrangian" beyond. The method used is reported in Solution.method.
         mask: bool, broadcastable to values; True = option allowed. Every item needs one.
         sense: "max" to maximise values, "min" to minimise them as losses.
-        threads: native threads to use (None = all cores). Instances of a batch run in
-            parallel; a single large instance uses threads for its per-item work.
+        threads: native threads to use (None = all cores; at most MAX_THREADS, 65536).
+            Instances of a batch run in parallel; a single large instance uses threads for its
+            per-item work.
         time_limit: seconds per instance for method="exact" (default 10).
         max_states: core states method="exact" may keep per instance, over all its layers
             (default 1e8: at 8 bytes each, at most about 800 MB per thread, reached only by the
@@ -221,9 +248,12 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
             negative costs, shapes that do not broadcast, an item with no allowed option...).
     """
     started = time.perf_counter()
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if not isinstance(method, str) or method not in METHODS:
+        kind = ValueError if isinstance(method, str) else TypeError
+        raise kind(f"method: expected one of {METHODS}, got {method!r:.40}")
     nthreads = _threads(threads)
+    if exact_spend is not False:
+        exact_spend = _flag(exact_spend, "exact_spend")
     if (device is None and mask is None and method in _ONE_METHODS and exact_spend is False
             and cost_resolution is None and max_memory is None):
         one_budget = fast_budget(values, costs, budget)
@@ -241,6 +271,7 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     if method == "mirror":
         from .online import mirror_solve
 
+        values = mirror_values(values)  # checks its rank before mirror_solve indexes its shape
         for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
                             ("max_memory", max_memory), ("time_limit", time_limit),
                             ("max_states", max_states)):
@@ -353,6 +384,9 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     """
     started = time.perf_counter()
     nthreads = _threads(threads)
+    exact_spend = _flag(exact_spend, "exact_spend")
+    if at is not None:
+        at = _to_numpy(at, "at")  # a named error for strings, booleans, ragged lists...
     problem = make_problem(values, costs, budget, mask, sense)
     if problem.batched:
         raise ValueError("values: frontier takes one instance (N,K); loop over a batch")

@@ -34,6 +34,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def _seed(text: str) -> int:
+    """--seed: an integer >= 0 (numpy's generators take no negative seed)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r:.40}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {seed}")
+    return seed
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -48,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--plot", default="apportion-demo.png", metavar="PATH",
                    help="where to write the PNG of loss against budget (default: %(default)s)")
     d.add_argument("--no-plot", action="store_true", help="print the tables only")
-    d.add_argument("--seed", type=int, default=0, help="seed of the general workload and of "
+    d.add_argument("--seed", type=_seed, default=0, help="seed of the general workload and of "
                    "the uniform policy's draw (default: %(default)s)")
 
     s = sub.add_parser("solve", help="solve a problem file (.json or .npz), JSON to stdout")
@@ -88,8 +99,13 @@ def load_problem(path: str) -> Dict[str, Any]:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of > 4300 digits
             raise UsageError(f"PROBLEM: {path!r} is not valid JSON ({exc})") from None
+        except RecursionError:  # the json parser recurses once per level of nesting
+            raise UsageError(f"PROBLEM: {path!r} is nested too deeply to read; values, costs "
+                             "and mask need at most 3 levels of lists") from None
+        except OSError as exc:
+            raise UsageError(f"PROBLEM: cannot read {path!r} ({exc.strerror or exc})") from None
         if not isinstance(data, dict):
             raise UsageError(f"PROBLEM: {path!r} must hold a JSON object with fields "
                              f"{', '.join(PROBLEM_FIELDS)}")

@@ -1,0 +1,129 @@
+"""Bad input to solve and frontier gets a ValueError or TypeError that names the argument, not an
+OverflowError, an IndexError, a pybind signature dump or a silent answer."""
+
+import numpy as np
+import pytest
+
+import apportion
+from apportion import api
+
+V = np.array([[0.0, 5.0, 6.0], [0.0, 3.0, 8.0]])
+C = np.array([0.0, 1.0, 3.0])
+HUGE = 10**400  # a Python int past the float range
+
+
+@pytest.mark.parametrize("call, error, name", [
+    # an int too large for a float: OverflowError before
+    (lambda: apportion.solve(V, C, HUGE), ValueError, "budget"),  # the one-instance path
+    (lambda: apportion.solve(V.tolist(), C, HUGE), ValueError, "budget"),  # the general path
+    (lambda: apportion.solve(V[None], C, [HUGE]), ValueError, "budget"),
+    (lambda: apportion.frontier(V, C, HUGE), ValueError, "budget"),
+    (lambda: apportion.solve([[0, HUGE]], [0, 1], 1.0), ValueError, "values"),
+    (lambda: apportion.solve([[0, 1]], [0, HUGE], 1.0), ValueError, "costs"),
+    (lambda: apportion.frontier(V, C, 4.0, at=HUGE), ValueError, "at"),
+    # booleans as numbers: accepted silently before
+    (lambda: apportion.solve(V, C, True), TypeError, "budget"),
+    (lambda: apportion.solve(V, C, np.True_), TypeError, "budget"),
+    (lambda: apportion.solve(V[None], C, [True]), TypeError, "budget"),
+    (lambda: apportion.solve(np.array([[True, False]]), [0.0, 1.0], 1.0), TypeError, "values"),
+    (lambda: apportion.solve([[1.0, 2.0]], np.array([True, False]), 1.0), TypeError, "costs"),
+    (lambda: apportion.frontier(V, C, 4.0, at=True), TypeError, "at"),
+    # flags and names of the wrong type: accepted ("no" is truthy) or a ValueError before
+    (lambda: apportion.solve(V, C, 4.0, exact_spend="no"), TypeError, "exact_spend"),
+    (lambda: apportion.frontier(V, C, 4.0, exact_spend="no"), TypeError, "exact_spend"),
+    (lambda: apportion.solve(V, C, 4.0, sense=1), TypeError, "sense"),
+    (lambda: apportion.frontier(V, C, 4.0, sense=None), TypeError, "sense"),
+    (lambda: apportion.solve(V, C, 4.0, method=1), TypeError, "method"),
+    # pybind's "incompatible function arguments" before
+    (lambda: apportion.solve(V, C, 4.0, threads=2**40), ValueError, "threads"),
+    (lambda: apportion.solve(V.tolist(), C, 4.0, threads=2**31), ValueError, "threads"),
+    (lambda: apportion.solve(V, C, 4.0, method="dp", threads=2**40), ValueError, "threads"),
+    (lambda: apportion.solve(V, C, 4.0, method="mirror", threads=2**40), ValueError, "threads"),
+    (lambda: apportion.frontier(V, C, 4.0, threads=2**40), ValueError, "threads"),
+    # numeric limits: True and "1" were taken as numbers before
+    (lambda: apportion.solve(V, C, 4.0, method="exact", max_states=True), TypeError, "max_states"),
+    (lambda: apportion.solve(V, C, 4.0, method="exact", max_states=0.5), ValueError, "max_states"),
+    (lambda: apportion.solve(V, C, 4.0, method="exact", time_limit="1"), TypeError, "time_limit"),
+    (lambda: apportion.solve(V, C, 4.0, method="dp", max_memory=True), TypeError, "max_memory"),
+    # scalar values for method="mirror": IndexError before
+    (lambda: apportion.solve(5.0, np.zeros((1, 1)), [1.0], method="mirror"), ValueError, "values"),
+    (lambda: apportion.solve("ab", np.zeros((1, 1)), [1.0], method="mirror"), TypeError, "values"),
+    # at= of frontier: taken ("3") or unnamed errors before
+    (lambda: apportion.frontier(V, C, 4.0, at="3"), TypeError, "at"),
+    (lambda: apportion.frontier(V, C, 4.0, at="x"), TypeError, "at"),
+    (lambda: apportion.frontier(V, C, 4.0, at=[1, [2]]), TypeError, "at"),
+    (lambda: apportion.frontier(V, C, 4.0, at=1j), TypeError, "at"),
+    (lambda: apportion.frontier(V, C, 4.0, at=[None]), TypeError, "at"),
+])
+def test_bad_input_names_the_argument(call, error, name):
+    with pytest.raises(error, match=rf"^{name}: "):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    # already right; kept so
+    (lambda: apportion.solve(V, C, "6"), TypeError, "budget"),
+    (lambda: apportion.solve(V, C, None), TypeError, "budget"),
+    (lambda: apportion.solve(V, C, 1 + 2j), TypeError, "budget"),
+    (lambda: apportion.solve(V, C, float("nan")), ValueError, "budget"),
+    (lambda: apportion.solve([[1, 2], [3]], [0, 1], 1.0), TypeError, "values"),
+    (lambda: apportion.solve(np.zeros((0, 3)), C, 1.0), ValueError, "values"),
+    (lambda: apportion.solve(V.astype(complex), C, 1.0), TypeError, "values"),
+    (lambda: apportion.solve(None, C, 1.0), TypeError, "values"),
+    (lambda: apportion.solve(V, C, 4.0, mask=np.full((2, 3), 0.5)), ValueError, "mask"),
+    (lambda: apportion.solve(V, C, 4.0, mask=[["a", "b", "c"]] * 2), TypeError, "mask"),
+    (lambda: apportion.solve(V, C, 4.0, sense="least"), ValueError, "sense"),
+    (lambda: apportion.solve(V, C, 4.0, method="magic"), ValueError, "method"),
+    (lambda: apportion.solve(V, C, 4.0, threads=0), ValueError, "threads"),
+    (lambda: apportion.solve(V, C, 4.0, method="exact", time_limit=float("nan")), ValueError,
+     "time_limit"),
+])
+def test_bad_input_still_names_the_argument(call, error, name):
+    with pytest.raises(error, match=rf"^{name}: "):
+        call()
+
+
+def test_threads_cap_is_documented_and_allowed():
+    assert "MAX_THREADS" in apportion.solve.__doc__
+    ref = apportion.solve(V, C, 4.0)
+    assert apportion.solve(V, C, 4.0, threads=api.MAX_THREADS).choice.tolist() == ref.choice.tolist()
+    with pytest.raises(ValueError, match="threads"):
+        apportion.solve(V, C, 4.0, threads=api.MAX_THREADS + 1)
+
+
+@pytest.mark.parametrize("max_states", [1e30, 2**70, HUGE, float("inf")])
+def test_max_states_past_the_native_range_is_no_limit(max_states):
+    # OverflowError or a pybind signature dump before
+    sol = apportion.solve(V, C, 4.0, method="exact", max_states=max_states)
+    assert sol.status == "optimal" and sol.value == 13.0
+
+
+def test_huge_limits_mean_no_limit():
+    # OverflowError before (float() of an int past the float range)
+    assert apportion.solve(V, C, 4.0, method="exact", time_limit=HUGE).status == "optimal"
+    assert apportion.solve(V, C, 4.0, method="dp", max_memory=HUGE).status == "optimal"
+
+
+def test_large_python_ints_are_numbers():
+    # Ints past int64 make numpy choose dtype object: a TypeError before, though they are real
+    # numbers within the float range.
+    big = 2**70
+    sol = apportion.solve([[0, big], [0, 1]], [0.0, 1.0], 1.0)
+    assert sol.choice.tolist() == [1, 0] and sol.value == float(big)
+    sol = apportion.solve(V[None], C, [2**70])
+    assert sol.cost[0] == 6.0
+
+
+def test_accepted_forms_still_accepted():
+    ref = apportion.solve(V, C, 4.0)
+    for budget in (4, np.int64(4), np.float32(4.0), np.array(4.0)):
+        assert apportion.solve(V, C, budget).choice.tolist() == ref.choice.tolist()
+    assert apportion.solve(V, C, -0.0).cost == 0.0
+    assert apportion.solve(V, C, 4.0, sense=np.str_("max")).value == ref.value
+    assert apportion.solve(V, C, 4.0, exact_spend=np.False_).value == ref.value
+    assert apportion.solve(V, C, 4.0, mask=np.ones((2, 3))).value == ref.value  # 0/1 floats
+    assert apportion.solve(V, C, 4.0, method="exact", max_states=1e8).value == ref.value
+    f = apportion.frontier(V, C, 4.0, at=[2, 3.5])
+    assert f.choices.shape == (2, 2)
+    sol = apportion.solve(V.tolist(), C[:, None], [4.0], method="mirror")  # one resource, (R,)
+    assert sol.cost[0] <= 4.0
