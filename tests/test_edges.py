@@ -54,7 +54,8 @@ HANGS = [
 ]
 
 
-@pytest.mark.parametrize("values, costs, budget, method, name", HANGS)
+@pytest.mark.parametrize("values, costs, budget, method, name", HANGS,
+                         ids=["slope-past-1e308", "negative-value-totals", "denormal-costs", "value-totals"])
 def test_overflowing_input_raises_within_the_limit(values, costs, budget, method, name):
     # In a subprocess with a timeout: before the fix these never returned, GIL released.
     code = ("import apportion\n"
@@ -269,3 +270,26 @@ def test_edge_sweep(method, watchdog):
             assert math.isfinite(sol.bound)
             assert best - chosen_value <= rounding, (case, "optimal but not", float(best - chosen_value))
     assert counts["solved"] >= 200, counts
+
+
+def test_round_to_budget_takes_exact_fill_allocations():
+    torch = pytest.importorskip("torch")
+    from apportion.torch import round_to_budget
+
+    rng = np.random.default_rng(1)
+    checked = 0
+    while checked < 20:
+        n = int(rng.integers(3, 9))
+        params = rng.integers(1, 10**7, size=n).astype(float)
+        fraction = params / params.sum()  # parameter fractions, as compression budgets have
+        budget = math.fsum(fraction)
+        running = 0.0
+        for a in fraction:
+            running += a
+        if running <= budget:
+            continue
+        checked += 1
+        costs = np.stack([np.zeros(n), fraction], 1)
+        logits = torch.tensor(np.stack([np.zeros(n), 3 + rng.random(n)], 1))
+        choice = round_to_budget(logits, costs, budget)
+        assert choice.tolist() == [1] * n, (list(fraction), budget)

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._problem import STATUS_NAMES, Problem, Solution, make_solution
+from ._problem import STATUS_NAMES, Problem, Solution, cost_resolution_value, grid_down, grid_up, make_solution
 
 DEVICE_METHODS = ("lagrangian", "dp")
 _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
@@ -175,7 +175,8 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
         res = float(cost_resolution)
         if not res > 0:
             raise ValueError(f"cost_resolution: must be positive, got {cost_resolution!r}")
-        c = torch.ceil(c.to(torch.float64) / res - 1e-9)
+        res = cost_resolution_value(res)
+        c = grid_up(c.to(torch.float64), res, torch)
     c = c.to(dtype).contiguous()
     b = _as_tensor(torch, budget, dev).to(torch.float64)
     if b.dim() == 0:
@@ -183,7 +184,7 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
     elif not batched or tuple(b.shape) != (B,):
         raise ValueError(f"budget: expected a scalar or shape ({B},), got {tuple(b.shape)}")
     if cost_resolution is not None:
-        b = torch.floor(b / res + 1e-9)
+        b = grid_down(b, res, torch)
     b = b.contiguous()
     m = None
     if mask is not None:

@@ -8,6 +8,7 @@ the argument and the fix. `Solution` is the result type of every solver.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import sys
 import time
@@ -19,6 +20,30 @@ import numpy as np
 #: infeasibility was not proven (only a method that cannot decide feasibility reports it).
 _STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown")
 STATUS_NAMES = np.array(_STATUS_LIST)
+
+
+def cost_resolution_value(res: float) -> float:
+    """A positive cost_resolution, checked finite: an infinite grid unit rounds every cost to 0."""
+    if not math.isfinite(res):
+        raise ValueError(f"cost_resolution: must be a finite positive number, got {res!r}")
+    return res
+
+
+def grid_up(x: Any, res: float, xp: Any = np) -> Any:
+    """The least integers q with q * res >= x, elementwise (x >= 0; numpy, or torch as xp):
+    every grid cost covers its real cost. x / res is rounded, so its ceiling can sit one above
+    (1.1 / 0.1 = 11.000000000000002) or below (a quotient that rounds down onto an integer)."""
+    q = xp.ceil(x / res)
+    q = xp.where((q >= 1) & ((q - 1) * res >= x), q - 1, q)
+    return xp.where(q * res < x, q + 1, q)
+
+
+def grid_down(x: Any, res: float, xp: Any = np) -> Any:
+    """The greatest integers q with q * res <= x, elementwise (+-inf stay as they are)."""
+    q = xp.floor(x / res)
+    finite = xp.isfinite(q)
+    q = xp.where(finite & ((q + 1) * res <= x), q + 1, q)
+    return xp.where(finite & (q * res > x), q - 1, q)
 
 
 def _is_torch_tensor(x: Any) -> bool:
@@ -284,9 +309,10 @@ class Solution:
         gap: |bound - value| >= 0, in value units; 0 means proven optimal (NaN when
             infeasible or unknown).
         status: one of
-            "optimal": proven optimal: gap <= 1e-9 * max(1, |value|, |bound|), a tolerance
-                for rounding in real-valued sums (relative, so a large common offset in the
-                values widens it: subtract one first);
+            "optimal": proven optimal to the rounding of float64 sums: gap <= 64 ulps of the
+                largest of |value|, |bound| and shadow_price * budget (method "exact" decides
+                it on differences from the LP allocation, so a common offset in the values
+                costs it no precision);
             "feasible": within the budget, and within `gap` of the optimum;
             "infeasible": proven that no allocation fits (the budget is below `min_budget`, or,
                 for method "mirror" with several resources, the dual bound proves it);

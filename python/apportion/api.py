@@ -13,7 +13,7 @@ import numpy as np
 from . import _core, _device
 from ._problem import (Problem, Solution, fast_budget, make_problem, make_solution, one_solution,
                        value_sign)
-from ._problem import _to_numpy, mirror_values
+from ._problem import _to_numpy, cost_resolution_value, grid_down, grid_up, mirror_values
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -73,22 +73,6 @@ def default_max_memory() -> int:
         return 1 << 30
 
 
-def _grid_up(x: np.ndarray, res: float) -> np.ndarray:
-    """The least integers q with q * res >= x (elementwise, x >= 0): every grid cost covers
-    the real cost. x / res is rounded, so its ceiling may sit one above or below that."""
-    q = np.ceil(x / res)
-    q = np.where((q >= 1) & ((q - 1) * res >= x), q - 1, q)
-    return np.where(q * res < x, q + 1, q)
-
-
-def _grid_down(x: np.ndarray, res: float) -> np.ndarray:
-    """The greatest integers q with q * res <= x (x may be +inf, which stays +inf)."""
-    q = np.floor(x / res)
-    finite = np.isfinite(q)
-    q = np.where(finite & ((q + 1) * res <= x), q + 1, q)
-    return np.where(finite & (q * res > x), q - 1, q)
-
-
 def _quantise(problem: Problem, cost_resolution: Optional[float]) -> Optional[float]:
     """Puts the costs of `problem` on an integer grid for the DP, in place.
 
@@ -101,10 +85,8 @@ def _quantise(problem: Problem, cost_resolution: Optional[float]) -> Optional[fl
             raise ValueError("costs: method='dp' needs integer costs; pass cost_resolution= "
                              "to quantise real costs (the answer is then exact for the grid)")
         return None
-    res = _positive(cost_resolution, "cost_resolution")
-    if not math.isfinite(res):
-        raise ValueError(f"cost_resolution: must be a finite positive number, got {cost_resolution!r}")
-    grid_costs = _grid_up(problem.costs.astype(np.float64), res)
+    res = cost_resolution_value(_positive(cost_resolution, "cost_resolution"))
+    grid_costs = grid_up(problem.costs.astype(np.float64), res)
     if not np.isfinite(grid_costs).all():
         raise ValueError(f"cost_resolution: {res!r} is too fine for the costs (cost / resolution "
                          "overflows); pass a coarser cost_resolution")
@@ -112,7 +94,7 @@ def _quantise(problem: Problem, cost_resolution: Optional[float]) -> Optional[fl
     if problem.values.dtype == np.float32 and not np.array_equal(problem.costs, grid_costs):
         raise ValueError("cost_resolution: the quantised costs exceed float32's integers (2^24); "
                          "pass a coarser cost_resolution or float64 input")
-    problem.budget = _grid_down(problem.budget, res)
+    problem.budget = grid_down(problem.budget, res)
     return res
 
 
@@ -397,7 +379,7 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
         raise ValueError("at: expected a scalar or a 1-d list of budgets (no NaN)")
     resolution = _quantise(problem, cost_resolution)
     scale = 1.0 if resolution is None else resolution
-    at_grid = _grid_down(at_arr, resolution) if resolution is not None else at_arr
+    at_grid = grid_down(at_arr, resolution) if resolution is not None else at_arr
     top = np.array([max(problem.budget[0], at_grid.max(initial=-np.inf))])
     sized = dataclasses.replace(problem, budget=top)
     _check_dp_memory(sized, 1, max_memory)
