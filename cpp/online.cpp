@@ -40,6 +40,7 @@ void DmdState::reset(const DmdConfig& cfg) {
   }
   spent_sum.assign(cfg.r, 0.0);
   spent_carry.assign(cfg.r, 0.0);
+  floor.assign(cfg.r, HUGE_VAL);
   steps = 0;
 }
 
@@ -95,17 +96,25 @@ std::int64_t dmd_decide_many(const DmdConfig& cfg, DmdState& st, const T* values
   const bool atomic = !cfg.skip_allowed && m > 1;
   DmdState saved;
   if (atomic) saved = st;
-  Scratch rem(r);
+  Scratch rem(r), floor(r), spendable(r);
   for (std::int64_t i = 0; i < m; ++i) {
     const T* v = values + i * k;
     const T* w = costs + i * cost_stride_request;
     const std::uint8_t* mk = mask ? mask + i * k : nullptr;
     dmd_remaining(cfg.budget.data(), st.spent_sum.data(), st.spent_carry.data(), r, rem.data);
-    const DmdChoice c = dmd_decide(v, w, mk, k, r, st.mu.data(), rem.data, cfg.skip_allowed);
+    const bool keep = !cfg.skip_allowed;  // the null action costs nothing: no reserve needed
+    if (keep) {
+      std::copy(st.floor.begin(), st.floor.end(), floor.data);
+      dmd_floor(w, mk, k, r, floor.data);
+      dmd_spendable(rem.data, floor.data, r, dmd_requests_left(st.steps, cfg.horizon), spendable.data);
+    }
+    const DmdChoice c = dmd_decide(v, w, mk, k, r, st.mu.data(), rem.data, cfg.skip_allowed,
+                                   keep ? static_cast<const double*>(spendable.data) : nullptr);
     if (c.played == kStalled) {
       if (atomic) st = saved;
       return i;
     }
+    if (keep) std::copy(floor.data, floor.data + r, st.floor.begin());
     if (c.played >= 0) dmd_spend(w + c.played * r, r, st.spent_sum.data(), st.spent_carry.data());
     dmd_update(st.m.data(), st.mu.data(), c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr),
                r, cfg.inv_rho.data(), cfg.eta, cfg.mirror);
@@ -132,7 +141,8 @@ void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::in
   const int usable = threads <= 0 ? pool : std::min(threads, pool);
   parallel_for(s, 1, usable, [&](std::int64_t begin, std::int64_t end) {
     DmdState st;
-    std::vector<double> rem(r);
+    std::vector<double> rem(r), floor(r), spendable(r);
+    const bool keep = !cfg.skip_allowed;
     for (std::int64_t sidx = begin; sidx < end; ++sidx) {
       st.reset(cfg);
       CompensatedSum value;
@@ -144,14 +154,22 @@ void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::in
         const T* v = vs + i * k;
         const T* w = ws + i * ct;
         dmd_remaining(cfg.budget.data(), st.spent_sum.data(), st.spent_carry.data(), r, rem.data());
+        if (keep) {  // as dmd_decide_many
+          floor = st.floor;
+          dmd_floor(w, static_cast<const std::uint8_t*>(nullptr), k, r, floor.data());
+          dmd_spendable(rem.data(), floor.data(), r, dmd_requests_left(st.steps, cfg.horizon), spendable.data());
+        }
         DmdChoice c = dmd_decide(v, w, static_cast<const std::uint8_t*>(nullptr), k, r,
-                                 st.mu.data(), rem.data(), cfg.skip_allowed);
+                                 st.mu.data(), rem.data(), cfg.skip_allowed,
+                                 keep ? static_cast<const double*>(spendable.data()) : nullptr);
         if (c.played == kStalled) {
           // As OnlineAllocator.decide raising: the request is left undecided, the state as it was.
           ++stalled;
           if (ch) ch[i] = kSkip;
           continue;
         }
+        if (keep) st.floor = floor;
+        ++st.steps;
         if (c.played >= 0) {
           dmd_spend(w + c.played * r, r, st.spent_sum.data(), st.spent_carry.data());
           value.add(static_cast<double>(v[c.played]));

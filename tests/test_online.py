@@ -295,7 +295,9 @@ def test_properties_and_units():
 
 
 def test_no_feasible_option_is_reported_and_atomic():
-    alloc = OnlineAllocator(5.0, 10, skip_allowed=False)
+    # Horizon 2: spending 4 of 5 on the first request still leaves its least cost, 1, for the
+    # second, so the reserve lets the preferred option through.
+    alloc = OnlineAllocator(5.0, 2, skip_allowed=False)
     assert alloc.decide([1.0, 2.0], [1.0, 4.0]) == 1
     with pytest.raises(NoFeasibleOptionError, match="no option fits the remaining budget"):
         alloc.decide([1.0, 2.0], [2.0, 3.0])
@@ -312,6 +314,99 @@ def test_no_feasible_option_is_reported_and_atomic():
     skip = OnlineAllocator(5.0, 10)
     skip.decide([0.0, 2.0], [0.0, 5.0])
     assert skip.decide([1.0, 2.0], [2.0, 3.0]) == SKIP
+
+
+def _tier_stream(seed, T):
+    """T requests over tiers costing 1, 4 and 20, values increasing in the tier."""
+    return np.cumsum(np.random.default_rng(seed).random((T, 3)), axis=1), np.array([1.0, 4.0, 20.0])
+
+
+@pytest.mark.parametrize("mirror", MIRRORS)
+def test_no_skip_keeps_a_reserve_and_serves_the_whole_horizon(mirror):
+    """Regression: T = 10,000, tiers 1/4/20, budget 3T, skip_allowed=False. The allocator spent
+    the cheapest tier's share of the last requests early and raised NoFeasibleOptionError from
+    request 9,971 on (29 requests unserved). With a budget that covers the cheapest tier of every
+    request it must serve all T, keeping the reserve after every request."""
+    T = 10_000
+    values, costs = _tier_stream(0, T)
+    alloc = OnlineAllocator(3.0 * T, T, mirror=mirror, skip_allowed=False)
+    choices = alloc.decide(values, costs)  # all-or-nothing: raises if any request stalls
+    assert (choices >= 0).all() and alloc.steps == T
+    spent = np.cumsum(costs[choices])
+    left = T - 1 - np.arange(T)
+    assert (spent + left * costs.min() <= 3.0 * T).all()  # the reserve held after every request
+    run = simulate_online(values, costs, 3.0 * T, mirror=mirror, skip_allowed=False)
+    assert run.stalled == 0 and run.choice.tolist() == choices.tolist()
+    assert run.value == pytest.approx(values[np.arange(T), choices].sum())
+    assert run.value > 0.99 * apportion.solve(values, costs, 3.0 * T).value  # hindsight optimum
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 60), st.integers(1, 5), st.floats(1.0, 3.0), st.integers(0, 2**32 - 1),
+       st.booleans(), st.sampled_from(MIRRORS))
+def test_no_skip_serves_every_request_the_budget_covers(T, K, slack, seed, per_request, mirror):
+    """Whenever budget >= T times the cheapest cost c (shared by every request), all T requests
+    are served and, after request t, the remaining budget covers c for each of the T - t - 1
+    left; with per-request costs whose cheapest is c the same holds (the least cost seen)."""
+    rng = np.random.default_rng(seed)
+    c = float(rng.choice([0.0, 0.3, 1.0, 7.0]))
+    costs = c + rng.random((T, K) if per_request else (K,)) * 10
+    cheapest = rng.integers(K, size=T) if per_request else rng.integers(K)
+    if per_request:
+        costs[np.arange(T), cheapest] = c
+    else:
+        costs[cheapest] = c
+    budget = max(T * c * slack, 1e-3)
+    values = rng.normal(size=(T, K)) * 5
+    alloc = OnlineAllocator(budget, T, mirror=mirror, skip_allowed=False, step_size=float(rng.choice([0.01, 1, 50])))
+    spent = []
+    for t in range(T):
+        k = alloc.decide(values[t], costs[t] if per_request else costs)
+        spent.append((costs[t] if per_request else costs)[k])
+        assert math.fsum(spent) + (T - t - 1) * c <= budget
+    assert alloc.steps == T
+
+
+def test_no_skip_reserve_tight_budget_and_past_the_horizon():
+    # budget = T * c exactly: the reserve is tight from the start, every request takes c.
+    alloc = OnlineAllocator(10.0, 10, skip_allowed=False)
+    assert alloc.decide(np.tile([0.0, 5.0], (10, 1)), [1.0, 1.5]).tolist() == [0] * 10
+    # An exactly tight reserve still admits the option that leaves exactly c per request left.
+    alloc = OnlineAllocator(5.0, 2, skip_allowed=False)
+    assert alloc.decide([0.0, 5.0], [1.0, 4.0]) == 1 and alloc.decide([0.0, 5.0], [1.0, 4.0]) == 0
+    # Past the horizon no reserve is kept: requests are served while the budget lasts.
+    alloc = OnlineAllocator(13.0, 2, skip_allowed=False, step_size=1e-9)
+    assert alloc.decide(np.tile([0.0, 5.0], (2, 1)), [1.0, 4.0]).tolist() == [1, 1]
+    assert alloc.decide([0.0, 5.0], [1.0, 4.0]) == 1
+    assert alloc.decide([0.0, 5.0], [1.0, 4.0]) == 0
+    with pytest.raises(NoFeasibleOptionError):
+        alloc.decide([0.0, 5.0], [1.0, 4.0])
+    # A budget below T * c cannot serve all: the cheapest option, as many requests as it covers.
+    alloc = OnlineAllocator(5.0, 10, skip_allowed=False)
+    assert alloc.decide(np.tile([0.0, 5.0], (5, 1)), [1.0, 2.0]).tolist() == [0] * 5
+    # The reserve's floor is state: it pickles, and a version-1 state relearns it.
+    alloc = OnlineAllocator(30.0, 10, skip_allowed=False)
+    alloc.decide([0.0, 5.0], [1.0, 4.0])
+    state = alloc.__getstate__()
+    assert state["floor"].tolist() == [1.0]
+    old = dict(state, version=1)
+    del old["floor"]
+    restored = OnlineAllocator.__new__(OnlineAllocator)
+    restored.__setstate__(old)
+    assert restored.decide([0.0, 5.0], [1.0, 4.0]) == alloc.decide([0.0, 5.0], [1.0, 4.0])
+
+
+def test_skips_follow_the_hindsight_optimum():
+    """With skipping allowed no reserve is kept (the null action costs nothing). The skips on
+    the stream above, the first within the first hundred requests, are the price at work: the
+    hindsight optimum (a skip option of cost 0) drops a similar share, and the value is close."""
+    T = 10_000
+    values, costs = _tier_stream(0, T)
+    run = simulate_online(values, costs, 3.0 * T)
+    opt = apportion.solve(np.concatenate([np.zeros((T, 1)), values], 1), np.concatenate([[0.0], costs]), 3.0 * T)
+    drops, opt_drops = int((run.choice == SKIP).sum()), int((np.asarray(opt.choice) == 0).sum())
+    assert 0 < opt_drops and 0.8 * opt_drops <= drops <= 1.25 * opt_drops
+    assert run.value >= 0.99 * opt.value
 
 
 @pytest.mark.parametrize("bad, match, exc", [
