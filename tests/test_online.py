@@ -642,3 +642,84 @@ def test_mirror_infeasible_and_errors():
         apportion.solve(values, -costs, np.array([10.0, 10.0]), method="mirror")
     with pytest.raises(ValueError, match="max_iter"):
         mirror_solve(values, costs, np.array([10.0, 10.0]), max_iter=0)
+
+
+def _exact_optimum(values, costs, budget):
+    """The optimum over all allocations with costs summed exactly (Fractions): value or None.
+    costs (N,K,R), budget (R,)."""
+    n, k, _ = costs.shape
+    best = None
+    for choice in itertools.product(range(k), repeat=n):
+        used = [sum(Fraction(float(costs[i, j, q])) for i, j in enumerate(choice)) for q in range(costs.shape[2])]
+        if all(u <= Fraction(float(b)) for u, b in zip(used, budget)):
+            v = math.fsum(values[i, j] for i, j in enumerate(choice))
+            best = v if best is None else max(best, v)
+    return best
+
+
+def _check_mirror_claims(sol, values, costs, budget):
+    """What a mirror answer may claim: "optimal" only with a finite bound that proves a finite
+    value, never NaN with "optimal"/"feasible", "infeasible" exactly when nothing fits."""
+    opt = _exact_optimum(values, costs, budget)
+    if sol.status in ("optimal", "feasible"):
+        assert opt is not None
+        assert math.isfinite(sol.value) and not math.isnan(sol.bound) and not math.isnan(sol.gap)
+        n = values.shape[0]
+        used = [sum(Fraction(float(costs[i, sol.choice[i], q])) for i in range(n)) for q in range(costs.shape[2])]
+        assert all(u <= Fraction(float(b)) for u, b in zip(used, budget))
+        assert sol.value <= opt + 1e-9 and sol.bound >= opt - 1e-9
+        if sol.status == "optimal":
+            assert math.isfinite(sol.bound) and sol.gap <= 1e-9 * max(1.0, abs(sol.value), abs(sol.bound))
+    else:
+        assert sol.status == "infeasible" and opt is None
+
+
+def test_mirror_status_when_cost_totals_overflow():
+    """Regression: shared costs of 1.7e308 on two items sum past float64 (inf); the least use
+    was NaN, which no budget test refused, and mirror said "optimal" with a NaN cost."""
+    rng = np.random.default_rng(0)
+    values = rng.random((2, 3))
+    sol = apportion.solve(values, np.full(3, 1.7e308), 1e308, method="mirror")
+    assert sol.status == "infeasible" and sol.min_budget == math.inf and sol.cost == math.inf
+    _check_mirror_claims(sol, values, np.full((2, 3, 1), 1.7e308), [1e308])
+    # Two resources, the overflowing one decides.
+    costs = np.stack([np.full((2, 3), 1.7e308), np.ones((2, 3))], axis=-1)
+    sol = apportion.solve(values, costs, np.array([1e308, 5.0]), method="mirror")
+    assert sol.status == "infeasible" and sol.min_budget.tolist() == [math.inf, 2.0]
+    # Feasible, with options whose totals would overflow: an answer within the budget.
+    costs = np.array([1e308, 1e308, 0.0])
+    sol = apportion.solve(values, costs, 1.5e308, method="mirror")
+    _check_mirror_claims(sol, values, np.broadcast_to(costs, (2, 3))[..., None], [1.5e308])
+    assert sol.status == "optimal"
+
+
+def test_mirror_status_on_denormal_costs():
+    """Regression: costs [0, 5e-324, 1e-323] with budget 5e-324 made the price scale N / C
+    overflow; mirror reported a bound of inf with "optimal"."""
+    rng = np.random.default_rng(0)
+    values = rng.random((2, 3))
+    for costs, budget in (([0.0, 5e-324, 1e-323], 5e-324), ([0.0, 5e-324, 1e-323], 0.0),
+                          ([0.0, 1e-320, 2e-320], 1e-320), ([3e-310, 5e-310, 1e-309], 1e-309)):
+        costs = np.array(costs)
+        sol = apportion.solve(values, costs, budget, method="mirror")
+        assert math.isfinite(sol.bound) or sol.status == "infeasible"
+        _check_mirror_claims(sol, values, np.broadcast_to(costs, (2, 3))[..., None], [budget])
+    with pytest.raises(ValueError, match="values: .*overflow float64.*rescale"):
+        apportion.solve(np.full((3, 2), 1e308), np.array([0.0, 1.0]), 1.0, method="mirror")
+
+
+_SCALES = [0.0, 5e-324, 1e-320, 1e-300, 1e-10, 1.0, 1e10, 1e300, 1.7e308]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2**32 - 1),
+       st.sampled_from(_SCALES), st.sampled_from(_SCALES))
+def test_mirror_claims_hold_at_extreme_scales(n, k, R, seed, cost_scale, budget_scale):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n, k))
+    costs = rng.choice([0.0, 0.25, 0.5, 1.0], (n, k, R)) * cost_scale
+    budget = rng.choice([0.0, 0.25, 0.5, 1.0], R) * budget_scale
+    sol = apportion.solve(values, costs if R > 1 else costs[..., 0], budget if R > 1 else float(budget[0]),
+                          method="mirror")
+    assert sol.status != "unknown"  # small enough for the exhaustive search
+    _check_mirror_claims(sol, values, costs, budget)

@@ -512,6 +512,24 @@ def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any, sense: str):
     return problem, c, bud, True
 
 
+_OPTIMAL, _FEASIBLE = 0, 1  # status codes of the core (STATUS_NAMES)
+
+
+def _check_value_totals(problem) -> None:
+    """A ValueError when the value of an allocation can overflow float64 (the sum over items of
+    the largest |value| is not finite): values and bounds would be inf or NaN."""
+    mags = np.abs(problem.values)
+    if problem.mask is not None:
+        mags = np.where(problem.mask, mags, 0)
+    with np.errstate(over="ignore"):
+        totals = mags.max(axis=-1).sum(axis=-1, dtype=np.float64)
+    if not np.isfinite(totals).all():
+        b = int(np.flatnonzero(~np.isfinite(totals))[0])
+        raise ValueError(f"values: instance {b}: the total value of an allocation can overflow float64 (the sum "
+                         "over items of the largest |value| is not finite); rescale the values (divide them "
+                         "by a common factor)")
+
+
 def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "max",
                  threads: Optional[int] = None, max_iter: int = 2000, tol: float = 1e-6,
                  _started: Optional[float] = None) -> Solution:
@@ -550,6 +568,17 @@ def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sens
         x(mu) at the prices of the best bound) find one, the solver cannot decide. `choice` is
         then the allocation of least excess found (over the budget), `bound`, `gap` and
         `shadow_price` are NaN. With one resource the status is never "unknown".
+
+        "optimal" is claimed only where a finite bound proves a finite value. Where the least
+        use of a resource overflows float64 (costs near 1e308 summed over items), it exceeds
+        every finite budget: "infeasible", `min_budget` inf. Where prices on the scale of
+        value / cost do not fit in float64 (denormal or tiny costs and budgets), no dual step
+        is taken: the bound is L(0) = sum_i max_k v_ik, the allocation is repaired from x(0),
+        `shadow_price` is 0, and the status is "feasible" unless that bound proves it.
+
+    Raises:
+        ValueError: bad input, naming the argument; values whose total over the items can
+            overflow float64 (rescale them).
     """
     started = time.perf_counter() if _started is None else _started
     max_iter = _check_max_iter(max_iter)
@@ -557,10 +586,14 @@ def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sens
     if not (isinstance(tol, numbers.Real) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol: expected a finite number >= 0, got {tol!r}")
     problem, c, bud, resource_axis = _mirror_inputs(values, costs, budget, mask, sense)
+    _check_value_totals(problem)
     choice, value, cost, bound, prices, min_cost, status, iterations = _core.mirror(
         problem.values, c, bud, problem.mask, problem.value_sign, max_iter, float(tol), nthreads)
     if problem.value_sign < 0:
         value, bound = -value, -bound
+    # "optimal" only where a finite bound proves a finite value (the core decides so; this
+    # keeps the promise should a total ever leave float64).
+    status = np.where((status == _OPTIMAL) & ~(np.isfinite(value) & np.isfinite(bound)), _FEASIBLE, status)
     gap = np.abs(bound - value)
     names = STATUS_NAMES[status]
     if not resource_axis:
