@@ -429,6 +429,24 @@ def test_constructor_errors_name_the_argument(bad, match, exc):
         OnlineAllocator(args.pop("budget"), args.pop("horizon"), **args)
 
 
+def test_integer_arguments_are_range_checked_before_the_core():
+    """Regression: horizon=2**70 and threads=2**40 reached pybind11, which raised a TypeError
+    listing its signatures; each is now a ValueError naming the argument."""
+    with pytest.raises(ValueError, match="horizon: expected an integer in 1..2\\*\\*53"):
+        OnlineAllocator(10.0, 2**70)
+    with pytest.raises(ValueError, match="horizon"):
+        simulate_online(np.ones((2, 3)), np.ones(3), 10.0, horizon=2**70)
+    with pytest.raises(ValueError, match="threads"):
+        simulate_online(np.ones((2, 3)), np.ones(3), 10.0, threads=2**40)
+    with pytest.raises(TypeError, match="threads"):
+        simulate_online(np.ones((2, 3)), np.ones(3), 10.0, threads=2.0)
+    with pytest.raises(ValueError, match="threads"):
+        apportion.solve(np.ones((3, 2)), np.ones(2), 3.0, method="mirror", threads=2**40)
+    with pytest.raises(ValueError, match="max_iter"):
+        mirror_solve(np.ones((3, 2)), np.ones(2), 3.0, max_iter=2**70)
+    assert OnlineAllocator(10.0, 2**53).horizon == 2**53
+
+
 def test_decide_errors_name_the_argument():
     alloc = OnlineAllocator(10.0, 10)
     with pytest.raises(ValueError, match="values"):
