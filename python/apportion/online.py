@@ -594,7 +594,8 @@ def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sens
     # "optimal" only where a finite bound proves a finite value (the core decides so; this
     # keeps the promise should a total ever leave float64).
     status = np.where((status == _OPTIMAL) & ~(np.isfinite(value) & np.isfinite(bound)), _FEASIBLE, status)
-    gap = np.abs(bound - value)
+    with np.errstate(over="ignore"):  # a bound and value of opposite sign near 1e308: gap inf
+        gap = np.abs(bound - value)
     names = STATUS_NAMES[status]
     if not resource_axis:
         cost, prices, min_cost = cost[:, 0], prices[:, 0], min_cost[:, 0]
