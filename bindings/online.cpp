@@ -126,22 +126,25 @@ class OnlineCore {
     st_.reset(cfg_);
   }
 
-  // (normalised prices m, spent sums, spent carries, steps): exact doubles, so that a restored
-  // allocator continues bit for bit.
+  // (normalised prices m, spent sums, spent carries, steps, cost floor): exact doubles, so that
+  // a restored allocator continues bit for bit.
   py::tuple get_state() {
     std::lock_guard<std::mutex> lock(mutex_);
     return py::make_tuple(from_vector(st_.m), from_vector(st_.spent_sum), from_vector(st_.spent_carry),
-                          st_.steps);
+                          st_.steps, from_vector(st_.floor));
   }
-  void set_state(const DArray& m, const DArray& spent_sum, const DArray& spent_carry, std::int64_t steps) {
+  void set_state(const DArray& m, const DArray& spent_sum, const DArray& spent_carry, std::int64_t steps,
+                 const DArray& floor) {
     std::lock_guard<std::mutex> lock(mutex_);
     DmdState s;
     s.m = to_vector(m, "state.m");
     s.spent_sum = to_vector(spent_sum, "state.spent_sum");
     s.spent_carry = to_vector(spent_carry, "state.spent_carry");
+    s.floor = to_vector(floor, "state.floor");
     const auto r = static_cast<std::size_t>(cfg_.r);
-    require(s.m.size() == r && s.spent_sum.size() == r && s.spent_carry.size() == r,
+    require(s.m.size() == r && s.spent_sum.size() == r && s.spent_carry.size() == r && s.floor.size() == r,
             "state: expected one entry per resource");
+    for (double f : s.floor) require(f >= 0.0, "state: the cost floor must be >= 0 (inf: unknown)");
     require(steps >= 0, "state: steps must be >= 0");
     s.steps = steps;
     s.mu.assign(r, 0.0);
@@ -259,7 +262,7 @@ void bind_online(py::module_& m) {
       .def("reset", &OnlineCore::reset)
       .def("get_state", &OnlineCore::get_state)
       .def("set_state", &OnlineCore::set_state, py::arg("m"), py::arg("spent_sum"), py::arg("spent_carry"),
-           py::arg("steps"));
+           py::arg("steps"), py::arg("floor"));
 
   m.def(
       "simulate_online",

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -40,6 +41,7 @@ void DmdState::reset(const DmdConfig& cfg) {
   }
   spent_sum.assign(cfg.r, 0.0);
   spent_carry.assign(cfg.r, 0.0);
+  floor.assign(cfg.r, HUGE_VAL);
   steps = 0;
 }
 
@@ -95,17 +97,25 @@ std::int64_t dmd_decide_many(const DmdConfig& cfg, DmdState& st, const T* values
   const bool atomic = !cfg.skip_allowed && m > 1;
   DmdState saved;
   if (atomic) saved = st;
-  Scratch rem(r);
+  Scratch rem(r), floor(r), spendable(r);
   for (std::int64_t i = 0; i < m; ++i) {
     const T* v = values + i * k;
     const T* w = costs + i * cost_stride_request;
     const std::uint8_t* mk = mask ? mask + i * k : nullptr;
     dmd_remaining(cfg.budget.data(), st.spent_sum.data(), st.spent_carry.data(), r, rem.data);
-    const DmdChoice c = dmd_decide(v, w, mk, k, r, st.mu.data(), rem.data, cfg.skip_allowed);
+    const bool keep = !cfg.skip_allowed;  // the null action costs nothing: no reserve needed
+    if (keep) {
+      std::copy(st.floor.begin(), st.floor.end(), floor.data);
+      dmd_floor(w, mk, k, r, floor.data);
+      dmd_spendable(rem.data, floor.data, r, dmd_requests_left(st.steps, cfg.horizon), spendable.data);
+    }
+    const DmdChoice c = dmd_decide(v, w, mk, k, r, st.mu.data(), rem.data, cfg.skip_allowed,
+                                   keep ? static_cast<const double*>(spendable.data) : nullptr);
     if (c.played == kStalled) {
       if (atomic) st = saved;
       return i;
     }
+    if (keep) std::copy(floor.data, floor.data + r, st.floor.begin());
     if (c.played >= 0) dmd_spend(w + c.played * r, r, st.spent_sum.data(), st.spent_carry.data());
     dmd_update(st.m.data(), st.mu.data(), c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr),
                r, cfg.inv_rho.data(), cfg.eta, cfg.mirror);
@@ -132,7 +142,8 @@ void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::in
   const int usable = threads <= 0 ? pool : std::min(threads, pool);
   parallel_for(s, 1, usable, [&](std::int64_t begin, std::int64_t end) {
     DmdState st;
-    std::vector<double> rem(r);
+    std::vector<double> rem(r), floor(r), spendable(r);
+    const bool keep = !cfg.skip_allowed;
     for (std::int64_t sidx = begin; sidx < end; ++sidx) {
       st.reset(cfg);
       CompensatedSum value;
@@ -144,14 +155,22 @@ void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::in
         const T* v = vs + i * k;
         const T* w = ws + i * ct;
         dmd_remaining(cfg.budget.data(), st.spent_sum.data(), st.spent_carry.data(), r, rem.data());
+        if (keep) {  // as dmd_decide_many
+          floor = st.floor;
+          dmd_floor(w, static_cast<const std::uint8_t*>(nullptr), k, r, floor.data());
+          dmd_spendable(rem.data(), floor.data(), r, dmd_requests_left(st.steps, cfg.horizon), spendable.data());
+        }
         DmdChoice c = dmd_decide(v, w, static_cast<const std::uint8_t*>(nullptr), k, r,
-                                 st.mu.data(), rem.data(), cfg.skip_allowed);
+                                 st.mu.data(), rem.data(), cfg.skip_allowed,
+                                 keep ? static_cast<const double*>(spendable.data()) : nullptr);
         if (c.played == kStalled) {
           // As OnlineAllocator.decide raising: the request is left undecided, the state as it was.
           ++stalled;
           if (ch) ch[i] = kSkip;
           continue;
         }
+        if (keep) st.floor = floor;
+        ++st.steps;
         if (c.played >= 0) {
           dmd_spend(w + c.played * r, r, st.spent_sum.data(), st.spent_carry.data());
           value.add(static_cast<double>(v[c.played]));
@@ -207,6 +226,10 @@ struct MirrorInstance {
   const T* w(std::int64_t i, std::int64_t j) const { return costs + i * ci + j * r; }
   bool allowed(std::int64_t i, std::int64_t j) const { return mask == nullptr || mask[i * k + j] != 0; }
 };
+
+// The total of a compensated sum of costs (terms >= 0): +inf once it overflowed (its carry is
+// then NaN), so that every comparison against a budget stays meaningful.
+inline double usage(const CompensatedSum& s) { return s.sum == HUGE_VAL ? HUGE_VAL : s.value(); }
 
 // x(mu) and L(mu); grad receives dL/dm per resource (m = mu * rho).
 template <class T>
@@ -265,7 +288,7 @@ void apply_move(const MirrorInstance<T>& p, MirrorWorkspace& ws, std::int64_t i,
 template <class T>
 bool is_feasible(const MirrorInstance<T>& p, const MirrorWorkspace& ws) {
   for (std::int64_t q = 0; q < p.r; ++q) {
-    if (ws.used[q].value() > p.budget[q]) return false;
+    if (!(usage(ws.used[q]) <= p.budget[q])) return false;  // NaN-safe
   }
   return true;
 }
@@ -299,6 +322,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   const std::int64_t r = p.r;
   recompute_usage(p, ws);
   for (int round = 0; round < 16 && !is_feasible(p, ws); ++round) {
+    if (round > 0) recompute_usage(p, ws);  // an overflowed total does not come back down by moves
     ws.moves.clear();
     for (std::int64_t i = 0; i < p.n; ++i) {
       const std::int64_t cur = ws.x[i];
@@ -312,7 +336,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
         bool ok = true;
         for (std::int64_t q = 0; q < r; ++q) {
           const double d = static_cast<double>(wc[q]) - static_cast<double>(wj[q]);
-          const double over = ws.used[q].value() - p.budget[q];
+          const double over = usage(ws.used[q]) - p.budget[q];
           if (over > 0.0) {
             reduction += std::min(d, over) * ws.inv_rho[q];
           } else if (d < 0.0 && -d > -over) {
@@ -340,7 +364,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
       bool useful = false, ok = true;
       for (std::int64_t q = 0; q < r; ++q) {
         const double d = static_cast<double>(wc[q]) - static_cast<double>(wj[q]);
-        const double over = ws.used[q].value() - p.budget[q];
+        const double over = usage(ws.used[q]) - p.budget[q];
         if (over > 0.0 && d > 0.0) useful = true;
         if (over <= 0.0 && d < 0.0 && -d > -over) ok = false;
       }
@@ -354,7 +378,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   // Spend the leftover.
   for (int round = 0; round < 8; ++round) {
     ws.moves.clear();
-    for (std::int64_t q = 0; q < r; ++q) ws.slack[q] = p.budget[q] - ws.used[q].value();
+    for (std::int64_t q = 0; q < r; ++q) ws.slack[q] = p.budget[q] - usage(ws.used[q]);
     for (std::int64_t i = 0; i < p.n; ++i) {
       const std::int64_t cur = ws.x[i];
       const T* wc = p.w(i, cur);
@@ -392,7 +416,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
       bool fits = true;
       for (std::int64_t q = 0; q < r; ++q) {
         const double d = static_cast<double>(wj[q]) - static_cast<double>(wc[q]);
-        if (d > 0.0 && ws.used[q].value() + d > p.budget[q]) fits = false;
+        if (d > 0.0 && usage(ws.used[q]) + d > p.budget[q]) fits = false;
       }
       if (!fits) continue;
       apply_move(p, ws, mv.item, mv.option);
@@ -442,7 +466,7 @@ bool feasibility_search(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   const std::int64_t max_moves =
       std::max<std::int64_t>(64, std::min<std::int64_t>(4 * p.n + 64, kSearchWork / per_move));
   for (std::int64_t move = 0; move < max_moves; ++move) {
-    for (std::int64_t q = 0; q < r; ++q) u[q] = ws.used[q].value();
+    for (std::int64_t q = 0; q < r; ++q) u[q] = usage(ws.used[q]);
     const double excess = normalised_excess(u.data(), p.budget, ws.inv_rho.data(), r);
     if (!(excess > 0.0)) break;
     double best_excess = excess, best_loss = 0.0;
@@ -628,7 +652,7 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
     ws.slack.assign(r, 0.0);
 
     // Least usage of each resource: a budget below it is infeasible for certain.
-    bool proven_infeasible = false;
+    bool proven_infeasible = false, dual_ok = true;
     for (std::int64_t q = 0; q < r; ++q) {
       CompensatedSum least;
       double largest = 0.0;
@@ -644,16 +668,22 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
         }
         least.add(lo);
       }
-      out.min_cost[bi * r + q] = least.value();
-      if (least.value() > p.budget[q]) proven_infeasible = true;
+      // A least use that overflows float64 exceeds every finite budget.
+      out.min_cost[bi * r + q] = usage(least);
+      if (!(usage(least) <= p.budget[q])) proven_infeasible = true;
       // Normalisation: rho = C / N; a zero budget uses the cost scale instead; no limit: no price.
       const double budget = p.budget[q];
       if (std::isinf(budget)) {
         ws.inv_rho[q] = 0.0;
-      } else if (budget > 0.0) {
-        ws.inv_rho[q] = static_cast<double>(n) / budget;
       } else {
-        ws.inv_rho[q] = largest > 0.0 ? 1.0 / largest : 1.0;
+        double x = budget > 0.0 ? static_cast<double>(n) / budget : (largest > 0.0 ? 1.0 / largest : 1.0);
+        if (!(x * kMaxPrice < HUGE_VAL)) {
+          // Prices of this scale (denormal or tiny costs and budgets) overflow float64: no dual
+          // iterations; a finite scale still ranks the repair's moves.
+          dual_ok = false;
+          x = 1.0 / std::max(std::max(budget, largest), std::numeric_limits<double>::min());
+        }
+        ws.inv_rho[q] = x;
       }
     }
 
@@ -677,10 +707,18 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
     std::int64_t it = 0;
     double gamma = 1.0;
     int since_improved = 0;
-    if (!proven_infeasible) {
+    if (!proven_infeasible && !dual_ok) {
+      // The bound at mu = 0 (sum_i max_k v_ik), always representable; the primal comes from
+      // the final repair below.
+      const double L = lagrangian_step(p, ws);
+      if (L == L) best_bound = L;
+      it = 1;
+    }
+    if (!proven_infeasible && dual_ok) {
       for (; it < max_iter; ++it) {
         for (std::int64_t q = 0; q < r; ++q) ws.mu[q] = ws.m[q] * ws.inv_rho[q];
         const double L = lagrangian_step(p, ws);
+        if (!(L == L)) break;  // not expected (prices are bounded); never a NaN bound
         if (!have_primal && L < least_value - optimality_slack(least_value, L)) {
           proven_infeasible = true;  // the dual is unbounded below: no allocation fits
           ++it;
@@ -763,7 +801,7 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
           break;
         }
         std::vector<double> u(r);
-        for (std::int64_t q = 0; q < r; ++q) u[q] = ws.used[q].value();
+        for (std::int64_t q = 0; q < r; ++q) u[q] = usage(ws.used[q]);
         const double e = normalised_excess(u.data(), p.budget, ws.inv_rho.data(), r);
         if (e < least) {
           least = e;
@@ -787,7 +825,10 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
     if (have_primal) {
       ws.x = ws.best_x;
       best_bound = std::max(best_bound, best_value);
-      status = (best_bound - best_value <= optimality_slack(best_value, best_bound)) ? kOptimal : kFeasible;
+      // "optimal" only where a finite bound proves a finite value.
+      const bool proven = std::isfinite(best_value) && std::isfinite(best_bound) &&
+                          best_bound - best_value <= optimality_slack(best_value, best_bound);
+      status = proven ? kOptimal : kFeasible;
     } else if (proven_infeasible) {
       // Infeasible for certain (a budget below the least use of its resource, a dual bound
       // below the least value of any allocation, or an exhausted feasibility search): the
@@ -810,7 +851,7 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
     out.status[bi] = status;
     out.iterations[bi] = it;
     for (std::int64_t q = 0; q < r; ++q) {
-      out.cost[bi * r + q] = ws.used[q].value();
+      out.cost[bi * r + q] = usage(ws.used[q]);
       out.prices[bi * r + q] = have_primal ? ws.best_m[q] * ws.inv_rho[q] : kNaN;
     }
     std::copy(ws.x.begin(), ws.x.end(), out.choice + bi * n);

@@ -6,8 +6,10 @@
 // spent (a compensated sum) and the per-period target rho[r] = C[r] / T. A step:
 //   proposal  x~ = argmax_k v[k] - mu . w[k]   (the null action, value 0 cost 0, competes
 //                                               when skipping is allowed)
-//   play      x~ when the remaining budget pays for it; otherwise the null action, or, where
-//             skipping is not allowed, the best-priced option that fits (none: "stalled")
+//   play      x~ when the remaining budget pays for it; otherwise the null action. Where
+//             skipping is not allowed, the budget must also keep a reserve for the requests
+//             still to come in the horizon (their least cost each): x~ when it keeps it, else
+//             the best-priced option that does, else the cheapest that fits (none: "stalled")
 //   price     in units normalised by rho (m[r] = mu[r] rho[r], g[r] = 1 - w[x~, r] / rho[r]):
 //             euclidean  m <- max(0, m - eta g);   entropy  m <- m exp(-eta g)
 // The per-step arithmetic is written once as APPORTION_HD inline functions so that a CUDA
@@ -81,47 +83,139 @@ APPORTION_HD inline void dmd_remaining(const double* budget, const double* spent
   }
 }
 
+// Requests of the horizon still to come after the current one, given the requests decided so
+// far: what the reserve must cover. 0 from the last request of the horizon on.
+APPORTION_HD inline std::int64_t dmd_requests_left(std::int64_t steps, std::int64_t horizon) {
+  return steps + 1 < horizon ? horizon - steps - 1 : 0;
+}
+
+// Lowers floor (R) to the least cost of each resource among this request's allowed options:
+// the running minimum over the requests seen, the reserve's estimate of the least a future
+// request can cost (exact when every request offers the same tier costs).
+template <class T>
+APPORTION_HD inline void dmd_floor(const T* w, const std::uint8_t* mask, std::int64_t k, std::int64_t r,
+                                   double* floor) {
+  for (std::int64_t j = 0; j < k; ++j) {
+    if (mask && !mask[j]) continue;
+    for (std::int64_t q = 0; q < r; ++q) {
+      const double wq = static_cast<double>(w[j * r + q]);
+      if (wq < floor[q]) floor[q] = wq;
+    }
+  }
+}
+
+// The smallest double above a finite x.
+APPORTION_HD inline double dmd_next_up(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::nextafter(x, HUGE_VAL);
+#else
+  return std::nextafter(x, HUGE_VAL);
+#endif
+}
+
+// What this request may spend so that the remaining budget still covers the requests left
+// after it at the floor cost each: spendable[r] = rem[r] - left * floor[r], with the product
+// rounded up and the difference rounded down, so that w <= spendable implies
+// w + left * floor <= rem exactly (an exactly tight reserve still admits its option). -inf or
+// negative when the reserve cannot be kept; rem itself when no request is left or rem is
+// unlimited.
+APPORTION_HD inline void dmd_spendable(const double* rem, const double* floor, std::int64_t r, std::int64_t left,
+                                       double* spendable) {
+  for (std::int64_t q = 0; q < r; ++q) {
+    if (left <= 0 || !(rem[q] < HUGE_VAL)) {
+      spendable[q] = rem[q];
+      continue;
+    }
+    const double n = static_cast<double>(left);  // exact: horizons are at most 2^53
+    double reserve = n * floor[q];
+    if (!(reserve < HUGE_VAL)) {  // unknown floor or overflow: the reserve cannot be kept
+      spendable[q] = -HUGE_VAL;
+      continue;
+    }
+#if defined(__CUDA_ARCH__)
+    if (::fma(n, floor[q], -reserve) > 0.0) reserve = dmd_next_up(reserve);
+#else
+    if (std::fma(n, floor[q], -reserve) > 0.0) reserve = dmd_next_up(reserve);
+#endif
+    double err;
+    double x = dmd_two_sum(rem[q], -reserve, &err);
+    if (err < 0.0) x = dmd_next_down(x);
+    spendable[q] = x;
+  }
+}
+
 // The decision for one request: values v (K), costs w ((K,R) row-major), prices mu (R),
 // remaining budget rem (R) from dmd_remaining (an option fits when w[k, r] <= rem[r] for every
 // r, exactly when the compensated spent sum plus its costs stays within each budget). mask (K)
 // may be nullptr (every option allowed).
+//
+// spendable (R), or nullptr: what may be spent while keeping the reserve for the requests
+// still to come (dmd_spendable; used when skipping is not allowed). An option keeps the reserve
+// when w[r] <= spendable[r] for every r. The proposal is played when it keeps the reserve; else
+// the best-priced option that keeps it; when none does (the budget cannot cover the rest at
+// their least cost), the fitting option that uses the least share of the remaining budget,
+// sum_r w[r] / rem[r] (for one resource: the cheapest), so that as many requests as possible
+// are served.
 template <class T>
 APPORTION_HD inline DmdChoice dmd_decide(const T* v, const T* w, const std::uint8_t* mask,
                                          std::int64_t k, std::int64_t r, const double* mu,
-                                         const double* rem, bool skip_allowed) {
+                                         const double* rem, bool skip_allowed,
+                                         const double* spendable = nullptr) {
   DmdChoice c;
-  double best = 0.0, best_fit = 0.0;
-  bool have_best = skip_allowed, have_fit = false;
+  double best = 0.0, best_fit = 0.0, best_keep = 0.0, least_share = 0.0, least_share_priced = 0.0;
+  bool have_best = skip_allowed, have_fit = false, have_keep = false;
   c.proposed = kSkip;
-  std::int64_t fit = kStalled;
+  std::int64_t fit = kStalled, keep = kStalled, least = kStalled;
+  bool proposed_fits = false, proposed_keeps = false;
   for (std::int64_t j = 0; j < k; ++j) {
     if (mask && !mask[j]) continue;
     const T* wj = w + j * r;
     double priced = static_cast<double>(v[j]);
-    bool fits = true;
+    bool fits = true, keeps = true;
+    double share = 0.0;
     for (std::int64_t q = 0; q < r; ++q) {
       const double wq = static_cast<double>(wj[q]);
       priced -= mu[q] * wq;
       fits = fits && (wq <= rem[q]);
+      if (spendable) {
+        keeps = keeps && (wq <= spendable[q]);
+        if (wq > 0.0 && rem[q] < HUGE_VAL) share += wq / rem[q];  // rem > 0 whenever a w > 0 fits
+      }
     }
+    keeps = keeps && fits;
     if (!have_best || priced > best) {
       best = priced;
       have_best = true;
       c.proposed = j;
+      proposed_fits = fits;
+      proposed_keeps = keeps;
     }
     if (fits && (!have_fit || priced > best_fit)) {
       best_fit = priced;
       have_fit = true;
       fit = j;
     }
+    if (keeps && (!have_keep || priced > best_keep)) {
+      best_keep = priced;
+      have_keep = true;
+      keep = j;
+    }
+    if (fits && (least == kStalled || share < least_share || (share == least_share && priced > least_share_priced))) {
+      least_share = share;
+      least_share_priced = priced;
+      least = j;
+    }
   }
-  if (c.proposed >= 0) {
-    const T* wp = w + c.proposed * r;
-    bool fits = true;
-    for (std::int64_t q = 0; q < r; ++q) fits = fits && (static_cast<double>(wp[q]) <= rem[q]);
-    c.played = fits ? c.proposed : (skip_allowed ? kSkip : fit);
-  } else {
+  if (c.proposed < 0) {
     c.played = kSkip;  // the null action was the best-priced choice
+  } else if (spendable == nullptr) {
+    c.played = proposed_fits ? c.proposed : (skip_allowed ? kSkip : fit);
+  } else if (proposed_keeps) {
+    c.played = c.proposed;
+  } else if (skip_allowed) {
+    c.played = kSkip;
+  } else {
+    c.played = have_keep ? keep : least;  // least is kStalled when nothing fits
   }
   return c;
 }
@@ -182,6 +276,7 @@ struct DmdConfig {
 // The mutable state of one allocator; plain arrays so that it pickles as numbers.
 struct DmdState {
   std::vector<double> m, mu, spent_sum, spent_carry;  // (R,) each
+  std::vector<double> floor;  // (R,) least cost per resource seen (dmd_floor); +inf before any
   std::int64_t steps = 0;
   void reset(const DmdConfig& cfg);
 };

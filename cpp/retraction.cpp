@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -285,6 +286,7 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
     spread = std::max(spread, s.spread);
   }
   reduce();
+  const double f0 = f;  // E(0) - C: reported when the logits cannot be written
   const double e_min = lo_sum.value(), e_max = hi_sum.value();
   const double floor = 1e-6 * std::max(std::fabs(e_min), std::fabs(e_max)) + 1e-300;
 
@@ -325,14 +327,37 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
       ++iterations;
     }
     if (t != 0.0) {
-      over_chunks(chunks, n, unit, threads, [&](std::int64_t, std::int64_t i0, std::int64_t i1) {
+      // The shifted logits must fit T: written as inf they would leave the manifold (E NaN).
+      // Checked for the whole instance before any write, so that it is left unchanged then.
+      const double largest = static_cast<double>(std::numeric_limits<T>::max());
+      std::vector<char> overflow(static_cast<std::size_t>(chunks), 0);
+      over_chunks(chunks, n, unit, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
+        bool bad = false;
         for (std::int64_t i = i0; i < i1; ++i) {
-          T* z = p.item_logits(b, i);
+          const T* z = p.item_logits(b, i);
           const double* ci = p.item_costs(b, i);
           const double ts = t * p.item_weight(b, i);
-          for (std::int64_t j = 0; j < k; ++j) z[j] = static_cast<T>(static_cast<double>(z[j]) - ts * ci[j]);
+          for (std::int64_t j = 0; j < k; ++j) {
+            const double zj = static_cast<double>(z[j]);
+            bad |= zj != -INFINITY && !(std::fabs(zj - ts * ci[j]) <= largest);
+          }
         }
+        overflow[c] = bad;
       });
+      if (std::find(overflow.begin(), overflow.end(), 1) != overflow.end()) {
+        status = kRetractOverflow;
+        t = 0.0;
+        f = f0;
+      } else {
+        over_chunks(chunks, n, unit, threads, [&](std::int64_t, std::int64_t i0, std::int64_t i1) {
+          for (std::int64_t i = i0; i < i1; ++i) {
+            T* z = p.item_logits(b, i);
+            const double* ci = p.item_costs(b, i);
+            const double ts = t * p.item_weight(b, i);
+            for (std::int64_t j = 0; j < k; ++j) z[j] = static_cast<T>(static_cast<double>(z[j]) - ts * ci[j]);
+          }
+        });
+      }
     }
   }
   out.shift[b] = t;

@@ -26,6 +26,8 @@ enum RetractionStatus : std::int8_t {
   kRetractPrecision = 1,   // the bracket collapsed to adjacent doubles before rtol was met
   kRetractInfeasible = 2,  // C lies outside the range of E: (sum min_k w_ik, sum max_k w_ik)
   kRetractMaxIter = 3,     // max_iter evaluations without convergence
+  kRetractOverflow = 4,    // z - t w leaves the range of the logits' type (float32 near 3.4e38):
+                           // the instance's logits are left unchanged
 };
 
 template <class T>

@@ -295,7 +295,9 @@ def test_properties_and_units():
 
 
 def test_no_feasible_option_is_reported_and_atomic():
-    alloc = OnlineAllocator(5.0, 10, skip_allowed=False)
+    # Horizon 2: spending 4 of 5 on the first request still leaves its least cost, 1, for the
+    # second, so the reserve lets the preferred option through.
+    alloc = OnlineAllocator(5.0, 2, skip_allowed=False)
     assert alloc.decide([1.0, 2.0], [1.0, 4.0]) == 1
     with pytest.raises(NoFeasibleOptionError, match="no option fits the remaining budget"):
         alloc.decide([1.0, 2.0], [2.0, 3.0])
@@ -312,6 +314,99 @@ def test_no_feasible_option_is_reported_and_atomic():
     skip = OnlineAllocator(5.0, 10)
     skip.decide([0.0, 2.0], [0.0, 5.0])
     assert skip.decide([1.0, 2.0], [2.0, 3.0]) == SKIP
+
+
+def _tier_stream(seed, T):
+    """T requests over tiers costing 1, 4 and 20, values increasing in the tier."""
+    return np.cumsum(np.random.default_rng(seed).random((T, 3)), axis=1), np.array([1.0, 4.0, 20.0])
+
+
+@pytest.mark.parametrize("mirror", MIRRORS)
+def test_no_skip_keeps_a_reserve_and_serves_the_whole_horizon(mirror):
+    """Regression: T = 10,000, tiers 1/4/20, budget 3T, skip_allowed=False. The allocator spent
+    the cheapest tier's share of the last requests early and raised NoFeasibleOptionError from
+    request 9,971 on (29 requests unserved). With a budget that covers the cheapest tier of every
+    request it must serve all T, keeping the reserve after every request."""
+    T = 10_000
+    values, costs = _tier_stream(0, T)
+    alloc = OnlineAllocator(3.0 * T, T, mirror=mirror, skip_allowed=False)
+    choices = alloc.decide(values, costs)  # all-or-nothing: raises if any request stalls
+    assert (choices >= 0).all() and alloc.steps == T
+    spent = np.cumsum(costs[choices])
+    left = T - 1 - np.arange(T)
+    assert (spent + left * costs.min() <= 3.0 * T).all()  # the reserve held after every request
+    run = simulate_online(values, costs, 3.0 * T, mirror=mirror, skip_allowed=False)
+    assert run.stalled == 0 and run.choice.tolist() == choices.tolist()
+    assert run.value == pytest.approx(values[np.arange(T), choices].sum())
+    assert run.value > 0.99 * apportion.solve(values, costs, 3.0 * T).value  # hindsight optimum
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 60), st.integers(1, 5), st.floats(1.0, 3.0), st.integers(0, 2**32 - 1),
+       st.booleans(), st.sampled_from(MIRRORS))
+def test_no_skip_serves_every_request_the_budget_covers(T, K, slack, seed, per_request, mirror):
+    """Whenever budget >= T times the cheapest cost c (shared by every request), all T requests
+    are served and, after request t, the remaining budget covers c for each of the T - t - 1
+    left; with per-request costs whose cheapest is c the same holds (the least cost seen)."""
+    rng = np.random.default_rng(seed)
+    c = float(rng.choice([0.0, 0.3, 1.0, 7.0]))
+    costs = c + rng.random((T, K) if per_request else (K,)) * 10
+    cheapest = rng.integers(K, size=T) if per_request else rng.integers(K)
+    if per_request:
+        costs[np.arange(T), cheapest] = c
+    else:
+        costs[cheapest] = c
+    budget = max(T * c * slack, 1e-3)
+    values = rng.normal(size=(T, K)) * 5
+    alloc = OnlineAllocator(budget, T, mirror=mirror, skip_allowed=False, step_size=float(rng.choice([0.01, 1, 50])))
+    spent = []
+    for t in range(T):
+        k = alloc.decide(values[t], costs[t] if per_request else costs)
+        spent.append((costs[t] if per_request else costs)[k])
+        assert math.fsum(spent) + (T - t - 1) * c <= budget
+    assert alloc.steps == T
+
+
+def test_no_skip_reserve_tight_budget_and_past_the_horizon():
+    # budget = T * c exactly: the reserve is tight from the start, every request takes c.
+    alloc = OnlineAllocator(10.0, 10, skip_allowed=False)
+    assert alloc.decide(np.tile([0.0, 5.0], (10, 1)), [1.0, 1.5]).tolist() == [0] * 10
+    # An exactly tight reserve still admits the option that leaves exactly c per request left.
+    alloc = OnlineAllocator(5.0, 2, skip_allowed=False)
+    assert alloc.decide([0.0, 5.0], [1.0, 4.0]) == 1 and alloc.decide([0.0, 5.0], [1.0, 4.0]) == 0
+    # Past the horizon no reserve is kept: requests are served while the budget lasts.
+    alloc = OnlineAllocator(13.0, 2, skip_allowed=False, step_size=1e-9)
+    assert alloc.decide(np.tile([0.0, 5.0], (2, 1)), [1.0, 4.0]).tolist() == [1, 1]
+    assert alloc.decide([0.0, 5.0], [1.0, 4.0]) == 1
+    assert alloc.decide([0.0, 5.0], [1.0, 4.0]) == 0
+    with pytest.raises(NoFeasibleOptionError):
+        alloc.decide([0.0, 5.0], [1.0, 4.0])
+    # A budget below T * c cannot serve all: the cheapest option, as many requests as it covers.
+    alloc = OnlineAllocator(5.0, 10, skip_allowed=False)
+    assert alloc.decide(np.tile([0.0, 5.0], (5, 1)), [1.0, 2.0]).tolist() == [0] * 5
+    # The reserve's floor is state: it pickles, and a version-1 state relearns it.
+    alloc = OnlineAllocator(30.0, 10, skip_allowed=False)
+    alloc.decide([0.0, 5.0], [1.0, 4.0])
+    state = alloc.__getstate__()
+    assert state["floor"].tolist() == [1.0]
+    old = dict(state, version=1)
+    del old["floor"]
+    restored = OnlineAllocator.__new__(OnlineAllocator)
+    restored.__setstate__(old)
+    assert restored.decide([0.0, 5.0], [1.0, 4.0]) == alloc.decide([0.0, 5.0], [1.0, 4.0])
+
+
+def test_skips_follow_the_hindsight_optimum():
+    """With skipping allowed no reserve is kept (the null action costs nothing). The skips on
+    the stream above, the first within the first hundred requests, are the price at work: the
+    hindsight optimum (a skip option of cost 0) drops a similar share, and the value is close."""
+    T = 10_000
+    values, costs = _tier_stream(0, T)
+    run = simulate_online(values, costs, 3.0 * T)
+    opt = apportion.solve(np.concatenate([np.zeros((T, 1)), values], 1), np.concatenate([[0.0], costs]), 3.0 * T)
+    drops, opt_drops = int((run.choice == SKIP).sum()), int((np.asarray(opt.choice) == 0).sum())
+    assert 0 < opt_drops and 0.8 * opt_drops <= drops <= 1.25 * opt_drops
+    assert run.value >= 0.99 * opt.value
 
 
 @pytest.mark.parametrize("bad, match, exc", [
@@ -332,6 +427,24 @@ def test_constructor_errors_name_the_argument(bad, match, exc):
     args.update(bad)
     with pytest.raises(exc, match=match):
         OnlineAllocator(args.pop("budget"), args.pop("horizon"), **args)
+
+
+def test_integer_arguments_are_range_checked_before_the_core():
+    """Regression: horizon=2**70 and threads=2**40 reached pybind11, which raised a TypeError
+    listing its signatures; each is now a ValueError naming the argument."""
+    with pytest.raises(ValueError, match="horizon: expected an integer in 1..2\\*\\*53"):
+        OnlineAllocator(10.0, 2**70)
+    with pytest.raises(ValueError, match="horizon"):
+        simulate_online(np.ones((2, 3)), np.ones(3), 10.0, horizon=2**70)
+    with pytest.raises(ValueError, match="threads"):
+        simulate_online(np.ones((2, 3)), np.ones(3), 10.0, threads=2**40)
+    with pytest.raises(TypeError, match="threads"):
+        simulate_online(np.ones((2, 3)), np.ones(3), 10.0, threads=2.0)
+    with pytest.raises(ValueError, match="threads"):
+        apportion.solve(np.ones((3, 2)), np.ones(2), 3.0, method="mirror", threads=2**40)
+    with pytest.raises(ValueError, match="max_iter"):
+        mirror_solve(np.ones((3, 2)), np.ones(2), 3.0, max_iter=2**70)
+    assert OnlineAllocator(10.0, 2**53).horizon == 2**53
 
 
 def test_decide_errors_name_the_argument():
@@ -547,3 +660,84 @@ def test_mirror_infeasible_and_errors():
         apportion.solve(values, -costs, np.array([10.0, 10.0]), method="mirror")
     with pytest.raises(ValueError, match="max_iter"):
         mirror_solve(values, costs, np.array([10.0, 10.0]), max_iter=0)
+
+
+def _exact_optimum(values, costs, budget):
+    """The optimum over all allocations with costs summed exactly (Fractions): value or None.
+    costs (N,K,R), budget (R,)."""
+    n, k, _ = costs.shape
+    best = None
+    for choice in itertools.product(range(k), repeat=n):
+        used = [sum(Fraction(float(costs[i, j, q])) for i, j in enumerate(choice)) for q in range(costs.shape[2])]
+        if all(u <= Fraction(float(b)) for u, b in zip(used, budget)):
+            v = math.fsum(values[i, j] for i, j in enumerate(choice))
+            best = v if best is None else max(best, v)
+    return best
+
+
+def _check_mirror_claims(sol, values, costs, budget):
+    """What a mirror answer may claim: "optimal" only with a finite bound that proves a finite
+    value, never NaN with "optimal"/"feasible", "infeasible" exactly when nothing fits."""
+    opt = _exact_optimum(values, costs, budget)
+    if sol.status in ("optimal", "feasible"):
+        assert opt is not None
+        assert math.isfinite(sol.value) and not math.isnan(sol.bound) and not math.isnan(sol.gap)
+        n = values.shape[0]
+        used = [sum(Fraction(float(costs[i, sol.choice[i], q])) for i in range(n)) for q in range(costs.shape[2])]
+        assert all(u <= Fraction(float(b)) for u, b in zip(used, budget))
+        assert sol.value <= opt + 1e-9 and sol.bound >= opt - 1e-9
+        if sol.status == "optimal":
+            assert math.isfinite(sol.bound) and sol.gap <= 1e-9 * max(1.0, abs(sol.value), abs(sol.bound))
+    else:
+        assert sol.status == "infeasible" and opt is None
+
+
+def test_mirror_status_when_cost_totals_overflow():
+    """Regression: shared costs of 1.7e308 on two items sum past float64 (inf); the least use
+    was NaN, which no budget test refused, and mirror said "optimal" with a NaN cost."""
+    rng = np.random.default_rng(0)
+    values = rng.random((2, 3))
+    sol = apportion.solve(values, np.full(3, 1.7e308), 1e308, method="mirror")
+    assert sol.status == "infeasible" and sol.min_budget == math.inf and sol.cost == math.inf
+    _check_mirror_claims(sol, values, np.full((2, 3, 1), 1.7e308), [1e308])
+    # Two resources, the overflowing one decides.
+    costs = np.stack([np.full((2, 3), 1.7e308), np.ones((2, 3))], axis=-1)
+    sol = apportion.solve(values, costs, np.array([1e308, 5.0]), method="mirror")
+    assert sol.status == "infeasible" and sol.min_budget.tolist() == [math.inf, 2.0]
+    # Feasible, with options whose totals would overflow: an answer within the budget.
+    costs = np.array([1e308, 1e308, 0.0])
+    sol = apportion.solve(values, costs, 1.5e308, method="mirror")
+    _check_mirror_claims(sol, values, np.broadcast_to(costs, (2, 3))[..., None], [1.5e308])
+    assert sol.status == "optimal"
+
+
+def test_mirror_status_on_denormal_costs():
+    """Regression: costs [0, 5e-324, 1e-323] with budget 5e-324 made the price scale N / C
+    overflow; mirror reported a bound of inf with "optimal"."""
+    rng = np.random.default_rng(0)
+    values = rng.random((2, 3))
+    for costs, budget in (([0.0, 5e-324, 1e-323], 5e-324), ([0.0, 5e-324, 1e-323], 0.0),
+                          ([0.0, 1e-320, 2e-320], 1e-320), ([3e-310, 5e-310, 1e-309], 1e-309)):
+        costs = np.array(costs)
+        sol = apportion.solve(values, costs, budget, method="mirror")
+        assert math.isfinite(sol.bound) or sol.status == "infeasible"
+        _check_mirror_claims(sol, values, np.broadcast_to(costs, (2, 3))[..., None], [budget])
+    with pytest.raises(ValueError, match="values: .*overflow float64.*rescale"):
+        apportion.solve(np.full((3, 2), 1e308), np.array([0.0, 1.0]), 1.0, method="mirror")
+
+
+_SCALES = [0.0, 5e-324, 1e-320, 1e-300, 1e-10, 1.0, 1e10, 1e300, 1.7e308]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2**32 - 1),
+       st.sampled_from(_SCALES), st.sampled_from(_SCALES))
+def test_mirror_claims_hold_at_extreme_scales(n, k, R, seed, cost_scale, budget_scale):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n, k))
+    costs = rng.choice([0.0, 0.25, 0.5, 1.0], (n, k, R)) * cost_scale
+    budget = rng.choice([0.0, 0.25, 0.5, 1.0], R) * budget_scale
+    sol = apportion.solve(values, costs if R > 1 else costs[..., 0], budget if R > 1 else float(budget[0]),
+                          method="mirror")
+    assert sol.status != "unknown"  # small enough for the exhaustive search
+    _check_mirror_claims(sol, values, costs, budget)

@@ -101,6 +101,94 @@ def test_retract_errors_name_the_argument():
         at.retract(z.clone().requires_grad_(), costs, 3.0, inplace=True)
 
 
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 3.3e38), (torch.float16, 6.0e4)])
+def test_retract_refuses_a_shift_past_the_dtype_range(dtype, big):
+    """Regression: float32 logits near 3e38 whose budget needs the cheap option lowered against
+    the dear ones: the double shift took them past the float32 range and inf logits were
+    written (E NaN) with a success status. Now the instance is left unchanged and retract
+    raises, naming logits. float16 on the CPU takes the torch path of the same iteration."""
+    z = torch.tensor([[big, 0.9 * big, 0.5 * big]] * 2, dtype=dtype)
+    before = z.clone()
+    with pytest.raises(ValueError, match=f"logits: instance 0: .*largest {dtype}.*left unchanged"):
+        at.retract(z, [1.0, 2.0, 3.0], 5.0, inplace=True)
+    assert torch.equal(z, before)
+    # Subtracting each item's largest logit (the advice) leaves softmax alone and retracts.
+    centred = (z.double() - z.double().amax(-1, keepdim=True)).to(dtype)
+    out, info = at.retract(centred, [1.0, 2.0, 3.0], 5.0, return_info=True)
+    assert torch.isfinite(out).all() and info.status in ("converged", "precision")
+    # In a batch only the instance that overflows is refused: the error names it.
+    batch = torch.stack([torch.zeros(2, 3, dtype=dtype), z])
+    with pytest.raises(ValueError, match="logits: instance 1"):
+        at.retract(batch, [1.0, 2.0, 3.0], 5.0)
+
+
+def test_rco_refuses_a_step_off_the_manifold():
+    """Regression: RCO(lr=1e300) took a step after which no shift reaches the budget (softmax is
+    one-hot); the retraction's status was ignored and E sat at 8 against a budget of 10. Now the
+    step raises, naming lr, and leaves the parameter and the optimizer state as they were."""
+    torch.manual_seed(0)
+    costs = [1.0, 2.0, 3.0]
+    logits = torch.nn.Parameter(torch.zeros(5, 3, dtype=torch.float64))
+    W = torch.randn(5, 3, dtype=torch.float64)
+    opt = at.RCO([logits], costs, 10.0, lr=1e300)
+    opt.zero_grad()
+    (logits.softmax(-1) * W).sum().backward()
+    before = logits.detach().clone()
+    with pytest.raises(ValueError, match="lr: .*left unchanged"):
+        opt.step()
+    assert torch.equal(logits.detach(), before) and opt.state[logits].get("step", 0) == 0
+    assert float(opt.expected_costs()[0]) == pytest.approx(10.0, rel=1e-9)
+    # A sane step size from the same point works.
+    for group in opt.param_groups:
+        group["lr"] = 0.1
+    opt.step()
+    assert float(opt.expected_costs()[0]) == pytest.approx(10.0, rel=1e-9)
+    with pytest.raises(ValueError, match="lr"):
+        at.RCO([logits], costs, 10.0, lr=float("inf"))
+
+
+def test_argument_errors_name_the_argument():
+    """Integers that cross into the core are range-checked first (pybind11 said "incompatible
+    function arguments" for threads=2**40); meta tensors, NaN logits and non-bool flags are
+    refused naming the argument (they gave torch internals, blamed the mask, or were taken)."""
+    z = torch.zeros(3, 2, dtype=torch.float64)
+    c = [1.0, 2.0]
+    for call in (lambda: at.retract(z, c, 4.5, threads=2**40), lambda: at.round_to_budget(z, c, 4.5, threads=2**40),
+                 lambda: at.RCO([torch.nn.Parameter(z.clone())], c, 4.5, threads=2**40),
+                 lambda: at.gumbel_sample(z, c, 4.5, threads=2**40)):
+        with pytest.raises(ValueError, match="threads"):
+            call()
+    with pytest.raises(TypeError, match="threads"):
+        at.retract(z, c, 4.5, threads=2.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        at.retract(z, c, 4.5, max_iter=2**40)
+    with pytest.raises(ValueError, match="rtol"):
+        at.retract(z, c, 4.5, rtol=float("inf"))
+    meta = torch.zeros(3, 2, device="meta")
+    for call in (lambda: at.retract(meta, c, 4.5), lambda: at.round_to_budget(meta, c, 4.5),
+                 lambda: at.gumbel_sample(meta, c, 4.5)):
+        with pytest.raises(ValueError, match="logits: a tensor on the meta device"):
+            call()
+    with pytest.raises(ValueError, match="params: a tensor on the meta device"):
+        at.RCO([torch.nn.Parameter(meta)], c, 4.5)
+    with pytest.raises(ValueError, match="costs: a tensor on the meta device"):
+        at.retract(z, torch.ones(2, device="meta"), 4.5)
+    with pytest.raises(ValueError, match="budget: a tensor on the meta device"):
+        at.round_to_budget(z, c, torch.tensor(4.5, device="meta"))
+    nan = z.clone()
+    nan[1, 0] = float("nan")
+    for call in (lambda: at.round_to_budget(nan, c, 4.5), lambda: at.gumbel_sample(nan, c, 4.5)):
+        with pytest.raises(ValueError, match="logits: hold NaN"):
+            call()
+    for flag in ("exact_spend", "exact", "return_solution"):
+        with pytest.raises(TypeError, match=flag):
+            at.round_to_budget(z, c, 4.5, **{flag: "no"})
+    with pytest.raises(TypeError, match="hard"):
+        at.gumbel_sample(z, c, 4.5, hard=1)
+    with pytest.raises(TypeError, match="return_info"):
+        at.retract(z, c, 4.5, return_info="yes")
+
+
 def test_normal_is_the_gradient_and_projection_is_tangent():
     rng = np.random.default_rng(2)
     z, costs, weights, budget = random_problem(rng, 3, 20, 5, "weights")

@@ -4,10 +4,12 @@ Requests arrive one at a time; each offers K options with a value and a cost per
 must be routed at once while the budget covers the whole horizon of T requests. The allocator
 keeps a price mu[r] >= 0 per resource and routes each request to the option of greatest
 ``value - mu . cost`` (the null action, value 0 and cost 0, competes when skipping is allowed),
-plays it if the remaining budget pays for it (otherwise skips it, or, where skipping is not
-allowed, plays the best-priced option that fits), and moves the prices towards spending
-``budget / T`` per request. It never spends past the budget. The decision and the update run in
-the C++ core (see DESIGN.md, "Online: dual mirror descent").
+plays it if the remaining budget pays for it (otherwise skips it), and moves the prices towards
+spending ``budget / T`` per request. Where skipping is not allowed, the allocator also keeps a
+reserve for the requests still to come in the horizon (see `OnlineAllocator`), so that a budget
+that covers the cheapest option of every request serves every request. It never spends past
+the budget. The decision and the update run in the C++ core (see DESIGN.md, "Online: dual
+mirror descent").
 
 Resources: a scalar ``budget`` means one resource and costs without a resource axis (``(K,)``
 per request); a vector ``budget`` of shape (R,) means R resources and costs with a trailing
@@ -71,15 +73,42 @@ def _check_budget(budget: Any) -> tuple:
     return b, scalar
 
 
+# Largest horizon: request counts stay exact in the float64 arithmetic of the prices and the
+# reserve (and within the core's int64).
+_MAX_HORIZON = 2**53
+# Largest thread count the core takes (a C int).
+_MAX_THREADS = 2**31 - 1
+
+
 def _check_horizon(horizon: Any) -> int:
     if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral):
         if isinstance(horizon, float) and horizon.is_integer():
             horizon = int(horizon)
         else:
             raise TypeError(f"horizon: expected an integer number of requests >= 1, got {horizon!r}")
-    if horizon < 1:
-        raise ValueError(f"horizon: expected an integer >= 1, got {horizon}")
+    if not 1 <= horizon <= _MAX_HORIZON:
+        raise ValueError(f"horizon: expected an integer in 1..2**53, got {horizon}")
     return int(horizon)
+
+
+def _check_threads(threads: Any, zero_is_all: bool = False) -> int:
+    """threads as the core's int (0: all cores). zero_is_all: 0 passes too (`solve` hands its
+    checked count on so, with 0 for None)."""
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r}")
+    if not (0 if zero_is_all else 1) <= threads <= _MAX_THREADS:
+        raise ValueError(f"threads: expected an int in 1..{_MAX_THREADS} or None (all cores), got {threads!r}")
+    return int(threads)
+
+
+def _check_max_iter(max_iter: Any) -> int:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
+        raise TypeError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
+    if not 1 <= max_iter <= 2**63 - 1:
+        raise ValueError(f"max_iter: expected an integer in 1..2**63-1, got {max_iter!r}")
+    return int(max_iter)
 
 
 def _check_mirror(mirror: Any) -> int:
@@ -129,17 +158,36 @@ class OnlineAllocator:
         budget: total budget over the horizon: a scalar (one resource; request costs have shape
             (K,)) or shape (R,) (R resources; request costs have shape (K,R)). Each > 0, in the
             units of the costs; inf means no limit on that resource.
-        horizon: T, the number of requests the budget is meant for (an integer >= 1). The
-            target spend per request is budget / T. Requests past T are still decided (the
-            prices keep the same target), and the budget is never exceeded.
+        horizon: T, the number of requests the budget is meant for (an integer in 1..2**53).
+            The target spend per request is budget / T. Requests past T are still decided
+            (the prices keep the same target, no reserve is kept), and the budget is never
+            exceeded. When the true number of requests is unknown, pass an estimate: too small,
+            and the reserve (below) ends early, so requests past T may find the budget spent;
+            too large, and up to (T - requests seen) times the cheapest cost stays unspent.
         mirror: "euclidean" (additive price steps, prices start at 0) or "entropy"
             (multiplicative steps, prices start above 0).
         step_size: eta, in normalised units (price times budget / T, against a gradient of
             1 - cost * T / budget). None: 1 / sqrt(T), which suits values of order one; with
             the euclidean mirror scale it with the magnitude of the values.
-        skip_allowed: whether the null action (value 0, cost 0) is available. Without it each
-            request takes one of its options; when none fits, `decide` raises
-            `NoFeasibleOptionError`.
+        skip_allowed: whether the null action (value 0, cost 0) is available.
+            True: a request is skipped when no option is worth its price (value below
+            mu . cost) or the proposal does not fit. No reserve is kept (skipping costs
+            nothing); skips from the first requests on are the price at work, not a shortage:
+            the hindsight optimum skips requests worth less than its shadow price too.
+            False: each request takes one of its options, and the allocator keeps a reserve
+            for the requests still to come: at request t (0-based, t < T) an option is played
+            only if the remaining budget minus its cost still covers (T - t - 1) times the
+            least cost seen (per resource, the least cost of any option over the requests so
+            far, this one included; with costs shared by every request, the cheapest tier
+            cost). The best-priced option that keeps the reserve is played; when none does
+            (the budget cannot cover the rest at their least cost), the fitting option that
+            uses the least share of the remaining budget (sum_r cost_r / remaining_r: the
+            cheapest, for one resource), so that as many requests as possible are served;
+            when none fits, `decide` raises `NoFeasibleOptionError`. Guarantee: when the cheapest
+            option of every request costs the same c (shared tier costs, for example; with R
+            resources, one option cheapest in every resource at once) and budget >= T * c,
+            all T requests are served. With per-request costs the least cost seen is a guess
+            at the future: a later request whose cheapest option is dearer may still stall.
         initial_prices: starting prices mu (value per unit of cost), a scalar or (R,).
             None: 0 (euclidean), or one unit of value per period's share of the budget
             (entropy: mu = T / budget).
@@ -285,14 +333,15 @@ class OnlineAllocator:
         self._core.reset()
 
     def __getstate__(self) -> dict:
-        m, spent_sum, spent_carry, steps = self._core.get_state()
-        return {"version": 1, "budget": self._budget, "scalar": self._scalar, "horizon": self._horizon,
+        m, spent_sum, spent_carry, steps, floor = self._core.get_state()
+        return {"version": 2, "budget": self._budget, "scalar": self._scalar, "horizon": self._horizon,
                 "mirror": self._mirror, "step_size": self._step, "skip_allowed": self._skip,
                 "m0": self._m0, "m": m, "spent_sum": spent_sum, "spent_carry": spent_carry,
-                "steps": int(steps)}
+                "steps": int(steps), "floor": floor}
 
     def __setstate__(self, state: dict) -> None:
-        if state.get("version") != 1:
+        # Version 1 predates the reserve's cost floor: it is relearnt from the next request.
+        if state.get("version") not in (1, 2):
             raise ValueError(f"OnlineAllocator state: unknown version {state.get('version')!r}")
         self._budget = np.ascontiguousarray(state["budget"], dtype=np.float64)
         self._scalar = bool(state["scalar"])
@@ -303,8 +352,10 @@ class OnlineAllocator:
         self._skip = bool(state["skip_allowed"])
         self._m0 = np.ascontiguousarray(state["m0"], dtype=np.float64)
         self._make_core()
+        floor = state.get("floor")
+        floor = np.full(self._budget.size, np.inf) if floor is None else np.asarray(floor, np.float64)
         self._core.set_state(np.asarray(state["m"], np.float64), np.asarray(state["spent_sum"], np.float64),
-                             np.asarray(state["spent_carry"], np.float64), int(state["steps"]))
+                             np.asarray(state["spent_carry"], np.float64), int(state["steps"]), floor)
 
     def __repr__(self) -> str:
         return (f"OnlineAllocator(budget={self.budget!r}, horizon={self._horizon}, mirror={self._mirror!r}, "
@@ -371,7 +422,8 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
         record_choices: keep the (S,T) choices (8 bytes per request).
         threads: native threads (None: all cores).
         device: None or "cpu" for the CPU; "cuda" or "cuda:N" runs one stream per GPU thread
-            (same step functions) and returns host arrays.
+            (same step functions) and returns host arrays. With skip_allowed=False the streams
+            run on the CPU (the GPU kernel does not keep the reserve yet).
 
     Returns:
         An `OnlineRun`.
@@ -396,18 +448,19 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
     step = _check_step(step_size, H)
     if not isinstance(skip_allowed, (bool, np.bool_)):
         raise TypeError(f"skip_allowed: expected a bool, got {skip_allowed!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads: expected a positive int or None (all cores), got {threads!r}")
+    nthreads = _check_threads(threads)
     m0 = _initial_m(initial_prices, b, H, mirror)
     from . import _device
 
     where = _device.target(device, values)
-    if where is not None:
+    # The GPU kernel does not keep the reserve of skip_allowed=False yet: such streams run on
+    # the CPU, so that both give the same answer.
+    if where is not None and skip_allowed:
         choice, value, spent, prices, stalled = _device.simulate(
             v, c, b, H, code, step, bool(skip_allowed), m0, bool(record_choices), where)
     else:
         choice, value, spent, prices, stalled = _core.simulate_online(
-            v, c, b, H, code, step, bool(skip_allowed), m0, bool(record_choices), threads or 0)
+            v, c, b, H, code, step, bool(skip_allowed), m0, bool(record_choices), nthreads)
     if scalar:
         spent, prices = spent[:, 0], prices[:, 0]
     if not streams:
@@ -459,6 +512,24 @@ def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any, sense: str):
     return problem, c, bud, True
 
 
+_OPTIMAL, _FEASIBLE = 0, 1  # status codes of the core (STATUS_NAMES)
+
+
+def _check_value_totals(problem) -> None:
+    """A ValueError when the value of an allocation can overflow float64 (the sum over items of
+    the largest |value| is not finite): values and bounds would be inf or NaN."""
+    mags = np.abs(problem.values)
+    if problem.mask is not None:
+        mags = np.where(problem.mask, mags, 0)
+    with np.errstate(over="ignore"):
+        totals = mags.max(axis=-1).sum(axis=-1, dtype=np.float64)
+    if not np.isfinite(totals).all():
+        b = int(np.flatnonzero(~np.isfinite(totals))[0])
+        raise ValueError(f"values: instance {b}: the total value of an allocation can overflow float64 (the sum "
+                         "over items of the largest |value| is not finite); rescale the values (divide them "
+                         "by a common factor)")
+
+
 def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "max",
                  threads: Optional[int] = None, max_iter: int = 2000, tol: float = 1e-6,
                  _started: Optional[float] = None) -> Solution:
@@ -497,18 +568,34 @@ def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sens
         x(mu) at the prices of the best bound) find one, the solver cannot decide. `choice` is
         then the allocation of least excess found (over the budget), `bound`, `gap` and
         `shadow_price` are NaN. With one resource the status is never "unknown".
+
+        "optimal" is claimed only where a finite bound proves a finite value. Where the least
+        use of a resource overflows float64 (costs near 1e308 summed over items), it exceeds
+        every finite budget: "infeasible", `min_budget` inf. Where prices on the scale of
+        value / cost do not fit in float64 (denormal or tiny costs and budgets), no dual step
+        is taken: the bound is L(0) = sum_i max_k v_ik, the allocation is repaired from x(0),
+        `shadow_price` is 0, and the status is "feasible" unless that bound proves it.
+
+    Raises:
+        ValueError: bad input, naming the argument; values whose total over the items can
+            overflow float64 (rescale them).
     """
     started = time.perf_counter() if _started is None else _started
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise ValueError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
+    max_iter = _check_max_iter(max_iter)
+    nthreads = _check_threads(threads, zero_is_all=True)
     if not (isinstance(tol, numbers.Real) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol: expected a finite number >= 0, got {tol!r}")
     problem, c, bud, resource_axis = _mirror_inputs(values, costs, budget, mask, sense)
+    _check_value_totals(problem)
     choice, value, cost, bound, prices, min_cost, status, iterations = _core.mirror(
-        problem.values, c, bud, problem.mask, problem.value_sign, int(max_iter), float(tol), threads or 0)
+        problem.values, c, bud, problem.mask, problem.value_sign, max_iter, float(tol), nthreads)
     if problem.value_sign < 0:
         value, bound = -value, -bound
-    gap = np.abs(bound - value)
+    # "optimal" only where a finite bound proves a finite value (the core decides so; this
+    # keeps the promise should a total ever leave float64).
+    status = np.where((status == _OPTIMAL) & ~(np.isfinite(value) & np.isfinite(bound)), _FEASIBLE, status)
+    with np.errstate(over="ignore"):  # a bound and value of opposite sign near 1e308: gap inf
+        gap = np.abs(bound - value)
     names = STATUS_NAMES[status]
     if not resource_axis:
         cost, prices, min_cost = cost[:, 0], prices[:, 0], min_cost[:, 0]

@@ -51,7 +51,10 @@ __all__ = [
     "transport",
 ]
 
-_STATUS = ("converged", "precision", "infeasible", "max_iter")
+_STATUS = ("converged", "precision", "infeasible", "max_iter", "overflow")
+_CONVERGED, _INFEASIBLE, _OVERFLOW = 0, 2, 4
+# Largest thread count and max_iter the core takes (C ints).
+_MAX_INT = 2**31 - 1
 # Evaluations between the host synchronisations of the torch (non-CPU) retraction.
 _TORCH_BLOCK = 16
 
@@ -62,7 +65,9 @@ class RetractionInfo(NamedTuple):
     shift: t, the logits moved to z - t * w (in logit units per cost unit, times tau).
     expected: E at the shift found, in cost units (float64).
     iterations: evaluations of E.
-    status: "converged", "precision" (double precision reached before rtol), "max_iter".
+    status: "converged" (|E - budget| <= rtol * |budget|), "precision" (double precision
+        reached before rtol), "max_iter". Only "converged" logits lie on the manifold;
+        `retract` raises for the others it cannot write ("infeasible", "overflow").
     """
 
     shift: Any
@@ -74,10 +79,13 @@ class RetractionInfo(NamedTuple):
 # --------------------------------------------------------------------------- input checking
 
 
-def _check_logits(logits: Any, name: str = "logits") -> Tuple[torch.Tensor, bool]:
-    """Returns (logits as (B,N,K), batched)."""
+def _check_logits(logits: Any, name: str = "logits", need_data: bool = False) -> Tuple[torch.Tensor, bool]:
+    """Returns (logits as (B,N,K), batched). need_data: the caller reads the values (a meta
+    tensor, which has none, is refused naming the argument)."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor of shape (N,K) or (B,N,K), got {type(logits).__name__}")
+    if need_data and logits.device.type == "meta":
+        raise ValueError(f"{name}: a tensor on the meta device holds no values; pass a CPU or CUDA tensor")
     if not logits.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {logits.dtype}")
     if logits.dim() not in (2, 3):
@@ -88,7 +96,22 @@ def _check_logits(logits: Any, name: str = "logits") -> Tuple[torch.Tensor, bool
     return (logits if batched else logits.unsqueeze(0)), batched
 
 
+def _check_bool(x: Any, name: str) -> bool:
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool (True or False), got {x!r}")
+    return bool(x)
+
+
+def _check_finite_logits(z: torch.Tensor, name: str = "logits") -> None:
+    """NaN or +inf logits have no probability; -inf marks an option never taken."""
+    if bool((torch.isnan(z) | (z == math.inf)).any()):
+        raise ValueError(f"{name}: hold NaN or +inf; logits must be finite (-inf marks an option that is "
+                         "never taken)")
+
+
 def _temperature(temperature: Any) -> float:
+    if isinstance(temperature, bool):
+        raise TypeError(f"temperature: expected a positive number, got {temperature!r}")
     try:
         tau = float(temperature)
     except (TypeError, ValueError):
@@ -100,6 +123,9 @@ def _temperature(temperature: Any) -> float:
 
 def _as_numpy64(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{name}: a tensor on the meta device holds no values; pass numbers, an array, "
+                             "or a CPU or CUDA tensor")
         x = x.detach().to("cpu", torch.float64).numpy()
     try:
         arr = np.asarray(x, dtype=np.float64)
@@ -169,9 +195,20 @@ def _budgets(budget: Any, B: int, batched: bool) -> np.ndarray:
 def _threads(threads: Optional[int]) -> int:
     if threads is None:
         return 0
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads: expected a positive int or None (all cores), got {threads!r}")
-    return threads
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r}")
+    if not 1 <= threads <= _MAX_INT:
+        raise ValueError(f"threads: expected an int in 1..{_MAX_INT} or None (all cores), got {threads!r}")
+    return int(threads)
+
+
+def _positive_real(x: Any, name: str) -> float:
+    """A finite number > 0 (not a bool)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a finite number > 0, got {x!r}")
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError(f"{name}: must be a finite number > 0, got {x!r}")
+    return float(x)
 
 
 # --------------------------------------------------------------------------- the geometry
@@ -280,7 +317,7 @@ def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float,
     dev = z.device
     w = torch.broadcast_to(cs.tensor(dev), z.shape)
     z64 = z.to(torch.float64)
-    C = torch.as_tensor(budgets, device=dev)
+    C = torch.tensor(budgets, dtype=torch.float64, device=dev)
     finite = torch.isfinite(z64)
     if bool((torch.isnan(z64) | (z64 == math.inf)).any()) or not bool(finite.any(dim=-1).all()):
         raise ValueError("logits: hold NaN or +inf, or an item with no finite logit; logits must be finite "
@@ -346,7 +383,17 @@ def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float,
         iterations += live.to(torch.int32)
     conv = f.abs() <= slack
     status = torch.where(~conv & (status == 0) & ~constant, torch.full_like(status, 3), status)
-    z.copy_((z64 - t[:, None, None] * w).to(z.dtype))
+    moved = z64 - t[:, None, None] * w
+    # As the core: shifted logits past the largest of their dtype would be written as inf (off
+    # the manifold); such an instance is left unchanged and reported.
+    over = (finite & ~(moved.abs() <= torch.finfo(z.dtype).max)).flatten(1).any(1)
+    if bool(over.any()):
+        f0, _ = evaluate(torch.zeros_like(t))
+        status = torch.where(over, torch.full_like(status, _OVERFLOW), status)
+        t = torch.where(over, torch.zeros_like(t), t)
+        f = torch.where(over, f0, f)
+        moved = torch.where(over[:, None, None], z64, moved)
+    z.copy_(moved.to(z.dtype))
     expected = torch.where(constant, e_min, f + C)
     return (t.cpu().numpy(), expected.cpu().numpy(), iterations.cpu().numpy(), status.cpu().numpy())
 
@@ -358,6 +405,19 @@ def _raise_infeasible(infeasible: np.ndarray, e_min: np.ndarray, e_max: np.ndarr
             f"budget: instance {b} asks for an expected cost of {budgets[b]!r}, outside the reachable "
             f"range [{e_min[b]!r}, {e_max[b]!r}] (sum over items of the least and greatest option cost); "
             f"pass a budget inside it")
+
+
+def _check_on_manifold(p: torch.Tensor, costs: Any, budget: Any, weights: Any, temperature: float, name: str):
+    """ValueError naming `name` where the expected cost of p is off its budget by more than the
+    tolerance RCO promises (float32 rounding included)."""
+    e = np.atleast_1d(expected_cost(p.detach(), costs, weights, temperature).cpu().numpy())
+    b = _budgets(budget, e.size, p.dim() == 3)
+    tol = (1e-9 if p.dtype == torch.float64 else 1e-5) * np.maximum(np.abs(b), 1e-300)
+    bad = ~(np.abs(e - b) <= tol)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: instance {i}: the logits cannot be retracted onto the budget {b[i]!r} "
+                         f"(E = {e[i]!r}); their differences are too large for softmax to reach it")
 
 
 def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0, *,
@@ -388,14 +448,22 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
 
     Raises:
         ValueError: a budget outside the reachable range (naming the instance), NaN/+inf
-            logits, bad shapes or costs.
+            logits, bad shapes or costs; logits that the shift would take past the largest
+            value of their dtype (float32: 3.4e38), where the instance is left unchanged
+            (subtract each item's largest logit first, which leaves softmax unchanged, or use
+            float64). With inplace=True the other instances of a batch are retracted.
+        TypeError: an argument of the wrong type, naming it.
     """
-    z, batched = _check_logits(logits)
+    z, batched = _check_logits(logits, need_data=True)
     tau = _temperature(temperature)
-    if not (isinstance(rtol, (int, float)) and rtol > 0):
-        raise ValueError(f"rtol: must be a positive number, got {rtol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+    rtol = _positive_real(rtol, "rtol")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)):
+        raise TypeError(f"max_iter: expected a positive int, got {max_iter!r}")
+    if not 1 <= max_iter <= _MAX_INT:
+        raise ValueError(f"max_iter: expected an int in 1..{_MAX_INT}, got {max_iter!r}")
+    max_iter = int(max_iter)
+    inplace = _check_bool(inplace, "inplace")
+    return_info = _check_bool(return_info, "return_info")
     nthreads = _threads(threads)
     B, N, K = z.shape
     cs = _Costs(costs, weights, (B, N, K), batched)
@@ -414,7 +482,7 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
                                                                       max_iter, nthreads)
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
-            infeasible = status == 2
+            infeasible = status == _INFEASIBLE
             if infeasible.any():
                 dense = np.broadcast_to(cs.dense(), (B, N, K))
                 fin = np.isfinite(target.detach().to(torch.float64).numpy())
@@ -425,6 +493,13 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
                 target.copy_(work)
         else:
             shift, expected, iterations, status = _retract_torch(target, cs, budgets, tau, float(rtol), max_iter)
+    overflow = np.asarray(status) == _OVERFLOW
+    if overflow.any():
+        b = int(np.flatnonzero(overflow)[0])
+        raise ValueError(
+            f"logits: instance {b}: reaching the budget {float(budgets[b])!r} shifts the logits past the largest "
+            f"{z.dtype} ({torch.finfo(z.dtype).max:.4g}); that instance was left unchanged. Subtract each "
+            "item's largest logit first (softmax is unchanged by it), or use float64 logits")
     out = target if batched else target[0]
     if inplace:
         out = logits
@@ -472,10 +547,18 @@ def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any 
         return_solution=True, (choice, `apportion.Solution`).
 
     Raises:
-        ValueError: a budget below the cheapest allocation (naming the instance), bad input.
+        ValueError: a budget below the cheapest allocation (naming the instance), NaN or +inf
+            logits, bad input.
+        TypeError: exact, exact_spend or return_solution not a bool, or another argument of the
+            wrong type, naming it.
     """
-    z, batched = _check_logits(logits)
+    z, batched = _check_logits(logits, need_data=True)
     tau = _temperature(temperature)
+    exact = _check_bool(exact, "exact")
+    exact_spend = _check_bool(exact_spend, "exact_spend")
+    return_solution = _check_bool(return_solution, "return_solution")
+    nthreads = _threads(threads) or None
+    _check_finite_logits(z)
     B, N, K = z.shape
     cs = _Costs(costs, weights, (B, N, K), batched)
     budgets = _budgets(budget, B, batched)
@@ -483,12 +566,12 @@ def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any 
     values, dense, mask = _solve_inputs(z, logp, cs)
     if exact_spend:
         sol = apportion.solve(values, dense, budgets, method="dp", mask=mask, exact_spend=True,
-                              cost_resolution=cost_resolution, threads=threads)
+                              cost_resolution=cost_resolution, threads=nthreads)
     else:
         if cost_resolution is not None:
             raise ValueError("cost_resolution: only exact_spend=True (method='dp') takes it")
         sol = apportion.solve(values, dense, budgets, method="exact" if exact else "lagrangian", mask=mask,
-                              threads=threads)
+                              threads=nthreads)
     status = np.asarray(sol.status)
     if (status == "infeasible").any():
         b = int(np.flatnonzero(status == "infeasible")[0])
@@ -513,9 +596,16 @@ def gumbel_sample(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = 
 
     Returns:
         Tensor of the shape and dtype of logits: one-hot rows (hard) or probabilities.
+
+    Raises:
+        ValueError: NaN or +inf logits, a budget below the cheapest allocation, bad input.
+        TypeError: hard not a bool, or another argument of the wrong type, naming it.
     """
-    z, batched = _check_logits(logits)
+    z, batched = _check_logits(logits, need_data=True)
     tau = _temperature(temperature)
+    hard = _check_bool(hard, "hard")
+    nthreads = _threads(threads) or None
+    _check_finite_logits(z)
     B, N, K = z.shape
     u = torch.rand(z.shape, generator=generator, dtype=torch.float64, device=z.device)
     g = -torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))  # Gumbel(0, 1)
@@ -525,7 +615,7 @@ def gumbel_sample(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = 
         cs = _Costs(costs, weights, (B, N, K), batched)
         budgets = _budgets(budget, B, batched)
         values, dense, mask = _solve_inputs(z, perturbed, cs)
-        sol = apportion.solve(values, dense, budgets, method="exact", mask=mask, threads=threads)
+        sol = apportion.solve(values, dense, budgets, method="exact", mask=mask, threads=nthreads)
         status = np.asarray(sol.status)
         if (status == "infeasible").any():
             b = int(np.flatnonzero(status == "infeasible")[0])
@@ -562,6 +652,11 @@ class RCO(torch.optim.Optimizer):
         temperature: tau of the relaxation p = softmax(z / tau).
         threads: native threads of the retraction (None: all cores).
 
+    `step` raises ValueError (naming lr) and leaves the parameter and the optimizer state as
+    they were when a step cannot end on the manifold: the Adam step or the retracted logits
+    leave the range of their dtype, or the retraction does not converge (with logits so far
+    apart that softmax is one-hot, E jumps past the budget).
+
     Use `probs()` for the relaxed allocations, `sample()` for budget-feasible Gumbel
     straight-through samples, and `round()` for the final discrete allocation.
     """
@@ -569,16 +664,15 @@ class RCO(torch.optim.Optimizer):
     def __init__(self, params: Iterable, costs: Any, budget: Any, lr: float = 0.1,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weights: Any = None,
                  temperature: float = 1.0, threads: Optional[int] = None):
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr: must be a positive number, got {lr!r}")
+        lr = _positive_real(lr, "lr")
         try:
             b1, b2 = (float(x) for x in betas)
         except (TypeError, ValueError):
             raise TypeError(f"betas: expected a pair of floats, got {betas!r}") from None
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas: each must lie in [0, 1), got {betas!r}")
-        if not (isinstance(eps, (int, float)) and eps >= 0):
-            raise ValueError(f"eps: must be a number >= 0, got {eps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"eps: must be a finite number >= 0, got {eps!r}")
         _temperature(temperature)
         self._threads = _threads(threads)
         defaults = dict(lr=float(lr), betas=(b1, b2), eps=float(eps), costs=costs, budget=budget,
@@ -586,12 +680,14 @@ class RCO(torch.optim.Optimizer):
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
-                _check_logits(p, "params")
+                _check_logits(p, "params", need_data=True)
                 if p.dtype not in (torch.float32, torch.float64):
                     raise TypeError(f"params: expected float32 or float64 logits, got {p.dtype}")
                 with torch.no_grad():
                     retract(p, group["costs"], group["budget"], group["weights"], group["temperature"],
                             inplace=True, threads=threads)
+                    _check_on_manifold(p, group["costs"], group["budget"], group["weights"], group["temperature"],
+                                       "params")
 
     def _geometry(self, group: dict, p: torch.Tensor):
         z, batched = _check_logits(p.detach(), "params")
@@ -627,21 +723,44 @@ class RCO(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros(z.shape, dtype=torch.float64, device=z.device)
                     state["exp_avg_sq"] = torch.zeros(z.shape, dtype=torch.float64, device=z.device)
-                state["step"] += 1
-                t = state["step"]
+                # New moments and logits first; the state changes only once the step has landed
+                # on the manifold.
+                t = state["step"] + 1
                 z64 = z.to(torch.float64)
                 n = _normal(z64, w, tau)
                 gt = _project(g, n)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(b1).add_(gt, alpha=1 - b1)
-                v.mul_(b2).addcmul_(gt, gt, value=1 - b2)
+                m = state["exp_avg"] * b1 + gt * (1 - b1)
+                v = state["exp_avg_sq"] * b2 + gt * gt * (1 - b2)
                 denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
                 step = (m / (1 - b1 ** t)) / denom
                 step = _project(step, n)
                 # -inf logits (options never taken) stay where they are.
-                znew = torch.where(torch.isfinite(z64), z64 - group["lr"] * step, z64).contiguous()
-                retract(znew, cs.costs, budgets, cs.weights, tau, inplace=True, threads=self._threads or None)
-                m.copy_(_project(m, _normal(znew, w, tau)))
+                finite = torch.isfinite(z64)
+                znew = torch.where(finite, z64 - group["lr"] * step, z64).contiguous()
+                limit = torch.finfo(p.dtype).max
+                if not bool((znew[finite].abs() <= limit).all()):
+                    raise ValueError(f"lr: the step of lr={group['lr']!r} takes the logits past the largest "
+                                     f"{p.dtype} ({limit:.4g}); the parameter was left unchanged; lower lr")
+                try:
+                    _, info = retract(znew, cs.costs, budgets, cs.weights, tau, inplace=True,
+                                      threads=self._threads or None, return_info=True)
+                except ValueError as exc:
+                    raise ValueError(f"lr: after the step of lr={group['lr']!r} the retraction failed ({exc}); "
+                                     "the parameter was left unchanged; lower lr") from None
+                status = np.atleast_1d(np.asarray(info.status))
+                if (status != _STATUS[_CONVERGED]).any():
+                    b = int(np.flatnonzero(status != _STATUS[_CONVERGED])[0])
+                    expected = float(np.atleast_1d(info.expected)[b])
+                    raise ValueError(
+                        f"lr: after the step of lr={group['lr']!r} the retraction of instance {b} ended "
+                        f"'{status[b]}' with E = {expected!r} against the budget {float(budgets[b])!r} (the logits are "
+                        "too far apart for softmax to reach it); the parameter was left unchanged; lower lr")
+                if p.dtype != torch.float64 and not bool((znew[finite].abs() <= limit).all()):
+                    raise ValueError(f"lr: after the step of lr={group['lr']!r} the retracted logits exceed the "
+                                     f"largest {p.dtype}; the parameter was left unchanged; lower lr")
+                state["step"] = t
+                state["exp_avg"] = _project(m, _normal(znew, w, tau))
+                state["exp_avg_sq"] = v
                 p.copy_((znew if batched else znew[0]).to(p.dtype))
         return loss
 
