@@ -384,7 +384,9 @@ lagrangian_kernel(BatchView<T> p, BatchOutput out, std::int64_t first, unsigned 
       r.cost = total_cost;
       r.bound = lp.bound > total_value ? lp.bound : total_value;
       r.shadow_price = lp.lambda;
-      r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound)) ? kOptimal : kFeasible;
+      r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound, dual_offset(lp.lambda, inst.budget)))
+                     ? kOptimal
+                     : kFeasible;
     } else {
       allocation_totals_flat(f.cost, f.value, f.n, f.k, f.position, r.cost, r.value);
       r.bound = CUDART_NAN;

@@ -177,11 +177,19 @@ MAGNITUDES = [0.0, 5e-324, 1e-310, 1e-300, 1e-12, 1.0, 3.0, 1e12, 1e100, 1e300, 
 
 
 def _draw(rng):
-    """A small instance across the numeric edges: (values, costs, budget)."""
+    """A small instance across the numeric edges: (values, costs, budget, mask), as float64 or,
+    where they fit, float32."""
     with np.errstate(over="ignore"):
         values, costs, budget = _draw_raw(rng)
     big = np.finfo(np.float64).max
-    return np.clip(values, -big, big), np.clip(costs, 0, big), budget
+    values, costs = np.clip(values, -big, big), np.clip(costs, 0, big)
+    mask = None
+    if rng.random() < 0.25:  # every item keeps one allowed option
+        mask = rng.random(values.shape) < 0.6
+        mask[np.arange(values.shape[0]), rng.integers(0, values.shape[1], values.shape[0])] = True
+    if rng.random() < 0.2 and np.abs(values).max() < 1e38 and costs.max() < 1e38:
+        values, costs = values.astype(np.float32), costs.astype(np.float32)
+    return values, costs, budget, mask
 
 
 def _draw_raw(rng):
@@ -209,12 +217,15 @@ def _rounded(total):
         return math.inf
 
 
-def _brute(values, costs, budget):
-    """The optimum value, exact (a Fraction), over allocations whose correctly rounded cost fits
-    the budget; None when none does."""
+def _brute(values, costs, budget, mask=None):
+    """The optimum value, exact (a Fraction), over the allowed allocations whose correctly
+    rounded cost fits the budget; None when none does."""
     N, K = values.shape
+    values, costs = values.astype(np.float64), costs.astype(np.float64)
     best = None
     for choice in itertools.product(range(K), repeat=N):
+        if mask is not None and not all(mask[i, k] for i, k in enumerate(choice)):
+            continue
         if _rounded(sum(Fraction(costs[i, k]) for i, k in enumerate(choice))) > budget:
             continue
         value = sum(Fraction(values[i, k]) for i, k in enumerate(choice))
@@ -233,13 +244,16 @@ def test_edge_sweep(method, watchdog):
     rng = np.random.default_rng({"lagrangian": 1, "exact": 2, "dp": 3, "mirror": 4}[method])
     counts = {"solved": 0, "rejected": 0}
     for case in range(400):
-        values, costs, budget = _draw(rng)
-        if method == "dp":
-            costs = np.floor(costs / max(costs.max(), 1.0) * 50)  # the DP takes integer costs
+        values, costs, budget, mask = _draw(rng)
+        if method == "dp":  # the DP takes integer costs
+            costs = np.floor(costs / max(float(costs.max()), 1.0) * 50).astype(costs.dtype)
         kwargs = {"time_limit": 1.0} if method == "exact" else {}
+        # sense="min" on the negated values is the same problem; its value and bound negate.
+        sign = -1.0 if rng.random() < 0.25 else 1.0
         started = time.perf_counter()
         try:
-            sol = apportion.solve(values, costs, budget, method=method, **kwargs)
+            sol = apportion.solve(sign * values, costs, budget, method=method, mask=mask,
+                                  sense="min" if sign < 0 else "max", **kwargs)
         except ValueError as e:
             assert not _tame(values, costs) or method == "dp", (case, str(e))
             assert str(e).split(":")[0] in ("values", "costs", "budget", "max_memory"), str(e)
@@ -250,7 +264,7 @@ def test_edge_sweep(method, watchdog):
         # A hang detector, not a speed test: time_limit (1 s) plus a wide margin.
         assert elapsed < 30, (case, elapsed)
         counts["solved"] += 1
-        best = _brute(values, costs, budget)
+        best = _brute(values, costs, budget, mask)
         status = str(sol.status)
         rows = np.arange(values.shape[0])
         if best is None:
@@ -259,15 +273,17 @@ def test_edge_sweep(method, watchdog):
         if status in ("infeasible", "unknown"):
             assert status == "unknown" and method == "mirror", (case, status)
             continue
-        chosen_cost = _rounded(sum(Fraction(c) for c in costs[rows, sol.choice]))
+        v64, c64 = values.astype(np.float64), costs.astype(np.float64)
+        assert mask is None or mask[rows, sol.choice].all(), (case, "a masked option")
+        chosen_cost = _rounded(sum(Fraction(c) for c in c64[rows, sol.choice]))
         assert chosen_cost <= budget, (case, "over budget")
-        chosen_value = sum(Fraction(v) for v in values[rows, sol.choice])
-        assert math.isfinite(sol.value) and not math.isnan(sol.bound), case
-        rounding = Fraction(64 * EPS) * sum(Fraction(abs(v)) for v in values.max(axis=1)) + \
-            Fraction(64 * EPS) * abs(best)
-        assert sol.bound == np.inf or Fraction(sol.bound) >= best - rounding, (case, "bound below the optimum")
+        chosen_value = sum(Fraction(v) for v in v64[rows, sol.choice])
+        value, bound = sign * sol.value, sign * sol.bound  # in the maximisation sense
+        assert math.isfinite(value) and not math.isnan(bound), case
+        rounding = Fraction(64 * EPS) * (sum(Fraction(v) for v in np.abs(v64).max(axis=1)) + abs(best))
+        assert bound == np.inf or Fraction(bound) >= best - rounding, (case, "bound below the optimum")
         if status == "optimal":
-            assert math.isfinite(sol.bound)
+            assert math.isfinite(bound)
             assert best - chosen_value <= rounding, (case, "optimal but not", float(best - chosen_value))
     assert counts["solved"] >= 200, counts
 
