@@ -22,6 +22,23 @@ _STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown")
 STATUS_NAMES = np.array(_STATUS_LIST)
 
 
+#: The most native threads a call may ask for: past it the count is a mistake, not a machine.
+MAX_THREADS = 1 << 16
+
+
+def check_threads(threads: Any, zero_is_all: bool = False) -> int:
+    """threads as the core's int, 0 meaning all cores: None, or (with zero_is_all, for a count
+    that was checked once already) 0; otherwise an int in 1..MAX_THREADS."""
+    if threads is None:
+        return 0
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r:.40}")
+    if not (0 if zero_is_all else 1) <= threads <= MAX_THREADS:
+        raise ValueError(f"threads: expected an int in 1..{MAX_THREADS} (MAX_THREADS) or None (all cores), "
+                         f"got {threads!r}")
+    return int(threads)
+
+
 def cost_resolution_value(res: float) -> float:
     """A positive cost_resolution, checked finite: an infinite grid unit rounds every cost to 0."""
     if not math.isfinite(res):

@@ -11,9 +11,10 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core, _device
-from ._problem import (Problem, Solution, fast_budget, make_problem, make_solution, one_solution,
+from ._problem import (MAX_THREADS, Problem, Solution, check_threads, cost_resolution_value, fast_budget,
+                       grid_down, grid_up, make_problem, make_solution, one_solution,
                        value_sign)
-from ._problem import _to_numpy, cost_resolution_value, grid_down, grid_up, mirror_values
+from ._problem import _to_numpy, mirror_values
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -24,22 +25,8 @@ AUTO_EXACT_MAX_OPTIONS = 1 << 22
 # allocation found with status "feasible" and its certified gap.
 DEFAULT_EXACT_TIME_LIMIT = 10.0
 DEFAULT_EXACT_MAX_STATES = 100_000_000
-# The most threads a call may ask for: the native pool uses at most its own size anyway, so
-# more is a mistake (and past a C int it could not be passed at all).
-MAX_THREADS = 1 << 16
 # max_states at or past this is no limit (the native count is a size_t).
 _MAX_STATES_CAP = 1 << 63
-
-
-def _threads(threads: Optional[int]) -> int:
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads: expected a positive int or None (all cores), got {threads!r}")
-    if threads > MAX_THREADS:
-        raise ValueError(f"threads: at most {MAX_THREADS} (MAX_THREADS), got {threads!r}; pass "
-                         "None for all cores")
-    return int(threads)
 
 
 def _positive(x: Any, name: str) -> float:
@@ -233,7 +220,7 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     if not isinstance(method, str) or method not in METHODS:
         kind = ValueError if isinstance(method, str) else TypeError
         raise kind(f"method: expected one of {METHODS}, got {method!r:.40}")
-    nthreads = _threads(threads)
+    nthreads = check_threads(threads)
     if exact_spend is not False:
         exact_spend = _flag(exact_spend, "exact_spend")
     if (device is None and mask is None and method in _ONE_METHODS and exact_spend is False
@@ -365,7 +352,7 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     off what more budget buys; `Frontier.values` is monotone in the budget.
     """
     started = time.perf_counter()
-    nthreads = _threads(threads)
+    nthreads = check_threads(threads)
     exact_spend = _flag(exact_spend, "exact_spend")
     if at is not None:
         at = _to_numpy(at, "at")  # a named error for strings, booleans, ragged lists...

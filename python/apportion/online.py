@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._problem import STATUS_NAMES, Solution, _is_torch_tensor, _to_numpy, make_problem
+from ._problem import STATUS_NAMES, Solution, _is_torch_tensor, _to_numpy, check_threads, make_problem
 
 __all__ = ["OnlineAllocator", "OnlineRun", "NoFeasibleOptionError", "simulate_online", "mirror_solve",
            "SKIP"]
@@ -77,7 +77,6 @@ def _check_budget(budget: Any) -> tuple:
 # reserve (and within the core's int64).
 _MAX_HORIZON = 2**53
 # Largest thread count the core takes (a C int).
-_MAX_THREADS = 2**31 - 1
 
 
 def _check_horizon(horizon: Any) -> int:
@@ -89,18 +88,6 @@ def _check_horizon(horizon: Any) -> int:
     if not 1 <= horizon <= _MAX_HORIZON:
         raise ValueError(f"horizon: expected an integer in 1..2**53, got {horizon}")
     return int(horizon)
-
-
-def _check_threads(threads: Any, zero_is_all: bool = False) -> int:
-    """threads as the core's int (0: all cores). zero_is_all: 0 passes too (`solve` hands its
-    checked count on so, with 0 for None)."""
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
-        raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r}")
-    if not (0 if zero_is_all else 1) <= threads <= _MAX_THREADS:
-        raise ValueError(f"threads: expected an int in 1..{_MAX_THREADS} or None (all cores), got {threads!r}")
-    return int(threads)
 
 
 def _check_max_iter(max_iter: Any) -> int:
@@ -448,7 +435,7 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
     step = _check_step(step_size, H)
     if not isinstance(skip_allowed, (bool, np.bool_)):
         raise TypeError(f"skip_allowed: expected a bool, got {skip_allowed!r}")
-    nthreads = _check_threads(threads)
+    nthreads = check_threads(threads)
     m0 = _initial_m(initial_prices, b, H, mirror)
     from . import _device
 
@@ -582,7 +569,7 @@ def mirror_solve(values: Any, costs: Any, budget: Any, *, mask: Any = None, sens
     """
     started = time.perf_counter() if _started is None else _started
     max_iter = _check_max_iter(max_iter)
-    nthreads = _check_threads(threads, zero_is_all=True)
+    nthreads = check_threads(threads, zero_is_all=True)
     if not (isinstance(tol, numbers.Real) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol: expected a finite number >= 0, got {tol!r}")
     problem, c, bud, resource_axis = _mirror_inputs(values, costs, budget, mask, sense)

@@ -38,6 +38,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without torch
 
 import apportion
 from apportion import _core
+from apportion._problem import check_threads
 
 __all__ = [
     "RCO",
@@ -190,16 +191,6 @@ def _budgets(budget: Any, B: int, batched: bool) -> np.ndarray:
     if not np.isfinite(b).all():
         raise ValueError("budget: must be finite (the retraction needs E = budget to be reachable)")
     return b
-
-
-def _threads(threads: Optional[int]) -> int:
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-        raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r}")
-    if not 1 <= threads <= _MAX_INT:
-        raise ValueError(f"threads: expected an int in 1..{_MAX_INT} or None (all cores), got {threads!r}")
-    return int(threads)
 
 
 def _positive_real(x: Any, name: str) -> float:
@@ -464,7 +455,7 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
     max_iter = int(max_iter)
     inplace = _check_bool(inplace, "inplace")
     return_info = _check_bool(return_info, "return_info")
-    nthreads = _threads(threads)
+    nthreads = check_threads(threads)
     B, N, K = z.shape
     cs = _Costs(costs, weights, (B, N, K), batched)
     budgets = _budgets(budget, B, batched)
@@ -557,7 +548,7 @@ def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any 
     exact = _check_bool(exact, "exact")
     exact_spend = _check_bool(exact_spend, "exact_spend")
     return_solution = _check_bool(return_solution, "return_solution")
-    nthreads = _threads(threads) or None
+    nthreads = check_threads(threads) or None
     _check_finite_logits(z)
     B, N, K = z.shape
     cs = _Costs(costs, weights, (B, N, K), batched)
@@ -604,7 +595,7 @@ def gumbel_sample(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = 
     z, batched = _check_logits(logits, need_data=True)
     tau = _temperature(temperature)
     hard = _check_bool(hard, "hard")
-    nthreads = _threads(threads) or None
+    nthreads = check_threads(threads) or None
     _check_finite_logits(z)
     B, N, K = z.shape
     u = torch.rand(z.shape, generator=generator, dtype=torch.float64, device=z.device)
@@ -674,7 +665,7 @@ class RCO(torch.optim.Optimizer):
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps: must be a finite number >= 0, got {eps!r}")
         _temperature(temperature)
-        self._threads = _threads(threads)
+        self._threads = check_threads(threads)
         defaults = dict(lr=float(lr), betas=(b1, b2), eps=float(eps), costs=costs, budget=budget,
                         weights=weights, temperature=float(temperature))
         super().__init__(params, defaults)
