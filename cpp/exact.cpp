@@ -214,24 +214,25 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // and the bound are all taken relative to the LP allocation (base), which the compensated
     // sums below fix once. Relative to it, L = lambda * C_rel (every b_i maximises
     // v - lambda w), the primal is z_rel, and "optimal" is decided to the rounding of those.
+    // Even an integral LP is checked so: its steps fit on a running sum, and the primal may
+    // have been stepped down since, where the compensated total said it did not fit.
     CompensatedSum base_cost_sum, base_value_sum, z_rel_sum;
-    double upper_rel = 0.0, z_rel = 0.0, C_rel = 0.0, L_rel = 0.0, tol = 0.0;
-    bool proven = lp.integral;
-    if (!proven) {
-      for (std::int64_t i = 0; i < n; ++i) {
-        const std::int32_t bi = ws.lp_option[i], xi = lw.item_option[i];
-        base_cost_sum.add(inst.cost(i, bi));
-        base_value_sum.add(inst.value(i, bi));
-        if (xi != bi) z_rel_sum.add(inst.value(i, xi) - inst.value(i, bi));
-      }
-      // C - base, with the compensated base's carry: C_rel to about an ulp of C.
-      C_rel = (C - base_cost_sum.sum) - base_cost_sum.carry;
-      z_rel = z_rel_sum.value();
-      L_rel = lambda > 0.0 ? lambda * C_rel : 0.0;
-      tol = optimality_slack(z_rel, L_rel, lambda * C_rel);
-      upper_rel = L_rel;
-      proven = L_rel - z_rel <= tol;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int32_t bi = ws.lp_option[i], xi = lw.item_option[i];
+      base_cost_sum.add(inst.cost(i, bi));
+      base_value_sum.add(inst.value(i, bi));
+      if (xi != bi) z_rel_sum.add(inst.value(i, xi) - inst.value(i, bi));
     }
+    // C - base, with the compensated base's carry: C_rel to about an ulp of C.
+    const double C_rel = (C - base_cost_sum.sum) - base_cost_sum.carry;
+    double z_rel = z_rel_sum.value();
+    // An allocation fits when its rounded total does, so its exact cost may pass C by half an
+    // ulp of C: the bound allows for that room at the shadow price, and so does the slack.
+    const double fit_value = lambda > 0.0 ? lambda * kDoubleEpsilon * std::fabs(C) : 0.0;
+    double L_rel = lambda > 0.0 ? lambda * C_rel + fit_value : 0.0;
+    const double tol = optimality_slack(z_rel, L_rel, lambda > 0.0 ? lambda * C_rel : 0.0) + 2.0 * fit_value;
+    double upper_rel = L_rel;
+    bool proven = L_rel - z_rel <= tol;
 
     if (!proven) {
       // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
@@ -414,9 +415,10 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         auto tight_at = [&](std::size_t t) {
           const double up = ws.up_after[t], down = ws.down_after[t];
           const double add = ws.add_after[t];
-          const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9;  // rounding in the sums
+          const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9 + cost_band;  // rounding in the sums
           return [=](double cost, double value) {
-            const double leftover = C_rel - cost;
+            double leftover = C_rel - cost;
+            if (leftover < 0.0 && leftover >= -cost_band) leftover = 0.0;  // may fit: checked when it comes
             if (leftover >= 0.0) return value + std::min(up * leftover, lambda * std::min(leftover, add));
             if (-leftover > shed) return -static_cast<double>(INFINITY);  // cannot get back within C
             return value + down * leftover;
@@ -530,7 +532,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       r.cost = z_cost;
       r.value = z;
     }
-    const double upper = lp.integral ? L : base_value_sum.value() + upper_rel;
+    const double upper = base_value_sum.value() + upper_rel;
     r.bound = proven ? r.value : std::max(std::min(upper, L), r.value);
     r.shadow_price = lambda;
     r.status = proven ? kOptimal : kFeasible;

@@ -171,6 +171,71 @@ def test_exact_fill_allocations_are_found():
         assert math.fsum(costs[np.arange(n), sol.choice]) <= budget
 
 
+def _brute_fsum(values, costs, budget):
+    """Best value over allocations whose correctly rounded cost fits, by enumeration."""
+    N, K = values.shape
+    return max(math.fsum(values[i, x[i]] for i in range(N)) for x in itertools.product(range(K), repeat=N)
+               if math.fsum(costs[i, x[i]] for i in range(N)) <= budget)
+
+
+def test_exact_fill_with_large_decimal_costs():
+    # Costs near 1e7 and 1e9 with decimals, the budget hit exactly: the core's pruning bound
+    # dropped states an ulp of C over C_rel before they could be summed exactly.
+    values = np.array([[102.005236, 101.551773, 101.304558], [101.200376, 100.642878, 100.263541],
+                       [102.720246, 101.748542, 101.648608], [102.040037, 102.548591, 101.786069]])
+    costs = np.array([[10000401.954, 10000594.212, 10000804.279],
+                      [10000262.084, 10000344.158, 10000057.252999999],
+                      [10000448.739999998, 10000345.662, 10000211.385],
+                      [10000907.137, 10000578.098, 10000457.722000001]])
+    budget = 40001486.044999994
+    sol = apportion.solve(values, costs, budget, method="exact")
+    assert sol.status == "optimal" and sol.value == _brute_fsum(values, costs, budget)
+    values = np.array([[100.434516, 100.794802, 102.872076], [101.362458, 101.278213, 101.441743],
+                       [101.699247, 101.039195, 100.026611], [101.119781, 101.556323, 101.101624],
+                       [102.009593, 100.730488, 101.381407]])
+    costs = 1e9 + np.array([[157.755, 150.208, 754.6899999], [351.941, 468.119, 741.4250001],
+                            [452.426, 889.7919999, 54.318], [475.166, 879.436, 712.7149999],
+                            [76.169, 770.284, 96.605]])
+    budget = 5000002101.768
+    sol = apportion.solve(values, costs, budget, method="exact")
+    assert sol.status == "optimal" and sol.value == _brute_fsum(values, costs, budget)
+
+
+def test_integral_lp_stepped_down_is_not_optimal_unproven():
+    # The LP's steps fit on a running sum (26.999999999999996) but not on the exact total (27.0):
+    # the primal is stepped down, so the integral LP proves nothing about it.
+    c = [9.2, 2.0, 7.3, 2.5, 1.9, 3.2, 0.9]
+    v = [10.353742926722212, 4.651339980916557, 2.758376731438397, 1.0000136012574192,
+         1.604275084486785, 3.14651458203167, 5.176536525414942]
+    budget = 0.0
+    for x in c:
+        budget += x
+    values, costs = np.stack([np.zeros(7), v], 1), np.stack([np.zeros(7), c], 1)
+    best = _brute_fsum(values, costs, budget)
+    sol = apportion.solve(values, costs, budget, method="exact")
+    assert sol.status == "optimal" and sol.value == pytest.approx(best, rel=1e-15)
+    sol = apportion.solve(values, costs, budget, method="lagrangian")
+    assert sol.status != "optimal" or sol.value == pytest.approx(best, rel=1e-15)
+
+
+def test_cost_resolution_decimal_budgets():
+    # 6 units of 0.1 are 0.6000000000000001 in binary, but 0.3 + 0.3 fits a budget of 0.6.
+    values, costs = np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[0.0, 0.3], [0.0, 0.3]])
+    sol = apportion.solve(values, costs, 0.6, method="dp", cost_resolution=0.1)
+    assert sol.value == 2.0 and sol.cost <= 0.6
+    rng = np.random.default_rng(0)
+    for _ in range(100):  # cents, budgets filled exactly: dp on a 0.01 grid matches exact
+        c = np.round(rng.random((5, 3)) * 10, 2)
+        v = rng.random((5, 3))
+        budget = math.fsum(c[np.arange(5), rng.integers(0, 3, 5)])
+        dp = apportion.solve(v, c, budget, method="dp", cost_resolution=0.01)
+        assert dp.cost <= budget
+        assert dp.value == pytest.approx(apportion.solve(v, c, budget, method="exact").value, rel=1e-12)
+        fr = apportion.frontier(v, c, budget, at=[budget, budget / 2], cost_resolution=0.01)
+        for b, row in zip(fr.at, fr.choices):
+            assert row[0] < 0 or math.fsum(c[np.arange(5), row]) <= b
+
+
 # --- the sweep ---------------------------------------------------------------------------------
 
 MAGNITUDES = [0.0, 5e-324, 1e-310, 1e-300, 1e-12, 1.0, 3.0, 1e12, 1e100, 1e300, 1e308]

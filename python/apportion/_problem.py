@@ -22,6 +22,8 @@ _STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown")
 STATUS_NAMES = np.array(_STATUS_LIST)
 
 
+_EPS = float(np.finfo(np.float64).eps)
+
 #: The most native threads a call may ask for: past it the count is a mistake, not a machine.
 MAX_THREADS = 1 << 16
 
@@ -46,21 +48,35 @@ def cost_resolution_value(res: float) -> float:
     return res
 
 
+def _on_grid(q: Any, x: Any, res: float, xp: Any) -> Any:
+    """Whether q grid units of res make x up to rounding (as 6 x 0.1 makes 0.6)."""
+    return xp.abs(q * res - x) <= 4 * _EPS * xp.maximum(xp.abs(x), xp.abs(q * res))
+
+
 def grid_up(x: Any, res: float, xp: Any = np) -> Any:
-    """The least integers q with q * res >= x, elementwise (x >= 0; numpy, or torch as xp):
-    every grid cost covers its real cost. x / res is rounded, so its ceiling can sit one above
-    (1.1 / 0.1 = 11.000000000000002) or below (a quotient that rounds down onto an integer)."""
+    """The grid units that cover costs x, elementwise (x >= 0; numpy, or torch as xp): the
+    nearest integer q where q * res makes x up to rounding (a cost of 0.3 on a grid of 0.1 is 3
+    units), else the least q with q * res >= x. x / res is rounded, so its ceiling can sit one
+    above the least such q (1.1 / 0.1 = 11.000000000000002) or below it."""
+    near = xp.round(x / res)
     q = xp.ceil(x / res)
     q = xp.where((q >= 1) & ((q - 1) * res >= x), q - 1, q)
-    return xp.where(q * res < x, q + 1, q)
+    q = xp.where(q * res < x, q + 1, q)
+    return xp.where(_on_grid(near, x, res, xp), near, q)
 
 
 def grid_down(x: Any, res: float, xp: Any = np) -> Any:
-    """The greatest integers q with q * res <= x, elementwise (+-inf stay as they are)."""
-    q = xp.floor(x / res)
-    finite = xp.isfinite(q)
-    q = xp.where(finite & ((q + 1) * res <= x), q + 1, q)
-    return xp.where(finite & (q * res > x), q - 1, q)
+    """The grid units a budget x holds, elementwise: the nearest integer where it makes x up to
+    rounding, else the greatest q with q * res <= x (+-inf stay as they are). Rounding on the
+    grid can put an answer an ulp over the real budget: the caller checks the real cost."""
+    units = xp.floor(x / res)
+    finite = xp.isfinite(units)
+    x = xp.where(finite, x, 0.0)  # the infinite ones stay as floor gave them
+    q = xp.where(finite, units, 0.0)
+    q = xp.where((q + 1) * res <= x, q + 1, q)
+    q = xp.where(q * res > x, q - 1, q)
+    near = xp.round(x / res)
+    return xp.where(finite, xp.where(_on_grid(near, x, res, xp), near, q), units)
 
 
 def _is_torch_tensor(x: Any) -> bool:

@@ -109,6 +109,54 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
     return int(need)
 
 
+def _real_totals(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndarray:
+    """Correctly rounded totals (math.fsum) of the real costs (broadcast to shape (B,N,K)) of
+    allocations choice (B,N); rows of -1 (no allocation) count option 0."""
+    dense = np.broadcast_to(costs, shape).astype(np.float64)
+    chosen = np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0]
+    return np.array([math.fsum(row) for row in chosen])
+
+
+def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
+              cost_resolution: Optional[float], max_memory: Optional[float], info: dict) -> tuple:
+    """method="dp" on `problem` (on the GPU `where`, or the CPU), its costs first quantised by
+    cost_resolution. The grid rounds costs up and budgets down only to the rounding of q * res,
+    so each answer's real cost is summed exactly and checked against the real budget: an
+    instance over it (by rounding) is solved again one grid cell lower, or, with exact_spend,
+    whose target that would move, reported infeasible. Returns the core's raw tuple."""
+    real_costs, real_budget = problem.costs, problem.budget
+    resolution = _quantise(problem, cost_resolution)
+    for _attempt in range(3):
+        if where is not None:
+            raw = _device.run_host_problem(problem, "dp", where, exact_spend=exact_spend,
+                                           max_memory=max_memory)
+            info["device"] = str(where)
+        else:
+            info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
+            raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
+                           problem.value_sign, bool(exact_spend), nthreads)
+        if resolution is None:
+            return raw
+        choice, value, _, bound, shadow, _, status = (np.asarray(x) for x in raw)
+        cost = _real_totals(real_costs, problem.values.shape, choice)
+        over = (status != _INFEASIBLE) & (cost > real_budget)
+        if not over.any():
+            break
+        if exact_spend:
+            status, bound, shadow = (np.where(over, x, y) for x, y in
+                                     ((_INFEASIBLE, status), (np.nan, bound), (np.nan, shadow)))
+            break
+        problem.budget = np.where(over, problem.budget - 1, problem.budget)
+    else:
+        raise ValueError("cost_resolution: the quantised dp answer stayed over the real budget "
+                         f"after three grid cells less; pass a coarser cost_resolution than {resolution!r}")
+    # Totals in the caller's units; optimality holds for the quantised costs.
+    info.update(cost_resolution=resolution, quantised_budget=problem.budget * resolution)
+    dense = np.broadcast_to(real_costs, problem.values.shape).astype(np.float64)
+    min_budget = np.array([math.fsum(row) for row in np.where(problem.allowed(), dense, np.inf).min(axis=2)])
+    return (choice, value, cost, bound, shadow / resolution, min_budget, status.astype(np.int8))
+
+
 def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tuple:
     tl = DEFAULT_EXACT_TIME_LIMIT if time_limit is None else _positive(time_limit, "time_limit")
     if max_states is None:
@@ -271,39 +319,7 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
         raw = _core.exact(problem.values, problem.costs, problem.budget, problem.mask,
                           problem.value_sign, tl, ms, nthreads)
     else:
-        original_costs, real_budget = problem.costs, problem.budget
-        resolution = _quantise(problem, cost_resolution)
-        # With quantised costs the real cost of the answer is checked (summed exactly): the
-        # grid rounds up, but a product q * res is itself rounded. An instance found over its
-        # budget (none known) is solved again one grid cell lower.
-        for _attempt in range(3):
-            if where is not None:
-                raw = _device.run_host_problem(problem, method, where, exact_spend=exact_spend,
-                                               max_memory=max_memory)
-                info["device"] = str(where)
-            else:
-                info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
-                raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
-                               problem.value_sign, bool(exact_spend), nthreads)
-            if resolution is None:
-                break
-            choice = np.asarray(raw[0])
-            dense = np.broadcast_to(original_costs, problem.values.shape).astype(np.float64)
-            chosen = np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0]
-            cost = np.array([math.fsum(row) for row in chosen])
-            over = (np.asarray(raw[6]) != _INFEASIBLE) & (cost > real_budget)
-            if not over.any():
-                break
-            problem.budget = np.where(over, problem.budget - 1, problem.budget)
-        else:
-            raise RuntimeError("cost_resolution: the quantised dp answer stayed over budget; "
-                               "pass a coarser cost_resolution")
-        if resolution is not None:
-            # Totals in the caller's units; optimality holds for the quantised costs.
-            info.update(cost_resolution=resolution, quantised_budget=problem.budget * resolution)
-            min_budget = np.array([math.fsum(row) for row in
-                                   np.where(problem.allowed(), dense, np.inf).min(axis=2)])
-            raw = (choice, raw[1], cost, raw[3], raw[4] / resolution, min_budget, raw[6])
+        raw = _solve_dp(problem, where, nthreads, exact_spend, cost_resolution, max_memory, info)
     return make_solution(problem, raw, method, started, info)
 
 
@@ -364,14 +380,29 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     at_arr = np.atleast_1d(np.asarray(at, dtype=np.float64))
     if at_arr.ndim != 1 or np.isnan(at_arr).any():
         raise ValueError("at: expected a scalar or a 1-d list of budgets (no NaN)")
+    real_costs = problem.costs
     resolution = _quantise(problem, cost_resolution)
     scale = 1.0 if resolution is None else resolution
     at_grid = grid_down(at_arr, resolution) if resolution is not None else at_arr
     top = np.array([max(problem.budget[0], at_grid.max(initial=-np.inf))])
     sized = dataclasses.replace(problem, budget=top)
     _check_dp_memory(sized, 1, max_memory)
-    best, base, choices = _core.frontier(problem.values, problem.costs, top, problem.mask,
-                                         problem.value_sign, bool(exact_spend), at_grid, nthreads)
+    for _attempt in range(3):  # quantised: allocations at `at` over it by rounding, a cell lower
+        best, base, choices = _core.frontier(problem.values, problem.costs, top, problem.mask,
+                                             problem.value_sign, bool(exact_spend), at_grid, nthreads)
+        if resolution is None or not choices.size:
+            break
+        cost = _real_totals(real_costs, (len(at_arr),) + problem.values.shape[1:], choices)
+        over = (choices[:, 0] >= 0) & (cost > at_arr)
+        if not over.any():
+            break
+        if exact_spend:  # a cell lower would move the target: no allocation there
+            choices[over] = -1
+            break
+        at_grid = np.where(over, at_grid - 1, at_grid)
+    else:
+        raise ValueError("cost_resolution: the quantised allocations stayed over their budgets `at` "
+                         f"after three grid cells less; pass a coarser cost_resolution than {resolution!r}")
     best = np.where(np.isneginf(best), np.nan, best) * problem.value_sign
     budgets = (base + np.arange(best.size, dtype=np.float64)) * scale
     return Frontier(budgets, best, at_arr, choices, float(base * scale), problem.sense,
