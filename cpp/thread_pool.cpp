@@ -1,17 +1,46 @@
 #include "thread_pool.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <atomic>
 #include <exception>
 
 namespace apportion {
 
 namespace {
 thread_local bool tl_inside_pool = false;
+
+// The shared pool, created on first use and never destroyed: workers waiting on a condition
+// variable are harmless at exit, where joining them could race with interpreter teardown.
+std::atomic<ThreadPool*> g_pool{nullptr};
+std::mutex g_create_mutex;  // held while creating g_pool, and across fork()
+
+// fork() copies only the calling thread, so a child's pool has no workers and parallel_for
+// would wait for them forever. The child drops the pool (its mutexes may have been held by a
+// worker at the fork) and builds a fresh one on next use.
+void before_fork() { g_create_mutex.lock(); }
+void after_fork_in_parent() { g_create_mutex.unlock(); }
+void after_fork_in_child() {
+  // Leaked on purpose: its std::thread objects are still joinable, so destroying them would
+  // call std::terminate, and joining them would wait for threads that do not exist here.
+  g_pool.store(nullptr, std::memory_order_relaxed);
+  g_create_mutex.unlock();
 }
+}  // namespace
 
 ThreadPool& ThreadPool::instance() {
-  static ThreadPool pool(std::max(1u, std::thread::hardware_concurrency()) - 1);
-  return pool;
+  ThreadPool* pool = g_pool.load(std::memory_order_acquire);
+  if (pool) return *pool;
+  std::lock_guard<std::mutex> lock(g_create_mutex);
+  pool = g_pool.load(std::memory_order_relaxed);
+  if (!pool) {
+    static bool fork_handlers = false;
+    if (!fork_handlers) fork_handlers = pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child) == 0;
+    pool = new ThreadPool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) - 1);
+    g_pool.store(pool, std::memory_order_release);
+  }
+  return *pool;
 }
 
 ThreadPool::ThreadPool(int workers) {

@@ -3,6 +3,7 @@
 // Workers are started once and reused, so a call costs a wake-up, not a thread start: a
 // solve of a few microseconds can still be dispatched. Nested calls, and calls made while
 // another caller holds the pool, run serially on the calling thread instead of waiting.
+// The child of a fork() gets a fresh pool on first use (the parent's workers are not copied).
 #pragma once
 
 #include <condition_variable>
@@ -18,6 +19,7 @@ class ThreadPool {
  public:
   using RangeFn = std::function<void(std::int64_t begin, std::int64_t end)>;
 
+  // The shared pool, created on first use.
   static ThreadPool& instance();
 
   // Threads available, the caller included.
