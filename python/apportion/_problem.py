@@ -58,25 +58,27 @@ def grid_up(x: Any, res: float, xp: Any = np) -> Any:
     nearest integer q where q * res makes x up to rounding (a cost of 0.3 on a grid of 0.1 is 3
     units), else the least q with q * res >= x. x / res is rounded, so its ceiling can sit one
     above the least such q (1.1 / 0.1 = 11.000000000000002) or below it."""
-    near = xp.round(x / res)
-    q = xp.ceil(x / res)
-    q = xp.where((q >= 1) & ((q - 1) * res >= x), q - 1, q)
-    q = xp.where(q * res < x, q + 1, q)
-    return xp.where(_on_grid(near, x, res, xp), near, q)
+    with np.errstate(over="ignore", invalid="ignore"):  # past the float range: inf, rejected later
+        near = xp.round(x / res)
+        q = xp.ceil(x / res)
+        q = xp.where((q >= 1) & ((q - 1) * res >= x), q - 1, q)
+        q = xp.where(q * res < x, q + 1, q)
+        return xp.where(_on_grid(near, x, res, xp), near, q)
 
 
 def grid_down(x: Any, res: float, xp: Any = np) -> Any:
     """The grid units a budget x holds, elementwise: the nearest integer where it makes x up to
     rounding, else the greatest q with q * res <= x (+-inf stay as they are). Rounding on the
     grid can put an answer an ulp over the real budget: the caller checks the real cost."""
-    units = xp.floor(x / res)
-    finite = xp.isfinite(units)
-    x = xp.where(finite, x, 0.0)  # the infinite ones stay as floor gave them
-    q = xp.where(finite, units, 0.0)
-    q = xp.where((q + 1) * res <= x, q + 1, q)
-    q = xp.where(q * res > x, q - 1, q)
-    near = xp.round(x / res)
-    return xp.where(finite, xp.where(_on_grid(near, x, res, xp), near, q), units)
+    with np.errstate(over="ignore", invalid="ignore"):
+        units = xp.floor(x / res)
+        finite = xp.isfinite(units)
+        x = xp.where(finite, x, 0.0)  # the infinite ones stay as floor gave them
+        q = xp.where(finite, units, 0.0)
+        q = xp.where((q + 1) * res <= x, q + 1, q)
+        q = xp.where(q * res > x, q - 1, q)
+        near = xp.round(x / res)
+        return xp.where(finite, xp.where(_on_grid(near, x, res, xp), near, q), units)
 
 
 def _is_torch_tensor(x: Any) -> bool:

@@ -94,12 +94,15 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
     allowed = problem.allowed()
     cheapest = np.where(allowed, costs, np.inf).min(axis=2)
     dearest = np.where(allowed, costs, -np.inf).max(axis=2)
-    span = np.minimum(problem.budget - cheapest.sum(axis=1), (dearest - cheapest).sum(axis=1))
-    grid = np.maximum(np.floor(np.nan_to_num(span, nan=0.0, posinf=0.0)), 0) + 1
     per_cell = 1 if K <= 256 else (2 if K <= 65536 else 4)
-    per_instance = N * grid * per_cell + 16 * grid
     at_once = min(B, threads if threads > 0 else _core.num_threads())
-    need = float(np.sort(per_instance)[::-1][:at_once].sum())
+    # inf - inf is NaN, counted as no grid (the core rejects such budgets); a grid past the float
+    # range needs inf bytes, over any limit.
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = np.minimum(problem.budget - cheapest.sum(axis=1), (dearest - cheapest).sum(axis=1))
+        grid = np.maximum(np.floor(np.nan_to_num(span, nan=0.0, posinf=0.0)), 0) + 1
+        per_instance = N * grid * per_cell + 16 * grid
+        need = float(np.sort(per_instance)[::-1][:at_once].sum())
     if need > limit:
         raise ValueError(
             f"max_memory: the dp tables need {need / 2**30:.2f} GiB (N={N}, up to "
@@ -109,12 +112,22 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
     return int(need)
 
 
+def _rounded_totals(rows: np.ndarray) -> np.ndarray:
+    """Correctly rounded sums (math.fsum) of the rows of a 2-d array of costs >= 0; inf where
+    one overflows."""
+    def total(row):
+        try:
+            return math.fsum(row)
+        except OverflowError:
+            return math.inf
+    return np.array([total(row) for row in rows], dtype=np.float64)
+
+
 def _real_totals(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndarray:
-    """Correctly rounded totals (math.fsum) of the real costs (broadcast to shape (B,N,K)) of
-    allocations choice (B,N); rows of -1 (no allocation) count option 0."""
+    """Correctly rounded totals of the real costs (broadcast to shape (B,N,K)) of allocations
+    choice (B,N); rows of -1 (no allocation) count option 0."""
     dense = np.broadcast_to(costs, shape).astype(np.float64)
-    chosen = np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0]
-    return np.array([math.fsum(row) for row in chosen])
+    return _rounded_totals(np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0])
 
 
 def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
@@ -153,7 +166,7 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
     # Totals in the caller's units; optimality holds for the quantised costs.
     info.update(cost_resolution=resolution, quantised_budget=problem.budget * resolution)
     dense = np.broadcast_to(real_costs, problem.values.shape).astype(np.float64)
-    min_budget = np.array([math.fsum(row) for row in np.where(problem.allowed(), dense, np.inf).min(axis=2)])
+    min_budget = _rounded_totals(np.where(problem.allowed(), dense, np.inf).min(axis=2))
     return (choice, value, cost, bound, shadow / resolution, min_budget, status.astype(np.int8))
 
 
