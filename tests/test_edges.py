@@ -374,3 +374,11 @@ def test_round_to_budget_takes_exact_fill_allocations():
         logits = torch.tensor(np.stack([np.zeros(n), 3 + rng.random(n)], 1))
         choice = round_to_budget(logits, costs, budget)
         assert choice.tolist() == [1] * n, (list(fraction), budget)
+
+
+def test_frontier_quantised_costs_whose_total_overflows():
+    # A fuzz finding: the real-cost check summed 3 x 1.7e308 with math.fsum, which raised
+    # OverflowError. Such a total is inf, over every budget.
+    big = np.full((3, 1), 1.7e308)
+    fr = apportion.frontier(big, [1.7e308], 1.7e308, cost_resolution=1.7e308)
+    assert (fr.choices == -1).all()
