@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._problem import STATUS_NAMES, Problem, Solution, cost_resolution_value, grid_down, grid_up, make_solution
+from ._problem import STATUS_NAMES, Problem, Solution, cost_resolution_value, grid_costs, grid_down, make_solution
 
 DEVICE_METHODS = ("lagrangian", "dp")
 _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
@@ -176,7 +176,7 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
         if not res > 0:
             raise ValueError(f"cost_resolution: must be positive, got {cost_resolution!r}")
         res = cost_resolution_value(res)
-        c = grid_up(c.to(torch.float64), res, torch)
+        c = grid_costs(c.to(torch.float64), res, dtype, torch)
     c = c.to(dtype).contiguous()
     b = _as_tensor(torch, budget, dev).to(torch.float64)
     if b.dim() == 0:

@@ -66,6 +66,20 @@ def grid_up(x: Any, res: float, xp: Any = np) -> Any:
         return xp.where(_on_grid(near, x, res, xp), near, q)
 
 
+def grid_costs(costs: Any, res: float, dtype: Any, xp: Any = np) -> Any:
+    """Costs (float64, numpy or torch as xp) in grid units (grid_up), checked to be finite and
+    exact in `dtype`, the dtype the DP reads them in (float32 holds every integer to 2^24)."""
+    grid = grid_up(costs, res, xp)
+    if not bool(xp.isfinite(grid).all()):
+        raise ValueError(f"cost_resolution: {res!r} is too fine for the costs (cost / resolution "
+                         "overflows); pass a coarser cost_resolution")
+    cast = grid.astype(dtype) if xp is np else grid.to(dtype)
+    if not bool((cast == grid).all()):
+        raise ValueError(f"cost_resolution: the quantised costs are not exact in {dtype} (integers "
+                         "past 2^24 in float32); pass a coarser cost_resolution or float64 input")
+    return grid
+
+
 def grid_down(x: Any, res: float, xp: Any = np) -> Any:
     """The grid units a budget x holds, elementwise: the nearest integer where it makes x up to
     rounding, else the greatest q with q * res <= x (+-inf stay as they are). Rounding on the

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core, _device
 from ._problem import (MAX_THREADS, Problem, Solution, check_threads, cost_resolution_value, fast_budget,
-                       grid_down, grid_up, make_problem, make_solution, one_solution,
+                       grid_costs, grid_down, make_problem, make_solution, one_solution,
                        value_sign)
 from ._problem import _to_numpy, mirror_values
 
@@ -63,24 +63,17 @@ def default_max_memory() -> int:
 def _quantise(problem: Problem, cost_resolution: Optional[float]) -> Optional[float]:
     """Puts the costs of `problem` on an integer grid for the DP, in place.
 
-    Without a resolution the costs must already be integers. With one, each cost becomes the
-    least number of grid units that covers it and each budget the most units it covers, so
-    every allocation the DP accepts fits the real budget (checked again on the answer); the
-    answer is exact for the quantised costs."""
+    Without a resolution the costs must already be integers. With one, costs and budgets go
+    on the grid as `grid_costs` and `grid_down` say; the answer is exact for the quantised
+    costs, and its real cost is checked by the caller."""
     if cost_resolution is None:
         if not np.array_equal(problem.costs, np.floor(problem.costs)):
             raise ValueError("costs: method='dp' needs integer costs; pass cost_resolution= "
                              "to quantise real costs (the answer is then exact for the grid)")
         return None
     res = cost_resolution_value(_positive(cost_resolution, "cost_resolution"))
-    grid_costs = grid_up(problem.costs.astype(np.float64), res)
-    if not np.isfinite(grid_costs).all():
-        raise ValueError(f"cost_resolution: {res!r} is too fine for the costs (cost / resolution "
-                         "overflows); pass a coarser cost_resolution")
-    problem.costs = np.ascontiguousarray(grid_costs, dtype=problem.values.dtype)
-    if problem.values.dtype == np.float32 and not np.array_equal(problem.costs, grid_costs):
-        raise ValueError("cost_resolution: the quantised costs exceed float32's integers (2^24); "
-                         "pass a coarser cost_resolution or float64 input")
+    problem.costs = np.ascontiguousarray(grid_costs(problem.costs.astype(np.float64), res,
+                                                    problem.values.dtype), dtype=problem.values.dtype)
     problem.budget = grid_down(problem.budget, res)
     return res
 

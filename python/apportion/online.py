@@ -76,7 +76,6 @@ def _check_budget(budget: Any) -> tuple:
 # Largest horizon: request counts stay exact in the float64 arithmetic of the prices and the
 # reserve (and within the core's int64).
 _MAX_HORIZON = 2**53
-# Largest thread count the core takes (a C int).
 
 
 def _check_horizon(horizon: Any) -> int:

@@ -54,7 +54,7 @@ __all__ = [
 
 _STATUS = ("converged", "precision", "infeasible", "max_iter", "overflow")
 _CONVERGED, _INFEASIBLE, _OVERFLOW = 0, 2, 4
-# Largest thread count and max_iter the core takes (C ints).
+# Largest max_iter the core takes (a C int).
 _MAX_INT = 2**31 - 1
 # Evaluations between the host synchronisations of the torch (non-CPU) retraction.
 _TORCH_BLOCK = 16
