@@ -469,7 +469,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             if (st.cost > C_rel + cost_band) continue;
             if (st.cost >= C_rel - cost_band) {  // within rounding of the budget: sum it exactly
               trace(s, ws.trial_option);
-              if (!(option_totals(inst, ws.trial_option.data()).cost <= C)) continue;
+              const std::int32_t* option = ws.trial_option.data();
+              double total = option_totals(inst, option).cost;
+              if (!fits_budget(total, C, [&] {
+                    return rounded_sum(n, [&](std::int64_t item) { return inst.cost(item, option[item]); });
+                  })) {
+                continue;
+              }
             }
             z_rel = st.value;
             improved = static_cast<std::int64_t>(s);

@@ -71,7 +71,9 @@ std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace&
     const OptionTotals totals = option_totals(p, option.data());
     total_cost = totals.cost;
     total_value = totals.value;
-    if (total_cost <= p.budget) return steps;
+    if (fits_budget(total_cost, p.budget, [&] { return rounded_sum(p.n, [&](std::int64_t i) { return p.cost(i, option[i]); }); })) {
+      return steps;
+    }
     // Rounding left it a few ulps over: the cheaper option losing least per unit cost.
     std::int64_t worst = -1;
     std::int32_t to = -1;

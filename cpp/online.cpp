@@ -285,10 +285,19 @@ void apply_move(const MirrorInstance<T>& p, MirrorWorkspace& ws, std::int64_t i,
   ws.x[i] = j;
 }
 
+// Decided on the correctly rounded totals: one within rounding of its budget is summed again
+// exactly, and the usage takes that total, so that the repair's moves see the same overspend.
 template <class T>
-bool is_feasible(const MirrorInstance<T>& p, const MirrorWorkspace& ws) {
+bool is_feasible(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   for (std::int64_t q = 0; q < p.r; ++q) {
-    if (!(usage(ws.used[q]) <= p.budget[q])) return false;  // NaN-safe
+    double total = usage(ws.used[q]);
+    bool summed = false;
+    const bool fits = fits_budget(total, p.budget[q], [&] {
+      summed = true;
+      return rounded_sum(p.n, [&](std::int64_t i) { return static_cast<double>(p.w(i, ws.x[i])[q]); });
+    });
+    if (summed) ws.used[q] = CompensatedSum{total, 0.0};
+    if (!fits) return false;  // NaN-safe
   }
   return true;
 }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "problem.hpp"
 #include "thread_pool.hpp"
@@ -118,6 +120,57 @@ template <class T>
 inline bool finite_result(const InstanceResult& r, double lambda) {
   return std::isfinite(r.value) && std::isfinite(r.cost) && std::isfinite(r.bound) &&
          std::isfinite(r.bound - r.value) && std::isfinite(lambda);
+}
+
+// The correctly rounded sum of term(0..count-1), finite terms (math.fsum's algorithm: exact
+// partials after Shewchuk, rounded once, ties to even across partials); +-inf when the sum
+// overflows. For the few totals that sit within rounding of a budget, where the last rounding
+// of a compensated sum could decide feasibility the wrong way.
+template <class Term>
+double rounded_sum(std::int64_t count, Term&& term) {
+  std::vector<double> partials;
+  for (std::int64_t t = 0; t < count; ++t) {
+    double x = term(t);
+    std::size_t used = 0;
+    for (double y : partials) {
+      if (std::fabs(x) < std::fabs(y)) std::swap(x, y);
+      const double hi = x + y, lo = y - (hi - x);
+      if (lo != 0.0) partials[used++] = lo;
+      x = hi;
+    }
+    if (!std::isfinite(x)) {  // overflow: the plain sum says which infinity
+      double plain = 0.0;
+      for (std::int64_t u = 0; u < count; ++u) plain += term(u);
+      return plain;
+    }
+    partials.resize(used);
+    partials.push_back(x);
+  }
+  if (partials.empty()) return 0.0;
+  std::size_t n = partials.size() - 1;
+  double hi = partials[n], lo = 0.0;
+  while (n > 0) {
+    const double x = hi, y = partials[--n];
+    hi = x + y;
+    lo = y - (hi - x);
+    if (lo != 0.0) break;
+  }
+  if (n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0))) {
+    const double y = 2.0 * lo, x = hi + y;
+    if (y == x - hi) hi = x;
+  }
+  return hi;
+}
+
+// Whether an allocation fits `budget` on its correctly rounded cost total, given `total`, its
+// compensated total: that decides, unless it lies within a few ulps of the budget, where the
+// total is summed again exactly (exact_total()) and `total` becomes that.
+template <class ExactTotal>
+bool fits_budget(double& total, double budget, ExactTotal&& exact_total) {
+  const double ulp = std::nextafter(budget, HUGE_VAL) - budget;  // inf or NaN past the range
+  if (!(std::fabs(total - budget) <= 4.0 * ulp)) return total <= budget;
+  total = exact_total();
+  return total <= budget;
 }
 
 // Per-thread scratch of a solver, kept between calls so that small solves do not pay for
