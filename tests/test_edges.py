@@ -390,3 +390,9 @@ def test_cost_resolution_grid_must_be_exact_in_float32():
         apportion.solve(values, costs, 1.0, method="dp", cost_resolution=1 / (2**24 + 1))
     sol = apportion.solve(values, costs, 1.0, method="dp", cost_resolution=1 / 2**20)
     assert sol.value == 1.0 and sol.cost == 1.0
+
+
+def test_dp_names_a_nan_cost_without_a_float_warning():
+    # Its integer check floored NaN (a RuntimeWarning, an error under these tests) first.
+    with pytest.raises(ValueError, match="^costs: entry 1"):
+        apportion.solve([[0, 1]], [0, np.nan], 1, method="dp")

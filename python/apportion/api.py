@@ -67,7 +67,8 @@ def _quantise(problem: Problem, cost_resolution: Optional[float]) -> Optional[fl
     on the grid as `grid_costs` and `grid_down` say; the answer is exact for the quantised
     costs, and its real cost is checked by the caller."""
     if cost_resolution is None:
-        if not np.array_equal(problem.costs, np.floor(problem.costs)):
+        finite = problem.costs[np.isfinite(problem.costs)]  # the core names NaN or inf costs
+        if not np.array_equal(finite, np.floor(finite)):
             raise ValueError("costs: method='dp' needs integer costs; pass cost_resolution= "
                              "to quantise real costs (the answer is then exact for the grid)")
         return None
