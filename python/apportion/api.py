@@ -248,8 +248,10 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
             hardest instances, such as strongly correlated ones with 10^4 items).
         exact_spend: method="dp" only: spend exactly the budget (as compression budgets
             need); instances where no allocation costs exactly that are "infeasible".
-        cost_resolution: method="dp" only: quantise real costs to this unit (costs rounded
-            up, budget down, so answers stay feasible); exact for the quantised costs.
+        cost_resolution: method="dp" only: quantise real costs to this unit, finite and > 0
+            (costs rounded up and budgets down to whole units, except where they are whole
+            units up to rounding); the answer's real cost is checked against the real budget,
+            so it stays feasible; exact for the quantised costs.
         max_memory: method="dp" only: bytes its back-pointer tables may take (default a
             quarter of RAM; on a GPU half its free memory); past it a ValueError says what to change.
         device: None (default) solves where the input lives: a CUDA tensor or array (torch,
