@@ -470,8 +470,8 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             if (st.cost >= C_rel - cost_band) {  // within rounding of the budget: sum it exactly
               trace(s, ws.trial_option);
               const std::int32_t* option = ws.trial_option.data();
-              double total = option_totals(inst, option).cost;
-              if (!fits_budget(total, C, [&] {
+              double total;
+              if (!fits_budget(option_totals(inst, option).cost, C, total, [&] {
                     return rounded_sum(n, [&](std::int64_t item) { return inst.cost(item, option[item]); });
                   })) {
                 continue;

@@ -247,18 +247,18 @@ void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, doub
                          double frontier_value, double& total_cost, double& total_value);
 
 // Totals of the allocation given by option indices (N), compensated sums in item order: the
-// sums on which every finished allocation's feasibility is decided.
+// sums on which every finished allocation's feasibility is decided (with fits_budget).
 struct OptionTotals {
-  double cost = 0.0, value = 0.0;
+  CompensatedSum cost, value;
 };
 template <class T>
 OptionTotals option_totals(const InstanceView<T>& p, const std::int32_t* option) {
-  CompensatedSum tc, tv;
+  OptionTotals t;
   for (std::int64_t i = 0; i < p.n; ++i) {
-    tc.add(p.cost(i, option[i]));
-    tv.add(p.value(i, option[i]));
+    t.cost.add(p.cost(i, option[i]));
+    t.value.add(p.value(i, option[i]));
   }
-  return {tc.value(), tv.value()};
+  return t;
 }
 
 // Totals of the allocation ws.item_option, summed in item order; steps items to cheaper options

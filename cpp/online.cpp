@@ -290,9 +290,9 @@ void apply_move(const MirrorInstance<T>& p, MirrorWorkspace& ws, std::int64_t i,
 template <class T>
 bool is_feasible(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   for (std::int64_t q = 0; q < p.r; ++q) {
-    double total = usage(ws.used[q]);
+    double total;
     bool summed = false;
-    const bool fits = fits_budget(total, p.budget[q], [&] {
+    const bool fits = fits_budget(ws.used[q], p.budget[q], total, [&] {
       summed = true;
       return rounded_sum(p.n, [&](std::int64_t i) { return static_cast<double>(p.w(i, ws.x[i])[q]); });
     });
