@@ -396,3 +396,14 @@ def test_dp_names_a_nan_cost_without_a_float_warning():
     # Its integer check floored NaN (a RuntimeWarning, an error under these tests) first.
     with pytest.raises(ValueError, match="^costs: entry 1"):
         apportion.solve([[0, 1]], [0, np.nan], 1, method="dp")
+
+
+def test_mirror_decides_feasibility_on_the_rounded_total():
+    # A sweep finding: the compensated usage said 7e300, the correctly rounded total of the
+    # allocation is 7.000000000000001e300, over the budget; then, deciding on the exact total,
+    # the repair saw no overspend to remove and reported "unknown" with one resource.
+    values = np.array([[1.5e-323, 9.9e-324], [-2.5e-323, 0.0], [4.9e-324, 2.5e-323], [0.0, -4.9e-324]])
+    costs = np.array([[3e300, 1e-300], [1e100, 3e300], [3e300, 1e300], [3e300, 1e300]])
+    sol = apportion.solve(-values, costs, 7e300, method="mirror", sense="min")
+    assert sol.status in ("optimal", "feasible")
+    assert _rounded(sum(Fraction(c) for c in costs[np.arange(4), sol.choice])) <= 7e300
