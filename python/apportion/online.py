@@ -8,8 +8,8 @@ plays it if the remaining budget pays for it (otherwise skips it), and moves the
 spending ``budget / T`` per request. Where skipping is not allowed, the allocator also keeps a
 reserve for the requests still to come in the horizon (see `OnlineAllocator`), so that a budget
 that covers the cheapest option of every request serves every request. It never spends past
-the budget. The decision and the update run in the C++ core (see DESIGN.md, "Online: dual
-mirror descent").
+the budget. The decision and the update run in the C++ core (see docs/architecture.md,
+"Online: dual mirror descent").
 
 Resources: a scalar ``budget`` means one resource and costs without a resource axis (``(K,)``
 per request); a vector ``budget`` of shape (R,) means R resources and costs with a trailing

@@ -8,7 +8,7 @@ samples) on that manifold: it projects the gradient onto the tangent space, take
 step, retracts onto the manifold by shifting the logits along the cost vector (z - t w, with
 t found by a safeguarded Newton iteration in one native call), and transports the momentum.
 `round_to_budget` then turns the logits into a feasible discrete allocation with the exact
-solver. See DESIGN.md, "Riemannian relaxation".
+solver. See docs/architecture.md, "Riemannian relaxation".
 
 Costs are given as option costs `costs` of shape (K,) (shared by every item), (N,K) or (B,N,K),
 optionally multiplied by per-item `weights` (N,) or (B,N): w_ik = weights_i * costs_ik (for
