@@ -714,7 +714,8 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       flattest = std::min(flattest, slope);
       steepest = std::max(steepest, slope);
       const double at = (hi - slope) * scale;  // bucket 0 holds the steepest
-      bucket[at > 0.0 ? std::min(kBuckets - 1, static_cast<int>(at)) : 0] += std::max(dw, 0.0);
+      // Capped in double before the cast: `at` is inf when hi - lo is subnormal.
+      bucket[at > 0.0 ? static_cast<int>(std::min(static_cast<double>(kBuckets - 1), at)) : 0] += std::max(dw, 0.0);
     }
     if (flattest == steepest) {
       // All tied (as p = w makes every item): no slope between splits them, and at the break

@@ -1,4 +1,4 @@
-// Online allocation by dual mirror descent (DESIGN.md, "Online: dual mirror descent"), and the
+// Online allocation by dual mirror descent (docs/architecture.md, "Online: dual mirror descent"), and the
 // same dual update run over a whole batch as an offline solver for R >= 1 resources.
 //
 // A request offers K options with values v[k] and costs w[k, r] (row-major (K,R)). The state

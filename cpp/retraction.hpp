@@ -1,4 +1,4 @@
-// Retraction onto the budget manifold of the softmax relaxation (DESIGN.md, "Riemannian
+// Retraction onto the budget manifold of the softmax relaxation (docs/architecture.md, "Riemannian
 // relaxation").
 //
 // Item i of instance b has logits z_i (K,), probabilities p_i = softmax(z_i / tau) and option

@@ -90,8 +90,8 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
     dearest = np.where(allowed, costs, -np.inf).max(axis=2)
     per_cell = 1 if K <= 256 else (2 if K <= 65536 else 4)
     at_once = min(B, threads if threads > 0 else _core.num_threads())
-    # inf - inf is NaN, counted as no grid (the core rejects such budgets); a grid past the float
-    # range needs inf bytes, over any limit.
+    # A span that is NaN (inf - inf) or inf counts as one cell here: the core rejects such grids
+    # (kMaxDpGrid). A finite grid past the float range needs inf bytes, over any limit.
     with np.errstate(over="ignore", invalid="ignore"):
         span = np.minimum(problem.budget - cheapest.sum(axis=1), (dearest - cheapest).sum(axis=1))
         grid = np.maximum(np.floor(np.nan_to_num(span, nan=0.0, posinf=0.0)), 0) + 1
