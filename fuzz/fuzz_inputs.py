@@ -151,13 +151,22 @@ def encode(method, values, costs, budget, *, sense="max", mask=None, cost_resolu
     return bytes(w.out)
 
 
+def _as_float(x):
+    """A budget as the package reads it: float64, the nearest double (so a 300-digit int of
+    nines reads as 1e308, a hair above it)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf
+
+
 def dense(values, costs, budget, kw):
-    """values, costs, mask as (B,N,K) and budgets as (B,) Python numbers."""
+    """values, costs, mask as (B,N,K) and budgets as (B,) floats."""
     v = np.asarray(values, float)
     v = v if v.ndim == 3 else v[None]
     c = np.broadcast_to(np.asarray(costs, float), v.shape)
     m = np.broadcast_to(np.asarray(kw.get("mask", True), bool), v.shape)
-    return v, c, m, list(np.atleast_1d(np.asarray(budget, dtype=object)))
+    return v, c, m, [_as_float(x) for x in np.atleast_1d(np.asarray(budget, dtype=object))]
 
 
 def spend(c, choice):
