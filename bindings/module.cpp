@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common.hpp"
 #include "../cpp/dp.hpp"
+#include "../cpp/item_ops.hpp"
 #include "../cpp/problem.hpp"
 #include "../cpp/solvers.hpp"
 #include "../cpp/thread_pool.hpp"
@@ -305,6 +307,29 @@ PYBIND11_MODULE(_core, m) {
       py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
       py::arg("value_sign"), py::arg("exact_spend"), py::arg("at"), py::arg("threads"),
       "One DP pass: (best value per budget cell, cheapest cost, choices at the budgets `at`).");
+
+  // The per-item arithmetic the CUDA kernels share (item_ops.hpp), on the host, for tests: the
+  // kernels reach it with unchecked costs (NaN, negative), which the CPU solvers never pass.
+  m.def(
+      "_item_frontier",
+      [](py::array_t<double, py::array::c_style | py::array::forcecast> values,
+         py::array_t<double, py::array::c_style | py::array::forcecast> costs, bool keep_dominated) {
+        require(values.ndim() == 1 && costs.ndim() == 1 && values.size() == costs.size() && values.size() > 0,
+                "values, costs: expected two 1-d arrays of the same positive length");
+        const std::int64_t k = costs.size();
+        // Exactly k entries each, so that a write out of bounds is one a sanitizer sees.
+        std::vector<std::int32_t> option(k);
+        std::vector<double> cost(k), value(k);
+        sort_small_by_cost(k, costs.data(), option.data());
+        const std::int32_t c = pareto_filter(values.data(), costs.data(), static_cast<const std::uint8_t*>(nullptr),
+                                             1.0, k, option.data(), keep_dominated, option.data(), cost.data(),
+                                             value.data());
+        py::list out;
+        for (std::int32_t q = 0; q < c; ++q) out.append(py::make_tuple(option[q], cost[q], value[q]));
+        return out;
+      },
+      py::arg("values"), py::arg("costs"), py::arg("keep_dominated") = false,
+      "Test hook: one item's Pareto list [(option, cost, value)] by the kernels' shared functions.");
 
   bind_online(m);
   bind_retraction(m);

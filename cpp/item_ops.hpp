@@ -37,12 +37,27 @@ APPORTION_HD inline void sort_small_by_cost(std::int64_t k, const T* crow, std::
     for (std::int32_t j = 0; j < k; ++j) order[j] = j;
     return;
   }
+  // A NaN compares false with everything, so two options would share a rank and an entry of
+  // `order` stay unwritten: NaN costs (bad input, reported by the caller) rank last instead.
+  bool has_nan = false;
+  for (std::int32_t j = 0; j < k; ++j) has_nan |= !(crow[j] == crow[j]);
   for (std::int32_t j = 0; j < k; ++j) {
     const double cj = static_cast<double>(crow[j]);
     std::int32_t rank = 0;
-    for (std::int32_t l = 0; l < k; ++l) {
-      const double cl = static_cast<double>(crow[l]);
-      rank += static_cast<std::int32_t>((cl < cj) | ((cl == cj) & (l < j)));
+    if (!has_nan) {
+      for (std::int32_t l = 0; l < k; ++l) {
+        const double cl = static_cast<double>(crow[l]);
+        rank += static_cast<std::int32_t>((cl < cj) | ((cl == cj) & (l < j)));
+      }
+    } else {
+      const double kj = cj == cj ? cj : INFINITY;
+      const bool nan_j = !(cj == cj);
+      for (std::int32_t l = 0; l < k; ++l) {
+        const double cl = static_cast<double>(crow[l]);
+        const double kl = cl == cl ? cl : INFINITY;
+        const bool nan_l = !(cl == cl);
+        rank += static_cast<std::int32_t>((kl < kj) | ((kl == kj) & ((nan_l < nan_j) | ((nan_l == nan_j) & (l < j)))));
+      }
     }
     order[rank] = j;
   }
@@ -60,11 +75,13 @@ APPORTION_HD inline std::int32_t pareto_filter(const T* vrow, const T* crow, con
                                                bool keep_dominated, std::int32_t* opt, double* cost,
                                                double* value) {
   std::int32_t c = 0;
-  double last_cost = -1.0, last_value = -INFINITY;
+  double last_cost = 0.0, last_value = -INFINITY;
   for (std::int64_t a = 0; a < k; ++a) {
     const std::int32_t j = order[a];
     const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
-    const bool same_cost = w == last_cost;
+    // Only against a kept entry: a sentinel cost (once -1.0) would match a cost equal to it
+    // and step c below 0, writing before the item's slot.
+    const bool same_cost = (c > 0) & (w == last_cost);
     const bool keep = (mrow == nullptr || mrow[j] != 0) &&
                       (v > last_value || (keep_dominated && !same_cost));
     c -= static_cast<std::int32_t>(keep && same_cost);  // same cost, more value: replace

@@ -212,12 +212,16 @@ __device__ void build_frontiers_block(const InstanceView<T>& p, const DeviceFron
       if (!(isfinite(w) && w >= 0.0)) bad |= kBadCost;
       if ((mrow == nullptr || mrow[j] != 0) && !isfinite(static_cast<double>(vrow[j]))) bad |= kBadValue;
     }
-    // The sorted order is written where the Pareto options go (pareto_filter allows it).
-    sort_small_by_cost(p.k, crow, f.option + base);
-    std::int32_t c = pareto_filter(vrow, crow, mrow, p.value_sign, p.k, f.option + base, keep_dominated,
-                                   f.option + base, f.cost + base, f.value + base);
+    // The sorted order is written where the Pareto options go (pareto_filter allows it). Bad
+    // costs (NaN, negative) are reported, not sorted or filtered.
+    std::int32_t c = 0;
+    if (!(bad & kBadCost)) {
+      sort_small_by_cost(p.k, crow, f.option + base);
+      c = pareto_filter(vrow, crow, mrow, p.value_sign, p.k, f.option + base, keep_dominated, f.option + base,
+                        f.cost + base, f.value + base);
+      if (c == 0) bad |= kNoOption;
+    }
     if (c == 0) {  // reported; a placeholder keeps every later index in range
-      bad |= kNoOption;
       f.option[base] = 0;
       f.cost[base] = 0.0;
       f.value[base] = 0.0;
@@ -645,7 +649,8 @@ void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t st
   const std::size_t static_smem = (kRedSlots + 1) * sizeof(double);
   // The instance is staged in shared memory when it fits; otherwise in global scratch.
   const bool use_shared = per + static_smem <= static_cast<std::size_t>(optin);
-  if (use_shared && per > (48u << 10)) {
+  // Past 48 KiB of static plus dynamic shared memory a launch needs the opt-in.
+  if (use_shared && per + static_smem > (48u << 10)) {
     check(cudaFuncSetAttribute(lagrangian_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                static_cast<int>(per)),
           "cudaFuncSetAttribute");

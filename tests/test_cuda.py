@@ -164,3 +164,45 @@ def test_gpu_torch_tensor_stays_on_device(rng):
 def test_gpu_method_without_kernel_names_method():
     with pytest.raises(ValueError, match="method"):
         apportion.solve(np.ones((3, 2)), [0.0, 1.0], 1.0, method="exact", device="cuda")
+
+
+# --- the kernels' shared per-item functions on the host, with the unchecked costs the kernels
+# see (the CPU solvers reject such input before these functions run). Under .ci/sanitize.sh a
+# write out of bounds fails the run.
+
+def _pareto_reference(values, costs):
+    """Options by (cost, index) kept when worth more than every cheaper one; at equal cost the
+    most valuable (first by index) stands for the group."""
+    order = sorted(range(len(costs)), key=lambda j: (costs[j], -values[j], j))
+    out, best = [], -np.inf
+    for j in order:
+        if values[j] > best:
+            if out and out[-1][1] == costs[j]:
+                out.pop()
+            out.append((j, costs[j], values[j]))
+            best = values[j]
+    return out
+
+
+@pytest.mark.parametrize("costs", [[-1.0, 2.0, 3.0], [2.0, -1.0, -1.0], [np.nan, 1.0, 2.0],
+                                   [2.0, np.nan, 1.0, -np.inf], [np.nan, np.nan, np.nan], [-np.inf, -1.0]])
+def test_item_frontier_with_bad_costs_stays_in_bounds(costs):
+    # A first cost of -1.0 used to match the filter's sentinel and write before the item's slot;
+    # a NaN left an entry of the rank sort's order unwritten.
+    values = np.arange(1.0, len(costs) + 1)
+    entries = apportion._core._item_frontier(values, np.array(costs))
+    assert len(entries) <= len(costs)
+    assert sorted({e[0] for e in entries}) == sorted(e[0] for e in entries)  # distinct options
+    assert all(0 <= e[0] < len(costs) for e in entries)
+    if not np.isnan(costs).any():  # negative costs still order: the list is the reference's
+        assert [tuple(e) for e in entries] == _pareto_reference(list(values), costs)
+
+
+def test_item_frontier_matches_a_reference():
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        k = int(rng.integers(1, 20))
+        costs = rng.integers(0, 5, k).astype(float)
+        values = rng.integers(0, 6, k).astype(float)
+        got = [(o, c, v) for o, c, v in apportion._core._item_frontier(values, costs)]
+        assert got == _pareto_reference(list(values), list(costs)), (list(values), list(costs))

@@ -134,10 +134,11 @@ def run_host_problem(problem: Problem, method: str, dev, *, exact_spend: bool = 
     """Solves a canonical (numpy) Problem on `dev` and returns the raw host tuple of the core."""
     import torch
 
-    v = torch.from_numpy(problem.values).to(dev)
-    c = torch.from_numpy(problem.costs).to(dev)
-    b = torch.from_numpy(problem.budget).to(dev)
-    m = None if problem.mask is None else torch.from_numpy(problem.mask.view(np.uint8)).to(dev)
+    def tensor(a: np.ndarray):  # torch warns on a read-only array (a broadcast mask or costs)
+        return torch.from_numpy(a if a.flags.writeable else np.array(a)).to(dev)
+
+    v, c, b = tensor(problem.values), tensor(problem.costs), tensor(problem.budget)
+    m = None if problem.mask is None else tensor(problem.mask.view(np.uint8))
     outs = _launch(torch, dev, method, v, c, b, m, problem.value_sign, exact_spend,
                    0 if max_memory is None else int(max_memory))
     return tuple(o.cpu().numpy() for o in outs)
