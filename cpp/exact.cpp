@@ -203,7 +203,12 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     double z_cost, z, frontier_cost, frontier_value;
     bool core_improved = false;  // whether the core found a better allocation than the primal
     lagrangian_primal(f, lp, lw, lw.frontier_budget, frontier_cost, frontier_value);
-    complete_allocation(inst, lw, L, frontier_cost, frontier_value, z_cost, z);
+    if (complete_allocation(inst, lw, L, frontier_cost, frontier_value, z_cost, z) < 0) {
+      r.cost = z_cost;
+      r.value = z;
+      out.store(b, infeasible_at_cheapest(lw, r, choice, n));
+      return;
+    }
     // A NaN gap would neither prove nor fail the core below: overflowed input stops here.
     if (!std::isfinite(L) || !std::isfinite(lambda) || !std::isfinite(z) || !std::isfinite(z_cost) ||
         !std::isfinite(L - z)) {

@@ -241,9 +241,11 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
 // reduced LP, spends leftover budget on upgrades of the items near the break (ws.near and the
 // frontier items) among their raw options, stopping at the first that proves the allocation
 // optimal against the LP bound `bound`; leaves the allocation's totals, summed in item order and
-// within the budget, in total_cost and total_value.
+// within the budget, in total_cost and total_value. Returns restore_item_options' answer: -1
+// when even the cheapest allocation's correctly rounded total is over the budget (the LP,
+// deciding on a compensated total, took it for feasible), which is then ws.item_option.
 template <class T>
-void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
+std::int64_t complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
                          double frontier_value, double& total_cost, double& total_value);
 
 // Totals of the allocation given by option indices (N), compensated sums in item order: the
@@ -259,6 +261,17 @@ OptionTotals option_totals(const InstanceView<T>& p, const std::int32_t* option)
     t.value.add(p.value(i, option[i]));
   }
   return t;
+}
+
+// The result of an instance whose cheapest allocation (ws.item_option, totals in r) is over the
+// budget on its correctly rounded total: "infeasible", min_budget that total. Writes the choice.
+inline InstanceResult infeasible_at_cheapest(const LagrangianWorkspace& ws, InstanceResult r,
+                                             std::int64_t* choice, std::int64_t n) {
+  r.min_budget = r.cost;
+  r.bound = r.shadow_price = kNaN;
+  r.status = kInfeasible;
+  for (std::int64_t i = 0; i < n; ++i) choice[i] = ws.item_option[i];
+  return r;
 }
 
 // Totals of the allocation ws.item_option, summed in item order; steps items to cheaper options

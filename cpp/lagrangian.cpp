@@ -93,7 +93,7 @@ std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace&
 }
 
 template <class T>
-void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
+std::int64_t complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
                          double frontier_value, double& total_cost, double& total_value) {
   const ItemFrontiers& f = ws.frontiers;
   for (std::int64_t s = 0; s < f.n; ++s) ws.item_option[ws.active[s]] = f.option[s * f.k + ws.position[s]];
@@ -124,7 +124,7 @@ void complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, doub
                   [&](std::int32_t i, std::int32_t q) { return p.cost(i, q); },
                   [&](std::int32_t i, std::int32_t q) { return p.value(i, q); }, enough);
   }
-  restore_item_options(p, ws, total_cost, total_value);
+  return restore_item_options(p, ws, total_cost, total_value);
 }
 
 template <class T>
@@ -139,7 +139,10 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
     if (lp.feasible) {
       double frontier_cost, frontier_value;
       lagrangian_primal(f, lp, ws, ws.frontier_budget, frontier_cost, frontier_value);
-      complete_allocation(inst, ws, lp.bound, frontier_cost, frontier_value, r.cost, r.value);
+      if (complete_allocation(inst, ws, lp.bound, frontier_cost, frontier_value, r.cost, r.value) < 0) {
+        out.store(b, infeasible_at_cheapest(ws, r, choice, p.n));
+        return;
+      }
       r.bound = std::max(lp.bound, r.value);
       r.shadow_price = lp.lambda;
       if (!finite_result(r, lp.lambda) || !std::isfinite(lp.bound)) throw_overflow(inst, b);
@@ -161,7 +164,7 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
 #define APPORTION_INSTANTIATE(T)                                                                  \
   template std::int64_t restore_item_options<T>(const InstanceView<T>&, LagrangianWorkspace&, double&, \
                                                 double&);                                          \
-  template void complete_allocation<T>(const InstanceView<T>&, LagrangianWorkspace&, double, double, \
+  template std::int64_t complete_allocation<T>(const InstanceView<T>&, LagrangianWorkspace&, double, double, \
                                        double, double&, double&);                                  \
   template void solve_lagrangian<T>(const BatchView<T>&, const BatchOutput&, int);
 APPORTION_INSTANTIATE(float)

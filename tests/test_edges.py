@@ -407,3 +407,14 @@ def test_mirror_decides_feasibility_on_the_rounded_total():
     sol = apportion.solve(-values, costs, 7e300, method="mirror", sense="min")
     assert sol.status in ("optimal", "feasible")
     assert _rounded(sum(Fraction(c) for c in costs[np.arange(4), sol.choice])) <= 7e300
+
+
+@pytest.mark.parametrize("method", ["lagrangian", "exact"])
+def test_cheapest_allocation_over_budget_by_rounding_is_infeasible(method):
+    # A sweep finding: 1e100 + 3e300 + 2e300 + 2e300 is 7e300 on the compensated sum, but its
+    # correctly rounded total is 7.000000000000001e300, over a budget of 7e300. The LP took the
+    # instance for feasible and the solvers reported "optimal" over budget.
+    values = np.array([[1.003e15], [1.002e15], [1.001e15], [9.97e14]])
+    costs = np.array([[1e100], [3e300], [2e300], [2e300]])
+    sol = apportion.solve(values, costs, 7e300, method=method)
+    assert sol.status == "infeasible" and sol.min_budget == 7.000000000000001e300
