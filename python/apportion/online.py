@@ -407,9 +407,10 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
         mirror, step_size, skip_allowed, initial_prices: as for `OnlineAllocator`.
         record_choices: keep the (S,T) choices (8 bytes per request).
         threads: native threads (None: all cores).
-        device: None or "cpu" for the CPU; "cuda" or "cuda:N" runs one stream per GPU thread
-            (same step functions) and returns host arrays. With skip_allowed=False the streams
-            run on the CPU (the GPU kernel does not keep the reserve yet).
+        device: None: where the input lives (a CUDA tensor or array on its GPU, numpy on the
+            CPU); "cpu" forces the CPU; "cuda" or "cuda:N" runs one stream per GPU thread (same
+            step functions) and returns host arrays. With skip_allowed=False the streams run on
+            the CPU (the GPU kernel does not keep the reserve yet).
 
     Returns:
         An `OnlineRun`.
