@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <type_traits>
 
@@ -235,7 +236,16 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // ulp of C: the bound allows for that room at the shadow price, and so does the slack.
     const double fit_value = lambda > 0.0 ? lambda * kDoubleEpsilon * std::fabs(C) : 0.0;
     double L_rel = lambda > 0.0 ? lambda * C_rel + fit_value : 0.0;
-    const double tol = optimality_slack(z_rel, L_rel, lambda > 0.0 ? lambda * C_rel : 0.0) + 2.0 * fit_value;
+    double tol = optimality_slack(z_rel, L_rel, lambda > 0.0 ? lambda * C_rel : 0.0) + 2.0 * fit_value;
+    // A shadow price of 0 or below the normal range may be a slope that underflowed (values of
+    // 1e-300 against costs of 1e300): the LP options then need not maximise v - lambda w, and
+    // lambda * C_rel bounds nothing. The absolute bound L does, to the rounding of its own
+    // magnitude; the core runs only where the options turn out to maximise (below).
+    const bool slopes_underflow = !(lambda >= std::numeric_limits<double>::min());
+    if (slopes_underflow) {
+      L_rel = std::max(L_rel, (L - base_value_sum.sum) - base_value_sum.carry);
+      tol = std::max(tol, optimality_slack(z, L));
+    }
     double upper_rel = L_rel;
     bool proven = L_rel - z_rel <= tol;
 
@@ -298,8 +308,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         up_fixed = std::max(up_fixed, lw.first_lo);
         down_fixed = std::min(down_fixed, lw.first_hi);
       }
-      L_rel += shortfall.value();
+      const double short_by = shortfall.value();
+      L_rel += short_by;
       upper_rel = L_rel;
+      // Where the LP options fall short of an item's best score by more than rounding (slopes
+      // that underflowed), a move can gain (d < 0) and the core's bounds do not hold: it does
+      // not run, and the absolute bound stands.
+      const bool core_sound = !(slopes_underflow && short_by > tol);
       // How far a candidate's moves that cost less than `move_limit` (of L) take its cost
       // down and up.
       auto cost_range = [&](ExactWorkspace::CoreCandidate& c, double move_limit) {
@@ -332,7 +347,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         });
         if (leaves_one_out) limit = 0.25 * gap;
       }
-      for (;;) {
+      for (bool run_core = core_sound; run_core;) {
         const bool widened = limit >= gap;  // every candidate and move takes part
         const double move_limit = widened ? static_cast<double>(INFINITY) : limit;
         double up_outside = up_fixed, down_outside = down_fixed;

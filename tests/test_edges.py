@@ -418,3 +418,17 @@ def test_cheapest_allocation_over_budget_by_rounding_is_infeasible(method):
     costs = np.array([[1e100], [3e300], [2e300], [2e300]])
     sol = apportion.solve(values, costs, 7e300, method=method)
     assert sol.status == "infeasible" and sol.min_budget == 7.000000000000001e300
+
+
+def test_exact_with_underflowing_slopes_claims_no_optimum_it_has_not_proven():
+    # A sweep finding (against the sanitizer build): values of 1e-300 against costs of 1e300
+    # make every slope underflow to 0, so the LP options do not maximise v - 0 w and
+    # lambda * C_rel bounds nothing; exact said "optimal" at 1e-299 under an optimum of 1.2e-299.
+    values = np.array([[-2e-300, 3e-300, -1e-300, -1e-300], [-3e-300, -5e-300, 0.0, 1e-300],
+                       [1e-300, 1e-300, 4e-300, 2e-300], [5e-300, 1e-300, 0.0, 2e-300]])
+    costs = np.array([[0.0, 1e300, 1e100, 1e300], [2e300, 3e300, 1e300, 2e300],
+                      [3e300, 2e300, 1e300, 0.0], [2e300, 1e300, 3e300, 0.0]])
+    best = _brute(values, costs, 5.5e300)
+    sol = apportion.solve(values, costs, 5.5e300, method="exact")
+    assert Fraction(sol.bound) >= best
+    assert sol.status != "optimal" or Fraction(sol.value) == best
