@@ -254,16 +254,22 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       // may simply go unused) and the step down to it (inf if none: it cannot get cheaper).
       // As b is a hull point, these are the steepest chord from b to a costlier option and the
       // flattest from a cheaper one.
+      // A slope past the float range (4e300 of value over 1e-12 of cost) would read as "no step"
+      // (down = inf) and prune states that can still shed cost: such input is refused, as a
+      // total that overflows is.
       auto hull_slopes = [&](std::int64_t i, double& up, double& down) {
         const std::int32_t bi = ws.lp_option[i];
         const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
         up = 0.0;
         down = INFINITY;
+        bool cheaper = false;
         for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
           if (!ok) return;
           if (w > wb) up = std::max(up, (v - vb) / (w - wb));
           if (w < wb) down = std::min(down, (vb - v) / (wb - w));
+          cheaper |= w < wb;
         });
+        if (!(up < INFINITY) || (cheaper && !(down < INFINITY))) throw_overflow(inst, b);
       };
       // Items that can leave their LP option; the others never move, and bound from outside.
       // Items fixed at the first bracket whose margin already rules out every move are not

@@ -432,3 +432,15 @@ def test_exact_with_underflowing_slopes_claims_no_optimum_it_has_not_proven():
     sol = apportion.solve(values, costs, 5.5e300, method="exact")
     assert Fraction(sol.bound) >= best
     assert sol.status != "optimal" or Fraction(sol.value) == best
+
+
+def test_exact_refuses_a_step_whose_slope_overflows():
+    # A sweep finding (against the sanitizer build): an item moving 4e300 of value over 1e-12 of
+    # cost has a slope past the float range, read as "no cheaper step"; the core then pruned
+    # the optimum (8e300) and said "optimal" at 3e300. Such input is refused, naming costs.
+    values = np.array([[0.0, 3.0, 3e300, -1e300], [4e300, -2e300, 1e-12, -1e12],
+                       [-4e300, 5e-324, 5e300, 4e300]])
+    costs = np.array([[0.0, 6.0, 6.0, 6.0], [1e-12, 0.0, 6.0, 0.0], [3.0, 9.0, 6.0, 6.0]])
+    mask = np.array([[False, False, True, True], [True, False, False, True], [True, True, True, True]])
+    with pytest.raises(ValueError, match="^costs: the value per unit cost"):
+        apportion.solve(-values, costs, 12.0, method="exact", mask=mask, sense="min")
