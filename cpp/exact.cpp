@@ -495,13 +495,8 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             if (st.cost > C_rel + cost_band) continue;
             if (st.cost >= C_rel - cost_band) {  // within rounding of the budget: sum it exactly
               trace(s, ws.trial_option);
-              const std::int32_t* option = ws.trial_option.data();
-              double total;
-              if (!fits_budget(option_totals(inst, option).cost, C, total, [&] {
-                    return rounded_sum(n, [&](std::int64_t item) { return inst.cost(item, option[item]); });
-                  })) {
-                continue;
-              }
+              double total_cost, total_value;
+              if (!option_fits(inst, ws.trial_option.data(), total_cost, total_value)) continue;
             }
             z_rel = st.value;
             improved = static_cast<std::int64_t>(s);

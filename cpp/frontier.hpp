@@ -248,21 +248,6 @@ template <class T>
 std::int64_t complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
                          double frontier_value, double& total_cost, double& total_value);
 
-// Totals of the allocation given by option indices (N), compensated sums in item order: the
-// sums on which every finished allocation's feasibility is decided (with fits_budget).
-struct OptionTotals {
-  CompensatedSum cost, value;
-};
-template <class T>
-OptionTotals option_totals(const InstanceView<T>& p, const std::int32_t* option) {
-  OptionTotals t;
-  for (std::int64_t i = 0; i < p.n; ++i) {
-    t.cost.add(p.cost(i, option[i]));
-    t.value.add(p.value(i, option[i]));
-  }
-  return t;
-}
-
 // The result of an instance whose cheapest allocation (ws.item_option, totals in r) is over the
 // budget on its correctly rounded total: "infeasible", min_budget that total. Writes the choice.
 inline InstanceResult infeasible_at_cheapest(const LagrangianWorkspace& ws, InstanceResult r,

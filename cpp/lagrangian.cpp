@@ -68,10 +68,7 @@ std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace&
                                   double& total_value) {
   std::vector<std::int32_t>& option = ws.item_option;
   for (std::int64_t steps = 0;; ++steps) {
-    const OptionTotals totals = option_totals(p, option.data());
-    total_value = totals.value.value();
-    const auto exact_cost = [&] { return rounded_sum(p.n, [&](std::int64_t i) { return p.cost(i, option[i]); }); };
-    if (fits_budget(totals.cost, p.budget, total_cost, exact_cost)) return steps;
+    if (option_fits(p, option.data(), total_cost, total_value)) return steps;
     // Rounding left it a few ulps over: the cheaper option losing least per unit cost.
     std::int64_t worst = -1;
     std::int32_t to = -1;

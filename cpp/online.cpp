@@ -227,9 +227,6 @@ struct MirrorInstance {
   bool allowed(std::int64_t i, std::int64_t j) const { return mask == nullptr || mask[i * k + j] != 0; }
 };
 
-// The total of a compensated sum of costs (terms >= 0): +inf once it overflowed (its carry is
-// then NaN), so that every comparison against a budget stays meaningful.
-inline double usage(const CompensatedSum& s) { return s.sum == HUGE_VAL ? HUGE_VAL : s.value(); }
 
 // x(mu) and L(mu); grad receives dL/dm per resource (m = mu * rho).
 template <class T>
@@ -345,7 +342,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
         bool ok = true;
         for (std::int64_t q = 0; q < r; ++q) {
           const double d = static_cast<double>(wc[q]) - static_cast<double>(wj[q]);
-          const double over = usage(ws.used[q]) - p.budget[q];
+          const double over = ws.used[q].value() - p.budget[q];
           if (over > 0.0) {
             reduction += std::min(d, over) * ws.inv_rho[q];
           } else if (d < 0.0 && -d > -over) {
@@ -373,7 +370,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
       bool useful = false, ok = true;
       for (std::int64_t q = 0; q < r; ++q) {
         const double d = static_cast<double>(wc[q]) - static_cast<double>(wj[q]);
-        const double over = usage(ws.used[q]) - p.budget[q];
+        const double over = ws.used[q].value() - p.budget[q];
         if (over > 0.0 && d > 0.0) useful = true;
         if (over <= 0.0 && d < 0.0 && -d > -over) ok = false;
       }
@@ -387,7 +384,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   // Spend the leftover.
   for (int round = 0; round < 8; ++round) {
     ws.moves.clear();
-    for (std::int64_t q = 0; q < r; ++q) ws.slack[q] = p.budget[q] - usage(ws.used[q]);
+    for (std::int64_t q = 0; q < r; ++q) ws.slack[q] = p.budget[q] - ws.used[q].value();
     for (std::int64_t i = 0; i < p.n; ++i) {
       const std::int64_t cur = ws.x[i];
       const T* wc = p.w(i, cur);
@@ -425,7 +422,7 @@ bool repair(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
       bool fits = true;
       for (std::int64_t q = 0; q < r; ++q) {
         const double d = static_cast<double>(wj[q]) - static_cast<double>(wc[q]);
-        if (d > 0.0 && usage(ws.used[q]) + d > p.budget[q]) fits = false;
+        if (d > 0.0 && ws.used[q].value() + d > p.budget[q]) fits = false;
       }
       if (!fits) continue;
       apply_move(p, ws, mv.item, mv.option);
@@ -475,7 +472,7 @@ bool feasibility_search(const MirrorInstance<T>& p, MirrorWorkspace& ws) {
   const std::int64_t max_moves =
       std::max<std::int64_t>(64, std::min<std::int64_t>(4 * p.n + 64, kSearchWork / per_move));
   for (std::int64_t move = 0; move < max_moves; ++move) {
-    for (std::int64_t q = 0; q < r; ++q) u[q] = usage(ws.used[q]);
+    for (std::int64_t q = 0; q < r; ++q) u[q] = ws.used[q].value();
     const double excess = normalised_excess(u.data(), p.budget, ws.inv_rho.data(), r);
     if (!(excess > 0.0)) break;
     double best_excess = excess, best_loss = 0.0;
@@ -678,8 +675,8 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
         least.add(lo);
       }
       // A least use that overflows float64 exceeds every finite budget.
-      out.min_cost[bi * r + q] = usage(least);
-      if (!(usage(least) <= p.budget[q])) proven_infeasible = true;
+      out.min_cost[bi * r + q] = least.value();
+      if (!(least.value() <= p.budget[q])) proven_infeasible = true;
       // Normalisation: rho = C / N; a zero budget uses the cost scale instead; no limit: no price.
       const double budget = p.budget[q];
       if (std::isinf(budget)) {
@@ -810,7 +807,7 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
           break;
         }
         std::vector<double> u(r);
-        for (std::int64_t q = 0; q < r; ++q) u[q] = usage(ws.used[q]);
+        for (std::int64_t q = 0; q < r; ++q) u[q] = ws.used[q].value();
         const double e = normalised_excess(u.data(), p.budget, ws.inv_rho.data(), r);
         if (e < least) {
           least = e;
@@ -860,7 +857,7 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
     out.status[bi] = status;
     out.iterations[bi] = it;
     for (std::int64_t q = 0; q < r; ++q) {
-      out.cost[bi * r + q] = usage(ws.used[q]);
+      out.cost[bi * r + q] = ws.used[q].value();
       out.prices[bi * r + q] = have_primal ? ws.best_m[q] * ws.inv_rho[q] : kNaN;
     }
     std::copy(ws.x.begin(), ws.x.end(), out.choice + bi * n);

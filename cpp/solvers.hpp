@@ -69,9 +69,6 @@ void check_batch(const BatchView<T>& p, std::int64_t cost_elements) {
   check_budgets(p);
 }
 
-// Throws std::invalid_argument for an instance whose arithmetic left float64 (a total, a bound
-// or a value-per-cost slope overflowed: no status could be trusted), naming what to rescale.
-// Called only once a solver saw a non-finite result, so the diagnosis may take its time.
 // Sums of the largest |value| and the largest cost of each item (plain sums: only whether they
 // overflow is asked).
 template <class T>
@@ -96,6 +93,9 @@ bool value_totals_overflow(const InstanceView<T>& p) {
   return !std::isfinite(value_total);
 }
 
+// Throws std::invalid_argument for an instance whose arithmetic left float64 (a total, a bound
+// or a value-per-cost slope overflowed: no status could be trusted), naming what to rescale.
+// Called only once a solver saw a non-finite result, so the diagnosis may take its time.
 template <class T>
 [[noreturn]] void throw_overflow(const InstanceView<T>& p, std::int64_t b) {
   double value_total, cost_total;
@@ -178,6 +178,22 @@ bool fits_budget(const CompensatedSum& sum, double budget, double& total, ExactT
 // Per-thread scratch of a solver, kept between calls so that small solves do not pay for
 // allocation; trimmed after a call that grew it past `kKeepWorkspaceBytes`.
 constexpr std::size_t kKeepWorkspaceBytes = std::size_t(32) << 20;
+
+// Whether the allocation given by option indices (N) fits p.budget on its correctly rounded
+// cost total (fits_budget), with its totals (compensated sums in item order): every finished
+// allocation is decided so.
+template <class T>
+bool option_fits(const InstanceView<T>& p, const std::int32_t* option, double& total_cost, double& total_value) {
+  CompensatedSum cost, value;
+  for (std::int64_t i = 0; i < p.n; ++i) {
+    cost.add(p.cost(i, option[i]));
+    value.add(p.value(i, option[i]));
+  }
+  total_value = value.value();
+  return fits_budget(cost, p.budget, total_cost, [&] {
+    return rounded_sum(p.n, [&](std::int64_t i) { return p.cost(i, option[i]); });
+  });
+}
 
 // Not inlined: where a caller's reference to the workspace is known to be the thread_local
 // itself, GCC re-derives its address (a __tls_get_addr call in a shared library) at every use
