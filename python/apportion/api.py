@@ -124,16 +124,37 @@ def _real_totals(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndar
     return _rounded_totals(np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0])
 
 
+def _within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.ndarray,
+                         real_costs: np.ndarray, shape: tuple, exact_spend: bool,
+                         resolution: float) -> tuple:
+    """Runs a quantised DP until every allocation's real cost fits its real budget.
+
+    run(grid_budgets (M,)) -> (out, choice (M,N), held (M,) bool: rows holding an allocation).
+    The grid rounds costs up and budgets down only to the rounding of q * res, so each real
+    cost is summed exactly (shape: the (M,N,K) the real costs broadcast to); a row over its
+    real budget by rounding is run again one grid cell lower, or, with exact_spend (whose target
+    that would move), returned marked. Returns (out, grid_budgets, real costs (M,), marked)."""
+    for _attempt in range(3):
+        out, choice, held = run(grid_budgets)
+        cost = _real_totals(real_costs, shape, choice)
+        over = held & (cost > real_budgets)
+        if exact_spend or not over.any():
+            return out, grid_budgets, cost, over
+        grid_budgets = np.where(over, grid_budgets - 1, grid_budgets)
+    raise ValueError("cost_resolution: the quantised dp answer stayed over the real budget after "
+                     f"three grid cells less; pass a coarser cost_resolution than {resolution!r}")
+
+
 def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
               cost_resolution: Optional[float], max_memory: Optional[float], info: dict) -> tuple:
     """method="dp" on `problem` (on the GPU `where`, or the CPU), its costs first quantised by
-    cost_resolution. The grid rounds costs up and budgets down only to the rounding of q * res,
-    so each answer's real cost is summed exactly and checked against the real budget: an
-    instance over it (by rounding) is solved again one grid cell lower, or, with exact_spend,
-    whose target that would move, reported infeasible. Returns the core's raw tuple."""
+    cost_resolution, each answer then held to its real budget (_within_real_budgets; with
+    exact_spend an instance over it is reported infeasible). Returns the core's raw tuple."""
     real_costs, real_budget = problem.costs, problem.budget
     resolution = _quantise(problem, cost_resolution)
-    for _attempt in range(3):
+
+    def run(budgets: np.ndarray) -> tuple:
+        problem.budget = budgets
         if where is not None:
             raw = _device.run_host_problem(problem, "dp", where, exact_spend=exact_spend,
                                            max_memory=max_memory)
@@ -142,21 +163,17 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
             info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
             raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
                            problem.value_sign, bool(exact_spend), nthreads)
-        if resolution is None:
-            return raw
-        choice, value, _, bound, shadow, _, status = (np.asarray(x) for x in raw)
-        cost = _real_totals(real_costs, problem.values.shape, choice)
-        over = (status != _INFEASIBLE) & (cost > real_budget)
-        if not over.any():
-            break
-        if exact_spend:
-            status, bound, shadow = (np.where(over, x, y) for x, y in
-                                     ((_INFEASIBLE, status), (np.nan, bound), (np.nan, shadow)))
-            break
-        problem.budget = np.where(over, problem.budget - 1, problem.budget)
-    else:
-        raise ValueError("cost_resolution: the quantised dp answer stayed over the real budget "
-                         f"after three grid cells less; pass a coarser cost_resolution than {resolution!r}")
+        raw = tuple(np.asarray(x) for x in raw)
+        return raw, raw[0], raw[6] != _INFEASIBLE
+
+    if resolution is None:
+        return run(problem.budget)[0]
+    raw, problem.budget, cost, over = _within_real_budgets(
+        run, problem.budget, real_budget, real_costs, problem.values.shape, exact_spend, resolution)
+    choice, value, _, bound, shadow, _, status = raw
+    if over.any():  # exact_spend: a cell lower would move the target
+        status, bound, shadow = (np.where(over, x, y) for x, y in
+                                 ((_INFEASIBLE, status), (np.nan, bound), (np.nan, shadow)))
     # Totals in the caller's units; optimality holds for the quantised costs.
     info.update(cost_resolution=resolution, quantised_budget=problem.budget * resolution)
     dense = np.broadcast_to(real_costs, problem.values.shape).astype(np.float64)
@@ -396,22 +413,18 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     top = np.array([max(problem.budget[0], at_grid.max(initial=-np.inf))])
     sized = dataclasses.replace(problem, budget=top)
     _check_dp_memory(sized, 1, max_memory)
-    for _attempt in range(3):  # quantised: allocations at `at` over it by rounding, a cell lower
-        best, base, choices = _core.frontier(problem.values, problem.costs, top, problem.mask,
-                                             problem.value_sign, bool(exact_spend), at_grid, nthreads)
-        if resolution is None or not choices.size:
-            break
-        cost = _real_totals(real_costs, (len(at_arr),) + problem.values.shape[1:], choices)
-        over = (choices[:, 0] >= 0) & (cost > at_arr)
-        if not over.any():
-            break
-        if exact_spend:  # a cell lower would move the target: no allocation there
-            choices[over] = -1
-            break
-        at_grid = np.where(over, at_grid - 1, at_grid)
+    def run(budgets: np.ndarray) -> tuple:
+        out = _core.frontier(problem.values, problem.costs, top, problem.mask, problem.value_sign,
+                             bool(exact_spend), budgets, nthreads)
+        return out, out[2], out[2][:, 0] >= 0
+
+    if resolution is None or not at_arr.size:
+        best, base, choices = run(at_grid)[0]
     else:
-        raise ValueError("cost_resolution: the quantised allocations stayed over their budgets `at` "
-                         f"after three grid cells less; pass a coarser cost_resolution than {resolution!r}")
+        (best, base, choices), _, _, over = _within_real_budgets(
+            run, at_grid, at_arr, real_costs, (len(at_arr),) + problem.values.shape[1:], exact_spend,
+            resolution)
+        choices[over] = -1  # exact_spend: a cell lower would move the target
     best = np.where(np.isneginf(best), np.nan, best) * problem.value_sign
     budgets = (base + np.arange(best.size, dtype=np.float64)) * scale
     return Frontier(budgets, best, at_arr, choices, float(base * scale), problem.sense,
