@@ -18,5 +18,19 @@ inline void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
 }
 
+// Whether an array's dtype is T. Compared by equivalence, not identity: an unpickled array
+// (multiprocessing, Ray's object store) carries its own dtype object, equal to numpy's float64
+// but not the same object, and must be accepted as float64.
+template <typename T>
+inline bool is_dtype(const pybind11::dtype& dt) {
+  const pybind11::dtype want = pybind11::dtype::of<T>();
+  return dt.is(want) || pybind11::detail::npy_api::get().PyArray_EquivTypes_(dt.ptr(), want.ptr());
+}
+
+// Whether two dtypes are equivalent (see is_dtype).
+inline bool same_dtype(const pybind11::dtype& a, const pybind11::dtype& b) {
+  return a.is(b) || pybind11::detail::npy_api::get().PyArray_EquivTypes_(a.ptr(), b.ptr());
+}
+
 }  // namespace bindings
 }  // namespace apportion

@@ -24,6 +24,8 @@
 namespace py = pybind11;
 using namespace apportion;
 using bindings::require;
+using bindings::is_dtype;
+using bindings::same_dtype;
 
 void bind_online(py::module_& m);  // bindings/online.cpp
 void bind_retraction(py::module_& m);  // bindings/retraction.cpp
@@ -54,7 +56,7 @@ struct BatchArgs {
     set_shapes(values.shape(0), values.shape(1), values.shape(2), costs.shape(0), costs.shape(1),
                costs.shape(2));
     require(bud.ndim() == 1 && bud.shape(0) == b, "budget: expected shape (B,)");
-    require(bud.dtype().is(py::dtype::of<double>()), "budget: expected float64");
+    require(is_dtype<double>(bud.dtype()), "budget: expected float64");
     require_c_contiguous(bud, "budget");
     budget_data = static_cast<const double*>(bud.data());
     budgets = std::move(bud);
@@ -62,7 +64,7 @@ struct BatchArgs {
       py::array ma = m.cast<py::array>();
       require(ma.ndim() == 3 && ma.shape(0) == b && ma.shape(1) == n && ma.shape(2) == k,
               "mask: expected the shape of values (B,N,K)");
-      require(ma.dtype().is(py::dtype::of<std::uint8_t>()) || ma.dtype().is(py::dtype::of<bool>()),
+      require(is_dtype<std::uint8_t>(ma.dtype()) || is_dtype<bool>(ma.dtype()),
               "mask: expected a bool or uint8 array");
       require_c_contiguous(ma, "mask");
       mask_data = static_cast<const std::uint8_t*>(ma.data());
@@ -108,7 +110,7 @@ struct BatchArgs {
     require(k <= (1 << 30), "values: K is too large");
     require((cb == 1 || cb == b) && (cn == 1 || cn == n) && ck == k,
             "costs: shape does not broadcast against values (B,N,K)");
-    require(values.dtype().is(costs.dtype()), "values and costs must share one dtype");
+    require(same_dtype(values.dtype(), costs.dtype()), "values and costs must share one dtype");
     require_c_contiguous(values, "values");
     require_c_contiguous(costs, "costs");
     cost_stride_item = cn == 1 ? 0 : k;
@@ -159,9 +161,9 @@ void run_solver(const BatchArgs& a, const BatchOutput& o, double value_sign, Ext
     }
     Solver<T>::run(p, o, extra...);
   };
-  if (a.values.dtype().is(py::dtype::of<double>())) {
+  if (is_dtype<double>(a.values.dtype())) {
     run(double{});
-  } else if (a.values.dtype().is(py::dtype::of<float>())) {
+  } else if (is_dtype<float>(a.values.dtype())) {
     run(float{});
   } else {
     throw py::type_error("values: expected float32 or float64");
@@ -299,7 +301,7 @@ PYBIND11_MODULE(_core, m) {
         BatchArgs a(std::move(values), std::move(costs), std::move(budgets), std::move(mask));
         require(a.b == 1, "frontier: expected one instance");
         require(at.ndim() == 1, "at: expected a 1-d array of budgets");
-        if (a.values.dtype().is(py::dtype::of<float>())) {
+        if (is_dtype<float>(a.values.dtype())) {
           return frontier_typed<float>(a, value_sign, exact_spend, at, threads);
         }
         return frontier_typed<double>(a, value_sign, exact_spend, at, threads);

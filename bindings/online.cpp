@@ -19,6 +19,8 @@ namespace py = pybind11;
 using namespace apportion;
 using bindings::DArray;
 using bindings::require;
+using bindings::is_dtype;
+using bindings::same_dtype;
 
 namespace {
 
@@ -238,7 +240,7 @@ py::tuple mirror_typed(const py::array& values, const py::array& costs, const DA
 }
 
 void check_same_dtype(const py::array& values, const py::array& costs) {
-  require(values.dtype().is(costs.dtype()), "values and costs must share one dtype");
+  require(same_dtype(values.dtype(), costs.dtype()), "values and costs must share one dtype");
   require((values.flags() & py::array::c_style) != 0 && (costs.flags() & py::array::c_style) != 0,
           "values, costs: expected C-contiguous arrays (internal error in the Python layer)");
 }
@@ -274,10 +276,10 @@ void bind_online(py::module_& m) {
         require(values.shape(0) > 0 && values.shape(1) > 0 && values.shape(2) > 0,
                 "values: S, T and K must all be positive");
         check_same_dtype(values, costs);
-        if (values.dtype().is(py::dtype::of<double>())) {
+        if (is_dtype<double>(values.dtype())) {
           return simulate_typed<double>(cfg, values, costs, record_choices, threads);
         }
-        if (values.dtype().is(py::dtype::of<float>())) {
+        if (is_dtype<float>(values.dtype())) {
           return simulate_typed<float>(cfg, values, costs, record_choices, threads);
         }
         throw py::type_error("values: expected float32 or float64");
@@ -296,10 +298,10 @@ void bind_online(py::module_& m) {
         require(values.shape(0) > 0 && values.shape(1) > 0 && values.shape(2) > 0,
                 "values: B, N and K must all be positive");
         check_same_dtype(values, costs);
-        if (values.dtype().is(py::dtype::of<double>())) {
+        if (is_dtype<double>(values.dtype())) {
           return mirror_typed<double>(values, costs, budgets, mask, value_sign, max_iter, tol, threads);
         }
-        if (values.dtype().is(py::dtype::of<float>())) {
+        if (is_dtype<float>(values.dtype())) {
           return mirror_typed<float>(values, costs, budgets, mask, value_sign, max_iter, tol, threads);
         }
         throw py::type_error("values: expected float32 or float64");

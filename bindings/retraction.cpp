@@ -17,6 +17,7 @@ namespace py = pybind11;
 using namespace apportion;
 using bindings::DArray;
 using bindings::require;
+using bindings::is_dtype;
 
 namespace {
 
@@ -74,9 +75,9 @@ void bind_retraction(py::module_& m) {
         py::array_t<std::int8_t> status(b);
         RetractionOutput out{shift.mutable_data(), expected.mutable_data(), iterations.mutable_data(),
                              status.mutable_data()};
-        if (logits.dtype().is(py::dtype::of<double>())) {
+        if (is_dtype<double>(logits.dtype())) {
           retract_typed<double>(logits, costs, weights, budgets, temperature, rtol, max_iter, threads, out);
-        } else if (logits.dtype().is(py::dtype::of<float>())) {
+        } else if (is_dtype<float>(logits.dtype())) {
           retract_typed<float>(logits, costs, weights, budgets, temperature, rtol, max_iter, threads, out);
         } else {
           throw py::type_error("logits: expected float32 or float64");
