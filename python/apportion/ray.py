@@ -552,10 +552,12 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
     coordinator do; with one, the average is the step taken in full, at no extra cost.
 
     Budget: the returned budget goes to where it is spent fastest: in proportion to the
-    requests each server has left times its spend per request since the last sync, shrunk
-    half way to the average over servers (a server that spent nothing in one epoch is not
-    starved for good). Before the first sync each server holds the budget times its share of
-    the requests.
+    requests each server has left times its spend per request since the last sync, shrunk a
+    tenth of the way to the average over servers (`_SHRINK`: a server that spent nothing in one
+    epoch is not starved for good; on the skewed workload of bench/bench_ray.py, one seed,
+    sync_every=20, the regret was 0.067 of the reference value shrinking half way, 0.053 with
+    0.2 and 0.045 with 0.05, while the i.i.d. one moved between 0.0033 and 0.0045). Before the first sync each
+    server holds the budget times its share of the requests.
 
     The budget is never overspent, even when servers die. Proof. Write A_m^k for the allotment
     of server m in epoch k (between syncs k and k+1), S_m^k for the exact (real-number) total
@@ -760,6 +762,11 @@ def _report(server) -> dict:
     return rep
 
 
+# How far a server's own spend rate is shrunk towards the average rate when the returned budget
+# is split (see simulate_online).
+_SHRINK = 0.1
+
+
 def _rebalance(reports: list, left: np.ndarray, allot: np.ndarray, prices: list) -> tuple:
     """New allotments (M,R) and prices per server from the servers' reports (see
     `simulate_online`): the budget handed back, split by projected demand; prices averaged."""
@@ -775,7 +782,7 @@ def _rebalance(reports: list, left: np.ndarray, allot: np.ndarray, prices: list)
                 rate[m] = rep["spent"] / rep["decided"]
     pool = [_exact_sum(leftover[:, r]) for r in range(R)]
     mean_rate = rate.sum(axis=0) / max(1, (decided > 0).sum())
-    demand = left[:, None] * (rate + mean_rate[None, :]) / 2
+    demand = left[:, None] * ((1 - _SHRINK) * rate + _SHRINK * mean_rate[None, :])
     if not (demand.sum(axis=0) > 0).all():  # nobody spent: by requests left
         demand = np.where(demand.sum(axis=0)[None, :] > 0, demand, left[:, None].astype(np.float64))
     new_allot = _split(pool, demand)
