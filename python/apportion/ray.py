@@ -121,6 +121,8 @@ def _resolved_method(method: Any, options: int, solve_kwargs: dict) -> Any:
 
 def _check_shards(shards: Any, B: int) -> int:
     if shards is None:
+        if not ray.is_initialized():  # as ray.put would: a local cluster
+            ray.init()
         cpus = ray.cluster_resources().get("CPU", 1)
         return max(1, min(B, int(cpus)))
     if isinstance(shards, bool) or not isinstance(shards, numbers.Integral) or shards < 1:
@@ -346,6 +348,9 @@ class SolveBatches:
         return _resolved_method(self.method, n_options, self.kwargs)
 
     def __call__(self, batch: dict) -> dict:
+        if not isinstance(batch, dict):
+            raise TypeError(f"batch: expected a dict of numpy arrays, got {type(batch).__name__}; "
+                            "pass batch_format='numpy' to map_batches")
         for col in ("values", "costs", "budget"):
             if col not in batch:
                 raise ValueError(f"{col}: the batch has no column {col!r} (columns: {sorted(batch)})")
@@ -640,6 +645,21 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
     actor = ray.remote(_Server).options(**options)
     servers = [actor.remote(mirror, steps[m], skip_allowed) for m in range(M)]
 
+    try:
+        # A server that cannot start (its options, its environment) is an error here, not a
+        # server that died: later deaths are the faults the protocol absorbs.
+        ray.get([s.incarnation_restarted.remote() for s in servers])
+        return _run_servers(servers, values, c, per_request, b, scalar, counts, own, every, kills,
+                            initial_prices, ref, started)
+    finally:
+        for s_ in servers:
+            ray.kill(s_, no_restart=True)
+
+
+def _run_servers(servers, values, c, per_request, b, scalar, counts, own, every, kills,
+                 initial_prices, ref, started) -> DistributedRun:
+    """The epochs of simulate_online: assign, decide, report, rebalance."""
+    M, R, T = len(servers), b.size, values.shape[0]
     pool = [Fraction(float(x)) for x in b]
     allot = _split(pool, np.repeat(counts[:, None].astype(np.float64), R, axis=1))
     prices = [initial_prices] * M
@@ -662,13 +682,12 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
     while True:
         left = counts - done
         horizon = left.copy()
-        for m, s in enumerate(servers):
-            _call(s.assign, allot[m], int(horizon[m]), prices[m])
+        _call_each([(s.assign, (allot[m], int(horizon[m]), prices[m])) for m, s in enumerate(servers)])
         committed = [committed_spend[r] + _exact_sum(allot[:, r]) for r in range(R)]
         max_committed = np.maximum(max_committed, [float(x) for x in committed])
         take = left if every is None else np.minimum(left, every)
         calls = []
-        for m, s in enumerate(servers):
+        for m in range(M):
             ix = own[m][done[m]:done[m] + take[m]]
             if ix.size == 0:
                 continue
@@ -698,7 +717,8 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
             done[m] += take[m]
         if (done >= counts).all():
             break
-        reports = [_report(s) for s in servers]
+        reports = [_NO_REPORT if rep is None else rep
+                   for rep in _call_each([(s.report, ()) for s in servers])]
         syncs += 1
         epoch += 1
         if every is None:
@@ -710,13 +730,10 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
                             for m in range(M)])
     total = np.array([float(x) for x in committed_spend])
     value = float(math.fsum(shard_value))
-    ref_spent = ref.spent
-    for s in servers:
-        ray.kill(s, no_restart=True)
     return DistributedRun(choice=choice, value=value, spent=float(total[0]) if scalar else total,
                           shard_value=shard_value, shard_spent=shard_spent[:, 0] if scalar else shard_spent,
                           refused=int(refused.sum()), reference_value=float(ref.value),
-                          reference_spent=ref_spent, regret=float(ref.value) - value, syncs=syncs,
+                          reference_spent=ref.spent, regret=float(ref.value) - value, syncs=syncs,
                           restarts=restarts, max_committed=float(max_committed[0]) if scalar else max_committed,
                           seconds=time.perf_counter() - started)
 
@@ -754,12 +771,22 @@ def _await_restart(server, timeout: float = 60.0) -> None:
                        "(max_restarts in remote_options must be >= 1)")
 
 
-def _report(server) -> dict:
-    """A server's report; a server that is down hands back nothing."""
-    rep = _call(server.report)
-    if rep is None:
-        return {"leftover": None, "spent": None, "prices": None, "decided": 0, "restarted": True}
-    return rep
+def _call_each(calls: list) -> list:
+    """[ray.get(method.remote(*args))] for (method, args) in calls, sent together (one round
+    trip for all servers); a call that finds its actor down is tried again as `_call` does,
+    and gives None if it stays down. Only for assign and report (see `_call`)."""
+    futures = [method.remote(*args) for method, args in calls]
+    out = []
+    for (method, args), fut in zip(calls, futures):
+        try:
+            out.append(ray.get(fut))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            out.append(_call(method, *args))
+    return out
+
+
+# The report of a server that stays down: it hands back nothing.
+_NO_REPORT = {"leftover": None, "spent": None, "prices": None, "decided": 0, "restarted": True}
 
 
 # How far a server's own spend rate is shrunk towards the average rate when the returned budget
