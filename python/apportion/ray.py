@@ -557,11 +557,12 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
     coordinator do; with one, the average is the step taken in full, at no extra cost.
 
     Budget: the returned budget goes to where it is spent fastest: in proportion to the
-    requests each server has left times its spend per request since the last sync, shrunk a
-    tenth of the way to the average over servers (`_SHRINK`: a server that spent nothing in one
-    epoch is not starved for good; on the skewed workload of bench/bench_ray.py, one seed,
-    sync_every=20, the regret was 0.067 of the reference value shrinking half way, 0.053 with
-    0.2 and 0.045 with 0.05, while the i.i.d. one moved between 0.0033 and 0.0045). Before the first sync each
+    requests each server has left times its spend per request so far (as reported), shrunk a
+    tenth of the way to the average over servers (`_SHRINK`: a server that spent nothing so
+    far is not starved for good; half way cost more regret where servers differ: on the
+    skewed workload of bench/bench_ray.py with T=8000, one seed, sync_every=20, 0.070 of the
+    reference value against 0.051, while the i.i.d. one moved from 0.0037 to 0.0040). Before
+    the first sync each
     server holds the budget times its share of the requests.
 
     The budget is never overspent, even when servers die. Proof. Write A_m^k for the allotment
@@ -669,6 +670,7 @@ def _run_servers(servers, values, c, per_request, b, scalar, counts, own, every,
     committed_spend = [Fraction(0)] * R  # exact spend of completed epochs (from the choices)
     max_committed = np.zeros(R)
     restarts, syncs, epoch = 0, 0, 0
+    history = {"spent": np.zeros((M, R)), "decided": np.zeros(M)}  # as reported, for the rates
 
     def cost_of(ix: np.ndarray, ch: np.ndarray) -> np.ndarray:
         """Exact (R,) cost of requests ix with choices ch (SKIP costs nothing)."""
@@ -723,7 +725,7 @@ def _run_servers(servers, values, c, per_request, b, scalar, counts, own, every,
         epoch += 1
         if every is None:
             break
-        allot, prices = _rebalance(reports, counts - done, allot, prices)
+        allot, prices = _rebalance(reports, counts - done, allot, prices, history)
 
     shard_value = np.array([values[own[m], choice[own[m]]][choice[own[m]] >= 0].sum() for m in range(M)])
     shard_spent = np.array([[float(_exact_sum(cost_of(own[m], choice[own[m]])[:, r])) for r in range(R)]
@@ -794,21 +796,26 @@ _NO_REPORT = {"leftover": None, "spent": None, "prices": None, "decided": 0, "re
 _SHRINK = 0.1
 
 
-def _rebalance(reports: list, left: np.ndarray, allot: np.ndarray, prices: list) -> tuple:
+def _rebalance(reports: list, left: np.ndarray, allot: np.ndarray, prices: list,
+               history: dict) -> tuple:
     """New allotments (M,R) and prices per server from the servers' reports (see
-    `simulate_online`): the budget handed back, split by projected demand; prices averaged."""
+    `simulate_online`): the budget handed back, split by projected demand; prices averaged.
+    history holds each server's reported spend (M,R) and decisions (M,) so far, updated here:
+    the spend rate over all epochs, not the last one alone, which over a few decisions is
+    mostly noise (and would hand nearly all the budget to whoever bought last)."""
     M, R = allot.shape
     leftover = np.zeros((M, R))
-    rate = np.zeros((M, R))
     decided = np.zeros(M)
     for m, rep in enumerate(reports):
         if rep["leftover"] is not None:
             leftover[m] = rep["leftover"]
             decided[m] = rep["decided"]
-            if rep["decided"] > 0:
-                rate[m] = rep["spent"] / rep["decided"]
+            history["spent"][m] += rep["spent"]
+            history["decided"][m] += rep["decided"]
+    seen = history["decided"] > 0
+    rate = np.where(seen[:, None], history["spent"] / np.maximum(history["decided"], 1)[:, None], 0.0)
     pool = [_exact_sum(leftover[:, r]) for r in range(R)]
-    mean_rate = rate.sum(axis=0) / max(1, (decided > 0).sum())
+    mean_rate = rate.sum(axis=0) / max(1, seen.sum())
     demand = left[:, None] * ((1 - _SHRINK) * rate + _SHRINK * mean_rate[None, :])
     if not (demand.sum(axis=0) > 0).all():  # nobody spent: by requests left
         demand = np.where(demand.sum(axis=0)[None, :] > 0, demand, left[:, None].astype(np.float64))
