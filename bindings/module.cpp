@@ -320,7 +320,7 @@ PYBIND11_MODULE(_core, m) {
         // Exactly k entries each, so that a write out of bounds is one a sanitizer sees.
         std::vector<std::int32_t> option(k);
         std::vector<double> cost(k), value(k);
-        sort_small_by_cost(k, costs.data(), option.data());
+        sort_by_cost_any(k, costs.data(), option.data());
         const std::int32_t c = pareto_filter(values.data(), costs.data(), static_cast<const std::uint8_t*>(nullptr),
                                              1.0, k, option.data(), keep_dominated, option.data(), cost.data(),
                                              value.data());
