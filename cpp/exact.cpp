@@ -484,7 +484,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           if (ws.min_d_from[t] >= slack - margin) break;  // no state can afford any item left
           // Slack only shrinks: an item no state can afford now stays at b_i for good.
           if (entry.smallest_d >= slack - margin) continue;
-          if (ws.links.size() >= limits.max_states ||
+          if (ws.links.size() >= limits.max_states || (limits.max_bytes > 0 && ws.bytes() > limits.max_bytes) ||
               std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
             complete = false;
             break;
