@@ -508,28 +508,22 @@ def test_item_frontier_with_bad_costs_stays_in_bounds(costs):
         assert [tuple(e) for e in entries] == _pareto_reference(list(values), costs)
 
 
-def test_item_frontier_matches_a_reference():
-    rng = np.random.default_rng(5)
-    for _ in range(300):
-        k = int(rng.integers(1, 20))
-        costs = rng.integers(0, 5, k).astype(float)
-        values = rng.integers(0, 6, k).astype(float)
+@pytest.mark.parametrize("k_range, cost_range", [((1, 20), 5), ((17, 400), 40)])
+def test_item_frontier_matches_a_reference(k_range, cost_range):
+    # Up to 16 options a row is sorted by rank; past that the kernels use the heap sort
+    # (sort_long_by_cost): the same order, ties by index.
+    rng = np.random.default_rng(k_range[0])
+    for _ in range(200):
+        k = int(rng.integers(*k_range))
+        costs = rng.integers(0, cost_range, k).astype(float)
+        values = rng.integers(0, cost_range + 10, k).astype(float)
         got = [(o, c, v) for o, c, v in apportion._core._item_frontier(values, costs)]
         assert got == _pareto_reference(list(values), list(costs)), (list(values), list(costs))
 
 
-def test_item_frontier_long_rows_match_a_reference():
-    # Past 16 options the kernels sort a row by the heap sort (sort_long_by_cost): the same
-    # order as the rank sort, ties by index, NaN costs last.
-    rng = np.random.default_rng(6)
-    for _ in range(200):
-        k = int(rng.integers(17, 400))
-        costs = rng.integers(0, 40, k).astype(float)
-        values = rng.integers(0, 50, k).astype(float)
-        got = [(o, c, v) for o, c, v in apportion._core._item_frontier(values, costs)]
-        assert got == _pareto_reference(list(values), list(costs))
-    costs = rng.random(64)
-    costs[[3, 40]] = np.nan
+def test_item_frontier_long_row_with_bad_costs_stays_in_bounds():
+    costs = np.random.default_rng(6).random(64)
+    costs[[3, 40]] = np.nan  # the heap sort puts NaN costs last
     costs[7] = -np.inf
     entries = apportion._core._item_frontier(np.arange(64.0), costs)
     assert len({e[0] for e in entries}) == len(entries) and all(0 <= e[0] < 64 for e in entries)
