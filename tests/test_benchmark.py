@@ -1,6 +1,8 @@
 """The benchmark generator (apportion.benchmark): how it measures, and that --quick writes the
 stamped document. No timing is asserted: only counts, labels and the document's structure."""
 
+import os
+
 import pytest
 
 from apportion import benchmark
@@ -80,6 +82,7 @@ def test_quick_run_writes_the_stamped_document(tmp_path, monkeypatch, capsys):
     for field in ("- Date: ", "- CPU: ", "logical CPUs", "default thread count", "- Software: ",
                   "- Note: tiny"):
         assert field in text
+    assert ("- Load average (1 min) at the start and the end" in text) == hasattr(os, "getloadavg")
     assert "- Command: `apportion bench --quick --repeats 1 --min-time 0 --out " in text
     for suite in benchmark.SUITES.values():
         assert f"## {suite.title}" in text

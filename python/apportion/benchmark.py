@@ -111,7 +111,7 @@ SUITES: Dict[str, Suite] = {
         "The same solve on one thread and on two: a batch spreads its instances over the "
         "threads, a single large instance uses them for its pass over every option. Compare "
         "the wall times; the CPU time counts every thread. On a machine shared with other work "
-        "the second thread is not always free, so take these as a lower bound of the gain.",
+        "the second thread is often busy, and then these rows say little about the gain.",
         [Case(kind, 1000, 8, batch=B, ours=("exact",), peers=(), threads=t)
          for kind in ("uncorrelated", "subset_sum") for B in (16, 128) for t in (1, 2)]
         + [Case(kind, 100000, 8, ours=("lagrangian",), peers=(), threads=t)
@@ -386,20 +386,32 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
-def stamp(command: str, note: Optional[str] = None) -> str:
-    """The header of the document: when, where (CPU model, thread counts), with what, and the
-    command that regenerates it."""
+def _load() -> Optional[float]:
+    """The machine's 1-minute load average (None where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def stamp(command: str, note: Optional[str] = None, started: Optional[datetime.datetime] = None,
+          loads: Sequence[Optional[float]] = ()) -> str:
+    """The header of the document: when (`started`, default now), where (CPU model, thread
+    counts, the load averages in `loads`, e.g. at the start and the end of the run), with what,
+    and the command that regenerates it."""
     from . import _core
 
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = started or datetime.datetime.now(datetime.timezone.utc)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [
-        f"- Date: {now}",
+        f"- Date: {when.strftime('%Y-%m-%d %H:%M UTC')}",
         f"- CPU: {_cpu_model()}, {os.cpu_count()} logical CPUs, {usable} usable by the process; "
         f"apportion's default thread count: {_core.num_threads()}",
-        f"- Software: {_versions()}",
-        f"- Command: `{command}`",
     ]
+    if loads and all(x is not None for x in loads):
+        lines.append("- Load average (1 min) at the start and the end of the run: "
+                     + " and ".join(f"{x:.2f}" for x in loads))
+    lines += [f"- Software: {_versions()}", f"- Command: `{command}`"]
     if note:
         lines.append(f"- Note: {note}")
     return "\n".join(lines)
@@ -414,14 +426,17 @@ How every solver is timed, ours and the peers alike (`apportion.benchmark.measur
   most {max_calls} times. A cell is the median of those calls, in wall time and in process CPU
   time (all threads of the process), averaged over the seeded instances of the case
   ({instances} per case here).
-- A peer call that stops at its time limit ({peer_limit:g} s) is not repeated, since every
-  repeat would stop there too; its cell reads ">= limit" and its answer says so.
-- "solver's own time" is the peer's own account of its solve, where it gives one: CP-SAT's
-  wall and user time of the search, cvxpy's `solver_stats.solve_time` of its backend (named).
-  scipy's `milp` reports no run time for HiGHS, so that cell is empty.
-- "CPU / ours" divides the peer's CPU time by that of our fastest method on the case. CPU
-  time is what to compare across runs: on a machine shared with other work the wall times
-  drift by tens of percent.
+- A peer call that stops at its time limit ({peer_limit:g} s of wall time) is not repeated,
+  since every repeat would stop there too; its cells read ">= " and its answer says so. On a
+  loaded machine a peer reaches that limit with less CPU time spent than on an idle one.
+- "solver's own time" is the peer's own account of its solve, where it gives one: the wall
+  and user time CP-SAT reports for its search (`WallTime()`, `UserTime()`; clocks of its own,
+  not the process CPU time), and the solve time cvxpy reports for its backend (named;
+  `solver_stats.solve_time`, without cvxpy's compilation). scipy's `milp` reports no run time
+  for HiGHS, so that cell is empty.
+- "CPU / ours" divides the peer's CPU time by that of our fastest method on the case. Read
+  the ratios from CPU time: on a machine shared with other work a call's wall time includes
+  the time it waited for a CPU, which stretches long calls (the peers') more than short ones.
 - A batch case times ours on the whole batch in one call. The peers solve one instance at a
   time, so their batch time is B times their per-instance median over the first
   {instances} instance(s) of the batch: an estimate, marked "est." in the table.
@@ -535,18 +550,21 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "apportion bench",
         c, peers=tuple(p for p in c.peers if p in peers)), instances)
         for _, cases in plan for c in cases))
 
-    chunks = [f"# Benchmarks\n\nGenerated by `apportion.benchmark`; do not edit by hand, "
-              f"regenerate it with the command below.\n\n{stamp(' '.join([prog, *map(shlex.quote, argv)]), args.note)}",
-              METHOD_TEXT.format(repeats=args.repeats, min_time=args.min_time,
-                                 max_calls=MAX_CALLS, instances=instances,
-                                 peer_limit=peer_limit)]
+    started, load_start = datetime.datetime.now(datetime.timezone.utc), _load()
+    chunks = []
     for name, cases in plan:
         rows = [run_case(c, instances, peer_limit, peers, repeats=args.repeats,
                          min_time=args.min_time, progress=progress) for c in cases]
         suite = SUITES[name]
         chunks.append(f"## {suite.title}\n\n{suite.about}\n\n{format_table(rows, peer_limit)}")
     progress.close()
-    text = "\n\n".join(chunks) + "\n"
+    command = " ".join([prog, *map(shlex.quote, argv)])
+    head = (f"# Benchmarks\n\nGenerated by `apportion.benchmark`; do not edit by hand, "
+            f"regenerate it with the command below.\n\n"
+            f"{stamp(command, args.note, started, (load_start, _load()))}")
+    method = METHOD_TEXT.format(repeats=args.repeats, min_time=args.min_time,
+                                max_calls=MAX_CALLS, instances=instances, peer_limit=peer_limit)
+    text = "\n\n".join([head, method, *chunks]) + "\n"
     sys.stdout.write(text)
     if args.out:
         with open(args.out, "w") as fh:
