@@ -33,7 +33,7 @@ import shlex
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,8 +57,8 @@ class Case:
     k: int
     batch: Optional[int] = None
     R: int = 1000
-    ours: tuple = ("lagrangian",)
-    peers: tuple = PEERS
+    ours: Tuple[str, ...] = ("lagrangian",)
+    peers: Tuple[str, ...] = PEERS
     threads: Optional[int] = None
 
     @property
@@ -69,7 +69,9 @@ class Case:
         return f"{self.kind} {size}{r}{t}"
 
 
-def _exact_cases(sizes, Rs, peers=("cpsat", "milp"), ours=("exact", "dp")) -> List[Case]:
+def _exact_cases(sizes: Sequence[Tuple[int, int]], Rs: Sequence[int],
+                 peers: Tuple[str, ...] = ("cpsat", "milp"),
+                 ours: Tuple[str, ...] = ("exact", "dp")) -> List[Case]:
     # Exact targets are per core: ours run on one thread, as the peers do (CP-SAT gets 1 worker).
     return [Case(kind, n, k, R=R, ours=ours, peers=peers, threads=1)
             for (n, k) in sizes for R in Rs for kind in workloads.CLASSIC]
@@ -233,7 +235,7 @@ def _steps(case: Case, instances: int) -> int:
 
 def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
              peers: Optional[Sequence[str]] = None, *, repeats: int = 3, min_time: float = 0.2,
-             progress: Optional["Progress"] = None) -> dict:
+             progress: Optional["Progress"] = None) -> Dict[str, Any]:
     """Times our methods and the peers on `instances` seeded instances of `case` (for a batch
     case: ours on the whole batch, peers on its first `instances` instances). Returns
     {"case": label, "batch": B or None, "cells": {solver: _Cell}, "notes": [str]}."""
@@ -241,14 +243,13 @@ def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
     cells = {name: _Cell() for name in (*case.ours, *peers)}
     row: Dict[str, Any] = {"case": case.label, "batch": case.batch, "ours": list(case.ours),
                            "cells": cells, "notes": []}
-    opts = {} if case.threads is None else {"threads": case.threads}
     tick = progress.step if progress is not None else (lambda label: None)
 
-    def ours(m: str, values, costs, budget, what: str) -> Optional[Any]:
+    def ours(m: str, values: Any, costs: Any, budget: Any, what: str) -> Optional[Any]:
         tick(f"{case.label} {what}")
         cell = cells[m]
         try:
-            t = measure(lambda: api.solve(values, costs, budget, method=m, **opts),
+            t = measure(lambda: api.solve(values, costs, budget, method=m, threads=case.threads),
                         repeats=repeats, min_time=min_time)
         except ValueError as exc:  # e.g. a dp table past max_memory
             cell.error = str(exc).split(";")[0][:90]
@@ -257,7 +258,7 @@ def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
         _record(cell, t.answer)
         return t.answer
 
-    def peer(p: str, values, costs, budget, what: str) -> Any:
+    def peer(p: str, values: Any, costs: Any, budget: Any, what: str) -> Any:
         tick(f"{case.label} {what}")
         t = measure(lambda: _peer_call(p, peer_limit)(values, costs, budget), repeats=repeats,
                     min_time=min_time, own_time=lambda s: _own_time(p, s),
@@ -327,7 +328,7 @@ def _answer_text(name: str, cell: _Cell, peer_limit: float) -> str:
     return "; ".join(parts)
 
 
-def format_table(rows: List[dict], peer_limit: float = 20.0) -> str:
+def format_table(rows: List[Dict[str, Any]], peer_limit: float = 20.0) -> str:
     """Markdown, one line per case and solver: median wall and CPU time per call (mean over the
     instances), the peer's own reported time, the peer's CPU time over our fastest method's,
     and what the answers were."""
