@@ -10,16 +10,19 @@ budget, find the allocation of greatest value that fits the budget.
     ([1, 2], 13.0)
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+import importlib as _importlib
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
+from typing import Any as _Any, List as _List
 
 from . import _core
 from ._problem import Solution
+from ._warmup import warmup
 from .api import Frontier, frontier, solve
 from .online import NoFeasibleOptionError, OnlineAllocator, OnlineRun, simulate_online
 
 try:
     __version__ = _version("apportion")
-except PackageNotFoundError:  # running from a source tree without installing
+except _PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
 
@@ -50,5 +53,24 @@ __all__ = [
     "cuda_available",
     "cuda_built",
     "cuda_device_count",
+    "warmup",
     "__version__",
 ]
+
+# Submodules loaded on first attribute access (as scipy does), so that `import apportion`
+# stays light: `apportion.torch` imports torch, `apportion.reference` the reference solvers'
+# packages on use, `apportion.cli` and `apportion.benchmark` argparse and rich.
+# `import apportion.reference` works as well.
+_LAZY_SUBMODULES = ("benchmark", "cli", "reference", "schedule", "torch", "workloads")
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY_SUBMODULES:
+        # import_module also binds the submodule as an attribute of this package, so this
+        # runs once per name.
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> _List[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
