@@ -94,3 +94,53 @@ def test_warmup_does_not_change_answers():
 def test_warmup_rejects_bad_threads_naming_them(threads, error):
     with pytest.raises(error, match="threads"):
         apportion.warmup(threads=threads)
+
+
+# --- packaging metadata (pyproject.toml, LICENSE) ---
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_license_file_is_the_declared_apache_license():
+    project = _pyproject()["project"]
+    assert project["license"] == "Apache-2.0"  # an SPDX expression (PEP 639), not a table
+    assert project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_extras_build_on_each_other_instead_of_copying():
+    from packaging.requirements import Requirement
+
+    extras = _pyproject()["project"]["optional-dependencies"]
+    parsed = {name: [Requirement(r) for r in reqs] for name, reqs in extras.items()}
+
+    def expand(name: str) -> list:
+        """The requirement names of extra `name`, with the extras it includes expanded."""
+        names = []
+        for req in parsed[name]:
+            if req.name == "apportion":
+                for inner in req.extras:
+                    names += expand(inner)
+            else:
+                names.append(req.name)
+        return names
+
+    for name in parsed:
+        names = expand(name)
+        # A package reached twice means an extra copies what an included extra already has.
+        assert len(names) == len(set(names)), (name, names)
+    assert {"ortools", "scipy", "cvxpy", "matplotlib", "pytest", "hypothesis"} <= set(expand("test"))
+
+
+def test_torch_requirement_admits_the_ci_build():
+    from packaging.requirements import Requirement
+
+    (torch_req,) = [Requirement(r) for r in _pyproject()["project"]["optional-dependencies"]["torch"]]
+    assert torch_req.specifier.contains("2.13.0")  # .ci/run installs torch==2.13.0
