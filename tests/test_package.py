@@ -146,3 +146,19 @@ def test_torch_requirement_admits_the_ci_build():
 
     (torch_req,) = [Requirement(r) for r in _pyproject()["project"]["optional-dependencies"]["torch"]]
     assert torch_req.specifier.contains("2.13.0")  # .ci/run installs torch==2.13.0
+
+
+def test_pointers_into_architecture_md_name_its_sections():
+    """Docstrings and comments cite docs/architecture.md by section title: each title exists."""
+    import re
+
+    headings = {line.lstrip("#").strip() for line in
+                (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("#")}
+    cited = []
+    for path in sorted((ROOT / "python").rglob("*.py")) + sorted((ROOT / "cpp").glob("*.[ch]pp")):
+        # A citation may wrap: join lines, dropping comment markers.
+        text = re.sub(r"\s*\n\s*(?://|#)?\s*", " ", path.read_text(encoding="utf-8"))
+        cited += [(path.name, m) for m in re.findall(r'docs/architecture\.md,\s*"([^"]+)"', text)]
+    assert cited  # torch.py, online.py, retraction.hpp, online.hpp cite it today
+    assert [c for c in cited if c[1] not in headings] == []

@@ -34,14 +34,14 @@ def warmup(threads: Optional[int] = None) -> int:
 
     The first solve in a process pays for creating the pool's worker threads and for the
     first allocation of each thread's scratch memory, on top of the solve itself (see
-    docs/architecture.md, "First call and `warmup`", for the measured cost). A scheduler that
+    docs/architecture.md, "The package surface", for the measured cost). A scheduler that
     answers requests under a deadline can call `warmup()` once at start-up instead, so that its
-    first request costs what later ones do. The answers of later solves do not change.
+    first request costs nearly what later ones do. The answers of later solves do not change.
 
     It solves a few small seeded instances (N = 64 and 1024 items, K = 8 options, single and
-    batched, methods "lagrangian" and "exact"): a few milliseconds of CPU time. Calling it
-    again is harmless and cheaper. Workspaces grow on demand beyond what these sizes need, so
-    a much larger first instance still pays for its own memory.
+    batched, methods "lagrangian" and "exact"): about 2 ms of CPU time. Calling it
+    again is harmless. Workspaces grow on demand beyond what these sizes need, so a much
+    larger first instance still pays for its own memory.
 
     Args:
         threads: the `threads` the real calls will pass to `apportion.solve` (None = all
