@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._problem import check_threads
@@ -20,7 +21,10 @@ _OPTIONS = 8
 _BATCH_PER_THREAD = 4
 
 
-def _instance(rng: np.random.Generator, shape: tuple) -> tuple:
+_Arrays = Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def _instance(rng: np.random.Generator, shape: Tuple[int, ...]) -> _Arrays:
     """Uncorrelated values and costs of `shape` (..., N, K) and a budget of half the dearest
     allocation: an instance whose optimum is neither the cheapest nor the dearest choice."""
     values = rng.uniform(0.0, 100.0, size=shape)
