@@ -44,6 +44,13 @@ def test_submodule_resolves_after_import_apportion(name, attribute):
     assert out.strip() == "True"
 
 
+def test_lazy_torch_without_torch_names_the_install_command():
+    out = _fresh_python("import sys; sys.modules['torch'] = None\n"
+                        "import apportion\n"
+                        "try:\n    apportion.torch\nexcept ImportError as e:\n    print(e)\n")
+    assert 'pip install "apportion[torch]"' in out
+
+
 def test_lazy_submodule_is_the_imported_module():
     import apportion.workloads as workloads
 
