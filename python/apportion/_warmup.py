@@ -16,8 +16,9 @@ from .api import solve
 _SMALL_ITEMS = 64
 _LARGE_ITEMS = 1024
 _OPTIONS = 8
-# Instances per pool thread in the warm-up batch, so that every worker takes some (run_batch
-# hands out chunks of about a 64th of a thread's share; a few instances each is enough).
+# Instances per pool thread in the warm-up batch. run_batch hands them out in chunks of one at
+# this size, so every worker is likely to take some; a worker that takes none grows its
+# workspace on its first real call instead.
 _BATCH_PER_THREAD = 4
 
 
