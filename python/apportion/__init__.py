@@ -8,6 +8,11 @@ budget, find the allocation of greatest value that fits the budget.
     >>> sol = apportion.solve(values, costs=[0.0, 1.0, 3.0], budget=4.0)
     >>> sol.choice.tolist(), sol.value
     ([1, 2], 13.0)
+
+Submodules, loaded on first use (`import apportion` imports none of their dependencies):
+`reference` (CP-SAT, HiGHS and cvxpy references), `workloads` (seeded instances), `schedule`
+(routing tasks to compute tiers), `torch` (the Riemannian relaxation), `cli` and `benchmark`.
+`warmup()` pays the first call's one-time costs ahead of a scheduler's first request.
 """
 
 import importlib as _importlib
