@@ -30,6 +30,13 @@ def test_import_apportion_does_not_import_ray():
     assert out.stdout.strip() == "ok"
 
 
+def test_apportion_ray_without_ray_names_the_install_command():
+    code = ("import sys; sys.modules['ray'] = None\nimport apportion\n"
+            "try:\n    apportion.ray\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert 'pip install "apportion[ray]"' in out.stdout, out.stderr
+
+
 def _fault_hook(fault_dir):
     """A worker setup hook that makes the first `apportion.solve` call, in any worker, after the
     file `armed` appears in fault_dir, kill its worker process (os._exit), leaving the marker

@@ -30,7 +30,11 @@ from fractions import Fraction
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import ray
+
+try:
+    import ray
+except ImportError as _exc:  # pragma: no cover - exercised only without ray
+    raise ImportError(f"apportion.ray needs Ray: pip install \"apportion[ray]\" ({_exc})") from _exc
 
 from . import api
 from ._problem import Solution
