@@ -37,6 +37,13 @@ def test_apportion_ray_without_ray_names_the_install_command():
     assert 'pip install "apportion[ray]"' in out.stdout, out.stderr
 
 
+@needs_ray
+def test_apportion_ray_is_a_lazy_submodule():
+    code = "import apportion; print(callable(apportion.ray.solve), callable(apportion.ray.simulate_online))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True True", out.stderr
+
+
 def _fault_hook(fault_dir):
     """A worker setup hook that makes the first `apportion.solve` call, in any worker, after the
     file `armed` appears in fault_dir, kill its worker process (os._exit), leaving the marker
