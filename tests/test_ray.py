@@ -174,6 +174,15 @@ def test_sharded_solve_one_instance_and_float32(ar):
 
 
 @needs_ray
+def test_sharded_solve_takes_cpu_tensors(ar):
+    torch = pytest.importorskip("torch")
+    values, costs, budget = _batch(5, seed=16)
+    got = ar.solve(torch.from_numpy(values), torch.from_numpy(costs), torch.from_numpy(budget), shards=2)
+    _same(got, apportion.solve(values, costs, budget))
+    assert isinstance(got.choice, np.ndarray)
+
+
+@needs_ray
 def test_list_of_refs_and_return_refs(ar):
     import ray
 
