@@ -162,7 +162,9 @@ def solve(values: Any, costs: Any, budget: Any, *, shards: Optional[int] = None,
     whole batch first), and instances are solved independently of each other, so the answer
     equals `apportion.solve(values, costs, budget, **solve_kwargs)` field for field (only
     `seconds`, and `info["table_bytes"]` of method "dp", which is the largest of one task,
-    differ). A task whose worker dies is run again by Ray (`max_retries`, default 3); no
+    differ; and an instance of method "exact" stopped by `time_limit` keeps what it found in
+    that time, which no two runs need share, sharded or not). A task whose worker dies is run
+    again by Ray (`max_retries`, default 3); no
     instance is lost.
 
     Args:
