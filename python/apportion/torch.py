@@ -39,6 +39,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without torch
 import apportion
 from apportion import _core
 from apportion._problem import check_threads
+from apportion._decision import allocate, fenchel_young_loss, perturbed_allocation, regret, spo_plus_loss
 
 __all__ = [
     "RCO",
@@ -50,6 +51,11 @@ __all__ = [
     "retract",
     "round_to_budget",
     "transport",
+    "allocate",
+    "regret",
+    "spo_plus_loss",
+    "fenchel_young_loss",
+    "perturbed_allocation",
 ]
 
 _STATUS = ("converged", "precision", "infeasible", "max_iter", "overflow")
