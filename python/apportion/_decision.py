@@ -135,7 +135,7 @@ class _Problems:
             first = int(np.flatnonzero(status == "infeasible")[0])
             b = first // repeats
             raise ValueError(f"budget: instance {b} has no allocation within its budget "
-                             f"{self.budget[b]!r} (its cheapest allocation costs "
+                             f"{float(self.budget[b])!r} (its cheapest allocation costs "
                              f"{float(np.asarray(sol.min_budget)[first])!r})")
         if info is not None:
             _record(info, sol)
