@@ -316,3 +316,15 @@ def test_example_data_is_optimal_on_the_truth():
     for b in range(3):
         best = _brute(data.losses[b].double().numpy(), data.costs, data.budget, "min")
         assert float(data.optimum[b]) == pytest.approx(best, rel=1e-12)
+
+
+def test_cli_example_learn(monkeypatch, capsys):
+    from apportion import cli
+
+    monkeypatch.setattr(learn, "EXAMPLE_QUICK", dict(train_days=32, test_days=16, tasks=10, epochs=1))
+    assert cli.main(["example", "learn", "--quick", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "32 training days of 10 tasks" in out and "seed 3" in out
+    for name in (learn.BASELINE, *learn.METHODS):
+        assert f"| {name} |" in out
+    assert cli.main(["example", "forecast"]) == 2

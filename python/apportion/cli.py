@@ -4,6 +4,7 @@
     apportion solve PROBLEM [--out FILE]     solve a .json or .npz problem file, JSON out
     apportion bench [ARGS...]                the peer comparison (apportion.benchmark)
     apportion example                        one seeded routing solve with its certificate
+    apportion example learn [--quick]        decision-focused learning of the routing's predictor
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr says why), 1 internal
 error.
@@ -75,7 +76,13 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("args", nargs=argparse.REMAINDER,
                    help="passed on to apportion.benchmark.main")
 
-    sub.add_parser("example", help="one seeded routing solve with its certificate")
+    e = sub.add_parser("example", help="one seeded routing solve with its certificate; "
+                       "'example learn': decision-focused learning of the routing's predictor")
+    e.add_argument("name", nargs="?", choices=("routing", "learn"), default="routing",
+                   help="which example (default: %(default)s)")
+    e.add_argument("--quick", action="store_true", help="learn: a smaller data set (seconds)")
+    e.add_argument("--seed", type=_seed, default=0, help="learn: the data's and the models' "
+                   "seed (default: %(default)s)")
     return p
 
 
@@ -212,7 +219,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # example (the former `python -m apportion`)
 
 
+def _cmd_example_learn(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("example learn: needs PyTorch; pip install \"apportion[torch]\"")
+    from . import learn
+
+    size = learn.EXAMPLE_QUICK if args.quick else learn.EXAMPLE_FULL
+    print(f"decision-focused learning: {size['train_days']} training days of {size['tasks']} "
+          f"tasks x {len(learn.LEARN_TIERS)} tiers, {size['test_days']} test days, "
+          f"{size['epochs']} epochs, seed {args.seed}", flush=True)
+    print(learn.example_table(learn.run_example(seed=args.seed, **size)))
+    return EXIT_OK
+
+
 def _cmd_example(args: argparse.Namespace) -> int:
+    if getattr(args, "name", "routing") == "learn":
+        return _cmd_example_learn(args)
     from . import solve, workloads
 
     values, costs, budget = workloads.instance("routing", 1000, 4, seed=0)

@@ -121,29 +121,34 @@ class LinearPredictor(torch.nn.Module):
 
 
 def _loss(method: str, pred: torch.Tensor, data: LearnData, idx: torch.Tensor, sigma: float,
-          n_samples: int, generator: torch.Generator, threads: Optional[int]) -> torch.Tensor:
+          n_samples: int, generator: torch.Generator, solver: str,
+          threads: Optional[int]) -> torch.Tensor:
     if method == "two-stage":
         return torch.nn.functional.mse_loss(pred, data.losses[idx])
     if method == "spo+":
         return _decision.spo_plus_loss(pred, data.losses[idx], data.costs, data.budget, sense="min",
-                                       true_solution=data.solution[idx], threads=threads)
+                                       true_solution=data.solution[idx], method=solver,
+                                       threads=threads)
     return _decision.fenchel_young_loss(pred, None, data.costs, data.budget, sense="min",
                                         true_solution=data.solution[idx], sigma=sigma,
-                                        n_samples=n_samples, generator=generator, threads=threads)
+                                        n_samples=n_samples, generator=generator, method=solver,
+                                        threads=threads)
 
 
 def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
-          sigma: float = 0.5, n_samples: int = 4, seed: int = 0, threads: Optional[int] = None,
-          torch_threads: Optional[int] = 1,
+          sigma: float = 0.5, n_samples: int = 4, seed: int = 0, solver: str = "exact",
+          threads: Optional[int] = None, torch_threads: Optional[int] = 1,
           epoch_seconds: Optional[List[float]] = None) -> LinearPredictor:
     """Trains a fresh `LinearPredictor` (initialised from `seed`) with `method` (one of
     METHODS) by Adam over shuffled minibatches of days.
 
-    threads: the native solver's threads (None: all cores). torch_threads: torch's intra-op
-    threads during the loop, restored after (None: leave them). The default 1 is deliberate:
-    these tensors are small, and torch's pool spinning beside the solver's on 2 busy cores
-    cost 8-14x the CPU time per epoch (measured, see README). epoch_seconds: a list to append
-    the CPU time (process time, all threads) of each epoch to."""
+    sigma, n_samples: the Fenchel-Young perturbation (loss units, draws per day). solver: the
+    method of the solves inside the losses ("exact" or "lagrangian"); the true routings in
+    `data` are exact either way. threads: the native solver's threads (None: all cores).
+    torch_threads: torch's intra-op threads during the loop, restored after (None: leave
+    them). The default 1 is deliberate: these tensors are small, and torch's two threads beside
+    the solver's on 2 busy cores took 8-20x the CPU time per epoch (measured, see README).
+    epoch_seconds: a list to append each epoch's CPU time (process time, all threads) to."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     previous = torch.get_num_threads()
@@ -159,7 +164,7 @@ def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 3
             started = time.process_time()
             for idx in torch.randperm(B, generator=gen).split(batch_size):
                 loss = _loss(method, model(data.features[idx]), data, idx, sigma, n_samples, gen,
-                             threads)
+                             solver, threads)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -180,31 +185,56 @@ def test_regret(model: torch.nn.Module, data: LearnData, threads: Optional[int] 
     return float(lost.sum() / data.optimum.abs().sum())
 
 
+def _test_mse(model: torch.nn.Module, data: LearnData) -> float:
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model(data.features), data.losses))
+
+
+BASELINE = "no features (mean per tier)"
+# The sizes of `apportion example learn` and of its --quick form.
+EXAMPLE_FULL = dict(train_days=10_000, test_days=1000, tasks=100, epochs=10)
+EXAMPLE_QUICK = dict(train_days=500, test_days=200, tasks=100, epochs=5)
+
+
 def run_example(*, train_days: int = 1000, test_days: int = 1000, tasks: int = 100,
                 epochs: int = 10, methods: Sequence[str] = METHODS, seed: int = 0,
                 threads: Optional[int] = None, **train_args: Any) -> Dict[str, Dict[str, float]]:
-    """Trains each method on the same data (seed) and returns {method: {"regret": normalised
-    test regret, "epoch_seconds": mean CPU seconds per epoch}}, plus "optimal-on-truth" routing
-    with regret 0 implied and "no-information" baseline: every task's losses predicted as the
-    training mean per tier (what routing without features achieves)."""
+    """Trains each of `methods` on the same training days and tests them on other days.
+
+    Returns {name: {"regret": normalised test regret (`test_regret`), "mse": test mean squared
+    error of the predicted losses, "epoch_seconds": mean CPU seconds per epoch}} for each method
+    and for BASELINE, which predicts every task's losses as the training mean per tier (routing
+    that ignores the features; no training, epoch_seconds NaN). train_args go to `train`."""
     train_data = make_data(train_days, tasks, seed=seed, threads=threads)
     test_data = make_data(test_days, tasks, seed=seed + 1, threads=threads)
-    out: Dict[str, Dict[str, float]] = {}
     mean = train_data.losses.mean(dim=(0, 1))
 
     class _Constant(torch.nn.Module):
         def forward(self, f):
             return mean.expand(f.shape[:-1] + mean.shape)
 
-    out["no features (mean per tier)"] = {"regret": test_regret(_Constant(), test_data, threads),
-                                          "epoch_seconds": math.nan}
-    for method in methods:
+    out: Dict[str, Dict[str, float]] = {}
+    for name in (BASELINE,) + tuple(methods):
         seconds: List[float] = []
-        model = train(method, train_data, epochs=epochs, seed=seed, threads=threads,
-                      epoch_seconds=seconds, **train_args)
-        out[method] = {"regret": test_regret(model, test_data, threads),
-                       "epoch_seconds": float(np.mean(seconds))}
+        if name == BASELINE:
+            model: torch.nn.Module = _Constant()
+        else:
+            model = train(name, train_data, epochs=epochs, seed=seed, threads=threads,
+                          epoch_seconds=seconds, **train_args)
+        out[name] = {"regret": test_regret(model, test_data, threads),
+                     "mse": _test_mse(model, test_data),
+                     "epoch_seconds": float(np.mean(seconds)) if seconds else math.nan}
     return out
+
+
+def example_table(results: Dict[str, Dict[str, float]]) -> str:
+    """`run_example`'s results as a markdown table."""
+    lines = ["| trained with | test regret (share of the optimal loss) | test MSE | CPU s per epoch |",
+             "|---|---|---|---|"]
+    for name, row in results.items():
+        sec = "-" if math.isnan(row["epoch_seconds"]) else f"{row['epoch_seconds']:.2f}"
+        lines.append(f"| {name} | {row['regret']:.2%} | {row['mse']:.4f} | {sec} |")
+    return "\n".join(lines)
 
 
 _PYEPO_CLASS = None
