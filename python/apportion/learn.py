@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -138,9 +138,15 @@ def _loss(method: str, pred: torch.Tensor, data: LearnData, idx: torch.Tensor, s
 def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
           sigma: float = 0.5, n_samples: int = 4, seed: int = 0, solver: str = "exact",
           threads: Optional[int] = None, torch_threads: Optional[int] = 1,
-          epoch_seconds: Optional[List[float]] = None) -> LinearPredictor:
+          epoch_seconds: Optional[List[float]] = None,
+          loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+          ) -> LinearPredictor:
     """Trains a fresh `LinearPredictor` (initialised from `seed`) with `method` (one of
     METHODS) by Adam over shuffled minibatches of days.
+
+    loss: loss(predictions (b,N,K), day indices (b,)) -> scalar, in place of the method's
+    loss (`method` is then only a label): how bench/bench_decision.py runs PyEPO's losses
+    through the same loop, model, minibatches and optimiser.
 
     sigma, n_samples: the Fenchel-Young perturbation (loss units, draws per day). solver: the
     method of the solves inside the losses ("exact" or "lagrangian"); the true routings in
@@ -149,7 +155,7 @@ def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 3
     them). The default 1 is deliberate: these tensors are small, and torch's two threads beside
     the solver's on 2 busy cores took 8-20x the CPU time per epoch (measured, see README).
     epoch_seconds: a list to append each epoch's CPU time (process time, all threads) to."""
-    if method not in METHODS:
+    if loss is None and method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     previous = torch.get_num_threads()
     if torch_threads is not None:
@@ -163,10 +169,11 @@ def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 3
         for _ in range(epochs):
             started = time.process_time()
             for idx in torch.randperm(B, generator=gen).split(batch_size):
-                loss = _loss(method, model(data.features[idx]), data, idx, sigma, n_samples, gen,
-                             solver, threads)
+                pred = model(data.features[idx])
+                value = loss(pred, idx) if loss is not None else \
+                    _loss(method, pred, data, idx, sigma, n_samples, gen, solver, threads)
                 opt.zero_grad()
-                loss.backward()
+                value.backward()
                 opt.step()
             if epoch_seconds is not None:
                 epoch_seconds.append(time.process_time() - started)
