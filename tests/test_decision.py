@@ -241,6 +241,24 @@ def test_bad_input_names_the_argument():
         fenchel_young_loss(pred, None, COSTS, 3.0)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+def test_cuda_tensors_give_the_cpu_answers():
+    # The solves run on the host; losses, gradients and allocations come back on the device.
+    pred, true = _instances(4, 6, 3, 10)
+    noise = torch.randn(4, 3, 6, 3, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    answers = []
+    for device in ("cpu", "cuda"):
+        p = pred.to(device).requires_grad_(True)
+        spo = spo_plus_loss(p, true.to(device), COSTS, 4.0)
+        fy = fenchel_young_loss(p, true.to(device), COSTS, 4.0, n_samples=3, noise=noise.to(device))
+        (spo + fy).backward()
+        assert p.grad.device.type == device
+        answers.append([float(spo), float(fy), p.grad.cpu()])
+    assert answers[0][:2] == pytest.approx(answers[1][:2], abs=1e-12)
+    assert torch.allclose(answers[0][2], answers[1][2], atol=1e-12)
+
+
 # --------------------------------------------------------------------------- PyEPO
 
 

@@ -37,12 +37,17 @@ from .schedule import Tier, success_from_difficulty
 __all__ = [
     "LEARN_TIERS",
     "METHODS",
+    "BASELINE",
+    "EXAMPLE_FULL",
+    "EXAMPLE_QUICK",
     "LearnData",
     "LinearPredictor",
+    "true_losses",
     "make_data",
     "train",
     "test_regret",
     "run_example",
+    "example_table",
     "pyepo_model",
 ]
 
