@@ -346,3 +346,12 @@ def test_cli_example_learn(monkeypatch, capsys):
     for name in (learn.BASELINE, *learn.METHODS):
         assert f"| {name} |" in out
     assert cli.main(["example", "forecast"]) == 2
+
+
+def test_learn_is_a_lazy_submodule():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import apportion\nprint(callable(apportion.learn.train))"],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "True"

@@ -29,7 +29,14 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as _exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "apportion.learn needs PyTorch, which is not installed; install it with "
+        "pip install \"apportion[torch]\" (or install a torch build for your platform first)"
+    ) from _exc
 
 from . import _decision
 from .schedule import Tier, success_from_difficulty
