@@ -16,7 +16,6 @@ schemas `problem_schema()` and `answer_schema()` (files in apportion/schemas/).
 from __future__ import annotations
 
 import argparse
-import base64
 import binascii
 import importlib
 import importlib.util
@@ -188,16 +187,20 @@ def _decode_array(obj: Mapping[str, Any], name: str) -> np.ndarray:
         raise UsageError(f"PROBLEM: field '{name}': shape must be a list of up to 4 integers >= 0")
     if not isinstance(data, str):
         raise UsageError(f"PROBLEM: field '{name}': data must be a base64 string")
-    try:
-        raw = base64.b64decode(data, validate=True)
+    try:  # binascii directly: base64.b64decode(validate=True) runs a regex over the text first
+        raw = binascii.a2b_base64(data)
     except (binascii.Error, ValueError):
         raise UsageError(f"PROBLEM: field '{name}': data is not valid base64") from None
-    dt = np.dtype(dtype).newbyteorder("<")
+    # The canonical native dtype object, not an equal one from newbyteorder: the extension
+    # compares dtypes by identity.
+    native = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
-    if len(raw) != count * dt.itemsize:
+    if len(raw) != count * native.itemsize:
         raise UsageError(f"PROBLEM: field '{name}': {len(raw)} bytes of data for shape {shape} "
-                         f"of {dtype} ({count * dt.itemsize} bytes)")
-    return np.frombuffer(raw, dtype=dt).astype(dt.newbyteorder("="), copy=False).reshape(shape)
+                         f"of {dtype} ({count * native.itemsize} bytes)")
+    if sys.byteorder == "little":
+        return np.frombuffer(raw, dtype=native).reshape(shape)
+    return np.frombuffer(raw, dtype=native.newbyteorder("<")).astype(native).reshape(shape)
 
 
 def _array(x: Any, name: str) -> Any:
@@ -336,9 +339,13 @@ def solution_dict(sol: Solution, timings: bool = True, problem_id: Any = None) -
     return out if problem_id is None else {"id": problem_id, **out}
 
 
+# Made once: json.dumps with options builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def answer_line(answer: Mapping[str, Any]) -> str:
     """One compact line of JSON (no NaN: `Solution.to_dict` has made them null)."""
-    return json.dumps(answer, separators=(",", ":"), allow_nan=False)
+    return _COMPACT.encode(answer)
 
 
 def _error_line(reason: str, problem_id: Any) -> str:
@@ -389,7 +396,7 @@ def stream(lines: IO[str], out: IO[str], overrides: Mapping[str, Any],
     code, 0 once `lines` ends."""
     write, flush = out.write, out.flush
     for line in lines:
-        if not line.strip():
+        if not line or line.isspace():  # isspace stops at the first character of a problem
             continue
         problem_id = None
         try:
