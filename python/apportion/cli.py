@@ -210,13 +210,10 @@ def _array(x: Any, name: str) -> Any:
     if isinstance(x, dict):
         return _decode_array(x, name)
     if name == "budget" and type(x) in (int, float):
-        return float(x) if type(x) is int else x
+        return x  # solve names an int past the float range
     arr = _to_numpy(x, name, allow_bool=name == "mask")
     if arr.dtype.kind in "iu" and name != "mask":
-        try:
-            arr = arr.astype(np.float64)
-        except OverflowError:  # pragma: no cover - int64 always fits a float64
-            raise ValueError(f"{name}: a number is too large for a float64") from None
+        arr = arr.astype(np.float64)  # int64 always fits (rounded); larger ints came as floats
     return arr
 
 
@@ -400,8 +397,9 @@ def stream(lines: IO[str], out: IO[str], overrides: Mapping[str, Any],
             continue
         problem_id = None
         try:
-            data = check_problem(_read_json(line, "the line"), "PROBLEM: the line")
-            problem_id = data.get("id")
+            data = _read_json(line, "the line")
+            problem_id = data.get("id") if isinstance(data, dict) else None
+            data = check_problem(data, "PROBLEM: the line")
             text = answer_line(solution_dict(solve_problem(data, overrides), timings, problem_id))
         except UsageError as exc:
             text = _error_line(str(exc), problem_id)
