@@ -8,6 +8,7 @@ the argument and the fix. `Solution` is the result type of every solver.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import numbers
 import sys
@@ -19,11 +20,20 @@ import numpy.typing as npt
 
 #: Status codes of the native core, by code. "unknown": no feasible allocation was found and
 #: infeasibility was not proven (only a method that cannot decide feasibility reports it).
-_STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown")
+#: Codes 4 to 6 are "feasible" where method "exact" stopped at its time_limit, max_states or
+#: workspace bytes limit (kStoppedBy* in cpp/problem.hpp); the limit goes to info["stopped_by"].
+_STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown", "feasible", "feasible", "feasible")
 STATUS_NAMES = np.array(_STATUS_LIST)
+_STOPPED_BY = (None, None, None, None, "time_limit", "max_states", "max_bytes")
+_FIRST_STOPPED = 4
 
 
 _EPS = float(np.finfo(np.float64).eps)
+
+#: What a user must know but should not see on stdout (work limits hit, fallbacks taken) is
+#: logged here; the package adds only a NullHandler (configure logging to see it).
+logger = logging.getLogger("apportion")
+logger.addHandler(logging.NullHandler())
 
 #: The most native threads a call may ask for: past it the count is a mistake, not a machine.
 MAX_THREADS = 1 << 16
@@ -36,7 +46,7 @@ def check_threads(threads: Any, zero_is_all: bool = False) -> int:
         return 0
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
         raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r:.40}")
-    if not (0 if zero_is_all else 1) <= threads <= MAX_THREADS:
+    if not (0 if zero_is_all else 1) <= int(threads) <= MAX_THREADS:
         raise ValueError(f"threads: expected an int in 1..{MAX_THREADS} (MAX_THREADS) or None (all cores), "
                          f"got {threads!r}")
     return int(threads)
@@ -167,7 +177,7 @@ class Problem:
     costs: np.ndarray
     budget: np.ndarray
     mask: Optional[np.ndarray]
-    sense: str
+    sense: Sense
     batched: bool
     torch_device: Any = None  # the device of torch input, to return tensors there
 
@@ -176,7 +186,7 @@ class Problem:
         return value_sign(self.sense)
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[Any, ...]:
         return self.values.shape
 
     def dense_costs(self) -> np.ndarray:
@@ -196,6 +206,11 @@ class Problem:
 
 
 _FAST_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def check_sense(sense: Any) -> Sense:
+    """sense as the Literal type, checked (see value_sign for the errors)."""
+    return "max" if value_sign(sense) > 0 else "min"
 
 
 def value_sign(sense: str) -> float:
@@ -229,12 +244,12 @@ def fast_budget(values: Any, costs: Any, budget: Any) -> Optional[float]:
             or (kind is np.ndarray and budget.ndim == 0 and budget.dtype.kind in "fiu")):
         return None
     try:  # inline, not _budget_float: this is the microsecond path
-        budget = float(budget)
+        real = float(budget)
     except OverflowError:  # a Python int past the float range
         return None  # the general path names it
-    if budget != budget:
+    if real != real:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
-    return budget
+    return real
 
 
 def mirror_values(values: Any) -> Any:
@@ -247,7 +262,7 @@ def mirror_values(values: Any) -> Any:
     return arr
 
 
-def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[Problem]:
+def _fast_problem(values: Any, costs: Any, budget: Any, sense: Sense) -> Optional[Problem]:
     """The Problem of a call that fast_budget accepts, without the general path's conversions;
     None for any other."""
     b = fast_budget(values, costs, budget)
@@ -257,9 +272,9 @@ def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[
     return Problem(values[None], c, np.array([b]), None, sense, False, None)
 
 
-def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: str = "max") -> Problem:
+def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: Any = "max") -> Problem:
     """Checks and normalises solver input; see `apportion.solve` for the accepted forms."""
-    value_sign(sense)  # checks it
+    sense = check_sense(sense)
     if mask is None:
         fast = _fast_problem(values, costs, budget, sense)
         if fast is not None:
@@ -316,7 +331,7 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
     return _finish_problem(v, c, b, mask, sense, batched, torch_device)
 
 
-def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sense: str,
+def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sense: Sense,
                     batched: bool, torch_device: Any) -> Problem:
     """The mask part of make_problem, and the Problem."""
     m = None
@@ -343,7 +358,7 @@ def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sens
     return Problem(v, c, b, m, sense, batched, torch_device)
 
 
-def costs_shape(c: np.ndarray, batched: bool) -> tuple:
+def costs_shape(c: np.ndarray, batched: bool) -> tuple[Any, ...]:
     return c.shape if batched else c.shape[1:]
 
 
@@ -353,7 +368,7 @@ Sense = Literal["max", "min"]
 """`sense`: "max" maximises values, "min" minimises them as losses."""
 Status = Literal["optimal", "feasible", "infeasible", "unknown"]
 """The status of one instance (see `Solution.status`)."""
-StoppedBy = Literal["time_limit", "max_states"]
+StoppedBy = Literal["time_limit", "max_states", "max_bytes"]
 """What stopped method "exact" before it proved the optimum (`Solution.info["stopped_by"]`)."""
 
 FloatArray = npt.NDArray[np.float64]
@@ -496,7 +511,8 @@ class Solution:
             if key == "instances" and isinstance(entry, list) and len(entry) == B:
                 info.update(entry[i])  # the reference solvers: one dict per instance
             elif isinstance(entry, np.ndarray) and entry.ndim >= 1 and entry.shape[0] == B:
-                info[key] = pick(entry)
+                if key != "stopped_by" or entry[i] is not None:  # None: that one was not stopped
+                    info[key] = pick(entry)
             else:
                 info[key] = entry
         return Solution(self.choice[i], pick(self.value), pick(self.cost), pick(self.bound),
@@ -549,8 +565,8 @@ def _short(x: Any) -> str:
     return np.array2string(np.asarray(x), precision=6, threshold=6)
 
 
-def make_solution(problem: Problem, raw: tuple, method: str, started: float,
-                  info: Optional[dict] = None) -> Solution:
+def make_solution(problem: Problem, raw: tuple[Any, ...], method: str, started: float,
+                  info: Optional[Dict[str, Any]] = None) -> Solution:
     """Builds a Solution from native outputs (choice, value, cost, bound, shadow_price,
     min_budget, status) given in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
@@ -566,15 +582,26 @@ def make_solution(problem: Problem, raw: tuple, method: str, started: float,
     if sign < 0:
         value = -value
         bound = -bound
+    info = dict(info or {})
+    if (status >= _FIRST_STOPPED).any():  # (B,): the limit, or None where none stopped it
+        info["stopped_by"] = np.array(_STOPPED_BY, dtype=object)[status]
+        logger.warning("method %r stopped at a work limit on %d of %d instances before proving "
+                       "the optimum (status 'feasible' with its gap; info['stopped_by'] says "
+                       "which limit)", method, int((status >= _FIRST_STOPPED).sum()), status.size)
     return Solution(choice, value, cost, bound, np.abs(bound - value), STATUS_NAMES[status], shadow,
-                    min_budget, method, time.perf_counter() - started, problem.sense, info or {})
+                    min_budget, method, time.perf_counter() - started, problem.sense, info)
 
 
-def one_solution(raw: tuple, sign: float, method: str, started: float, sense: str,
-                 info: Optional[dict] = None) -> Solution:
+def one_solution(raw: tuple[Any, ...], sign: float, method: str, started: float, sense: Sense,
+                 info: Optional[Dict[str, Any]] = None) -> Solution:
     """The Solution of one instance from (choice (N,), value, cost, bound, shadow_price,
     min_budget, status code) as Python scalars in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
     value, bound = sign * value, sign * bound
+    info = dict(info or {})
+    if status >= _FIRST_STOPPED:
+        info["stopped_by"] = _STOPPED_BY[status]
+        logger.warning("method %r stopped at its %s before proving the optimum (status "
+                       "'feasible', gap %g)", method, _STOPPED_BY[status], abs(bound - value))
     return Solution(choice, value, cost, bound, abs(bound - value), _STATUS_LIST[status], shadow,
-                    min_budget, method, time.perf_counter() - started, sense, info or {})
+                    min_budget, method, time.perf_counter() - started, sense, info)

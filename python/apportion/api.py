@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core, _device
-from ._problem import (MAX_THREADS, Problem, Solution, check_threads, cost_resolution_value, fast_budget,
+from ._problem import (MAX_THREADS, Problem, Solution, check_sense, check_threads, cost_resolution_value, fast_budget,
                        grid_costs, grid_down, make_problem, make_solution, one_solution,
                        value_sign)
 from ._problem import _to_numpy, mirror_values
@@ -109,7 +109,7 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
 def _rounded_totals(rows: np.ndarray) -> np.ndarray:
     """Correctly rounded sums (math.fsum) of the rows of a 2-d array of costs >= 0; inf where
     one overflows."""
-    def total(row):
+    def total(row: np.ndarray) -> float:
         try:
             return math.fsum(row)
         except OverflowError:
@@ -117,7 +117,7 @@ def _rounded_totals(rows: np.ndarray) -> np.ndarray:
     return np.array([total(row) for row in rows], dtype=np.float64)
 
 
-def chosen_costs(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndarray:
+def chosen_costs(costs: np.ndarray, shape: tuple[Any, ...], choice: np.ndarray) -> np.ndarray:
     """The real costs (broadcast to shape (B,N,K)) of allocations choice (B,N), as (B,N)
     float64; rows of -1 (no allocation) take option 0."""
     dense = np.broadcast_to(costs, shape).astype(np.float64)
@@ -125,7 +125,7 @@ def chosen_costs(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndar
 
 
 def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.ndarray,
-                        exact_spend: bool, resolution: float) -> tuple:
+                        exact_spend: bool, resolution: float) -> tuple[Any, ...]:
     """Runs a quantised DP until every allocation's real cost fits its real budget.
 
     run(grid_budgets (M,)) -> (out, chosen (M,N) real costs of the allocations (chosen_costs),
@@ -145,14 +145,14 @@ def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.nda
 
 
 def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
-              cost_resolution: Optional[float], max_memory: Optional[float], info: dict) -> tuple:
+              cost_resolution: Optional[float], max_memory: Optional[float], info: dict[str, Any]) -> tuple[Any, ...]:
     """method="dp" on `problem` (on the GPU `where`, or the CPU), its costs first quantised by
     cost_resolution, each answer then held to its real budget (within_real_budgets; with
     exact_spend an instance over it is reported infeasible). Returns the core's raw tuple."""
     real_costs, real_budget = problem.costs, problem.budget
     resolution = _quantise(problem, cost_resolution)
 
-    def run(budgets: np.ndarray) -> tuple:
+    def run(budgets: np.ndarray) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray]:
         problem.budget = budgets
         if where is not None:
             raw = _device.run_host_problem(problem, "dp", where, exact_spend=exact_spend,
@@ -180,7 +180,7 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
     return (choice, value, cost, bound, shadow / resolution, min_budget, status.astype(np.int8))
 
 
-def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tuple:
+def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tuple[Any, ...]:
     tl = DEFAULT_EXACT_TIME_LIMIT if time_limit is None else _positive(time_limit, "time_limit")
     if max_states is None:
         return tl, DEFAULT_EXACT_MAX_STATES
@@ -235,10 +235,11 @@ def _solve_one(values: np.ndarray, costs: np.ndarray, budget: float, method: str
     if method == "auto":
         method = _auto_method(values.size)
     _check_exact_only(method, time_limit, max_states)
-    sign = value_sign(sense)
+    checked = check_sense(sense)
+    sign = 1.0 if checked == "max" else -1.0
     tl, ms = _exact_limits(time_limit, max_states)
     raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads)
-    return one_solution(raw, sign, method, started, sense)
+    return one_solution(raw, sign, method, started, checked)
 
 
 def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: Any = None,
@@ -441,7 +442,7 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     top = np.array([max(problem.budget[0], at_grid.max(initial=-np.inf))])
     sized = dataclasses.replace(problem, budget=top)
     _check_dp_memory(sized, 1, max_memory)
-    def run(budgets: np.ndarray) -> tuple:
+    def run(budgets: np.ndarray) -> tuple[Any, ...]:
         out = _core.frontier(problem.values, problem.costs, top, problem.mask, problem.value_sign,
                              bool(exact_spend), budgets, nthreads)
         shape = (len(budgets),) + problem.values.shape[1:]

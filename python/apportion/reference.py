@@ -105,17 +105,16 @@ def _lp_prices(v: _F64, w: _F64, allowed: npt.NDArray[np.bool_], C: _F64) -> _F6
     """The LP relaxation's dual prices of the budget constraints (R,), by HiGHS
     (scipy.optimize.linprog): value gained per extra unit of each budget at the LP optimum
     (0 for an infinite budget; NaN where the LP does not solve)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import csr_matrix
-
+    optimize = _require("scipy.optimize", "milp", "scipy")
+    sparse = _require("scipy.sparse", "milp", "scipy")
     n = v.shape[0]
     ii, jj = np.nonzero(allowed)
     finite = np.isfinite(C)
     prices = np.zeros(C.shape[0])
     if not finite.any():
         return prices
-    assign = csr_matrix((np.ones(ii.size), (ii, np.arange(ii.size))), shape=(n, ii.size))
-    res = linprog(-v[ii, jj], A_ub=w[ii, jj][:, finite].T, b_ub=C[finite], A_eq=assign,
+    assign = sparse.csr_matrix((np.ones(ii.size), (ii, np.arange(ii.size))), shape=(n, ii.size))
+    res = optimize.linprog(-v[ii, jj], A_ub=w[ii, jj][:, finite].T, b_ub=C[finite], A_eq=assign,
                   b_eq=np.ones(n), bounds=(0, 1), method="highs")
     if res.status != 0:
         return np.full(C.shape[0], np.nan)
@@ -174,7 +173,8 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
              for i in range(n)]
         for i in range(n):
             model.AddExactlyOne([xij for xij in x[i] if xij is not None])
-        terms = [(x[i][j], i, j) for i in range(n) for j in range(k) if x[i][j] is not None]
+        terms = [(xij, i, j) for i, row in enumerate(x) for j, xij in enumerate(row)
+                 if xij is not None]
         if np.isfinite(C):
             model.Add(sum(int(iw[i, j]) * xij for xij, i, j in terms) <= int(np.floor(C * cs + 1e-9)))
         model.Maximize(sum(int(iv[i, j]) * xij for xij, i, j in terms))

@@ -191,7 +191,8 @@ def success_from_difficulty(difficulty: Any, tiers: Sequence[Tier], *,
         ability[_cost_order(tiers)] = (np.arange(K) + 1.0) / (K + 1.0)
     else:
         raise ValueError("tiers: set `ability` on every tier or on none (needed for difficulty)")
-    return 1.0 / (1.0 + np.exp(-sharpness * (ability[None, :] - d[:, None])))
+    success: np.ndarray = 1.0 / (1.0 + np.exp(-sharpness * (ability[None, :] - d[:, None])))
+    return success
 
 
 def _real_array(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -426,7 +427,8 @@ def _check_budget(budget: Any, tiers: Tuple[Tier, ...], n: int) -> float:
     return b
 
 
-def _policy_solver(values: np.ndarray, costs: np.ndarray, budget: float, method: str):
+def _policy_solver(values: np.ndarray, costs: np.ndarray, budget: float,
+                   method: str) -> Tuple[np.ndarray, Solution]:
     sol = solve(values, costs, budget, method=method)
     if sol.status in ("infeasible", "unknown"):  # unreachable after _check_budget; a guard
         raise ValueError(f"budget: infeasible, the cheapest routing costs {sol.min_budget:g}")
