@@ -5,6 +5,9 @@ to its stdin and one answer line read back from its stdout.
     python bench/bench_cli_stream.py [--n 300] [--k 4] [--problems 2000] [--rounds 3]
                                      [--costs shared|per-item] [--encoding lists|base64|both]
     python bench/bench_cli_stream.py --profile     # where the time of a line goes, in-process
+    valgrind --tool=callgrind python bench/bench_cli_stream.py --in-process 300 --encoding base64
+                                                    # instructions: run with 300 and 100 lines,
+                                                    # (Ir(300) - Ir(100)) / 200 per line
 
 Problems are seeded routing instances (`apportion.workloads.instance("routing", n, k)`) with
 full-precision float64 numbers; "shared" costs are the first item's (K,) tier costs.
@@ -109,14 +112,24 @@ def main() -> None:
     ap.add_argument("--costs", choices=("shared", "per-item"), default="shared")
     ap.add_argument("--encoding", choices=("lists", "base64", "both"), default="both")
     ap.add_argument("--profile", action="store_true", help="cProfile of the in-process stream")
+    ap.add_argument("--in-process", type=int, default=0, metavar="LINES",
+                    help="only stream this many lines in-process, untimed (for callgrind)")
     args = ap.parse_args()
     encodings = ("lists", "base64") if args.encoding == "both" else (args.encoding,)
     distinct = 100  # seeded problems, sent round-robin
-    print(f"apportion solve --stream: {args.n} x {args.k}, {args.costs} costs, "
-          f"{args.rounds} rounds x {args.problems} problems (+{args.warmup} warm-up)")
+    if not args.in_process:
+        print(f"apportion solve --stream: {args.n} x {args.k}, {args.costs} costs, "
+              f"{args.rounds} rounds x {args.problems} problems (+{args.warmup} warm-up), "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for how in encodings:
         base = problem_lines(args.n, args.k, distinct, args.costs, how)
         lines = [base[i % distinct] for i in range(args.warmup + args.problems)]
+        if args.in_process:
+            from apportion import cli
+
+            many = [base[i % distinct] for i in range(args.in_process)]
+            cli.stream(io.StringIO("".join(many)), io.StringIO(), {}, timings=False)
+            continue
         if args.profile:
             print(f"--- profile, {how}")
             profile(lines[:args.problems])
