@@ -123,3 +123,19 @@ def test_literal_types_are_exported():
     assert set(get_args(Method)) == set(apportion.api.METHODS)
     assert set(get_args(Sense)) == {"max", "min"}
     assert set(get_args(Status)) == {"optimal", "feasible", "infeasible", "unknown"}
+
+
+def test_stopped_by_the_workspace_bytes_limit():
+    # The core's third work limit (ExactLimits.max_bytes; no solve() keyword yet) reports too.
+    import time
+
+    from apportion import _core
+    from apportion._problem import make_problem, make_solution
+
+    values, costs, budget = workloads.instance("strongly", 3000, 10, seed=0)
+    problem = make_problem(values, costs, budget)
+    raw = _core.exact(problem.values, problem.costs, problem.budget, problem.mask,
+                      problem.value_sign, 10.0, 10**8, 1, max_bytes=1)
+    assert int(raw[6][0]) == 6  # kStoppedByBytes
+    sol = make_solution(problem, raw, "exact", time.perf_counter())
+    assert sol.status == "feasible" and sol.info["stopped_by"] == "max_bytes"

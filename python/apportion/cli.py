@@ -209,8 +209,9 @@ def _decode_array(obj: Mapping[str, Any], name: str) -> np.ndarray:
 
 def _array(x: Any, name: str) -> Any:
     """A problem's array field as the solver takes it fastest: float64 numpy for numbers
-    (integers too, so that the native fast path takes them), bool for a mask; a scalar budget
-    as a float. Named errors for what is not an array of numbers."""
+    (integers too, so that the native fast path takes them), bool for a mask, a decoded
+    encoded array, a scalar budget as it is. Named errors for what is not an array of
+    numbers."""
     if isinstance(x, dict):
         return _decode_array(x, name)
     if name == "budget" and type(x) in (int, float):
@@ -223,8 +224,9 @@ def _array(x: Any, name: str) -> Any:
 
 def check_problem(data: Any, where: str = "PROBLEM") -> Dict[str, Any]:
     """Checks the fields of a problem (a parsed JSON object or an .npz's arrays): the required
-    values, costs and budget, the OPTIONAL_FIELDS, nothing else; arrays as `_array` returns
-    them; null optional fields dropped. Raises UsageError with a one-line reason."""
+    values, costs and budget, the OPTIONAL_FIELDS, nothing else, strings where strings belong;
+    returns them with null optional fields dropped (`solve_problem` converts the arrays).
+    Raises UsageError with a one-line reason."""
     if not isinstance(data, dict):
         raise UsageError(f"{where} must hold a JSON object with fields "
                          f"{', '.join(PROBLEM_FIELDS)}")
