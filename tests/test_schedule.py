@@ -342,3 +342,22 @@ def test_published_setting_orders_the_policies_as_published():
             for p in ("difficulty", "consequence", "priority", "lagrangian")}
     assert loss["difficulty"] > loss["consequence"] > loss["priority"]
     assert loss["priority"] == pytest.approx(loss["lagrangian"], rel=1e-9)
+
+
+def test_route_takes_a_dataframe():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"id": ["typo", "database"], "consequence": [1.0, 100.0],
+                          "p_small": [0.2, 0.6], "p_large": [0.9, 0.8], "level": ["low", "high"]})
+    r = route(frame, TWO, 5.0, "optimal")
+    assert r.tier_names == ["small", "large"] and list(r.ids) == ["typo", "database"]
+    records = [{"id": "typo", "consequence": 1.0, "success": {"small": 0.2, "large": 0.9}},
+               {"id": "database", "consequence": 100.0, "success": {"small": 0.6, "large": 0.8}}]
+    assert r.loss == route(records, TWO, 5.0, "optimal").loss
+    by_difficulty = pd.DataFrame({"consequence": [1.0, 5.0], "difficulty": [0.2, 0.9]},
+                                 index=["a", "b"])
+    r = route(by_difficulty, TWO, 5.0, "lagrangian")
+    assert list(r.ids) == ["a", "b"] and r.spend <= 5.0
+    with pytest.raises(ValueError, match="'difficulty' column or columns"):
+        route(pd.DataFrame({"consequence": [1.0]}), TWO, 5.0)
+    with pytest.raises(ValueError, match="no 'consequence' column"):
+        route(pd.DataFrame({"difficulty": [0.5]}), TWO, 5.0)

@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._problem import STATUS_NAMES, Problem, Solution, check_sense, cost_resolution_value, grid_costs, grid_down, make_solution
+from ._problem import STATUS_NAMES, Method, Problem, Solution, check_sense, cost_resolution_value, grid_costs, grid_down, make_solution
 
 DEVICE_METHODS = ("lagrangian", "dp")
 _INFEASIBLE = 2  # the core's status code (problem.hpp)
@@ -90,7 +90,7 @@ def target(device: Any, values: Any) -> Optional[Any]:
     return torch.device("cuda", torch.cuda.current_device()) if dev.index is None else dev
 
 
-def device_method(method: str, exact_spend: bool, cost_resolution: Any, where: Any) -> str:
+def device_method(method: Method, exact_spend: bool, cost_resolution: Any, where: Any) -> Method:
     """The method a device solve runs: "auto" picks "dp" for exact_spend or cost_resolution,
     else "lagrangian"; methods without a kernel raise a ValueError naming method and device."""
     if method == "auto":

@@ -12,9 +12,9 @@ import numpy as np
 
 from . import _core, _device
 from ._problem import (MAX_THREADS, Problem, Solution, check_sense, check_threads, cost_resolution_value, fast_budget,
-                       grid_costs, grid_down, make_problem, make_solution, one_solution,
+                       grid_costs, grid_down, logger, make_problem, make_solution, one_solution,
                        value_sign)
-from ._problem import _to_numpy, mirror_values
+from ._problem import FloatArray, IntArray, Method, Sense, _to_numpy, mirror_values
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -138,7 +138,12 @@ def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.nda
         cost = _rounded_totals(chosen)
         over = held & (cost > real_budgets)
         if exact_spend or not over.any():
+            if over.any():
+                logger.info("dp: %d quantised answer(s) over the real budget by rounding, "
+                            "reported infeasible (exact_spend)", int(over.sum()))
             return out, grid_budgets, cost, over
+        logger.info("dp: %d quantised answer(s) over the real budget by rounding; solving "
+                    "again one grid cell lower", int(over.sum()))
         grid_budgets = np.where(over, grid_budgets - 1, grid_budgets)
     raise ValueError("cost_resolution: the quantised dp answer stayed over the real budget after "
                      f"three grid cells less; pass a coarser cost_resolution than {resolution!r}")
@@ -190,7 +195,7 @@ def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tup
     return tl, int(min(ms, _MAX_STATES_CAP))  # inf and the like: no limit
 
 
-def _auto_method(options: int) -> str:
+def _auto_method(options: int) -> Method:
     """What method="auto" runs, without exact_spend or cost_resolution, for B*N*K options."""
     return "exact" if options <= AUTO_EXACT_MAX_OPTIONS else "lagrangian"
 
@@ -242,8 +247,8 @@ def _solve_one(values: np.ndarray, costs: np.ndarray, budget: float, method: str
     return one_solution(raw, sign, method, started, checked)
 
 
-def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: Any = None,
-          sense: str = "max", threads: Optional[int] = None, time_limit: Optional[float] = None,
+def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask: Any = None,
+          sense: Sense = "max", threads: Optional[int] = None, time_limit: Optional[float] = None,
           max_states: Optional[int] = None, exact_spend: bool = False,
           cost_resolution: Optional[float] = None, max_memory: Optional[float] = None,
           device: Optional[str] = None) -> Solution:
@@ -394,12 +399,12 @@ class Frontier:
         seconds: wall time of the call.
     """
 
-    budgets: np.ndarray
-    values: np.ndarray
-    at: np.ndarray
-    choices: np.ndarray
+    budgets: FloatArray
+    values: FloatArray
+    at: FloatArray
+    choices: IntArray
     min_budget: float
-    sense: str
+    sense: Sense
     seconds: float
 
     def value_at(self, budget: float) -> float:
@@ -412,7 +417,7 @@ class Frontier:
 
 
 def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any = None,
-             sense: str = "max", exact_spend: bool = False, cost_resolution: Optional[float] = None,
+             sense: Sense = "max", exact_spend: bool = False, cost_resolution: Optional[float] = None,
              max_memory: Optional[float] = None, threads: Optional[int] = None) -> Frontier:
     """The optimum value at every budget up to `budget`, and the allocations at budgets `at`.
 

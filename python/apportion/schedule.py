@@ -60,13 +60,14 @@ import dataclasses
 import heapq
 import io
 import math
+import sys
 import time
 from importlib import resources
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._problem import Solution
+from ._problem import Method, Solution
 from .api import solve
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "Workload",
     "make_tasks",
     "tasks_from_records",
+    "tasks_from_dataframe",
     "success_from_difficulty",
     "route",
     "route_all",
@@ -323,8 +325,42 @@ def tasks_from_records(records: Iterable[Mapping[str, Any]], tiers: Sequence[Tie
         raise TypeError(f"tasks: {exc}") from None
 
 
+def _is_dataframe(x: Any) -> bool:
+    """Whether x is a pandas DataFrame, without importing pandas."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(x, pandas.DataFrame)
+
+
+def tasks_from_dataframe(frame: Any, tiers: Sequence[Tier], *,
+                         sharpness: float = DEFAULT_SHARPNESS) -> Tasks:
+    """Tasks from a pandas DataFrame, one row a task, with the columns of `read_tasks_csv`:
+    "consequence", and either "difficulty" or one column "p_<tier name>" per tier (success
+    probabilities); "id" when present, else the index, labels the tasks. Other columns (such
+    as a level) are ignored."""
+    tiers = _check_tiers(tiers)
+    columns = set(map(str, frame.columns))
+    if "consequence" not in columns:
+        raise ValueError("tasks: the DataFrame has no 'consequence' column")
+    pcols = [f"p_{t.name}" for t in tiers]
+    ids = frame["id"] if "id" in columns else frame.index
+    fields: Dict[str, Any] = {"consequence": frame["consequence"].to_numpy(dtype=float),
+                              "ids": [str(i) for i in ids]}
+    if all(c in columns for c in pcols):
+        fields["success"] = frame[pcols].to_numpy(dtype=float)
+    elif "difficulty" in columns:
+        fields["difficulty"] = frame["difficulty"].to_numpy(dtype=float)
+    else:
+        raise ValueError(f"tasks: the DataFrame needs a 'difficulty' column or columns {pcols}")
+    try:
+        return make_tasks(tiers, sharpness=sharpness, **fields)
+    except TypeError as exc:
+        raise TypeError(f"tasks: {exc}") from None
+
+
 def _as_tasks(tasks: Any, tiers: Tuple[Tier, ...]) -> Tasks:
     names = tuple(t.name for t in tiers)
+    if _is_dataframe(tasks):
+        return tasks_from_dataframe(tasks, tiers)
     if isinstance(tasks, Tasks):
         if tasks.tier_names != names:
             raise ValueError(f"tasks: built for tiers {list(tasks.tier_names)}, routed over {list(names)}")
@@ -428,7 +464,7 @@ def _check_budget(budget: Any, tiers: Tuple[Tier, ...], n: int) -> float:
 
 
 def _policy_solver(values: np.ndarray, costs: np.ndarray, budget: float,
-                   method: str) -> Tuple[np.ndarray, Solution]:
+                   method: Method) -> Tuple[np.ndarray, Solution]:
     sol = solve(values, costs, budget, method=method)
     if sol.status in ("infeasible", "unknown"):  # unreachable after _check_budget; a guard
         raise ValueError(f"budget: infeasible, the cheapest routing costs {sol.min_budget:g}")
@@ -505,8 +541,9 @@ def route(tasks: Any, tiers: Sequence[Tier], budget: float, policy: str = "optim
 
     Args:
         tasks: a `Tasks`, a mapping of arrays ("consequence" (N,), and "success" (N, K) or
-            "difficulty" (N,), optional "ids"), or a list of records (see
-            `tasks_from_records`).
+            "difficulty" (N,), optional "ids"), a list of records (see
+            `tasks_from_records`), or a pandas DataFrame, one row a task (see
+            `tasks_from_dataframe`).
         tiers: the K tiers (`Tier(name, cost)`), cost in compute units per task.
         budget: total compute units; at least N times the cheapest tier's cost.
         policy: one of `POLICIES` (see the module docstring).
