@@ -450,7 +450,9 @@ def _cmd_example_learn(args: argparse.Namespace) -> int:
     print(f"decision-focused learning: {size['train_days']} training days of {size['tasks']} "
           f"tasks x {len(learn.LEARN_TIERS)} tiers, {size['test_days']} test days, "
           f"{size['epochs']} epochs, seed {args.seed}", flush=True)
-    print(learn.example_table(learn.run_example(seed=args.seed, **size)))
+    print(learn.example_table(learn.run_example(
+        seed=args.seed, train_days=size["train_days"], test_days=size["test_days"],
+        tasks=size["tasks"], epochs=size["epochs"])))
     return EXIT_OK
 
 
