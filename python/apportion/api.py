@@ -24,7 +24,6 @@ AUTO_EXACT_MAX_OPTIONS = 1 << 22
 # Work caps of method="exact" when the caller gives none: past them it returns the best
 # allocation found with status "feasible" and its certified gap.
 DEFAULT_EXACT_TIME_LIMIT = 10.0
-DEFAULT_EXACT_MAX_STATES = 100_000_000
 # max_states at or past this is no limit (the native count is a size_t).
 _MAX_STATES_CAP = 1 << 63
 
@@ -185,14 +184,24 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
     return (choice, value, cost, bound, shadow / resolution, min_budget, status.astype(np.int8))
 
 
-def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tuple[Any, ...]:
+def _exact_limits(time_limit: Optional[float], max_states: Optional[int], max_memory: Optional[float],
+                  at_once: int) -> tuple[float, int, int]:
+    """(seconds, states, workspace bytes) per instance for the exact core. By default only
+    time and memory bound it: a quarter of RAM shared by the `at_once` instances solved in
+    parallel, so that a solve that fits in memory runs until time_limit."""
     tl = DEFAULT_EXACT_TIME_LIMIT if time_limit is None else _positive(time_limit, "time_limit")
-    if max_states is None:
-        return tl, DEFAULT_EXACT_MAX_STATES
-    ms = _positive(max_states, "max_states")
-    if ms < 1:
-        raise ValueError(f"max_states: must be at least 1, got {max_states!r}")
-    return tl, int(min(ms, _MAX_STATES_CAP))  # inf and the like: no limit
+    ms = _MAX_STATES_CAP
+    if max_states is not None:
+        states = _positive(max_states, "max_states")
+        if states < 1:
+            raise ValueError(f"max_states: must be at least 1, got {max_states!r}")
+        ms = int(min(states, _MAX_STATES_CAP))  # inf and the like: no limit
+    if max_memory is None:
+        return tl, ms, max(1, default_max_memory() // max(1, at_once))
+    limit = _positive(max_memory, "max_memory")
+    if limit < 1:
+        raise ValueError(f"max_memory: must be at least 1 byte, got {max_memory!r:.40}")
+    return tl, ms, int(min(limit, _MAX_STATES_CAP))  # inf: no limit that can bind
 
 
 def _auto_method(options: int) -> Method:
@@ -209,10 +218,11 @@ def _check_exact_only(method: str, time_limit: Optional[float], max_states: Opti
 def _check_dp_only(method: str, exact_spend: bool, cost_resolution: Optional[float],
                    max_memory: Optional[float]) -> None:
     if method != "dp":
-        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
-                            ("max_memory", max_memory)):
+        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution)):
             if given not in (None, False):
                 raise ValueError(f"{name}: only method='dp' takes it (method={method!r})")
+    if max_memory is not None and method not in ("dp", "exact"):
+        raise ValueError(f"max_memory: only methods 'dp' and 'exact' take it (method={method!r})")
 
 
 def device_table_limit(max_memory: Optional[float]) -> int:
@@ -242,8 +252,8 @@ def _solve_one(values: np.ndarray, costs: np.ndarray, budget: float, method: str
     _check_exact_only(method, time_limit, max_states)
     checked = check_sense(sense)
     sign = 1.0 if checked == "max" else -1.0
-    tl, ms = _exact_limits(time_limit, max_states)
-    raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads)
+    tl, ms, mb = _exact_limits(time_limit, max_states, None, 1)
+    raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads, mb)
     return one_solution(raw, sign, method, started, checked)
 
 
@@ -286,16 +296,19 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
             per-item work.
         time_limit: seconds per instance for method="exact" (default 10).
         max_states: core states method="exact" may keep per instance, over all its layers
-            (default 1e8: at 8 bytes each, at most about 800 MB per thread, reached only by the
-            hardest instances, such as strongly correlated ones with 10^4 items).
+            (default: no count; max_memory bounds them).
         exact_spend: method="dp" only: spend exactly the budget (as compression budgets
             need); instances where no allocation costs exactly that are "infeasible".
         cost_resolution: method="dp" only: quantise real costs to this unit, finite and > 0
             (costs rounded up and budgets down to whole units, except where they are whole
             units up to rounding); the answer's real cost is checked against the real budget,
             so it stays feasible; exact for the quantised costs.
-        max_memory: method="dp" only: bytes its back-pointer tables may take (default a
-            quarter of RAM); past it a ValueError says what to change. On a GPU it bounds all
+        max_memory: method="dp": bytes its back-pointer tables may take (default a quarter
+            of RAM); past it a ValueError says what to change. method="exact": bytes the
+            workspace of one instance may hold (default a quarter of RAM shared by the
+            instances solved at once), checked between core layers; past it the solve stops
+            with status "feasible" and info["stopped_by"] == "max_bytes", so that by default
+            time_limit is what stops a hard solve that fits in memory. On a GPU it bounds all
             the device memory the DP allocates (frontiers, rows, back-pointers; default half
             the memory CUDA reports free, which excludes blocks torch's caching allocator
             holds: torch.cuda.empty_cache() returns them), and a batch over it runs in chunks;
@@ -375,9 +388,10 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
         raw = _core.lagrangian(problem.values, problem.costs, problem.budget, problem.mask,
                                problem.value_sign, nthreads)
     elif method == "exact":
-        tl, ms = _exact_limits(time_limit, max_states)
+        at_once = min(problem.values.shape[0], nthreads if nthreads > 0 else _core.num_threads())
+        tl, ms, mb = _exact_limits(time_limit, max_states, max_memory, at_once)
         raw = _core.exact(problem.values, problem.costs, problem.budget, problem.mask,
-                          problem.value_sign, tl, ms, nthreads)
+                          problem.value_sign, tl, ms, nthreads, mb)
     else:
         raw = _solve_dp(problem, where, nthreads, exact_spend, cost_resolution, max_memory, info)
     return make_solution(problem, raw, method, started, info)
