@@ -127,6 +127,12 @@ struct ExactWorkspace {
            (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
            pending.capacity() * sizeof(Pending);
   }
+  // What the core holds for the instance in hand: its links and the live layer buffers (the
+  // capacities above may be left over from an earlier, larger instance on this thread).
+  std::size_t core_bytes() const {
+    return links.size() * sizeof(CoreLink) +
+           (states.size() + merged.size() + scratch.size() + shifted.size()) * sizeof(CoreState);
+  }
 };
 
 // Whether every allowed value of the instance is an integer and the largest total (the sum
@@ -486,7 +492,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           // Slack only shrinks: an item no state can afford now stays at b_i for good.
           if (entry.smallest_d >= slack - margin) continue;
           const bool out_of_states = ws.links.size() >= limits.max_states;
-          const bool out_of_bytes = limits.max_bytes > 0 && ws.bytes() > limits.max_bytes;
+          const bool out_of_bytes = limits.max_bytes > 0 && ws.core_bytes() > limits.max_bytes;
           if (out_of_states || out_of_bytes ||
               std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
             complete = false;
