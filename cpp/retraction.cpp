@@ -103,6 +103,7 @@ struct ChunkSums {
   double lo = 0.0, hi = 0.0;                // sums of the least / greatest option costs
   double spread = 0.0;                      // greatest per-item range of the direction
   std::int64_t bad = -1;                    // first item with invalid logits
+  std::int64_t bad_cost = -1;               // first item with a cost that is NaN, infinite or < 0
 };
 
 // The factorised layout, blocks of kBlock items: a[block][option][item in block]. With a
@@ -236,17 +237,22 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
           // The least and greatest direction among the options the item can take (dl, dh) and
           // among all its options (the references of the factors), and its greatest logit.
           double mx = -INFINITY, dl = INFINITY, dh = -INFINITY, da = INFINITY, db = -INFINITY;
-          bool ok = true;
+          bool ok = true, cost_ok = true;
           for (std::int64_t j = 0; j < k; ++j) {
             const double zj = static_cast<double>(z[j]);
             const double dj = sd * ci[j];
             ok &= (zj == zj) & (zj != INFINITY);
+            cost_ok &= (ci[j] >= 0.0) & (ci[j] <= std::numeric_limits<double>::max());
             const bool live = zj != -INFINITY;
             dl = live && dj < dl ? dj : dl;
             dh = live && dj > dh ? dj : dh;
             da = dj < da ? dj : da;
             db = dj > db ? dj : db;
             mx = zj > mx ? zj : mx;
+          }
+          if (!cost_ok) {
+            s.bad_cost = i;
+            return;
           }
           if (!ok || !(dl <= dh)) {
             s.bad = i;
@@ -293,6 +299,10 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
   CompensatedSum lo_sum, hi_sum;
   double spread = 0.0;
   for (const ChunkSums& s : ws.sums) {
+    if (s.bad_cost >= 0) {
+      throw std::invalid_argument("costs: instance " + std::to_string(b) + ", item " + std::to_string(s.bad_cost) +
+                                  " has a cost that is NaN, infinite or negative; costs must be finite and >= 0");
+    }
     if (s.bad >= 0) {
       throw std::invalid_argument("logits: instance " + std::to_string(b) + ", item " + std::to_string(s.bad) +
                                   " holds NaN or +inf, or no finite logit; logits must be finite "

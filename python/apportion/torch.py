@@ -145,7 +145,10 @@ class _Costs:
     """Option costs and per-item weights in canonical form for an instance shape (B,N,K):
     `costs` (Bc,Nc,K) float64 and `weights` (Bw,N) float64 or None (numpy, for the core)."""
 
-    def __init__(self, costs: Any, weights: Any, shape: Tuple[int, int, int], batched: bool):
+    def __init__(self, costs: Any, weights: Any, shape: Tuple[int, int, int], batched: bool,
+                 check_costs: bool = True):
+        """check_costs=False: the caller has the core check them (the native retraction does,
+        in its first pass, instead of two more numpy passes over (N,K) costs)."""
         B, N, K = shape
         c = _as_numpy64(costs, "costs")
         if c.ndim == 0 or c.ndim > 3 or (not batched and c.ndim == 3):
@@ -155,7 +158,7 @@ class _Costs:
         if c.shape[2] != K or c.shape[1] not in (1, N) or c.shape[0] not in (1, B):
             raise ValueError(f"costs: shape {np.shape(costs)} does not match "
                              f"logits (B,N,K)={shape}; expected (K,), (N,K) or (B,N,K)")
-        if not np.isfinite(c).all() or (c < 0).any():
+        if check_costs and (not np.isfinite(c).all() or (c < 0).any()):
             raise ValueError("costs: must be finite and >= 0")
         self.costs = np.ascontiguousarray(c)
         self.weights = None
@@ -516,7 +519,8 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
     curve = _check_curve(curve)
     nthreads = check_threads(threads)
     B, N, K = z.shape
-    cs = _Costs(costs, weights, (B, N, K), batched)
+    native = z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
+    cs = _Costs(costs, weights, (B, N, K), batched, check_costs=not native)
     budgets = _budgets(budget, B, batched)
     if inplace:
         if logits.requires_grad and torch.is_grad_enabled():
@@ -525,7 +529,7 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
     else:
         target = z.detach().clone()
     with torch.no_grad():
-        if target.device.type == "cpu" and target.dtype in (torch.float32, torch.float64):
+        if native:
             work = target if target.is_contiguous() else target.contiguous()
             try:
                 shift, expected, iterations, status = _retract_native(work, cs, budgets, tau, float(rtol),
