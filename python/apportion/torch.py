@@ -5,8 +5,9 @@ p_i = softmax(z_i / tau) over logits z_i. With option costs w_ik, the expected c
 E(z) = sum_ik p_ik w_ik must equal the budget C: the set {z : E(z) = C} is a smooth manifold
 in logit space. `RCO` optimises any differentiable torch loss of p (or of straight-through
 samples) on that manifold: it projects the gradient onto the tangent space, takes an Adam
-step, retracts onto the manifold by shifting the logits along the cost vector (z - t w, with
-t found by a safeguarded Newton iteration in one native call), and transports the momentum.
+step, retracts onto the manifold by shifting the logits along a curve (z - t c, the curve of
+the published RCO code, or z - t w; see `retract`), with t found by a safeguarded Newton
+iteration in one native call, and transports the momentum.
 `round_to_budget` then turns the logits into a feasible discrete allocation with the exact
 solver. See docs/architecture.md, "Riemannian relaxation".
 
@@ -16,9 +17,10 @@ example a layer's parameter count times the bits of option k). Costs and budgets
 same (arbitrary) units. Logits are (N,K) for one instance or (B,N,K) for a batch, with one
 budget per instance; a logit of -inf marks an option that is never taken.
 
-The CPU retraction runs in the C++ core on a zero-copy numpy view of the tensor; tensors on
-other devices use torch operations (with one host synchronisation per 16 iterations) until a
-CUDA kernel exists. Requires PyTorch: ``pip install "apportion[torch]"``.
+The CPU retraction, normal and tangent projection run in the C++ core on zero-copy numpy
+views of the tensors (no torch softmax, which waits on torch's thread pool when the cores are
+busy); tensors on other devices use torch operations (the retraction with one host
+synchronisation per 16 iterations) until a CUDA kernel exists. Requires PyTorch: ``pip install "apportion[torch]"``.
 """
 
 from __future__ import annotations
