@@ -104,6 +104,7 @@ struct ChunkSums {
   double spread = 0.0;                      // greatest per-item range of the direction
   std::int64_t bad = -1;                    // first item with invalid logits
   std::int64_t bad_cost = -1;               // first item with a cost that is NaN, infinite or < 0
+  std::int64_t bad_weight = -1;             // first item with a weight that is NaN, infinite or < 0
 };
 
 // The factorised layout, blocks of kBlock items: a[block][option][item in block]. With a
@@ -250,6 +251,11 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
             db = dj > db ? dj : db;
             mx = zj > mx ? zj : mx;
           }
+          const double weight = p.item_weight(b, i);
+          if (!(weight >= 0.0 && weight <= std::numeric_limits<double>::max())) {
+            s.bad_weight = i;
+            return;
+          }
           if (!cost_ok) {
             s.bad_cost = i;
             return;
@@ -299,6 +305,10 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
   CompensatedSum lo_sum, hi_sum;
   double spread = 0.0;
   for (const ChunkSums& s : ws.sums) {
+    if (s.bad_weight >= 0) {
+      throw std::invalid_argument("weights: instance " + std::to_string(b) + ", item " + std::to_string(s.bad_weight) +
+                                  " is NaN, infinite or negative; weights must be finite and >= 0");
+    }
     if (s.bad_cost >= 0) {
       throw std::invalid_argument("costs: instance " + std::to_string(b) + ", item " + std::to_string(s.bad_cost) +
                                   " has a cost that is NaN, infinite or negative; costs must be finite and >= 0");

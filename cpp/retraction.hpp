@@ -195,7 +195,8 @@ APPORTION_HD inline bool shift_converged(double f, double budget, double rtol, d
 
 // Retracts every instance of `p` in place; results per instance in `out`. `threads`: as in
 // run_batch. Throws std::invalid_argument for NaN or +inf logits, an item with no finite one, or
-// a cost that is NaN, infinite or negative (the Python layer leaves that check to this pass).
+// a cost or weight that is NaN, infinite or negative (the Python layer leaves that check to
+// this pass).
 template <class T>
 void retract_batch(const RetractionView<T>& p, const RetractionOutput& out, int threads);
 

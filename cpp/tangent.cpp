@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "solvers.hpp"
@@ -22,7 +25,9 @@ struct TangentWorkspace {
   std::size_t bytes() const { return (normal.capacity() + x.capacity() + w.capacity()) * sizeof(double); }
 };
 
-// Calls emit(i, j, n_ij) for every logit of instance b, item by item.
+// Calls emit(i, j, n_ij) for every logit of instance b, item by item. Throws
+// std::invalid_argument for a cost or weight that is NaN, infinite or negative (the Python
+// layer leaves that check to this pass).
 template <class T, class Emit>
 void instance_normal(const RetractionView<T>& p, std::int64_t b, TangentWorkspace& ws, Emit&& emit) {
   const std::int64_t n = p.n, k = p.k;
@@ -38,15 +43,26 @@ void instance_normal(const RetractionView<T>& p, std::int64_t b, TangentWorkspac
       const T* z = p.item_logits(b, blk + ii);
       const double* c = p.item_costs(b, blk + ii);
       const double s = p.item_weight(b, blk + ii);
+      constexpr double kLargest = std::numeric_limits<double>::max();
+      if (!(s >= 0.0 && s <= kLargest)) {
+        throw std::invalid_argument("weights: instance " + std::to_string(b) + ", item " + std::to_string(blk + ii) +
+                                    " is NaN, infinite or negative; weights must be finite and >= 0");
+      }
+      bool costs_ok = true;
       double mx = -INFINITY;
       for (std::int64_t j = 0; j < k; ++j) {
+        costs_ok &= (c[j] >= 0.0) & (c[j] <= kLargest);
         const double zj = static_cast<double>(z[j]) * inv_tau;
         mx = zj > mx ? zj : mx;
         x[j * kBlock + ii] = zj;
         w[j * kBlock + ii] = s * c[j];
       }
-      // An item with no finite logit has no probabilities: its normal is NaN (the Python layer
-      // refuses NaN/+inf logits before calling).
+      if (!costs_ok) {
+        throw std::invalid_argument("costs: instance " + std::to_string(b) + ", item " + std::to_string(blk + ii) +
+                                    " has a cost that is NaN, infinite or negative; costs must be finite and >= 0");
+      }
+      // An item with no finite logit (or NaN logits) has no probabilities: its normal is NaN, as
+      // torch's softmax would give.
       m[ii] = mx;
     }
     for (std::int64_t j = 0; j < k; ++j) {

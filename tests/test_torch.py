@@ -587,3 +587,26 @@ def test_cpu_paths_run_no_torch_softmax():
         ops = {e.key for e in prof.key_averages()}
         assert any(op.startswith("aten::") for op in ops) or name != "RCO.step"  # the profiler saw torch ops
         assert not [op for op in ops if "softmax" in op], (name, sorted(ops))
+
+
+def test_native_paths_refuse_bad_costs_and_weights_naming_them():
+    """The CPU retraction, normal and projection check costs and weights in the core (not in
+    numpy per call): NaN, infinite or negative entries raise ValueError naming the argument."""
+    z = torch.zeros(2, 3, 4, dtype=torch.float64)
+    c = [0.0, 1.0, 2.0, 3.0]
+    for dtype in (torch.float64, torch.float32):
+        zz = z.to(dtype)
+        for bad in (float("nan"), float("inf"), -1.0):
+            calls = [lambda: at.retract(zz, c, 3.0, weights=[1.0, bad, 1.0]),
+                     lambda: at.budget_normal(zz, c, weights=[1.0, 1.0, bad]),
+                     lambda: at.project_tangent(zz, zz, c, weights=[bad, 1.0, 1.0])]
+            for call in calls:
+                with pytest.raises(ValueError, match="weights: instance 0, item"):
+                    call()
+            costs = np.array([[0.0, 1.0, 2.0, 3.0]] * 3)
+            costs[2, 1] = bad
+            calls = [lambda: at.retract(zz, costs, 3.0), lambda: at.budget_normal(zz, costs),
+                     lambda: at.project_tangent(zz, zz, costs), lambda: at.retract(zz, costs[2], 3.0)]
+            for call in calls:
+                with pytest.raises(ValueError, match="costs: instance 0, item"):
+                    call()

@@ -60,6 +60,7 @@ _CONVERGED, _INFEASIBLE, _OVERFLOW, _ROUNDED = 0, 2, 4, 5
 _CURVES = {"weighted": 0, "costs": 1}
 # Largest max_iter the core takes (a C int).
 _MAX_INT = 2**31 - 1
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 # Evaluations between the host synchronisations of the torch (non-CPU) retraction.
 _TORCH_BLOCK = 16
 
@@ -135,7 +136,11 @@ def _as_numpy64(x: Any, name: str) -> np.ndarray:
         if x.device.type == "meta":
             raise ValueError(f"{name}: a tensor on the meta device holds no values; pass numbers, an array, "
                              "or a CPU or CUDA tensor")
-        x = x.detach().to("cpu", torch.float64).numpy()
+        x = x.detach()
+        # A CPU float tensor is read through numpy (cheaper than a torch conversion for the
+        # small cost rows of every call); others are converted by torch.
+        x = x.numpy() if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) else \
+            x.to("cpu", torch.float64).numpy()
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -143,14 +148,20 @@ def _as_numpy64(x: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _finite_nonnegative(x: np.ndarray) -> bool:
+    """Every entry finite and >= 0 (NaN fails both comparisons)."""
+    return x.size == 0 or bool(x.min() >= 0 and x.max() <= _FLOAT64_MAX)
+
+
 class _Costs:
     """Option costs and per-item weights in canonical form for an instance shape (B,N,K):
     `costs` (Bc,Nc,K) float64 and `weights` (Bw,N) float64 or None (numpy, for the core)."""
 
     def __init__(self, costs: Any, weights: Any, shape: Tuple[int, int, int], batched: bool,
-                 check_costs: bool = True):
-        """check_costs=False: the caller has the core check them (the native retraction does,
-        in its first pass, instead of two more numpy passes over (N,K) costs)."""
+                 check_values: bool = True):
+        """check_values=False: the caller has the core check that costs and weights are finite
+        and >= 0 (the native retraction, normal and projection do, in their first pass, instead
+        of more numpy passes per call)."""
         B, N, K = shape
         c = _as_numpy64(costs, "costs")
         if c.ndim == 0 or c.ndim > 3 or (not batched and c.ndim == 3):
@@ -160,7 +171,7 @@ class _Costs:
         if c.shape[2] != K or c.shape[1] not in (1, N) or c.shape[0] not in (1, B):
             raise ValueError(f"costs: shape {np.shape(costs)} does not match "
                              f"logits (B,N,K)={shape}; expected (K,), (N,K) or (B,N,K)")
-        if check_costs and (not np.isfinite(c).all() or (c < 0).any()):
+        if check_values and not _finite_nonnegative(c):
             raise ValueError("costs: must be finite and >= 0")
         self.costs = np.ascontiguousarray(c)
         self.weights = None
@@ -171,7 +182,7 @@ class _Costs:
             if w.ndim != 2 or w.shape[1] != N or w.shape[0] not in (1, B) or (not batched and w.shape[0] != 1):
                 raise ValueError(f"weights: expected shape (N,)" + (" or (B,N)" if batched else "")
                                  + f" with N={N}, got {w.shape}")
-            if not np.isfinite(w).all() or (w < 0).any():
+            if check_values and not _finite_nonnegative(w):
                 raise ValueError("weights: must be finite and >= 0")
             self.weights = np.ascontiguousarray(w)
         self._dense = {}
@@ -253,15 +264,18 @@ def _native(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
 
 
-def _normal(z: torch.Tensor, cs: _Costs, tau: float) -> torch.Tensor:
-    """n_ik = p_ik (w_ik - wbar_i) / tau for z (B,N,K): computed in float64 and returned in the
-    dtype of z on the CPU (one native pass, no torch thread pool), float64 elsewhere."""
+def _normal(z: torch.Tensor, cs: _Costs, tau: float, shape: Optional[tuple] = None) -> torch.Tensor:
+    """n_ik = p_ik (w_ik - wbar_i) / tau for z (B,N,K) (or any tensor of that many logits, with
+    its (B,N,K) `shape`): computed in float64 and returned in the dtype and shape of z on the
+    CPU (one native pass, no torch thread pool), float64 (B,N,K) elsewhere."""
     z = z.detach()
     if _native(z):
-        zc = z.contiguous()
+        shape = tuple(z.shape) if shape is None else shape
+        zc = z if z.is_contiguous() else z.contiguous()
         out = torch.empty(zc.shape, dtype=zc.dtype)
-        _core.budget_normal(zc.numpy(), cs.costs, cs.weights, tau, out.numpy(), 0)
+        _core.budget_normal(zc.numpy().reshape(shape), cs.costs, cs.weights, tau, out.numpy().reshape(shape), 0)
         return out
+    z = z.reshape(shape) if shape is not None else z
     p = _probs64(z, tau)
     wb = torch.broadcast_to(cs.tensor(z.device), z.shape)
     wbar = (p * wb).sum(dim=-1, keepdim=True)
@@ -280,7 +294,9 @@ def _project(g: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 def budget_normal(logits: torch.Tensor, costs: Any, weights: Any = None, temperature: float = 1.0) -> torch.Tensor:
     """The gradient of E with respect to the logits: the normal of the budget manifold.
 
-    n_ik = p_ik (w_ik - wbar_i) / tau with wbar_i = sum_k p_ik w_ik.
+    n_ik = p_ik (w_ik - wbar_i) / tau with wbar_i = sum_k p_ik w_ik, computed in float64 and
+    rounded once to the dtype of logits (for CPU tensors in one native pass, on one thread per
+    instance).
 
     Args:
         logits: (N,K) or (B,N,K); costs (K,), (N,K) or (B,N,K); weights None, (N,) or (B,N);
@@ -291,8 +307,10 @@ def budget_normal(logits: torch.Tensor, costs: Any, weights: Any = None, tempera
     """
     z, batched = _check_logits(logits)
     tau = _temperature(temperature)
-    n = _normal(z, _Costs(costs, weights, tuple(z.shape), batched), tau).to(logits.dtype)
-    return n if batched else n[0]
+    native = _native(z)
+    n = _normal(logits, _Costs(costs, weights, tuple(z.shape), batched, check_values=not native), tau,
+                tuple(z.shape))
+    return n if native else n.to(logits.dtype).reshape(logits.shape)
 
 
 def project_tangent(grad: torch.Tensor, logits: torch.Tensor, costs: Any, weights: Any = None,
@@ -302,6 +320,7 @@ def project_tangent(grad: torch.Tensor, logits: torch.Tensor, costs: Any, weight
     Returns grad - (<grad,n>/<n,n>) n per instance (n = budget_normal), so that a small step
     along it leaves E unchanged to first order. Where n = 0 (every item deterministic or of
     constant cost) grad is returned unchanged.
+    Computed in float64 and rounded once to the dtype of grad.
 
     Args:
         grad: the shape of logits, (N,K) or (B,N,K).
@@ -315,15 +334,20 @@ def project_tangent(grad: torch.Tensor, logits: torch.Tensor, costs: Any, weight
     if g.shape != z.shape:
         raise ValueError(f"grad: expected the shape of logits {tuple(logits.shape)}, got {tuple(grad.shape)}")
     tau = _temperature(temperature)
-    cs = _Costs(costs, weights, tuple(z.shape), batched)
-    g = g.detach()
-    if _native(z, g):
+    native = _native(logits, grad)
+    cs = _Costs(costs, weights, tuple(z.shape), batched, check_values=not native)
+    if native:
         # One native pass: the normal in float64, the dot products, and g - coef n rounded once.
-        gc = g.contiguous()
+        shape = tuple(z.shape)
+        gc = grad.detach()
+        gc = gc if gc.is_contiguous() else gc.contiguous()
+        zc = logits.detach()
+        zc = zc if zc.is_contiguous() else zc.contiguous()
         out = torch.empty(gc.shape, dtype=gc.dtype)
-        _core.project_tangent(gc.numpy(), z.detach().contiguous().numpy(), cs.costs, cs.weights, tau, out.numpy(), 0)
-    else:
-        out = _project(g, _normal(z, cs, tau)).to(grad.dtype)
+        _core.project_tangent(gc.numpy().reshape(shape), zc.numpy().reshape(shape), cs.costs, cs.weights, tau,
+                              out.numpy().reshape(shape), 0)
+        return out
+    out = _project(g.detach(), _normal(z, cs, tau)).to(grad.dtype)
     return out if batched else out[0]
 
 
@@ -522,7 +546,7 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
     nthreads = check_threads(threads)
     B, N, K = z.shape
     native = z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
-    cs = _Costs(costs, weights, (B, N, K), batched, check_costs=not native)
+    cs = _Costs(costs, weights, (B, N, K), batched, check_values=not native)
     budgets = _budgets(budget, B, batched)
     if inplace:
         if logits.requires_grad and torch.is_grad_enabled():
