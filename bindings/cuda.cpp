@@ -128,56 +128,51 @@ void bind_cuda(py::module_& m) {
   m.def(
       "cuda_lagrangian",
       [](py::handle values, py::handle costs, py::handle budgets, py::handle mask, double value_sign,
-         py::tuple outputs, std::uintptr_t stream, int device) {
+         py::tuple outputs, std::uintptr_t stream, int device, std::uint64_t chunk_scratch_bytes) {
         gpu::DeviceGuard guard(device);
         DeviceBatch a(values, costs, budgets, mask, stream, device);
         DeviceOutputs o(outputs, a.b, a.n, stream, device);
         if (a.dbl) {
           const BatchView<double> p = a.view<double>(value_sign);
           py::gil_scoped_release release;
-          gpu::lagrangian(p, o.out, stream);
+          gpu::lagrangian(p, o.out, stream, chunk_scratch_bytes);
         } else {
           const BatchView<float> p = a.view<float>(value_sign);
           py::gil_scoped_release release;
-          gpu::lagrangian(p, o.out, stream);
+          gpu::lagrangian(p, o.out, stream, chunk_scratch_bytes);
         }
       },
       py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"), py::arg("value_sign"),
-      py::arg("outputs"), py::arg("stream"), py::arg("device"),
+      py::arg("outputs"), py::arg("stream"), py::arg("device"), py::arg("chunk_scratch_bytes") = 0,
       "Batched Lagrangian solve on a CUDA device, writing into `outputs` (the 7 arrays of "
-      "lagrangian()). Launches on `stream`.");
+      "lagrangian()). Launches on `stream`; instances too large for shared memory run in "
+      "launches of at most `chunk_scratch_bytes` of scratch (0: 1 GiB).");
 
   m.def(
       "cuda_dp",
       [](py::handle values, py::handle costs, py::handle budgets, py::handle mask, double value_sign,
-         bool exact_spend, std::uint64_t max_table_bytes, py::tuple outputs, std::uintptr_t stream, int device,
-         bool want_row) -> py::object {
+         bool exact_spend, std::uint64_t max_table_bytes, py::tuple outputs, std::uintptr_t stream, int device) {
         gpu::DeviceGuard guard(device);
         DeviceBatch a(values, costs, budgets, mask, stream, device);
         DeviceOutputs o(outputs, a.b, a.n, stream, device);
-        std::vector<double> row;
-        double base_cost = 0.0;
-        {
-          if (a.dbl) {
-            const BatchView<double> p = a.view<double>(value_sign);
-            py::gil_scoped_release release;
-            gpu::dp(p, o.out, exact_spend, max_table_bytes, stream, want_row ? &row : nullptr, &base_cost);
-          } else {
-            const BatchView<float> p = a.view<float>(value_sign);
-            py::gil_scoped_release release;
-            gpu::dp(p, o.out, exact_spend, max_table_bytes, stream, want_row ? &row : nullptr, &base_cost);
-          }
+        if (a.dbl) {
+          const BatchView<double> p = a.view<double>(value_sign);
+          py::gil_scoped_release release;
+          gpu::dp(p, o.out, exact_spend, max_table_bytes, stream);
+        } else {
+          const BatchView<float> p = a.view<float>(value_sign);
+          py::gil_scoped_release release;
+          gpu::dp(p, o.out, exact_spend, max_table_bytes, stream);
         }
-        if (!want_row) return py::none();
-        py::array_t<double> best(static_cast<py::ssize_t>(row.size()));
-        std::copy(row.begin(), row.end(), best.mutable_data());
-        return py::make_tuple(best, base_cost);
       },
       py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"), py::arg("value_sign"),
       py::arg("exact_spend"), py::arg("max_table_bytes"), py::arg("outputs"), py::arg("stream"),
-      py::arg("device"), py::arg("want_row"),
-      "Batched dense DP on a CUDA device into `outputs`; with want_row, returns (last DP row of "
-      "instance 0 as a host array, its cheapest cost).");
+      py::arg("device"),
+      "Batched dense DP on a CUDA device into `outputs`; everything it allocates counts against "
+      "max_table_bytes (0: half the free device memory), the batch chunked to fit.");
+
+  m.def("cuda_pointer_device", [](std::uintptr_t ptr) { return gpu::pointer_device(ptr); }, py::arg("ptr"),
+        "The CUDA device owning a device pointer (as __cuda_array_interface__ gives it); -1 if none.");
 
   m.def(
       "cuda_simulate_online",

@@ -188,10 +188,10 @@ py::tuple dispatch_one(py::array values, py::array costs, double budget, double 
   return py::make_tuple(choice, value, cost, bound, shadow_price, min_budget, static_cast<int>(status));
 }
 
-ExactLimits exact_limits(double time_limit, std::size_t max_states) {
+ExactLimits exact_limits(double time_limit, std::size_t max_states, std::size_t max_bytes) {
   require(time_limit > 0, "time_limit: must be positive");
   require(max_states > 0, "max_states: must be positive");
-  return ExactLimits{time_limit, max_states};
+  return ExactLimits{time_limit, max_states, max_bytes};
 }
 
 template <class T>
@@ -266,27 +266,30 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "exact",
       [](py::array values, py::array costs, py::array budgets, py::object mask, double value_sign,
-         double time_limit, std::size_t max_states, int threads) {
+         double time_limit, std::size_t max_states, int threads, std::size_t max_bytes) {
         BatchArgs a(std::move(values), std::move(costs), std::move(budgets), std::move(mask));
-        return dispatch_batch<ExactSolver>(a, value_sign, exact_limits(time_limit, max_states), threads);
+        return dispatch_batch<ExactSolver>(a, value_sign, exact_limits(time_limit, max_states, max_bytes),
+                                           threads);
       },
       py::arg("values"), py::arg("costs"), py::arg("budgets"), py::arg("mask"),
       py::arg("value_sign"), py::arg("time_limit"), py::arg("max_states"), py::arg("threads"),
-      "Batched exact core solve. Returns the tuple of lagrangian().");
+      py::arg("max_bytes") = 0,
+      "Batched exact core solve. Returns the tuple of lagrangian(). max_bytes: memory each "
+      "instance's workspace may hold (0: no limit), checked between core layers.");
 
   m.def(
       "solve_one",
       [](const std::string& method, py::array values, py::array costs, double budget, double value_sign,
-         double time_limit, std::size_t max_states, int threads) {
+         double time_limit, std::size_t max_states, int threads, std::size_t max_bytes) {
         if (method == "lagrangian") {
           return dispatch_one<LagrangianSolver>(std::move(values), std::move(costs), budget, value_sign, threads);
         }
         require(method == "exact", "method: expected 'lagrangian' or 'exact'");
         return dispatch_one<ExactSolver>(std::move(values), std::move(costs), budget, value_sign,
-                                         exact_limits(time_limit, max_states), threads);
+                                         exact_limits(time_limit, max_states, max_bytes), threads);
       },
       py::arg("method"), py::arg("values"), py::arg("costs"), py::arg("budget"), py::arg("value_sign"),
-      py::arg("time_limit"), py::arg("max_states"), py::arg("threads"),
+      py::arg("time_limit"), py::arg("max_states"), py::arg("threads"), py::arg("max_bytes") = 0,
       "One unmasked instance, values (N,K) and costs (K,) or (N,K), by 'lagrangian' or 'exact' "
       "(the limits apply to 'exact'). Returns (choice (N,), value, cost, bound, shadow_price, "
       "min_budget, status) with Python scalars.");
@@ -320,7 +323,7 @@ PYBIND11_MODULE(_core, m) {
         // Exactly k entries each, so that a write out of bounds is one a sanitizer sees.
         std::vector<std::int32_t> option(k);
         std::vector<double> cost(k), value(k);
-        sort_small_by_cost(k, costs.data(), option.data());
+        sort_by_cost_any(k, costs.data(), option.data());
         const std::int32_t c = pareto_filter(values.data(), costs.data(), static_cast<const std::uint8_t*>(nullptr),
                                              1.0, k, option.data(), keep_dominated, option.data(), cost.data(),
                                              value.data());

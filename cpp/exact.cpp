@@ -129,6 +129,26 @@ struct ExactWorkspace {
   }
 };
 
+// Whether every allowed value of the instance is an integer and the largest total (the sum
+// of each item's largest |value|) is below 2^53, so that every allocation's total is an
+// integer and exact in a double.
+template <class T>
+bool values_integral(const InstanceView<T>& inst) {
+  double largest_total = 0.0;
+  for (std::int64_t i = 0; i < inst.n; ++i) {
+    bool integers = true;
+    double largest = 0.0;
+    for_each_option(inst, i, [&](std::int32_t, double, double v, bool ok) {
+      if (!ok) return;
+      integers &= v == std::floor(v);
+      largest = std::max(largest, std::fabs(v));
+    });
+    if (!integers) return false;
+    largest_total += largest;
+  }
+  return largest_total < 9007199254740992.0;  // 2^53
+}
+
 // Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
 // keeping the result dominance-free. Shifted states failing `keep` are left out. The shifted
 // survivors are gathered first (into `shifted`), so that the merge itself is branch-free: which
@@ -248,6 +268,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     }
     double upper_rel = L_rel;
     bool proven = L_rel - z_rel <= tol;
+    // What a bound must pass z by to matter: tol, or with integer values (totals exact in a
+    // double) almost 1, since an allocation that beats z then beats it by at least 1. Without
+    // it, subset-sum with a budget that is not an integer enumerated the whole core (7.5 s) to
+    // end "feasible" at a gap of 0.5.
+    const bool integral = !proven && tol < 0.25 && values_integral(inst);
+    const double margin = integral ? 1.0 - 2.0 * tol : tol;
+    proven = L_rel - z_rel <= margin;
 
     if (!proven) {
       // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
@@ -279,7 +306,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       bool skipped = false;
       // Where rounding left some b_i short of its item's best score, the bound grows by that.
       CompensatedSum shortfall;
-      const double gap = L_rel - z_rel - tol;
+      const double gap = L_rel - z_rel - margin;
       for (std::int64_t i = 0; i < n; ++i) {
         if (lw.margin[i] >= gap) {
           skipped = true;
@@ -454,10 +481,10 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           const auto& entry = ws.order[t];
           const auto tight_bound = tight_at(t);
           const double slack = best_bound - z_rel;
-          if (ws.min_d_from[t] >= slack - tol) break;  // no state can afford any item left
+          if (ws.min_d_from[t] >= slack - margin) break;  // no state can afford any item left
           // Slack only shrinks: an item no state can afford now stays at b_i for good.
-          if (entry.smallest_d >= slack - tol) continue;
-          if (ws.links.size() >= limits.max_states ||
+          if (entry.smallest_d >= slack - margin) continue;
+          if (ws.links.size() >= limits.max_states || (limits.max_bytes > 0 && ws.bytes() > limits.max_bytes) ||
               std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
             complete = false;
             break;
@@ -469,8 +496,8 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             if (!inst.allowed(i, q)) continue;
             const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
             const double d = q == bi ? 0.0 : lambda * dw - dv;
-            if (d >= slack - tol || d >= move_limit) continue;
-            auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z_rel + tol; };
+            if (d >= slack - margin || d >= move_limit) continue;
+            auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z_rel + margin; };
             if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch)) {
               ws.merged.swap(ws.scratch);
             }
@@ -520,7 +547,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           // Every merged state passed `keep` against this z: unless z rose, all survive.
           const bool z_rose = improved >= 0;
           for (const CoreState& st : ws.merged) {
-            if (z_rose && tight_bound(st.cost, st.value) <= z_rel + tol) continue;
+            if (z_rose && tight_bound(st.cost, st.value) <= z_rel + margin) continue;
             best_bound = std::max(best_bound, st.value + lambda * (C_rel - st.cost));
             link[survivors] = CoreLink{st.parent, st.pos};
             kept[survivors++] = st;
@@ -531,7 +558,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           last_layer = static_cast<std::int64_t>(t);
           if (ws.states.empty()) break;
         }
-        if (complete && (widened || L_rel - z_rel - tol <= limit)) {
+        if (complete && (widened || L_rel - z_rel - margin <= limit)) {
           proven = true;
           break;
         }
@@ -559,6 +586,8 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       r.cost = z_cost;
       r.value = z;
     }
+    // An integer optimum is at most the bound rounded down (to the rounding of the bound).
+    if (integral) upper_rel = std::floor(upper_rel + tol);
     const double upper = base_value_sum.value() + upper_rel;
     r.bound = proven ? r.value : std::max(std::min(upper, L), r.value);
     r.shadow_price = lambda;

@@ -13,10 +13,8 @@ namespace apportion {
 
 namespace {
 
-// Rows up to this many options are sorted by rank (sort_small_by_cost), longer ones by std::sort.
-constexpr std::int64_t kMaxSmallSort = 16;
-
-// Option indices 0..k-1 of a cost row ordered by cost (ties by index) into `order`.
+// Option indices 0..k-1 of a cost row ordered by cost (ties by index) into `order`; long rows
+// by std::sort, which beats the kernels' heap sort (sort_by_cost_any) on the CPU.
 template <class T>
 void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
   if (k <= kMaxSmallSort || costs_ascending(k, crow)) {  // the small-row sort shared with the kernels
@@ -25,8 +23,7 @@ void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
   }
   for (std::int32_t j = 0; j < k; ++j) order[j] = j;
   std::sort(order, order + k, [&](std::int32_t a, std::int32_t b) {
-    const double ca = static_cast<double>(crow[a]), cb = static_cast<double>(crow[b]);
-    return ca < cb || (ca == cb && a < b);
+    return cost_before(static_cast<double>(crow[a]), a, static_cast<double>(crow[b]), b);
   });
 }
 

@@ -26,8 +26,8 @@ APPORTION_HD inline bool costs_ascending(std::int64_t k, const T* crow) {
   return sorted;
 }
 
-// Option indices 0..k-1 of one item ordered by cost, ties by index, for small k (the CPU
-// switches to std::sort past 16 options). Each option's place is its rank: the number of
+// Option indices 0..k-1 of one item ordered by cost, ties by index, for small k (up to
+// kMaxSmallSort; longer rows take a comparison sort). Each option's place is its rank: the number of
 // options that come before it. That is k^2 comparisons, but branch-free: random costs make an
 // insertion sort mispredict on nearly every step.
 template <class T>
@@ -60,6 +60,58 @@ APPORTION_HD inline void sort_small_by_cost(std::int64_t k, const T* crow, std::
       }
     }
     order[rank] = j;
+  }
+}
+
+// Rows up to this many options are sorted by rank (sort_small_by_cost); longer ones by a
+// comparison sort (std::sort on the CPU, sort_long_by_cost in the kernels).
+constexpr std::int64_t kMaxSmallSort = 16;
+
+// Whether option a (cost ca) comes before option b (cost cb): by cost, ties by index, NaN
+// costs (bad input the caller reports) last. A strict total order, so any correct sort gives
+// the one order sort_small_by_cost gives.
+APPORTION_HD inline bool cost_before(double ca, std::int32_t a, double cb, std::int32_t b) {
+  const bool nan_a = !(ca == ca), nan_b = !(cb == cb);
+  if (nan_a || nan_b) return nan_a == nan_b ? a < b : nan_b;
+  return ca < cb || (ca == cb && a < b);
+}
+
+// Option indices 0..k-1 ordered as sort_small_by_cost orders them, in O(k log k) and no extra
+// memory (a heap sort: the kernels have no std::sort, and k^2 rank comparisons per item would
+// dominate a long row).
+template <class T>
+APPORTION_HD inline void sort_long_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
+  for (std::int32_t j = 0; j < k; ++j) order[j] = j;
+  auto before = [crow](std::int32_t a, std::int32_t b) {
+    return cost_before(static_cast<double>(crow[a]), a, static_cast<double>(crow[b]), b);
+  };
+  // Sift order[root] down a max-heap (by `before`) of the first `size` entries.
+  auto sift = [&](std::int64_t root, std::int64_t size) {
+    const std::int32_t x = order[root];
+    for (std::int64_t child = 2 * root + 1; child < size; child = 2 * root + 1) {
+      if (child + 1 < size && before(order[child], order[child + 1])) ++child;
+      if (!before(x, order[child])) break;
+      order[root] = order[child];
+      root = child;
+    }
+    order[root] = x;
+  };
+  for (std::int64_t root = k / 2 - 1; root >= 0; --root) sift(root, k);
+  for (std::int64_t end = k - 1; end > 0; --end) {
+    const std::int32_t top = order[0];
+    order[0] = order[end];
+    order[end] = top;
+    sift(0, end);
+  }
+}
+
+// Option indices of one cost row in cost order (ties by index) for the kernels, whatever k.
+template <class T>
+APPORTION_HD inline void sort_by_cost_any(std::int64_t k, const T* crow, std::int32_t* order) {
+  if (k <= kMaxSmallSort || costs_ascending(k, crow)) {
+    sort_small_by_cost(k, crow, order);
+  } else {
+    sort_long_by_cost(k, crow, order);
   }
 }
 

@@ -216,7 +216,7 @@ __device__ void build_frontiers_block(const InstanceView<T>& p, const DeviceFron
     // costs (NaN, negative) are reported, not sorted or filtered.
     std::int32_t c = 0;
     if (!(bad & kBadCost)) {
-      sort_small_by_cost(p.k, crow, f.option + base);
+      sort_by_cost_any(p.k, crow, f.option + base);
       c = pareto_filter(vrow, crow, mrow, p.value_sign, p.k, f.option + base, keep_dominated, f.option + base,
                         f.cost + base, f.value + base);
       if (c == 0) bad |= kNoOption;
@@ -409,13 +409,13 @@ lagrangian_kernel(BatchView<T> p, BatchOutput out, std::int64_t first, unsigned 
 // as dp_grid (dp.cpp) computes it.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-dp_prepare_kernel(BatchView<T> p, bool exact_spend, unsigned char* frontiers, std::size_t per_instance,
-                  std::int64_t* grids, double* base_costs, unsigned* errors) {
+dp_prepare_kernel(BatchView<T> p, std::int64_t first, bool exact_spend, unsigned char* frontiers,
+                  std::size_t per_instance, std::int64_t* grids, double* base_costs, unsigned* errors) {
   __shared__ double red[kRedSlots + 1];
-  const std::int64_t b = blockIdx.x;
+  const std::int64_t local = blockIdx.x, b = first + local;  // per-chunk buffers index by local
   const InstanceView<T> inst = p.instance(b);
   DeviceFrontiers f;
-  f.carve(frontiers + b * per_instance, inst.n, inst.k);
+  f.carve(frontiers + local * per_instance, inst.n, inst.k);
   if (threadIdx.x == 0 && isnan(inst.budget)) atomicOr(errors, kNanBudget);
   build_frontiers_block(inst, f, exact_spend, true, errors);
   CompensatedSum base, reach;
@@ -439,8 +439,8 @@ dp_prepare_kernel(BatchView<T> p, bool exact_spend, unsigned char* frontiers, st
         }
       }
     }
-    grids[b] = grid;
-    base_costs[b] = base_cost;
+    grids[local] = grid;
+    base_costs[local] = base_cost;
   }
 }
 
@@ -469,21 +469,21 @@ __device__ void dp_row(const DeviceFrontiers& f, std::int64_t i, std::int64_t gr
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-dp_run_kernel(BatchView<T> p, BatchOutput out, bool exact_spend, unsigned char* frontiers,
+dp_run_kernel(BatchView<T> p, BatchOutput out, std::int64_t first, bool exact_spend, unsigned char* frontiers,
               std::size_t per_instance, const std::int64_t* grids, const double* base_costs,
               const std::int64_t* row_offsets, double* rows, const std::int64_t* back_offsets,
-              unsigned char* backs, double* last_row) {
+              unsigned char* backs) {
   __shared__ double red[kRedSlots + 1];
-  const std::int64_t b = blockIdx.x;
+  const std::int64_t local = blockIdx.x, b = first + local;  // per-launch buffers index by local
   const InstanceView<T> inst = p.instance(b);
   DeviceFrontiers f;
-  f.carve(frontiers + b * per_instance, inst.n, inst.k);
-  const std::int64_t grid = grids[b], n = inst.n;
+  f.carve(frontiers + local * per_instance, inst.n, inst.k);
+  const std::int64_t grid = grids[local], n = inst.n;
   const bool wide = inst.k > 256;
   bool feasible = grid > 0;
   double shadow = CUDART_NAN;
   if (feasible) {
-    double* best = rows + row_offsets[b];
+    double* best = rows + row_offsets[local];
     double* next = best + grid;
     for (std::int64_t c = threadIdx.x; c < grid; c += blockDim.x) {
       best[c] = (c == 0 || !exact_spend) ? 0.0 : -CUDART_INF;
@@ -491,17 +491,14 @@ dp_run_kernel(BatchView<T> p, BatchOutput out, bool exact_spend, unsigned char* 
     __syncthreads();
     for (std::int64_t i = 0; i < n; ++i) {
       if (wide) {
-        dp_row(f, i, grid, best, next, reinterpret_cast<std::uint16_t*>(backs + back_offsets[b]) + i * grid);
+        dp_row(f, i, grid, best, next, reinterpret_cast<std::uint16_t*>(backs + back_offsets[local]) + i * grid);
       } else {
-        dp_row(f, i, grid, best, next, backs + back_offsets[b] + i * grid);
+        dp_row(f, i, grid, best, next, backs + back_offsets[local] + i * grid);
       }
       __syncthreads();
       double* t = best;
       best = next;
       next = t;
-    }
-    if (last_row != nullptr && b == 0) {
-      for (std::int64_t c = threadIdx.x; c < grid; c += blockDim.x) last_row[c] = best[c];
     }
     feasible = best[grid - 1] != -CUDART_INF;  // exact spending may be unreachable
     // The LP's break slope is the budget's shadow price (the DP has none); block_lp also
@@ -510,10 +507,10 @@ dp_run_kernel(BatchView<T> p, BatchOutput out, bool exact_spend, unsigned char* 
     __syncthreads();
     if (feasible && threadIdx.x == 0) {
       if (wide) {
-        dp_backtrack_flat(f.cost, n, inst.k, reinterpret_cast<const std::uint16_t*>(backs + back_offsets[b]),
+        dp_backtrack_flat(f.cost, n, inst.k, reinterpret_cast<const std::uint16_t*>(backs + back_offsets[local]),
                           grid, grid - 1, f.position);
       } else {
-        dp_backtrack_flat(f.cost, n, inst.k, static_cast<const std::uint8_t*>(backs + back_offsets[b]),
+        dp_backtrack_flat(f.cost, n, inst.k, static_cast<const std::uint8_t*>(backs + back_offsets[local]),
                           grid, grid - 1, f.position);
       }
     }
@@ -524,7 +521,7 @@ dp_run_kernel(BatchView<T> p, BatchOutput out, bool exact_spend, unsigned char* 
   __syncthreads();
   if (threadIdx.x == 0) {
     InstanceResult r;
-    r.min_budget = base_costs[b];
+    r.min_budget = base_costs[local];
     allocation_totals_flat(f.cost, f.value, n, inst.k, f.position, r.cost, r.value);
     if (feasible) {
       r.status = kOptimal;
@@ -625,6 +622,16 @@ void check_dims(const BatchView<T>& p) {
 
 }  // namespace
 
+int pointer_device(std::uintptr_t ptr) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, reinterpret_cast<const void*>(ptr)) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  const bool on_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+  return on_device ? attributes.device : -1;
+}
+
 DeviceGuard::DeviceGuard(int device) {
   check(cudaGetDevice(&previous_), "cudaGetDevice");
   if (device != previous_) {
@@ -639,7 +646,8 @@ DeviceGuard::~DeviceGuard() {
 }
 
 template <class T>
-void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t stream_id) {
+void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t stream_id,
+                std::uint64_t chunk_scratch_bytes) {
   check_dims(p);
   const cudaStream_t stream = as_stream(stream_id);
   int device = 0, optin = 0;
@@ -657,8 +665,9 @@ void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t st
   }
   DeviceBuffer errors(sizeof(unsigned), stream);
   check(cudaMemsetAsync(errors.as<unsigned>(), 0, sizeof(unsigned), stream), "cudaMemsetAsync");
+  const std::uint64_t scratch_cap = chunk_scratch_bytes == 0 ? kMaxChunkScratch : chunk_scratch_bytes;
   const std::int64_t chunk =
-      use_shared ? p.b : std::max<std::int64_t>(1, std::min<std::int64_t>(p.b, kMaxChunkScratch / per));
+      use_shared ? p.b : std::max<std::int64_t>(1, std::min<std::uint64_t>(p.b, scratch_cap / per));
   DeviceBuffer scratch(use_shared ? 0 : static_cast<std::size_t>(chunk) * per, stream);
   for (std::int64_t first = 0; first < p.b; first += chunk) {
     const std::int64_t blocks = std::min(chunk, p.b - first);
@@ -669,78 +678,108 @@ void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t st
   finish(errors.as<unsigned>(), stream);
 }
 
+namespace {
+
+// Bytes of one instance's DP tables on the device: two rows of grid cells (doubles) and the
+// back-pointers (one byte per cell and item up to 256 options, two up to 65536), aligned;
+// UINT64_MAX where that does not fit 64 bits (no instance that large fits any limit).
+std::uint64_t dp_table_bytes(std::int64_t n, std::int64_t k, std::int64_t grid) {
+  const std::uint64_t per_cell = k <= 256 ? 1 : 2, cells = static_cast<std::uint64_t>(grid);
+  if (cells == 0) return 0;
+  const std::uint64_t most = ~std::uint64_t(0);
+  if (static_cast<std::uint64_t>(n) > (most - 64) / (cells * per_cell + 16)) return most;
+  const std::uint64_t backs = (static_cast<std::uint64_t>(n) * cells * per_cell + 15) & ~std::uint64_t(15);
+  return backs + 16u * cells;
+}
+
+[[noreturn]] void raise_dp_memory(std::uint64_t need, std::uint64_t limit) {
+  throw std::invalid_argument("max_memory: one dp instance needs " + std::to_string(need >> 20) +
+                              " MiB of device memory (frontiers and tables), over the limit of " +
+                              std::to_string(limit >> 20) +
+                              " MiB; pass a coarser cost_resolution or a larger max_memory, or use "
+                              "method='lagrangian'");
+}
+
+}  // namespace
+
 template <class T>
 void dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, std::uint64_t max_table_bytes,
-        std::uintptr_t stream_id, std::vector<double>* last_row, double* base_cost) {
+        std::uintptr_t stream_id) {
   check_dims(p);
-  const cudaStream_t stream = as_stream(stream_id);
-  const std::size_t per = DeviceFrontiers::bytes(p.n, p.k);
-  DeviceBuffer errors(sizeof(unsigned), stream);
-  check(cudaMemsetAsync(errors.as<unsigned>(), 0, sizeof(unsigned), stream), "cudaMemsetAsync");
-  DeviceBuffer frontiers(static_cast<std::size_t>(p.b) * per, stream);
-  DeviceBuffer grids(static_cast<std::size_t>(p.b) * sizeof(std::int64_t), stream);
-  DeviceBuffer bases(static_cast<std::size_t>(p.b) * sizeof(double), stream);
-  dp_prepare_kernel<T><<<static_cast<unsigned>(p.b), kThreads, 0, stream>>>(
-      p, exact_spend, frontiers.as<unsigned char>(), per, grids.as<std::int64_t>(), bases.as<double>(),
-      errors.as<unsigned>());
-  // The table sizes depend on the data: read the B grid sizes back (with the status word) to
-  // allocate them.
-  std::vector<std::int64_t> grid(p.b);
-  check(cudaMemcpyAsync(grid.data(), grids.as<std::int64_t>(), p.b * sizeof(std::int64_t),
-                        cudaMemcpyDeviceToHost, stream),
-        "grid read-back");
-  finish(errors.as<unsigned>(), stream);
-  std::vector<std::int64_t> row_off(p.b + 1, 0), back_off(p.b + 1, 0);
   // The kernels keep back-pointers of one or two bytes; the CPU's four-byte ones are not here.
   if (p.k > 65536) {
     throw std::invalid_argument("values: the GPU dp takes at most 65536 options per item (got " +
                                 std::to_string(p.k) + "); solve on device='cpu'");
   }
-  const std::int64_t per_cell = p.k <= 256 ? 1 : 2;
-  for (std::int64_t b = 0; b < p.b; ++b) {
-    row_off[b + 1] = row_off[b] + 2 * grid[b];
-    back_off[b + 1] = back_off[b] + ((p.n * grid[b] * per_cell + 15) & ~std::int64_t(15));
-  }
+  const cudaStream_t stream = as_stream(stream_id);
+  const std::uint64_t per = DeviceFrontiers::bytes(p.n, p.k);
   std::uint64_t limit = max_table_bytes;
   if (limit == 0) {
     std::size_t free_bytes = 0, total_bytes = 0;
     check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
     limit = free_bytes / 2;
   }
-  const std::uint64_t need = static_cast<std::uint64_t>(back_off[p.b]) + 8u * row_off[p.b];
-  if (need > limit) {
-    throw std::invalid_argument("max_memory: the dp tables need " + std::to_string(need >> 20) +
-                                " MiB of device memory, over the limit of " + std::to_string(limit >> 20) +
-                                " MiB; pass a coarser cost_resolution or a larger max_memory, or use "
-                                "method='lagrangian'");
-  }
-  DeviceBuffer offsets(2 * (p.b + 1) * sizeof(std::int64_t), stream);
-  check(cudaMemcpyAsync(offsets.as<std::int64_t>(), row_off.data(), (p.b + 1) * sizeof(std::int64_t),
-                        cudaMemcpyHostToDevice, stream),
-        "offsets");
-  check(cudaMemcpyAsync(offsets.as<std::int64_t>() + p.b + 1, back_off.data(), (p.b + 1) * sizeof(std::int64_t),
-                        cudaMemcpyHostToDevice, stream),
-        "offsets");
-  DeviceBuffer rows(static_cast<std::size_t>(row_off[p.b]) * sizeof(double), stream);
-  DeviceBuffer backs(static_cast<std::size_t>(back_off[p.b]), stream);
-  const bool want_row = last_row != nullptr && grid[0] > 0;
-  DeviceBuffer row(want_row ? static_cast<std::size_t>(grid[0]) * sizeof(double) : 0, stream);
-  dp_run_kernel<T><<<static_cast<unsigned>(p.b), kThreads, 0, stream>>>(
-      p, out, exact_spend, frontiers.as<unsigned char>(), per, grids.as<std::int64_t>(), bases.as<double>(),
-      offsets.as<std::int64_t>(), rows.as<double>(), offsets.as<std::int64_t>() + p.b + 1,
-      backs.as<unsigned char>(), want_row ? row.as<double>() : nullptr);
-  check(cudaGetLastError(), "dp kernel launch");
-  if (last_row != nullptr) {
-    last_row->assign(want_row ? grid[0] : 0, 0.0);
-    if (want_row) {
-      check(cudaMemcpyAsync(last_row->data(), row.as<double>(), grid[0] * sizeof(double),
-                            cudaMemcpyDeviceToHost, stream),
-            "frontier row read-back");
+  if (per > limit) raise_dp_memory(per, limit);
+  DeviceBuffer errors(sizeof(unsigned), stream);
+  check(cudaMemsetAsync(errors.as<unsigned>(), 0, sizeof(unsigned), stream), "cudaMemsetAsync");
+  // Everything the solve allocates counts against `limit`: the batch runs in chunks whose
+  // frontiers take at most half of it, each chunk's tables in launches that fit the rest. An
+  // instance whose tables do not fit beside a full chunk's frontiers is prepared again alone.
+  bool alone = false;
+  for (std::int64_t first = 0; first < p.b;) {
+    const std::int64_t m = alone ? 1 : std::max<std::int64_t>(1, std::min<std::uint64_t>(p.b - first, limit / 2 / per));
+    alone = false;
+    DeviceBuffer frontiers(static_cast<std::size_t>(m * per), stream);
+    DeviceBuffer grids(static_cast<std::size_t>(m) * sizeof(std::int64_t), stream);
+    DeviceBuffer bases(static_cast<std::size_t>(m) * sizeof(double), stream);
+    dp_prepare_kernel<T><<<static_cast<unsigned>(m), kThreads, 0, stream>>>(
+        p, first, exact_spend, frontiers.as<unsigned char>(), per, grids.as<std::int64_t>(), bases.as<double>(),
+        errors.as<unsigned>());
+    // The table sizes depend on the data: read the grid sizes back (with the status word).
+    std::vector<std::int64_t> grid(m);
+    check(cudaMemcpyAsync(grid.data(), grids.as<std::int64_t>(), m * sizeof(std::int64_t), cudaMemcpyDeviceToHost,
+                          stream),
+          "grid read-back");
+    finish(errors.as<unsigned>(), stream);
+    const std::uint64_t room = limit - m * per;  // per * m <= limit / 2 unless m == 1
+    std::int64_t done = 0;
+    while (done < m) {
+      std::vector<std::int64_t> row_off(1, 0), back_off(1, 0);
+      std::uint64_t used = 0;
+      std::int64_t end = done;
+      for (; end < m; ++end) {
+        const std::uint64_t t = dp_table_bytes(p.n, p.k, grid[end]);
+        if (t > room - used) break;
+        used += t;
+        row_off.push_back(row_off.back() + 2 * grid[end]);
+        back_off.push_back(back_off.back() + static_cast<std::int64_t>(t - 16u * grid[end]));
+      }
+      if (end == done) {  // instance `done` alone does not fit beside this chunk's frontiers
+        const std::uint64_t need = per + dp_table_bytes(p.n, p.k, grid[done]);
+        if (m == 1 || need > limit) raise_dp_memory(need, limit);
+        alone = true;
+        break;
+      }
+      const std::int64_t q = end - done;
+      DeviceBuffer offsets(2 * (q + 1) * sizeof(std::int64_t), stream);
+      check(cudaMemcpyAsync(offsets.as<std::int64_t>(), row_off.data(), (q + 1) * sizeof(std::int64_t),
+                            cudaMemcpyHostToDevice, stream),
+            "offsets");
+      check(cudaMemcpyAsync(offsets.as<std::int64_t>() + q + 1, back_off.data(), (q + 1) * sizeof(std::int64_t),
+                            cudaMemcpyHostToDevice, stream),
+            "offsets");
+      DeviceBuffer rows(static_cast<std::size_t>(row_off[q]) * sizeof(double), stream);
+      DeviceBuffer backs(static_cast<std::size_t>(back_off[q]), stream);
+      dp_run_kernel<T><<<static_cast<unsigned>(q), kThreads, 0, stream>>>(
+          p, out, first + done, exact_spend, frontiers.as<unsigned char>() + done * per, per,
+          grids.as<std::int64_t>() + done, bases.as<double>() + done, offsets.as<std::int64_t>(), rows.as<double>(),
+          offsets.as<std::int64_t>() + q + 1, backs.as<unsigned char>());
+      check(cudaGetLastError(), "dp kernel launch");
+      // The host vectors of the offsets must outlive their asynchronous copy.
+      check(cudaStreamSynchronize(stream), "dp kernel execution");
+      done = end;
     }
-    if (base_cost != nullptr) {
-      check(cudaMemcpyAsync(base_cost, bases.as<double>(), sizeof(double), cudaMemcpyDeviceToHost, stream),
-            "base cost read-back");
-    }
+    first += done;
   }
   finish(errors.as<unsigned>(), stream);
 }
@@ -771,12 +810,10 @@ void simulate(const DmdConfig& cfg, const T* values, const T* costs, std::int64_
   finish(errors.as<unsigned>(), stream);
 }
 
-template void lagrangian<float>(const BatchView<float>&, const BatchOutput&, std::uintptr_t);
-template void lagrangian<double>(const BatchView<double>&, const BatchOutput&, std::uintptr_t);
-template void dp<float>(const BatchView<float>&, const BatchOutput&, bool, std::uint64_t, std::uintptr_t,
-                        std::vector<double>*, double*);
-template void dp<double>(const BatchView<double>&, const BatchOutput&, bool, std::uint64_t, std::uintptr_t,
-                         std::vector<double>*, double*);
+template void lagrangian<float>(const BatchView<float>&, const BatchOutput&, std::uintptr_t, std::uint64_t);
+template void lagrangian<double>(const BatchView<double>&, const BatchOutput&, std::uintptr_t, std::uint64_t);
+template void dp<float>(const BatchView<float>&, const BatchOutput&, bool, std::uint64_t, std::uintptr_t);
+template void dp<double>(const BatchView<double>&, const BatchOutput&, bool, std::uint64_t, std::uintptr_t);
 template void simulate<float>(const DmdConfig&, const float*, const float*, std::int64_t, std::int64_t,
                               std::int64_t, std::int64_t, std::int64_t, const SimulationOutput&, std::uintptr_t);
 template void simulate<double>(const DmdConfig&, const double*, const double*, std::int64_t, std::int64_t,

@@ -10,7 +10,6 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "online.hpp"
 #include "problem.hpp"
@@ -22,6 +21,10 @@ namespace apportion {
 int cuda_device_count();
 
 namespace gpu {
+
+// The CUDA device that owns device pointer `ptr` (cudaPointerGetAttributes); -1 when CUDA
+// does not know the pointer or it is host memory.
+int pointer_device(std::uintptr_t ptr);
 
 // Sets the current device for the lifetime of the object and restores the previous one.
 class DeviceGuard {
@@ -40,19 +43,22 @@ class DeviceGuard {
 // slope the CPU's quickselect finds; bound L(lambda*) and the integer primal that drops the
 // fractional step as on the CPU, then restore_budget. The CPU's repair pass and second
 // rounding are not run on the device (the primal may be lower; the bound is the same).
+// Instances too large for shared memory run in launches whose global scratch takes at most
+// `chunk_scratch_bytes` (0: 1 GiB; tests pass less to reach several launches).
 template <class T>
-void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t stream);
+void lagrangian(const BatchView<T>& p, const BatchOutput& out, std::uintptr_t stream,
+                std::uint64_t chunk_scratch_bytes = 0);
 
-// method="dp": frontiers and grid sizes on the device (one small read-back of the B grid
-// sizes to size the tables), then one block per instance runs the rows (budget cells across
-// threads, items in sequence) with back-pointers in device memory, and backtracks on the
-// device. `max_table_bytes` bounds the back-pointer tables of the batch (0: half of the free
-// device memory). With `last_row` (host), the last DP row of instance 0 (the value-vs-budget
-// frontier, one entry per grid cell) is copied back into it, and its cheapest cost into
-// `base_cost`.
+// method="dp": per chunk of instances, frontiers and grid sizes on the device (one small
+// read-back of the grid sizes to size the tables), then one block per instance runs the rows
+// (budget cells across threads, items in sequence) with back-pointers in device memory, and
+// backtracks on the device. Everything allocated (frontiers, rows, back-pointers) counts
+// against `max_table_bytes` (0: half of the memory cudaMemGetInfo reports free; memory that
+// torch's caching allocator holds is not free to CUDA): the batch runs in as many chunks as
+// that needs, and only an instance that does not fit alone raises.
 template <class T>
 void dp(const BatchView<T>& p, const BatchOutput& out, bool exact_spend, std::uint64_t max_table_bytes,
-        std::uintptr_t stream, std::vector<double>* last_row = nullptr, double* base_cost = nullptr);
+        std::uintptr_t stream);
 
 // simulate_online: one thread per stream, the per-step functions of online.hpp. cfg is the
 // host config (finalised); its arrays are copied to the device.

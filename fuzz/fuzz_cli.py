@@ -26,7 +26,9 @@ with atheris.instrument_imports():
 # input take the machine's memory and minutes (a ValueError, exit code 2, past it).
 apportion.api.default_max_memory = lambda: 1 << 28
 
-WORKDIR = tempfile.mkdtemp(prefix="apportion-fuzz-cli-")
+# Problem files are written here. libFuzzer ends the process without Python's atexit, so
+# run.sh passes a folder it removes afterwards; alone, a fresh temporary one is used.
+WORKDIR = os.environ.get("APPORTION_FUZZ_WORKDIR") or tempfile.mkdtemp(prefix="apportion-fuzz-cli-")
 
 
 class Finding(Exception):

@@ -12,8 +12,9 @@ status=0
 for name in inputs cli; do
   # New inputs go to a scratch folder, not into the committed seeds.
   work=$(mktemp -d)
-  python fuzz/fuzz_$name.py -seed=1 -max_total_time="$each" -timeout=10 \
+  files=$(mktemp -d)  # the CLI harness's problem files
+  APPORTION_FUZZ_WORKDIR="$files" python fuzz/fuzz_$name.py -seed=1 -max_total_time="$each" -timeout=10 \
     -artifact_prefix="$out/$name-" "$work" "fuzz/corpus_$name" || status=1
-  rm -rf "$work"
+  rm -rf "$work" "$files"
 done
 exit $status

@@ -2,7 +2,10 @@ import importlib.util
 
 import numpy as np
 import pytest
-from hypothesis import settings
+try:  # the GPU machine of bench/gpu_check.sh may lack hypothesis; test_cuda.py does not use it
+    from hypothesis import settings
+except ImportError:
+    settings = None
 
 import apportion
 
@@ -13,15 +16,31 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 # Hypothesis draws the same examples on every machine (seeded from each test's own hash; no
 # example database), so that CI and local runs see and reproduce the same failures. Loaded
 # here, before the test modules build their own @settings on top of it.
-settings.register_profile("ci", derandomize=True)
-settings.load_profile("ci")
+if settings is not None:
+    settings.register_profile("ci", derandomize=True)
+    settings.load_profile("ci")
+
+
+def gpu_skip_reason():
+    """Why tests marked `gpu` cannot run here, or None: they need the CUDA build, a device,
+    and a CUDA build of torch (the GPU path allocates its outputs with torch)."""
+    if not apportion.cuda_built():
+        return "no CUDA: the extension was built without CUDA"
+    if apportion.cuda_device_count() == 0:
+        return "no CUDA device present (built with CUDA, no GPU or driver found)"
+    if not HAS_TORCH:
+        return "torch is not installed (the GPU path needs a CUDA build of torch)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} has no CUDA support (a CPU build)"
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
-    if apportion.cuda_available():
+    reason = gpu_skip_reason()
+    if reason is None:
         return
-    reason = ("no CUDA device: the extension was built without CUDA" if not apportion.cuda_built()
-              else "no CUDA device present (built with CUDA, no GPU or driver found)")
     skip = pytest.mark.skip(reason=reason)
     for item in items:
         if "gpu" in item.keywords:

@@ -247,3 +247,27 @@ def test_frontier_of_a_shared_tier_schedule():
     one = apportion.solve(values, costs, budget, method="dp")
     assert front.value_at(float(budget)) == pytest.approx(one.value)
     assert front.budgets.size == int(budget) - 300 + 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_proves_integer_values_under_a_real_budget(seed):
+    # Subset-sum with R=10000 and a budget that is not an integer: the LP bound sits 0.5 above
+    # the best integer total. Every allocation is worth an integer, so a bound below value + 1
+    # proves it; exact used to enumerate the core to its limit and end "feasible", gap 0.5.
+    values, costs, budget = workloads.instance("subset_sum", 1000, 8, R=10000, seed=seed)
+    sol = apportion.solve(values, costs, float(budget) + 0.5, method="exact", max_states=10**5)
+    assert sol.status == "optimal" and sol.gap == 0.0
+    assert sol.value == apportion.solve(values, costs, float(budget), method="exact").value
+    # Non-integer values get no such rounding: the bound stays the LP's where it cannot prove.
+    half = apportion.solve(values + 0.5, costs, float(budget) + 0.5, method="exact", max_states=10**5)
+    assert half.bound >= half.value
+
+
+def test_exact_integer_bound_is_rounded_down_when_stopped():
+    # Stopped by max_states, an integer-valued instance reports its bound rounded down: the
+    # optimum is an integer no larger than the LP bound.
+    values, costs, budget = workloads.instance("strongly", 1000, 10, R=1000, seed=1)
+    sol = apportion.solve(np.round(values), costs, float(budget) + 0.5, method="exact", max_states=50)
+    assert sol.bound == np.floor(sol.bound)
+    exact = apportion.solve(np.round(values), costs, float(budget) + 0.5, method="exact")
+    assert exact.status == "optimal" and sol.value <= exact.value <= sol.bound

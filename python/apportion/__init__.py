@@ -8,18 +8,26 @@ budget, find the allocation of greatest value that fits the budget.
     >>> sol = apportion.solve(values, costs=[0.0, 1.0, 3.0], budget=4.0)
     >>> sol.choice.tolist(), sol.value
     ([1, 2], 13.0)
+
+Submodules, loaded on first use (`import apportion` imports none of their dependencies):
+`reference` (CP-SAT, HiGHS and cvxpy references), `workloads` (seeded instances), `schedule`
+(routing tasks to compute tiers), `torch` (the Riemannian relaxation), `cli` and `benchmark`.
+`warmup()` pays the first call's one-time costs ahead of a scheduler's first request.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+import importlib as _importlib
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
+from typing import Any as _Any, List as _List
 
 from . import _core
 from ._problem import Solution
+from ._warmup import warmup
 from .api import Frontier, frontier, solve
 from .online import NoFeasibleOptionError, OnlineAllocator, OnlineRun, simulate_online
 
 try:
     __version__ = _version("apportion")
-except PackageNotFoundError:  # running from a source tree without installing
+except _PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
 
@@ -50,5 +58,24 @@ __all__ = [
     "cuda_available",
     "cuda_built",
     "cuda_device_count",
+    "warmup",
     "__version__",
 ]
+
+# Submodules loaded on first attribute access (as scipy does), so that `import apportion`
+# stays light: `apportion.torch` imports torch, `apportion.reference` the reference solvers'
+# packages on use, `apportion.cli` and `apportion.benchmark` argparse and rich.
+# `import apportion.reference` works as well.
+_LAZY_SUBMODULES = ("benchmark", "cli", "reference", "schedule", "torch", "workloads")
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY_SUBMODULES:
+        # import_module also binds the submodule as an attribute of this package, so this
+        # runs once per name.
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> _List[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

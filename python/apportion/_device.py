@@ -1,12 +1,19 @@
 """Device dispatch: where a solve runs, and the CUDA path of `solve` and `simulate_online`.
 
 `device=None` solves where the input lives: a CUDA array (a torch CUDA tensor, or anything
-exposing ``__cuda_array_interface__`` or ``__dlpack__`` on a CUDA device) is solved on its
-device, on the caller's current stream, with outputs allocated on the same device and no copy
-to the host; numpy input is solved on the CPU. ``device="cuda"`` (or ``"cuda:N"``) moves numpy
-input to the GPU and the answer back. The native core reads device memory through DLPack or
-``__cuda_array_interface__`` (it does not link against torch); this module uses torch, found
-through ``sys.modules``/import, to normalise shapes and dtypes and to allocate the outputs.
+exposing ``__dlpack__`` or ``__cuda_array_interface__`` on a CUDA device) is solved on its
+device, on torch's current stream of that device, with outputs allocated on the same device
+and no copy to the host; numpy input is solved on the CPU. ``device="cuda"`` (or ``"cuda:N"``)
+moves numpy input to the GPU and the answer back. The native core reads device memory through
+DLPack or ``__cuda_array_interface__`` (it does not link against torch); this module uses
+torch, found through ``sys.modules``/import, to normalise shapes and dtypes and to allocate
+the outputs.
+
+Stream order with other libraries: a producer with ``__dlpack__`` (CuPy, JAX, torch...) is
+read through torch.from_dlpack, which passes the consumer's stream so the producer orders its
+pending work before it; a producer with only ``__cuda_array_interface__`` (Numba) is read on
+the device its pointer belongs to, and the stream it names (CAI v3 ``stream``) is waited on
+before the launch. The outputs are ready on torch's current stream of the solve's device.
 
 After a device solve the launcher has synchronised the stream once (to report bad input found
 by the kernels), so reading the small status vector back to name the statuses costs nothing more.
@@ -24,6 +31,7 @@ from . import _core
 from ._problem import STATUS_NAMES, Problem, Solution, cost_resolution_value, grid_costs, grid_down, make_solution
 
 DEVICE_METHODS = ("lagrangian", "dp")
+_INFEASIBLE = 2  # the core's status code (problem.hpp)
 _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
@@ -93,13 +101,31 @@ def device_method(method: str, exact_spend: bool, cost_resolution: Any, where: A
     return method
 
 
+def _from_cai(torch, x: Any):
+    """A tensor over a ``__cuda_array_interface__`` array, on the device its pointer belongs
+    to, with torch's current stream there waiting on the producer's stream (CAI v3)."""
+    cai = x.__cuda_array_interface__
+    ptr = int(cai["data"][0])
+    index = _core.cuda_pointer_device(ptr) if ptr else torch.cuda.current_device()
+    if index < 0:
+        raise ValueError("__cuda_array_interface__: the data pointer is not CUDA device memory")
+    dev = torch.device("cuda", index)
+    producer = cai.get("stream")
+    if producer is not None:  # CAI v3: the data is ready once this stream's work is done
+        torch.cuda.current_stream(dev).wait_stream(torch.cuda.ExternalStream(int(producer), device=dev))
+    return torch.as_tensor(x, device=dev)
+
+
 def _as_tensor(torch, x: Any, dev: Any):
+    """x as a torch tensor (on `dev` if given): torch tensors as they are, DLPack producers
+    through torch.from_dlpack (stream-ordered, on their own device), CAI-only producers
+    through _from_cai, anything else through numpy."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
-    elif hasattr(x, "__cuda_array_interface__"):
-        t = torch.as_tensor(x, device="cuda")
     elif hasattr(x, "__dlpack__") and is_cuda_array(x):
         t = torch.from_dlpack(x)
+    elif hasattr(x, "__cuda_array_interface__"):
+        t = _from_cai(torch, x)
     else:
         t = torch.as_tensor(np.asarray(x))
     return t if dev is None else t.to(dev)
@@ -116,39 +142,61 @@ def _outputs(torch, dev, B: int, N: int):
             torch.empty(B, **f64), torch.empty(B, dtype=torch.int8, device=dev))
 
 
+# Scratch bytes per launch of the Lagrangian's global-memory path (0: the launcher's 1 GiB);
+# tests lower it to reach several launches with small batches.
+LAGRANGIAN_CHUNK_SCRATCH = 0
+
+
 def _launch(torch, dev, method: str, v, c, b, m, value_sign: float, exact_spend: bool,
-            max_table_bytes: int):
+            table_limit: int):
+    """Runs `method` on device tensors (B,N,K) values v, costs c (broadcastable), budgets b
+    (B,) float64, mask m (B,N,K) uint8 or None; returns the 7 output tensors on `dev`."""
     B, N, _ = v.shape
     outs = _outputs(torch, dev, B, N)
     stream = _stream(torch, dev)
     if method == "lagrangian":
-        _core.cuda_lagrangian(v, c, b, m, value_sign, outs, stream, dev.index)
+        _core.cuda_lagrangian(v, c, b, m, value_sign, outs, stream, dev.index, LAGRANGIAN_CHUNK_SCRATCH)
     else:
-        _core.cuda_dp(v, c, b, m, value_sign, bool(exact_spend), int(max_table_bytes), outs, stream,
-                      dev.index, False)
+        _core.cuda_dp(v, c, b, m, value_sign, bool(exact_spend), int(table_limit), outs, stream, dev.index)
     return outs
 
 
+def check_host_input(problem: Problem) -> None:
+    """The kernels' input checks, on host arrays before the copy to the device (one pass over
+    data that is on the host anyway): a bad entry is named before any launch. The kernels keep
+    their own checks for device-resident input."""
+    costs = problem.costs
+    if not (np.isfinite(costs) & (costs >= 0)).all():
+        raise ValueError("costs: an entry is NaN, infinite or negative; costs must be finite and >= 0")
+    values = problem.values if problem.mask is None else problem.values[problem.mask]
+    if not np.isfinite(values).all():
+        raise ValueError("values: an entry is NaN or infinite; values must be finite")
+
+
 def run_host_problem(problem: Problem, method: str, dev, *, exact_spend: bool = False,
-                     max_memory: Optional[float] = None) -> tuple:
-    """Solves a canonical (numpy) Problem on `dev` and returns the raw host tuple of the core."""
+                     table_limit: int = 0) -> tuple:
+    """Solves a canonical (numpy) Problem on `dev` and returns the raw host tuple of the core.
+    table_limit: bytes the GPU DP may allocate (0: half the free device memory)."""
     import torch
+
+    check_host_input(problem)
 
     def tensor(a: np.ndarray):  # torch warns on a read-only array (a broadcast mask or costs)
         return torch.from_numpy(a if a.flags.writeable else np.array(a)).to(dev)
 
     v, c, b = tensor(problem.values), tensor(problem.costs), tensor(problem.budget)
     m = None if problem.mask is None else tensor(problem.mask.view(np.uint8))
-    outs = _launch(torch, dev, method, v, c, b, m, problem.value_sign, exact_spend,
-                   0 if max_memory is None else int(max_memory))
+    outs = _launch(torch, dev, method, v, c, b, m, problem.value_sign, exact_spend, table_limit)
     return tuple(o.cpu().numpy() for o in outs)
 
 
 def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: Any, sense: str,
-                   dev, exact_spend: bool, cost_resolution: Optional[float],
-                   max_memory: Optional[float], started: float) -> Solution:
+                   dev, exact_spend: bool, cost_resolution: Optional[float], table_limit: int,
+                   started: float) -> Solution:
     """Solves input that already lives on a CUDA device, on that device; the Solution's arrays
-    are tensors there (status names excepted)."""
+    are tensors there (status names excepted). With cost_resolution the real cost of each
+    answer is checked against its real budget as on the CPU (within_real_budgets), which reads
+    the (B,N) chosen costs back to the host."""
     import torch
 
     if sense not in ("max", "min"):
@@ -172,20 +220,19 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
     v = v.to(dtype).contiguous()
     if c.shape[2] != K:
         c = c.expand(c.shape[0], c.shape[1], K)
+    real_costs = c.to(torch.float64)
     if cost_resolution is not None:
         res = float(cost_resolution)
         if not res > 0:
             raise ValueError(f"cost_resolution: must be positive, got {cost_resolution!r}")
         res = cost_resolution_value(res)
-        c = grid_costs(c.to(torch.float64), res, dtype, torch)
+        c = grid_costs(real_costs, res, dtype, torch)
     c = c.to(dtype).contiguous()
     b = _as_tensor(torch, budget, dev).to(torch.float64)
     if b.dim() == 0:
         b = b.expand(B)
     elif not batched or tuple(b.shape) != (B,):
         raise ValueError(f"budget: expected a scalar or shape ({B},), got {tuple(b.shape)}")
-    if cost_resolution is not None:
-        b = grid_down(b, res, torch)
     b = b.contiguous()
     m = None
     if mask is not None:
@@ -193,13 +240,31 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
         if not batched and m.dim() == 2:
             m = m[None]
         m = (m != 0).expand(B, N, K).contiguous().view(torch.uint8)
-    outs = _launch(torch, dev, method, v, c, b, m, 1.0 if sense == "max" else -1.0, exact_spend,
-                   0 if max_memory is None else int(max_memory))
-    choice, value, cost, bound, shadow, min_budget, status = outs
-    if cost_resolution is not None:  # totals in the caller's units (optimal for the grid)
-        dense = _as_tensor(torch, costs, dev).to(torch.float64)
-        dense = dense.reshape((1,) * (3 - dense.dim()) + tuple(dense.shape)).expand(B, N, K)
-        cost = torch.gather(dense, 2, choice[:, :, None])[:, :, 0].sum(dim=1)
+    sign = 1.0 if sense == "max" else -1.0
+    if cost_resolution is None:
+        outs = _launch(torch, dev, method, v, c, b, m, sign, exact_spend, table_limit)
+        choice, value, cost, bound, shadow, min_budget, status = outs
+    else:
+        from .api import within_real_budgets  # api imports this module
+
+        dense = real_costs.expand(B, N, K)
+
+        def run(grid_budgets: np.ndarray) -> tuple:
+            outs = _launch(torch, dev, method, v, c, torch.from_numpy(grid_budgets).to(dev), m, sign,
+                           exact_spend, table_limit)
+            chosen = torch.gather(dense, 2, outs[0].clamp_min(0)[:, :, None])[:, :, 0]
+            return outs, chosen.cpu().numpy(), outs[6].cpu().numpy() != _INFEASIBLE
+
+        real_budgets = b.cpu().numpy()
+        outs, grid_budgets, real_cost, over = within_real_budgets(
+            run, grid_down(real_budgets, res), real_budgets, exact_spend, res)
+        choice, value, _, bound, shadow, _, status = outs
+        cost = torch.from_numpy(real_cost).to(dev)  # totals in the caller's units
+        if over.any():  # exact_spend: a cell lower would move the target
+            over_t = torch.from_numpy(over).to(dev)
+            status = torch.where(over_t, torch.full_like(status, _INFEASIBLE), status)
+            bound = torch.where(over_t, torch.full_like(bound, float("nan")), bound)
+            shadow = torch.where(over_t, torch.full_like(shadow, float("nan")), shadow)
         shadow = shadow / res
         allowed = dense if m is None else torch.where(m.bool(), dense, torch.full_like(dense, float("inf")))
         min_budget = allowed.min(dim=2).values.sum(dim=1)
@@ -210,8 +275,11 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
     if not batched:
         choice, value, cost, bound, gap = choice[0], value[0], cost[0], bound[0], gap[0]
         shadow, min_budget, names = shadow[0], min_budget[0], str(names[0])
+    info = {"device": str(dev)}
+    if cost_resolution is not None:
+        info.update(cost_resolution=res, quantised_budget=grid_budgets * res)
     return Solution(choice, value, cost, bound, gap, names, shadow, min_budget, method,
-                    time.perf_counter() - started, sense, {"device": str(dev)})
+                    time.perf_counter() - started, sense, info)
 
 
 def simulate(v: np.ndarray, c: np.ndarray, b: np.ndarray, horizon: int, mirror: int, step: float,

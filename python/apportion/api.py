@@ -117,26 +117,25 @@ def _rounded_totals(rows: np.ndarray) -> np.ndarray:
     return np.array([total(row) for row in rows], dtype=np.float64)
 
 
-def _real_totals(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndarray:
-    """Correctly rounded totals of the real costs (broadcast to shape (B,N,K)) of allocations
-    choice (B,N); rows of -1 (no allocation) count option 0."""
+def chosen_costs(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndarray:
+    """The real costs (broadcast to shape (B,N,K)) of allocations choice (B,N), as (B,N)
+    float64; rows of -1 (no allocation) take option 0."""
     dense = np.broadcast_to(costs, shape).astype(np.float64)
-    return _rounded_totals(np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0])
+    return np.take_along_axis(dense, np.maximum(choice, 0)[:, :, None], axis=2)[:, :, 0]
 
 
-def _within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.ndarray,
-                         real_costs: np.ndarray, shape: tuple, exact_spend: bool,
-                         resolution: float) -> tuple:
+def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.ndarray,
+                        exact_spend: bool, resolution: float) -> tuple:
     """Runs a quantised DP until every allocation's real cost fits its real budget.
 
-    run(grid_budgets (M,)) -> (out, choice (M,N), held (M,) bool: rows holding an allocation).
-    The grid rounds costs up and budgets down only to the rounding of q * res, so each real
-    cost is summed exactly (shape: the (M,N,K) the real costs broadcast to); a row over its
-    real budget by rounding is run again one grid cell lower, or, with exact_spend (whose target
-    that would move), returned marked. Returns (out, grid_budgets, real costs (M,), marked)."""
+    run(grid_budgets (M,)) -> (out, chosen (M,N) real costs of the allocations (chosen_costs),
+    held (M,) bool: rows holding an allocation). The grid rounds costs up and budgets down only
+    to the rounding of q * res, so each real cost is summed exactly; a row over its real budget
+    by rounding is run again one grid cell lower, or, with exact_spend (whose target that would
+    move), returned marked. Returns (out, grid_budgets, real costs (M,), marked)."""
     for _attempt in range(3):
-        out, choice, held = run(grid_budgets)
-        cost = _real_totals(real_costs, shape, choice)
+        out, chosen, held = run(grid_budgets)
+        cost = _rounded_totals(chosen)
         over = held & (cost > real_budgets)
         if exact_spend or not over.any():
             return out, grid_budgets, cost, over
@@ -148,7 +147,7 @@ def _within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.nd
 def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
               cost_resolution: Optional[float], max_memory: Optional[float], info: dict) -> tuple:
     """method="dp" on `problem` (on the GPU `where`, or the CPU), its costs first quantised by
-    cost_resolution, each answer then held to its real budget (_within_real_budgets; with
+    cost_resolution, each answer then held to its real budget (within_real_budgets; with
     exact_spend an instance over it is reported infeasible). Returns the core's raw tuple."""
     real_costs, real_budget = problem.costs, problem.budget
     resolution = _quantise(problem, cost_resolution)
@@ -157,19 +156,19 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
         problem.budget = budgets
         if where is not None:
             raw = _device.run_host_problem(problem, "dp", where, exact_spend=exact_spend,
-                                           max_memory=max_memory)
+                                           table_limit=device_table_limit(max_memory))
             info["device"] = str(where)
         else:
             info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
             raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
                            problem.value_sign, bool(exact_spend), nthreads)
         raw = tuple(np.asarray(x) for x in raw)
-        return raw, raw[0], raw[6] != _INFEASIBLE
+        return raw, chosen_costs(real_costs, problem.values.shape, raw[0]), raw[6] != _INFEASIBLE
 
     if resolution is None:
         return run(problem.budget)[0]
-    raw, problem.budget, cost, over = _within_real_budgets(
-        run, problem.budget, real_budget, real_costs, problem.values.shape, exact_spend, resolution)
+    raw, problem.budget, cost, over = within_real_budgets(
+        run, problem.budget, real_budget, exact_spend, resolution)
     choice, value, _, bound, shadow, _, status = raw
     if over.any():  # exact_spend: a cell lower would move the target
         status, bound, shadow = (np.where(over, x, y) for x, y in
@@ -200,6 +199,26 @@ def _check_exact_only(method: str, time_limit: Optional[float], max_states: Opti
     if method != "exact" and (time_limit is not None or max_states is not None):
         raise ValueError(
             f"time_limit/max_states: only method='exact' takes them (method={method!r})")
+
+
+def _check_dp_only(method: str, exact_spend: bool, cost_resolution: Optional[float],
+                   max_memory: Optional[float]) -> None:
+    if method != "dp":
+        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
+                            ("max_memory", max_memory)):
+            if given not in (None, False):
+                raise ValueError(f"{name}: only method='dp' takes it (method={method!r})")
+
+
+def device_table_limit(max_memory: Optional[float]) -> int:
+    """max_memory as the GPU DP's byte limit: 0 for the default (half the free device memory),
+    else at least 1 and at most 2**64 - 1 (a larger or infinite limit is no limit)."""
+    if max_memory is None:
+        return 0
+    limit = _positive(max_memory, "max_memory")
+    if limit < 1:
+        raise ValueError(f"max_memory: must be at least 1 byte, got {max_memory!r:.40}")
+    return int(min(limit, 2.0**64 - 2048))  # the largest double below 2**64
 
 
 _INFEASIBLE = 2  # the core's status code (problem.hpp)
@@ -270,15 +289,22 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
             units up to rounding); the answer's real cost is checked against the real budget,
             so it stays feasible; exact for the quantised costs.
         max_memory: method="dp" only: bytes its back-pointer tables may take (default a
-            quarter of RAM; on a GPU half its free memory); past it a ValueError says what to change.
+            quarter of RAM); past it a ValueError says what to change. On a GPU it bounds all
+            the device memory the DP allocates (frontiers, rows, back-pointers; default half
+            the memory CUDA reports free, which excludes blocks torch's caching allocator
+            holds: torch.cuda.empty_cache() returns them), and a batch over it runs in chunks;
+            only an instance that does not fit alone raises.
         device: None (default) solves where the input lives: a CUDA tensor or array (torch,
             CuPy, anything with __cuda_array_interface__ or __dlpack__) on its device and current
             stream, the Solution's arrays then on that device; numpy on the CPU. "cuda" or
             "cuda:N" moves numpy input to the GPU and the answer back; "cpu" forces the CPU.
             On a GPU, methods "lagrangian" and "dp" run ("auto" picks "dp" for exact_spend or
             cost_resolution, else "lagrangian"; the GPU Lagrangian skips the CPU's repair pass,
-            so its primal may be lower, with the same bound). A RuntimeError names `device`
-            where CUDA is not built or no GPU is present.
+            so its primal may be lower, with the same bound). A GPU solve takes no `threads`,
+            `time_limit` or `max_states` (a ValueError names them). A RuntimeError names
+            `device` where CUDA is not built or no GPU is present. Stream order: torch tensors
+            and DLPack producers are ordered on the current stream of their device;
+            a `__cuda_array_interface__`-only producer's `stream` (CAI v3) is waited on.
 
     Returns:
         A `Solution`: choice (N,) or (B,N), value, cost, bound, gap, status, shadow_price,
@@ -306,10 +332,16 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     where = _device.target(device, values)
     if where is not None:
         method = _device.device_method(method, exact_spend, cost_resolution, where)
+        _check_dp_only(method, exact_spend, cost_resolution, max_memory)
+        _check_exact_only(method, time_limit, max_states)
+        if threads is not None:
+            raise ValueError(f"threads: a solve on {where} runs on the GPU and takes no thread "
+                             "count; leave threads=None")
         if _device.is_cuda_array(values):
             return _device.solve_resident(values, costs, budget, method=method, mask=mask, sense=sense,
                                           dev=where, exact_spend=exact_spend,
-                                          cost_resolution=cost_resolution, max_memory=max_memory,
+                                          cost_resolution=cost_resolution,
+                                          table_limit=device_table_limit(max_memory),
                                           started=started)
     if method == "mirror":
         from .online import mirror_solve
@@ -326,11 +358,7 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
     if method == "auto":
         dp_asked = exact_spend or cost_resolution is not None
         method = "dp" if dp_asked else _auto_method(problem.values.size)
-    if method != "dp":
-        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
-                            ("max_memory", max_memory)):
-            if given not in (None, False):
-                raise ValueError(f"{name}: only method='dp' takes it (method={method!r})")
+    _check_dp_only(method, exact_spend, cost_resolution, max_memory)
     _check_exact_only(method, time_limit, max_states)
 
     info = {}
@@ -416,14 +444,14 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     def run(budgets: np.ndarray) -> tuple:
         out = _core.frontier(problem.values, problem.costs, top, problem.mask, problem.value_sign,
                              bool(exact_spend), budgets, nthreads)
-        return out, out[2], out[2][:, 0] >= 0
+        shape = (len(budgets),) + problem.values.shape[1:]
+        return out, chosen_costs(real_costs, shape, out[2]), out[2][:, 0] >= 0
 
     if resolution is None or not at_arr.size:
         best, base, choices = run(at_grid)[0]
     else:
-        (best, base, choices), _, _, over = _within_real_budgets(
-            run, at_grid, at_arr, real_costs, (len(at_arr),) + problem.values.shape[1:], exact_spend,
-            resolution)
+        (best, base, choices), _, _, over = within_real_budgets(
+            run, at_grid, at_arr, exact_spend, resolution)
         choices[over] = -1  # exact_spend: a cell lower would move the target
     best = np.where(np.isneginf(best), np.nan, best) * problem.value_sign
     budgets = (base + np.arange(best.size, dtype=np.float64)) * scale
