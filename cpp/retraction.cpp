@@ -102,6 +102,7 @@ struct ChunkSums {
   double e = 0.0, v = 0.0, m3 = 0.0;        // sums of item means, variances, third moments at t
   double lo = 0.0, hi = 0.0;                // sums of the least / greatest option costs
   double spread = 0.0;                      // greatest per-item range of the direction
+  double logit_abs = 0.0, direction_abs = 0.0;  // greatest |z| (finite) and |d|: bound the write
   std::int64_t bad = -1;                    // first item with invalid logits
   std::int64_t bad_cost = -1;               // first item with a cost that is NaN, infinite or < 0
   std::int64_t bad_weight = -1;             // first item with a weight that is NaN, infinite or < 0
@@ -237,7 +238,7 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
           const double sd = p.direction_scale(b, i), so = p.output_scale(b, i);
           // The least and greatest direction among the options the item can take (dl, dh) and
           // among all its options (the references of the factors), and its greatest logit.
-          double mx = -INFINITY, dl = INFINITY, dh = -INFINITY, da = INFINITY, db = -INFINITY;
+          double mx = -INFINITY, dl = INFINITY, dh = -INFINITY, da = INFINITY, db = -INFINITY, za = 0.0;
           bool ok = true, cost_ok = true;
           for (std::int64_t j = 0; j < k; ++j) {
             const double zj = static_cast<double>(z[j]);
@@ -250,6 +251,7 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
             da = dj < da ? dj : da;
             db = dj > db ? dj : db;
             mx = zj > mx ? zj : mx;
+            za = live && std::fabs(zj) > za ? std::fabs(zj) : za;
           }
           const double weight = p.item_weight(b, i);
           if (!(weight >= 0.0 && weight <= std::numeric_limits<double>::max())) {
@@ -267,6 +269,8 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
           lo.add(so * dl);
           hi.add(so * dh);
           s.spread = std::max(s.spread, dh - dl);
+          s.logit_abs = std::max(s.logit_abs, za);
+          s.direction_abs = std::max(s.direction_abs, std::max(std::fabs(da), std::fabs(db)));
           m[ii] = mx * inv_tau;
           ws.scale[i] = so;
           if (shared) {
@@ -303,7 +307,7 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
 
   prepare();
   CompensatedSum lo_sum, hi_sum;
-  double spread = 0.0;
+  double spread = 0.0, logit_abs = 0.0, direction_abs = 0.0;
   for (const ChunkSums& s : ws.sums) {
     if (s.bad_weight >= 0) {
       throw std::invalid_argument("weights: instance " + std::to_string(b) + ", item " + std::to_string(s.bad_weight) +
@@ -321,6 +325,8 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
     lo_sum.add(s.lo);
     hi_sum.add(s.hi);
     spread = std::max(spread, s.spread);
+    logit_abs = std::max(logit_abs, s.logit_abs);
+    direction_abs = std::max(direction_abs, s.direction_abs);
   }
   reduce();
   const double f0 = f;  // E(0) - C: reported when the logits cannot be written
@@ -366,21 +372,26 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
     if (t != 0.0) {
       // The shifted logits must fit T: written as inf they would leave the manifold (E NaN).
       // Checked for the whole instance before any write, so that it is left unchanged then.
+      // |z - t d| <= max|z| + |t| max|d| (with a margin for rounding) settles it for the whole
+      // instance without a pass over the logits, unless the logits come near the type's range.
       const double largest = static_cast<double>(std::numeric_limits<T>::max());
       std::vector<char> overflow(static_cast<std::size_t>(chunks), 0);
-      over_chunks(chunks, n, kBlock, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
-        bool bad = false;
-        for (std::int64_t i = i0; i < i1; ++i) {
-          const T* z = p.item_logits(b, i);
-          const double* ci = p.item_costs(b, i);
-          const double ts = t * p.direction_scale(b, i);
-          for (std::int64_t j = 0; j < k; ++j) {
-            const double zj = static_cast<double>(z[j]);
-            bad |= zj != -INFINITY && !(std::fabs(zj - ts * ci[j]) <= largest);
+      const bool surely_fits = (logit_abs + std::fabs(t) * direction_abs) * (1.0 + 1e-12) <= largest * (1.0 - 1e-12);
+      if (!surely_fits) {
+        over_chunks(chunks, n, kBlock, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
+          bool bad = false;
+          for (std::int64_t i = i0; i < i1; ++i) {
+            const T* z = p.item_logits(b, i);
+            const double* ci = p.item_costs(b, i);
+            const double ts = t * p.direction_scale(b, i);
+            for (std::int64_t j = 0; j < k; ++j) {
+              const double zj = static_cast<double>(z[j]);
+              bad |= zj != -INFINITY && !(std::fabs(zj - ts * ci[j]) <= largest);
+            }
           }
-        }
-        overflow[c] = bad;
-      });
+          overflow[c] = bad;
+        });
+      }
       if (std::find(overflow.begin(), overflow.end(), 1) != overflow.end()) {
         status = kRetractOverflow;
         t = 0.0;
