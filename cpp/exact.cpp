@@ -127,6 +127,12 @@ struct ExactWorkspace {
            (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
            pending.capacity() * sizeof(Pending);
   }
+  // What the core holds for the instance in hand: its links and the live layer buffers (the
+  // capacities above may be left over from an earlier, larger instance on this thread).
+  std::size_t core_bytes() const {
+    return links.size() * sizeof(CoreLink) +
+           (states.size() + merged.size() + scratch.size() + shifted.size()) * sizeof(CoreState);
+  }
 };
 
 // Whether every allowed value of the instance is an integer and the largest total (the sum
@@ -275,6 +281,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     const bool integral = !proven && tol < 0.25 && values_integral(inst);
     const double margin = integral ? 1.0 - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
+    std::int8_t stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
 
     if (!proven) {
       // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
@@ -484,9 +491,12 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           if (ws.min_d_from[t] >= slack - margin) break;  // no state can afford any item left
           // Slack only shrinks: an item no state can afford now stays at b_i for good.
           if (entry.smallest_d >= slack - margin) continue;
-          if (ws.links.size() >= limits.max_states || (limits.max_bytes > 0 && ws.bytes() > limits.max_bytes) ||
+          const bool out_of_states = ws.links.size() >= limits.max_states;
+          const bool out_of_bytes = limits.max_bytes > 0 && ws.core_bytes() > limits.max_bytes;
+          if (out_of_states || out_of_bytes ||
               std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
             complete = false;
+            stopped_by = out_of_states ? kStoppedByStates : out_of_bytes ? kStoppedByBytes : kStoppedByTime;
             break;
           }
           const std::int32_t i = entry.item, bi = ws.lp_option[i];
@@ -591,7 +601,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     const double upper = base_value_sum.value() + upper_rel;
     r.bound = proven ? r.value : std::max(std::min(upper, L), r.value);
     r.shadow_price = lambda;
-    r.status = proven ? kOptimal : kFeasible;
+    r.status = proven ? kOptimal : stopped_by;
     for (std::int64_t i = 0; i < n; ++i) choice[i] = lw.item_option[i];
     out.store(b, r);
   });

@@ -19,7 +19,13 @@ namespace apportion {
 
 // kUnknown: no feasible allocation was found and infeasibility was not proven either (only
 // for a method that cannot decide feasibility, such as the multi-resource mirror solver).
-enum Status : std::int8_t { kOptimal = 0, kFeasible = 1, kInfeasible = 2, kUnknown = 3 };
+// kStoppedByTime, kStoppedByStates, kStoppedByBytes: feasible, as kFeasible, where the exact
+// core stopped at its time_limit, max_states or max_bytes before a proof (Python reports
+// "feasible" and the limit).
+enum Status : std::int8_t {
+  kOptimal = 0, kFeasible = 1, kInfeasible = 2, kUnknown = 3,
+  kStoppedByTime = 4, kStoppedByStates = 5, kStoppedByBytes = 6
+};
 
 template <class T>
 struct InstanceView {

@@ -12,10 +12,6 @@
 
 #include "solvers.hpp"
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 namespace apportion {
 
 namespace {
@@ -27,74 +23,37 @@ constexpr std::int64_t kChunks = 16;
 // evaluation loops run across items without dependency chains (and vectorise).
 constexpr std::int64_t kBlock = 32;
 
-// The two hot loops of the shared-cost path, compiled for the baseline and for AVX2/FMA
+// The hot loop of the factorised layout, compiled for the baseline and for AVX2/FMA
 // (x86-64-v3) and chosen at load time where the toolchain supports it.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define APPORTION_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
+#define APPORTION_INLINE inline __attribute__((always_inline))
 #else
 #define APPORTION_SIMD_CLONES
+#define APPORTION_INLINE inline
 #endif
 
-#if defined(__GNUC__) && defined(__x86_64__)
-// exp_nonpositive, four lanes at a time (AVX2 + FMA); the same arithmetic as the scalar form.
-__attribute__((target("avx2,fma"))) void exp_in_place_avx2(double* x, std::int64_t count) {
-  const __m256d floor = _mm256_set1_pd(-708.0), magic = _mm256_set1_pd(6755399441055744.0);
-  const __m256d log2e = _mm256_set1_pd(1.4426950408889634), ln2_hi = _mm256_set1_pd(0.6931471803691238),
-                ln2_lo = _mm256_set1_pd(1.9082149292705877e-10);
-  const double coef[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
-                           1.0 / 5040.0,      1.0 / 720.0,       1.0 / 120.0,     1.0 / 24.0,     1.0 / 6.0,
-                           0.5,               1.0,               1.0};
-  const __m256i bias = _mm256_set1_epi64x(1023 - (std::int64_t(1) << 51));
-  std::int64_t i = 0;
-  for (; i + 4 <= count; i += 4) {
-    __m256d v = _mm256_loadu_pd(x + i);
-    const __m256d live = _mm256_cmp_pd(v, floor, _CMP_GT_OQ);
-    v = _mm256_max_pd(v, floor);
-    const __m256d shifted = _mm256_fmadd_pd(v, log2e, magic);
-    const __m256d n = _mm256_sub_pd(shifted, magic);
-    __m256d r = _mm256_fnmadd_pd(n, ln2_hi, v);
-    r = _mm256_fnmadd_pd(n, ln2_lo, r);
-    __m256d p = _mm256_set1_pd(coef[0]);
-    for (int c = 1; c < 13; ++c) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(coef[c]));
-    const __m256i bits = _mm256_slli_epi64(_mm256_add_epi64(_mm256_castpd_si256(shifted), bias), 52);
-    p = _mm256_mul_pd(p, _mm256_castsi256_pd(bits));
-    _mm256_storeu_pd(x + i, _mm256_and_pd(p, live));
-  }
-  for (; i < count; ++i) x[i] = exp_nonpositive(x[i]);
-}
-
-bool have_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#endif
-
-// x[i] <- exp(x[i]) for exponents x <= 0.
-void exp_in_place(double* x, std::int64_t count) {
-#if defined(__GNUC__) && defined(__x86_64__)
-  if (have_avx2()) {
-    exp_in_place_avx2(x, count);
-    return;
-  }
-#endif
-  for (std::int64_t i = 0; i < count; ++i) x[i] = exp_nonpositive(x[i]);
-}
-
-// One block of the factorised layout: adds each item's expected cost (c_min + mean of d),
-// variance and third central moment to el/vl/ml, and leaves s0 for the underflow test.
-APPORTION_SIMD_CLONES void block_moments(const double* a, const double* e, const double* d, std::int64_t k,
-                                         double c_min, double* el, double* vl, double* ml, double* s0) {
+// One block of the factorised layout. Item ii has the weights a[j][ii] = exp(z_j / tau - m),
+// the factors e = exp(-t (d_j - ref) / tau) and the direction d_j - d_min (kPerItem: e and d
+// per item, [j][ii]; otherwise one row [j] for all items). Adds each item's expected cost
+// scale * (d_min + mean of d), variance and third central moment (both times scale) to
+// el/vl/ml, and leaves s0 for the underflow test.
+template <bool kPerItem>
+APPORTION_INLINE void block_moments_body(const double* a, const double* e, const double* d, const double* d_min,
+                                         const double* scale, std::int64_t k, double* el, double* vl, double* ml,
+                                         double* s0) {
   double s1[kBlock], s2[kBlock], s3[kBlock];
   for (std::int64_t ii = 0; ii < kBlock; ++ii) s0[ii] = s1[ii] = s2[ii] = s3[ii] = 0.0;
   for (std::int64_t j = 0; j < k; ++j) {
-    const double ej = e[j], dj = d[j], d2j = d[j] * d[j], d3j = d2j * d[j];
     const double* aj = a + j * kBlock;
     for (std::int64_t ii = 0; ii < kBlock; ++ii) {
-      const double ae = aj[ii] * ej;
+      const double ej = kPerItem ? e[j * kBlock + ii] : e[j];
+      const double dj = kPerItem ? d[j * kBlock + ii] : d[j];
+      const double ae = aj[ii] * ej, aed = ae * dj, aed2 = aed * dj;
       s0[ii] += ae;
-      s1[ii] += ae * dj;
-      s2[ii] += ae * d2j;
-      s3[ii] += ae * d3j;
+      s1[ii] += aed;
+      s2[ii] += aed2;
+      s3[ii] += aed2 * dj;
     }
   }
   for (std::int64_t ii = 0; ii < kBlock; ++ii) {
@@ -102,23 +61,64 @@ APPORTION_SIMD_CLONES void block_moments(const double* a, const double* e, const
     const double inv = 1.0 / (ok ? s0[ii] : 1.0);
     const double mu = s1[ii] * inv, m2 = s2[ii] * inv, m3 = s3[ii] * inv;
     const double v = m2 - mu * mu;
-    el[ii] += ok ? c_min + mu : 0.0;
-    vl[ii] += ok && v > 0.0 ? v : 0.0;
-    ml[ii] += ok ? m3 - 3.0 * mu * m2 + 2.0 * mu * mu * mu : 0.0;
+    el[ii] += ok ? scale[ii] * (d_min[ii] + mu) : 0.0;
+    vl[ii] += ok && v > 0.0 ? scale[ii] * v : 0.0;
+    ml[ii] += ok ? scale[ii] * (m3 - 3.0 * mu * m2 + 2.0 * mu * mu * mu) : 0.0;
   }
+}
+
+APPORTION_SIMD_CLONES void block_moments_shared(const double* a, const double* e, const double* d,
+                                                const double* d_min, const double* scale, std::int64_t k,
+                                                double* el, double* vl, double* ml, double* s0) {
+  block_moments_body<false>(a, e, d, d_min, scale, k, el, vl, ml, s0);
+}
+
+APPORTION_SIMD_CLONES void block_moments_per_item(const double* a, const double* e, const double* d,
+                                                  const double* d_min, const double* scale, std::int64_t k,
+                                                  double* el, double* vl, double* ml, double* s0) {
+  block_moments_body<true>(a, e, d, d_min, scale, k, el, vl, ml, s0);
+}
+
+// e[j][ii] = exp(-t (d[j][ii] - ref_ii) / tau) for a block, with ref the item's least
+// direction (t >= 0) or its greatest (t < 0, d_range above the least), so that every exponent
+// is <= 0.
+APPORTION_SIMD_CLONES void block_factors(const double* d, const double* d_range, std::int64_t k, double t,
+                                         double inv_tau, double* e) {
+  if (t == 0.0) {
+    for (std::int64_t j = 0; j < k * kBlock; ++j) e[j] = 1.0;
+    return;
+  }
+  const double rate = -t * inv_tau;
+  for (std::int64_t j = 0; j < k; ++j) {
+    for (std::int64_t ii = 0; ii < kBlock; ++ii) {
+      const double ref = t >= 0.0 ? 0.0 : d_range[ii];
+      e[j * kBlock + ii] = rate * (d[j * kBlock + ii] - ref);
+    }
+  }
+  exp_in_place(e, k * kBlock);
 }
 
 struct ChunkSums {
   double e = 0.0, v = 0.0, m3 = 0.0;        // sums of item means, variances, third moments at t
   double lo = 0.0, hi = 0.0;                // sums of the least / greatest option costs
-  double spread = 0.0;                      // greatest per-item cost range
+  double spread = 0.0;                      // greatest per-item range of the direction
+  double logit_abs = 0.0, direction_abs = 0.0;  // greatest |z| (finite) and |d|: bound the write
   std::int64_t bad = -1;                    // first item with invalid logits
+  std::int64_t bad_cost = -1;               // first item with a cost that is NaN, infinite or < 0
+  std::int64_t bad_weight = -1;             // first item with a weight that is NaN, infinite or < 0
 };
 
+// The factorised layout, blocks of kBlock items: a[block][option][item in block]. With a
+// direction per item, d (same layout) holds d_ik - d_min_i, and d_min / d_range each item's
+// least direction and its range; scale holds each item's output scale (0 for padding).
 struct RetractionWorkspace {
-  std::vector<double> a;       // factorised exp(z/tau - m), blocks of (K, kBlock), shared-cost path
-  std::vector<ChunkSums> sums; // per chunk
-  std::size_t bytes() const { return a.capacity() * sizeof(double) + sums.capacity() * sizeof(ChunkSums); }
+  std::vector<double> a, d, d_min, d_range, scale;
+  std::vector<ChunkSums> sums;  // per chunk
+  std::size_t bytes() const {
+    return (a.capacity() + d.capacity() + d_min.capacity() + d_range.capacity() + scale.capacity()) *
+               sizeof(double) +
+           sums.capacity() * sizeof(ChunkSums);
+  }
 };
 
 // Items [i0, i1) of chunk c; boundaries are multiples of `unit` (the block of the factorised
@@ -144,14 +144,20 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
   const std::int64_t n = p.n, k = p.k;
   const double inv_tau = p.inv_tau;
   const double budget = p.budgets[b];
-  const bool factor = p.shared_costs();
-  const std::int64_t unit = factor ? kBlock : 1;
+  const bool shared = p.shared_direction();
+  const std::int64_t padded = (n + kBlock - 1) / kBlock * kBlock;
   // The chunking depends on the size alone, so that sums (and results) do not depend on threads.
-  const std::int64_t chunks = n * k >= kParallelLogits ? std::min(kChunks, (n + unit - 1) / unit) : 1;
+  const std::int64_t chunks = n * k >= kParallelLogits ? std::min(kChunks, padded / kBlock) : 1;
   ws.sums.assign(static_cast<std::size_t>(chunks), ChunkSums{});
-  if (factor) ws.a.resize(static_cast<std::size_t>((n + kBlock - 1) / kBlock * kBlock * k));
+  ws.a.resize(static_cast<std::size_t>(padded * k));
+  ws.scale.resize(static_cast<std::size_t>(padded));
+  ws.d_min.resize(static_cast<std::size_t>(padded));
+  if (!shared) {
+    ws.d.resize(static_cast<std::size_t>(padded * k));
+    ws.d_range.resize(static_cast<std::size_t>(padded));
+  }
 
-  // Shared-cost path: the cost row, its offsets and the per-evaluation factors e_j.
+  // Shared direction: the cost row, its offsets and the per-evaluation factors e_j.
   const double* c_row = p.item_costs(b, 0);
   double c_min = INFINITY, c_max = -INFINITY;
   for (std::int64_t j = 0; j < k; ++j) {
@@ -161,40 +167,39 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
   std::vector<double> e(static_cast<std::size_t>(k)), d(static_cast<std::size_t>(k));
   for (std::int64_t j = 0; j < k; ++j) d[j] = c_row[j] - c_min;
 
-  // Moments over items [i0, i1) at shift t, added to the chunk's sums. In the shared-cost path
-  // the factorised weights a must be current for those items.
+  // Moments over items [i0, i1) at shift t (the factors e current for t), added to the chunk's
+  // sums. Items whose factorised weights underflow are evaluated directly.
   auto moments = [&](ChunkSums& cs, double t, std::int64_t i0, std::int64_t i1) {
+    double el[kBlock], vl[kBlock], ml[kBlock], s0[kBlock];
+    for (std::int64_t ii = 0; ii < kBlock; ++ii) el[ii] = vl[ii] = ml[ii] = 0.0;
     double es = 0.0, vs = 0.0, ms = 0.0;
-    auto direct = [&](std::int64_t i) {
-      const double s = p.item_weight(b, i);
-      const double* ci = p.item_costs(b, i);
-      const ItemMoments m = item_moments(p.item_logits(b, i), ci, s, k, inv_tau, t, s * ci[0]);
-      es += m.mean;
-      vs += m.var;
-      ms += m.skew;
-    };
-    if (!factor) {
-      for (std::int64_t i = i0; i < i1; ++i) direct(i);
-    } else {
-      double el[kBlock], vl[kBlock], ml[kBlock];
-      for (std::int64_t ii = 0; ii < kBlock; ++ii) el[ii] = vl[ii] = ml[ii] = 0.0;
-      for (std::int64_t blk = i0; blk < i1; blk += kBlock) {
-        double s0[kBlock];
-        block_moments(ws.a.data() + blk * k, e.data(), d.data(), k, c_min, el, vl, ml, s0);
-        bool fallback = false;
-        for (std::int64_t ii = 0; ii < kBlock; ++ii) fallback |= !(s0[ii] > kFactorUnderflow);
-        if (fallback) {  // items near underflow (and the padding of the last block)
-          const std::int64_t len = std::min(kBlock, i1 - blk);
-          for (std::int64_t ii = 0; ii < len; ++ii) {
-            if (!(s0[ii] > kFactorUnderflow)) direct(blk + ii);
-          }
-        }
+    std::vector<double> factors(shared ? 0 : static_cast<std::size_t>(k * kBlock));
+    for (std::int64_t blk = i0; blk < i1; blk += kBlock) {
+      const double* a = ws.a.data() + blk * k;
+      if (shared) {
+        block_moments_shared(a, e.data(), d.data(), ws.d_min.data() + blk, ws.scale.data() + blk, k, el, vl, ml,
+                             s0);
+      } else {
+        block_factors(ws.d.data() + blk * k, ws.d_range.data() + blk, k, t, inv_tau, factors.data());
+        block_moments_per_item(a, factors.data(), ws.d.data() + blk * k, ws.d_min.data() + blk,
+                               ws.scale.data() + blk, k, el, vl, ml, s0);
       }
-      for (std::int64_t ii = 0; ii < kBlock; ++ii) {
-        es += el[ii];
-        vs += vl[ii];
-        ms += ml[ii];
+      const std::int64_t len = std::min(kBlock, i1 - blk);
+      for (std::int64_t ii = 0; ii < len; ++ii) {
+        if (s0[ii] > kFactorUnderflow) continue;
+        const std::int64_t i = blk + ii;
+        const double sd = p.direction_scale(b, i), so = p.output_scale(b, i);
+        const double* ci = p.item_costs(b, i);
+        const ItemMoments m = item_moments(p.item_logits(b, i), ci, sd, k, inv_tau, t, sd * ci[0]);
+        es += so * m.mean;
+        vs += so * m.var;
+        ms += so * m.skew;
       }
+    }
+    for (std::int64_t ii = 0; ii < kBlock; ++ii) {
+      es += el[ii];
+      vs += vl[ii];
+      ms += ml[ii];
     }
     cs.e = es;
     cs.v = vs;
@@ -215,67 +220,103 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
     d2f = inv_tau * inv_tau * ms.value();
   };
 
-  // Pass 1: validation, the range of E, (shared costs) the factorised weights, and the moments
-  // at t = 0, block by block while the logits are in cache.
-  for (std::int64_t j = 0; j < k; ++j) e[j] = 1.0;
-  over_chunks(chunks, n, unit, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
-    ChunkSums& s = ws.sums[c];
-    CompensatedSum lo, hi;
-    const std::int64_t step = factor ? kBlock : i1 - i0;
-    for (std::int64_t blk = i0; blk < i1; blk += step) {
-      const std::int64_t len = std::min(step, i1 - blk);
-      if (!factor) {
-        for (std::int64_t i = blk; i < blk + len; ++i) {
-          double wl, wh;
-          if (!item_cost_range(p.item_logits(b, i), p.item_costs(b, i), p.item_weight(b, i), k, wl, wh)) {
+  // Pass 1: validation, the range of E, the factorised layout, and the moments at t = 0, block
+  // by block while the logits are in cache.
+  auto prepare = [&]() {
+    for (std::int64_t j = 0; j < k; ++j) e[j] = 1.0;
+    over_chunks(chunks, n, kBlock, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
+      ChunkSums& s = ws.sums[c];
+      s = ChunkSums{};
+      CompensatedSum lo, hi;
+      for (std::int64_t blk = i0; blk < i1; blk += kBlock) {
+        const std::int64_t len = std::min(kBlock, i1 - blk);
+        double m[kBlock];
+        for (std::int64_t ii = 0; ii < len; ++ii) {
+          const std::int64_t i = blk + ii;
+          const T* z = p.item_logits(b, i);
+          const double* ci = p.item_costs(b, i);
+          const double sd = p.direction_scale(b, i), so = p.output_scale(b, i);
+          // The least and greatest direction among the options the item can take (dl, dh) and
+          // among all its options (the references of the factors), and its greatest logit.
+          double mx = -INFINITY, dl = INFINITY, dh = -INFINITY, da = INFINITY, db = -INFINITY, za = 0.0;
+          bool ok = true, cost_ok = true;
+          for (std::int64_t j = 0; j < k; ++j) {
+            const double zj = static_cast<double>(z[j]);
+            const double dj = sd * ci[j];
+            ok &= (zj == zj) & (zj != INFINITY);
+            cost_ok &= (ci[j] >= 0.0) & (ci[j] <= std::numeric_limits<double>::max());
+            const bool live = zj != -INFINITY;
+            dl = live && dj < dl ? dj : dl;
+            dh = live && dj > dh ? dj : dh;
+            da = dj < da ? dj : da;
+            db = dj > db ? dj : db;
+            mx = zj > mx ? zj : mx;
+            za = live && std::fabs(zj) > za ? std::fabs(zj) : za;
+          }
+          const double weight = p.item_weight(b, i);
+          if (!(weight >= 0.0 && weight <= std::numeric_limits<double>::max())) {
+            s.bad_weight = i;
+            return;
+          }
+          if (!cost_ok) {
+            s.bad_cost = i;
+            return;
+          }
+          if (!ok || !(dl <= dh)) {
             s.bad = i;
             return;
           }
-          lo.add(wl);
-          hi.add(wh);
-          s.spread = std::max(s.spread, wh - wl);
+          lo.add(so * dl);
+          hi.add(so * dh);
+          s.spread = std::max(s.spread, dh - dl);
+          s.logit_abs = std::max(s.logit_abs, za);
+          s.direction_abs = std::max(s.direction_abs, std::max(std::fabs(da), std::fabs(db)));
+          m[ii] = mx * inv_tau;
+          ws.scale[i] = so;
+          if (shared) {
+            ws.d_min[i] = c_min;
+          } else {
+            ws.d_min[i] = da;
+            ws.d_range[i] = db - da;
+            double* dblk = ws.d.data() + blk * k;
+            for (std::int64_t j = 0; j < k; ++j) dblk[j * kBlock + ii] = sd * ci[j] - da;
+          }
         }
-        continue;
-      }
-      // Shared costs: the cost range and the greatest logit of each item in one sweep.
-      double m[kBlock];
-      const T* zb = p.item_logits(b, blk);
-      for (std::int64_t ii = 0; ii < len; ++ii) {
-        const T* z = zb + ii * k;
-        double mx = -INFINITY, wl = INFINITY, wh = -INFINITY;
-        bool ok = true;
+        for (std::int64_t ii = len; ii < kBlock; ++ii) {  // padding of the last block: weight 0
+          ws.scale[blk + ii] = 0.0;
+          ws.d_min[blk + ii] = 0.0;
+          if (!shared) {
+            ws.d_range[blk + ii] = 0.0;
+            for (std::int64_t j = 0; j < k; ++j) ws.d[blk * k + j * kBlock + ii] = 0.0;
+          }
+        }
+        const T* zb = p.item_logits(b, blk);
+        double* a = ws.a.data() + blk * k;
         for (std::int64_t j = 0; j < k; ++j) {
-          const double zj = static_cast<double>(z[j]);
-          ok &= (zj == zj) & (zj != INFINITY);
-          const bool live = zj != -INFINITY;
-          wl = live && c_row[j] < wl ? c_row[j] : wl;
-          wh = live && c_row[j] > wh ? c_row[j] : wh;
-          mx = zj > mx ? zj : mx;
+          double* aj = a + j * kBlock;
+          for (std::int64_t ii = 0; ii < len; ++ii) aj[ii] = static_cast<double>(zb[ii * k + j]) * inv_tau - m[ii];
+          for (std::int64_t ii = len; ii < kBlock; ++ii) aj[ii] = -INFINITY;
         }
-        if (!ok || !(wl <= wh)) {
-          s.bad = blk + ii;
-          return;
-        }
-        lo.add(wl);
-        hi.add(wh);
-        s.spread = std::max(s.spread, wh - wl);
-        m[ii] = mx * inv_tau;
+        exp_in_place(a, k * kBlock);
       }
-      double* a = ws.a.data() + blk * k;
-      for (std::int64_t j = 0; j < k; ++j) {
-        double* aj = a + j * kBlock;
-        for (std::int64_t ii = 0; ii < len; ++ii) aj[ii] = static_cast<double>(zb[ii * k + j]) * inv_tau - m[ii];
-        for (std::int64_t ii = len; ii < kBlock; ++ii) aj[ii] = -INFINITY;
-      }
-      exp_in_place(a, k * kBlock);
-    }
-    s.lo = lo.value();
-    s.hi = hi.value();
-    moments(s, 0.0, i0, i1);
-  });
+      s.lo = lo.value();
+      s.hi = hi.value();
+      moments(s, 0.0, i0, i1);
+    });
+  };
+
+  prepare();
   CompensatedSum lo_sum, hi_sum;
-  double spread = 0.0;
+  double spread = 0.0, logit_abs = 0.0, direction_abs = 0.0;
   for (const ChunkSums& s : ws.sums) {
+    if (s.bad_weight >= 0) {
+      throw std::invalid_argument("weights: instance " + std::to_string(b) + ", item " + std::to_string(s.bad_weight) +
+                                  " is NaN, infinite or negative; weights must be finite and >= 0");
+    }
+    if (s.bad_cost >= 0) {
+      throw std::invalid_argument("costs: instance " + std::to_string(b) + ", item " + std::to_string(s.bad_cost) +
+                                  " has a cost that is NaN, infinite or negative; costs must be finite and >= 0");
+    }
     if (s.bad >= 0) {
       throw std::invalid_argument("logits: instance " + std::to_string(b) + ", item " + std::to_string(s.bad) +
                                   " holds NaN or +inf, or no finite logit; logits must be finite "
@@ -284,6 +325,8 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
     lo_sum.add(s.lo);
     hi_sum.add(s.hi);
     spread = std::max(spread, s.spread);
+    logit_abs = std::max(logit_abs, s.logit_abs);
+    direction_abs = std::max(direction_abs, s.direction_abs);
   }
   reduce();
   const double f0 = f;  // E(0) - C: reported when the logits cannot be written
@@ -292,11 +335,11 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
 
   // E at shift t.
   auto evaluate = [&](double t) {
-    if (factor) {
+    if (shared) {
       const double ref = t >= 0.0 ? c_min : c_max;
       for (std::int64_t j = 0; j < k; ++j) e[j] = std::exp(-t * inv_tau * (c_row[j] - ref));
     }
-    over_chunks(chunks, n, unit, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
+    over_chunks(chunks, n, kBlock, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
       moments(ws.sums[c], t, i0, i1);
     });
     reduce();
@@ -329,34 +372,79 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
     if (t != 0.0) {
       // The shifted logits must fit T: written as inf they would leave the manifold (E NaN).
       // Checked for the whole instance before any write, so that it is left unchanged then.
+      // |z - t d| <= max|z| + |t| max|d| (with a margin for rounding) settles it for the whole
+      // instance without a pass over the logits, unless the logits come near the type's range.
       const double largest = static_cast<double>(std::numeric_limits<T>::max());
       std::vector<char> overflow(static_cast<std::size_t>(chunks), 0);
-      over_chunks(chunks, n, unit, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
-        bool bad = false;
-        for (std::int64_t i = i0; i < i1; ++i) {
-          const T* z = p.item_logits(b, i);
-          const double* ci = p.item_costs(b, i);
-          const double ts = t * p.item_weight(b, i);
-          for (std::int64_t j = 0; j < k; ++j) {
-            const double zj = static_cast<double>(z[j]);
-            bad |= zj != -INFINITY && !(std::fabs(zj - ts * ci[j]) <= largest);
+      const bool surely_fits = (logit_abs + std::fabs(t) * direction_abs) * (1.0 + 1e-12) <= largest * (1.0 - 1e-12);
+      if (!surely_fits) {
+        over_chunks(chunks, n, kBlock, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
+          bool bad = false;
+          for (std::int64_t i = i0; i < i1; ++i) {
+            const T* z = p.item_logits(b, i);
+            const double* ci = p.item_costs(b, i);
+            const double ts = t * p.direction_scale(b, i);
+            for (std::int64_t j = 0; j < k; ++j) {
+              const double zj = static_cast<double>(z[j]);
+              bad |= zj != -INFINITY && !(std::fabs(zj - ts * ci[j]) <= largest);
+            }
           }
-        }
-        overflow[c] = bad;
-      });
+          overflow[c] = bad;
+        });
+      }
       if (std::find(overflow.begin(), overflow.end(), 1) != overflow.end()) {
         status = kRetractOverflow;
         t = 0.0;
         f = f0;
       } else {
-        over_chunks(chunks, n, unit, threads, [&](std::int64_t, std::int64_t i0, std::int64_t i1) {
-          for (std::int64_t i = i0; i < i1; ++i) {
-            T* z = p.item_logits(b, i);
-            const double* ci = p.item_costs(b, i);
-            const double ts = t * p.item_weight(b, i);
-            for (std::int64_t j = 0; j < k; ++j) z[j] = static_cast<T>(static_cast<double>(z[j]) - ts * ci[j]);
+        // Rounding the logits to a type narrower than double (float32) moves E by about 1e-8
+        // relative and more: E of the logits as written is summed in the same pass, and reported,
+        // as "rounded" where it misses rtol.
+        const bool narrow = sizeof(T) < sizeof(double);
+        over_chunks(chunks, n, kBlock, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
+          std::vector<double> x(narrow ? static_cast<std::size_t>(k * kBlock) : 0);
+          double es = 0.0;
+          for (std::int64_t blk = i0; blk < i1; blk += kBlock) {
+            const std::int64_t len = std::min(kBlock, i1 - blk);
+            double m[kBlock];
+            for (std::int64_t ii = 0; ii < len; ++ii) {
+              T* z = p.item_logits(b, blk + ii);
+              const double* ci = p.item_costs(b, blk + ii);
+              const double ts = t * p.direction_scale(b, blk + ii);
+              double mx = -INFINITY;
+              for (std::int64_t j = 0; j < k; ++j) {
+                z[j] = static_cast<T>(static_cast<double>(z[j]) - ts * ci[j]);
+                if (narrow) {
+                  const double zj = static_cast<double>(z[j]) * inv_tau;
+                  x[j * kBlock + ii] = zj;
+                  mx = zj > mx ? zj : mx;
+                }
+              }
+              m[ii] = mx;
+            }
+            if (!narrow) continue;
+            for (std::int64_t j = 0; j < k; ++j) {
+              for (std::int64_t ii = 0; ii < len; ++ii) x[j * kBlock + ii] -= m[ii];
+              for (std::int64_t ii = len; ii < kBlock; ++ii) x[j * kBlock + ii] = -INFINITY;
+            }
+            exp_in_place(x.data(), k * kBlock);
+            for (std::int64_t ii = 0; ii < len; ++ii) {
+              const double* ci = p.item_costs(b, blk + ii);
+              const double s = p.item_weight(b, blk + ii);
+              double s0 = 0.0, s1 = 0.0;
+              for (std::int64_t j = 0; j < k; ++j) {
+                s0 += x[j * kBlock + ii];
+                s1 += x[j * kBlock + ii] * (s * ci[j]);
+              }
+              es += s1 / s0;
+            }
           }
+          ws.sums[c].e = es;
         });
+        if (narrow) {
+          reduce();
+          if (status == kRetractConverged && !shift_converged(f, budget, p.rtol, floor)) status = kRetractRounded;
+        }
       }
     }
   }

@@ -3,9 +3,13 @@
 //
 // Item i of instance b has logits z_i (K,), probabilities p_i = softmax(z_i / tau) and option
 // costs w_ik = s_i c_ik (s_i a per-item weight, 1 when none is given). The expected cost
-// E(z) = sum_ik p_ik w_ik. The retraction finds the shift t with E(z - t w) = C and writes
-// z - t w back: E(z - t w) falls monotonically in t (dE/dt = -sum_i Var_{p_i}(w_i) / tau), so a
-// safeguarded Newton iteration on a bracket finds t to a relative tolerance of 1e-9 in double.
+// E(z) = sum_ik p_ik w_ik. The retraction finds the shift t with E(z - t d) = C along one of
+// two curves and writes z - t d back:
+//   kCurveWeighted: d_ik = w_ik = s_i c_ik (each item moves in proportion to its weight);
+//   kCurveCosts:    d_ik = c_ik (every item moves by t c_i, the curve of the published RCO code).
+// Both have w_ik = o_i d_ik with o_i = 1 or s_i >= 0, so E(z - t d) falls monotonically in t
+// (dE/dt = -sum_i o_i Var_{p_i}(d_i) / tau) and a safeguarded Newton iteration on a bracket
+// finds t to a relative tolerance of 1e-9 in double.
 //
 // The per-item arithmetic and the root-finding step are APPORTION_HD inline functions, so
 // that the CUDA launcher can share them with this CPU one. Logits of -inf mark options that
@@ -18,6 +22,7 @@
 #include <limits>
 
 #include "problem.hpp"
+#include "vector_exp.hpp"
 
 namespace apportion {
 
@@ -26,8 +31,15 @@ enum RetractionStatus : std::int8_t {
   kRetractPrecision = 1,   // the bracket collapsed to adjacent doubles before rtol was met
   kRetractInfeasible = 2,  // C lies outside the range of E: (sum min_k w_ik, sum max_k w_ik)
   kRetractMaxIter = 3,     // max_iter evaluations without convergence
-  kRetractOverflow = 4,    // z - t w leaves the range of the logits' type (float32 near 3.4e38):
+  kRetractOverflow = 4,    // z - t d leaves the range of the logits' type (float32 near 3.4e38):
                            // the instance's logits are left unchanged
+  kRetractRounded = 5,     // t met rtol in double, but the logits rounded to their type (float32)
+                           // miss it: `expected` is E of the logits as written
+};
+
+enum RetractionCurve : std::int8_t {
+  kCurveWeighted = 0,  // z_i - t s_i c_i
+  kCurveCosts = 1,     // z_i - t c_i
 };
 
 template <class T>
@@ -43,6 +55,7 @@ struct RetractionView {
   double inv_tau = 1.0;                 // 1 / temperature
   double rtol = 1e-9;
   int max_iter = 200;
+  RetractionCurve curve = kCurveWeighted;
 
   APPORTION_HD T* item_logits(std::int64_t bb, std::int64_t i) const { return logits + (bb * n + i) * k; }
   APPORTION_HD const double* item_costs(std::int64_t bb, std::int64_t i) const {
@@ -51,8 +64,17 @@ struct RetractionView {
   APPORTION_HD double item_weight(std::int64_t bb, std::int64_t i) const {
     return weights ? weights[bb * weight_stride_batch + i] : 1.0;
   }
-  // Whether every item of an instance shares one cost row (the factorised fast path applies).
-  APPORTION_HD bool shared_costs() const { return cost_stride_item == 0 && weights == nullptr; }
+  // The direction d_i = direction_scale * c_i of item i, and its cost w_i = output_scale * d_i.
+  APPORTION_HD double direction_scale(std::int64_t bb, std::int64_t i) const {
+    return curve == kCurveWeighted ? item_weight(bb, i) : 1.0;
+  }
+  APPORTION_HD double output_scale(std::int64_t bb, std::int64_t i) const {
+    return curve == kCurveWeighted ? 1.0 : item_weight(bb, i);
+  }
+  // Whether every item of an instance moves along one direction row (d_i = c, shared).
+  APPORTION_HD bool shared_direction() const {
+    return cost_stride_item == 0 && (weights == nullptr || curve == kCurveCosts);
+  }
 };
 
 struct RetractionOutput {
@@ -62,8 +84,9 @@ struct RetractionOutput {
   std::int8_t* status = nullptr;    // (B,) RetractionStatus
 };
 
-// Mean and variance of the cost of one item under softmax((z - t w) / tau), w_j = s c_j.
-// Options with logit -inf have probability 0. Costs are centred on `ref` for accuracy.
+// Mean, variance and third central moment of the direction d_j = s c_j of one item under
+// softmax((z - t d) / tau). Options with logit -inf have probability 0. The direction is
+// centred on `ref` for accuracy. (Its cost moments are these times the output scale.)
 struct ItemMoments {
   double mean = 0.0, var = 0.0, skew = 0.0;  // skew: the third central moment
 };
@@ -99,55 +122,6 @@ APPORTION_HD inline ItemMoments item_moments(const T* z, const double* c, double
   r.var = s2 / s0;
   r.skew = s3 / s0;
   return r;
-}
-
-// The least and greatest cost among the options an item can take (finite logits); returns
-// false when the logits hold NaN or +inf or no option is finite.
-template <class T>
-APPORTION_HD inline bool item_cost_range(const T* z, const double* c, double s, std::int64_t k,
-                                         double& lo, double& hi) {
-  lo = INFINITY;
-  hi = -INFINITY;
-  for (std::int64_t j = 0; j < k; ++j) {
-    const double zj = static_cast<double>(z[j]);
-    if (zj != zj || zj == INFINITY) return false;
-    if (zj == -INFINITY) continue;
-    const double w = s * c[j];
-    if (w < lo) lo = w;
-    if (w > hi) hi = w;
-  }
-  return lo <= hi;
-}
-
-// exp(x) for x <= 0 by range reduction and a degree-12 Taylor polynomial (relative error
-// below 1e-15; 0 below -708), written without branches or calls so that a compiler can
-// vectorise loops over it.
-APPORTION_HD inline double exp_nonpositive(double x) {
-  const double live = x > -708.0 ? 1.0 : 0.0;  // also 0 for NaN and -inf
-  x = x > -708.0 ? x : -708.0;
-  const double magic = 6755399441055744.0;    // 1.5 * 2^52: adding it rounds to an integer
-  const double shifted = x * 1.4426950408889634 + magic;
-  const double n = shifted - magic;
-  const double r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10;
-  double p = 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  std::uint64_t bits;
-  memcpy(&bits, &shifted, sizeof bits);
-  bits = (bits + 1023 - (std::uint64_t(1) << 51)) << 52;  // 2^n
-  double scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return p * scale * live;
 }
 
 // Below this, the factorised item weights are too close to underflow to be trusted; the item
@@ -220,7 +194,9 @@ APPORTION_HD inline bool shift_converged(double f, double budget, double rtol, d
 }
 
 // Retracts every instance of `p` in place; results per instance in `out`. `threads`: as in
-// run_batch. Throws std::invalid_argument for NaN or +inf logits or an item with no finite one.
+// run_batch. Throws std::invalid_argument for NaN or +inf logits, an item with no finite one, or
+// a cost or weight that is NaN, infinite or negative (the Python layer leaves that check to
+// this pass).
 template <class T>
 void retract_batch(const RetractionView<T>& p, const RetractionOutput& out, int threads);
 

@@ -246,8 +246,8 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
 struct ExactLimits {
   double time_limit = INFINITY;   // seconds per instance
   std::size_t max_states = 0;     // core states kept for back-tracking, over all layers
-  std::size_t max_bytes = 0;      // memory one instance's workspace may hold (0: no limit),
-                                  // checked between core layers
+  std::size_t max_bytes = 0;      // bytes one instance's core states and links may take
+                                  // (0: no limit), checked between core layers
 };
 
 // method="exact": core enumeration bounded by the LP (see exact.cpp). Checks values and costs

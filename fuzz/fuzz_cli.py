@@ -3,7 +3,8 @@
 `apportion solve FILE`.
 
 The fuzz bytes are the file: a .json file, and also a .npz file when they start like a zip.
-The CLI promises exit code 0, or 2 with a one-line reason for bad input; load_problem returns
+The CLI promises exit code 0 (3: an instance without an allocation within its budget), or 2
+with a one-line reason for bad input; load_problem returns
 a dict or raises UsageError. Exit code 1 (internal error), any other exception escaping, a
 crash or a hang (-timeout) is a finding.
 
@@ -46,7 +47,7 @@ def check(data, ext):
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         rc = cli.main(["solve", path])
-    if rc not in (cli.EXIT_OK, cli.EXIT_USAGE):
+    if rc not in (cli.EXIT_OK, cli.EXIT_NO_ALLOCATION, cli.EXIT_USAGE):
         raise Finding(f"apportion solve {ext}: exit code {rc}: {err.getvalue().strip()}")
 
 

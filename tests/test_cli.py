@@ -1,10 +1,14 @@
 """The `apportion` command line, end to end in subprocesses, plus in-process checks of the
 exit codes that need a patched module."""
 
+import base64
+import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import types
 
 import numpy as np
@@ -35,17 +39,18 @@ def test_demo_writes_its_plot(tmp_path):
     p = run("demo", "--quick", "--plot", str(plot))
     assert p.returncode == 0, p.stderr
     assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"plot: {plot}" in p.stdout.replace("\n", "")
+    assert f"plot: {plot}" in p.stderr.replace("\n", "") and "plot:" not in p.stdout
     for word in ("published setting", "general setting", "difficulty", "consequence",
-                 "priority", "uniform", "268.25", "179.75"):
+                 "priority", "lagrangian", "uniform", "268.25", "179.75", "-23.3%", "-33.0%"):
         assert word in p.stdout, word
+    assert max(len(line) for line in p.stdout.splitlines()) <= cli.DEMO_WIDTH
 
 
 def test_demo_bad_plot_path(tmp_path):
     p = run("demo", "--quick", "--plot", str(tmp_path / "nowhere" / "x.png"))
     assert p.returncode == 2 and "does not exist" in one_line(p.stderr)
     p = run("demo", "--quick", "--plot", str(tmp_path / "x.jpg"))
-    assert p.returncode == 2 and ".png" in one_line(p.stderr)
+    assert p.returncode == 2 and ".png, .svg, .pdf" in one_line(p.stderr)
 
 
 def test_solve_json_round_trip(tmp_path):
@@ -85,7 +90,7 @@ def test_solve_infeasible_is_valid_json(tmp_path):
     problem = tmp_path / "p.json"
     problem.write_text(json.dumps({"values": VALUES, "costs": [1.0, 2.0, 3.0], "budget": 1.0}))
     p = run("solve", str(problem))
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == cli.EXIT_NO_ALLOCATION == 3, p.stderr
     sol = json.loads(p.stdout)
     assert sol["status"] == "infeasible" and sol["bound"] is None and sol["min_budget"] == 4.0
 
@@ -238,3 +243,282 @@ def test_internal_error_exits_1(monkeypatch, capsys):
 def test_example_runs(capsys):
     assert cli.main(["example"]) == 0
     assert "relative gap" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# solve: stdin, options, output form, --stream (in-process: stdin and stdout patched)
+
+
+def solve_in_process(monkeypatch, capsys, argv, stdin=b""):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+    rc = cli.main(argv)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def problem_text(**fields):
+    return json.dumps({"values": VALUES, "costs": COSTS, "budget": 6.0, **fields})
+
+
+def test_solve_reads_stdin_and_writes_one_line(monkeypatch, capsys):
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-"],
+                                    problem_text(id="job-7").encode())
+    assert rc == 0, err
+    assert out.count("\n") == 1 and out.endswith("\n")
+    answer = json.loads(out)
+    ref = apportion.solve(VALUES, COSTS, 6.0)
+    assert answer["id"] == "job-7" and list(answer)[0] == "id"
+    assert answer["choice"] == ref.choice.tolist() and answer["value"] == ref.value
+    assert answer == {"id": "job-7", **ref.to_dict(timings=False), "seconds": answer["seconds"]}
+
+
+def test_solve_reads_npz_from_stdin(monkeypatch, capsys):
+    buf = io.BytesIO()
+    np.savez(buf, values=np.array(VALUES), costs=np.array(COSTS), budget=np.array(6.0),
+             method=np.array("dp"), exact_spend=np.array(True), threads=np.array(1))
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-"], buf.getvalue())
+    assert rc == 0, err
+    ref = apportion.solve(VALUES, COSTS, 6.0, method="dp", exact_spend=True)
+    assert json.loads(out)["choice"] == ref.choice.tolist() and ref.cost == 6.0
+
+
+def test_large_answer_is_one_compact_line(monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    values = rng.random((2000, 8)).round(3)
+    problem = {"values": values.tolist(), "costs": list(range(8)), "budget": 5000}
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-"], json.dumps(problem).encode())
+    assert rc == 0, err
+    assert out.count("\n") == 1 and ", " not in out and ": " not in out
+    assert len(json.loads(out)["choice"]) == 2000
+
+
+def test_no_negative_zero_and_no_timings(monkeypatch, capsys):
+    # sense "min" on zero losses gives value -0.0 inside; the answer says 0.0
+    text = json.dumps({"values": [[0.0, 1.0], [0.0, 2.0]], "costs": [0, 1], "budget": 1,
+                       "sense": "min"}).encode()
+    rc, first, _ = solve_in_process(monkeypatch, capsys, ["solve", "-", "--no-timings"], text)
+    rc2, second, _ = solve_in_process(monkeypatch, capsys, ["solve", "-", "--no-timings"], text)
+    assert rc == rc2 == 0 and first == second
+    assert "-0.0" not in first and '"seconds"' not in first
+    assert json.loads(first)["value"] == 0.0
+
+
+@pytest.mark.parametrize("fields, flags, expect", [
+    (dict(method="dp", cost_resolution=0.5), [], dict(method="dp")),
+    (dict(method="dp"), ["--cost-resolution", "0.5"], dict(method="dp")),
+    (dict(method="dp", exact_spend=True, cost_resolution=0.5), [], dict(cost=4.5)),
+    ({}, ["--method", "dp", "--exact-spend", "--cost-resolution", "0.5"], dict(cost=4.5)),
+    (dict(time_limit=5, max_states=1000, threads=1), [], dict(method="exact")),
+    ({}, ["--time-limit", "5", "--threads", "1", "--method", "exact"], dict(method="exact")),
+    (dict(method="lagrangian"), ["--method", "exact"], dict(method="exact")),  # flag wins
+    (dict(sense="min"), [], dict(value=1.0)),
+    (dict(sense="max"), ["--sense", "min"], dict(value=1.0)),
+    (dict(mask=[True, True, False]), [], dict(value=8.0)),
+    ({}, ["--mask", "[true, true, false]"], dict(value=8.0)),
+    (dict(time_limit=None, threads=None, mask=None), [], dict(value=13.0)),  # null = default
+], ids=lambda x: json.dumps(x)[:40])
+def test_options_as_file_fields_and_flags(monkeypatch, capsys, fields, flags, expect):
+    costs = [0.0, 1.5, 3.0]
+    text = json.dumps({"values": [[0, 5, 6], [1, 3, 8]], "costs": costs, "budget": 4.5,
+                       **fields}).encode()
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-", *flags], text)
+    assert rc == 0, err
+    answer = json.loads(out)
+    assert answer["cost"] <= 4.5
+    for key, want in expect.items():
+        assert answer[key] == want, (key, answer)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(method="dp"), "cost_resolution"),  # real costs: the error names the field it offers
+    (dict(threads=0), "threads"),
+    (dict(threads=1.5), "threads"),
+    (dict(time_limit=-1, method="exact"), "time_limit"),
+    (dict(time_limit=1, method="lagrangian"), "time_limit"),
+    (dict(exact_spend="yes", method="dp"), "exact_spend"),
+    (dict(cost_resolution=0, method="dp"), "cost_resolution"),
+    (dict(mask=[False, False, False]), "mask"),
+    (dict(sense=1), "field 'sense' must be a string"),
+    (dict(values={"dtype": "float64", "shape": [2, 3], "data": "AAAA"}), "bytes of data"),
+    (dict(values={"dtype": "complex128", "shape": [1], "data": ""}), "dtype must be one of"),
+    (dict(values={"dtype": "float64", "shape": [-1], "data": ""}), "shape must be"),
+    (dict(values={"dtype": "float64", "shape": [1]}), "exactly 'dtype', 'shape' and 'data'"),
+])
+def test_bad_options_exit_2(monkeypatch, capsys, fields, message):
+    text = json.dumps({"values": [[0, 5, 6], [1, 3, 8]], "costs": [0.0, 1.5, 3.0], "budget": 4.5,
+                       **fields}).encode()
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-"], text)
+    assert rc == 2 and out == ""
+    assert err.startswith("apportion: error: PROBLEM:") and message in err, err
+
+
+def encoded(x, dtype="float64"):
+    arr = np.ascontiguousarray(x, dtype=np.dtype(dtype).newbyteorder("<"))
+    return {"dtype": dtype, "shape": list(arr.shape), "data": base64.b64encode(arr.tobytes()).decode()}
+
+
+def test_encoded_arrays_give_the_same_answers(monkeypatch, capsys):
+    rng = np.random.default_rng(2)
+    values, costs = rng.random((3, 40, 5)), np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    budget, mask = np.array([1.0, 5.0, 9.0]), rng.random((40, 5)) < 0.9
+    mask[:, 0] = True
+    plain = {"values": values.tolist(), "costs": costs.tolist(), "budget": budget.tolist(),
+             "mask": mask.tolist()}
+    packed = {"values": encoded(values), "costs": encoded(costs, "float32"),
+              "budget": encoded(budget), "mask": encoded(mask, "bool")}
+    outs = []
+    for problem in (plain, packed):
+        rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-", "--no-timings"],
+                                        json.dumps(problem).encode())
+        assert rc == 0, err
+        outs.append(json.loads(out))
+    ref = apportion.solve(values, costs, budget, mask=mask)
+    assert outs[0]["choice"] == ref.choice.tolist()
+    assert outs[1] == outs[0]  # the costs are exact in float32
+
+
+def test_stream_answers_each_line_in_order(monkeypatch, capsys):
+    rng = np.random.default_rng(3)
+    problems = [{"values": rng.random((30, 4)).tolist(), "costs": [0, 1, 2, 5],
+                 "budget": float(b), "id": i} for i, b in enumerate((10, 40, 0, 70))]
+    problems[2]["costs"] = [1, 1, 2, 5]  # budget 0 < 30: infeasible, still answered
+    lines = [json.dumps(p) for p in problems]
+    lines.insert(2, "")  # blank lines are skipped
+    lines.insert(3, '{"values": [[1, 2]], "costs": [0, 1], "budget": 1, "id": "x", "bogus": 1}')
+    lines.insert(4, "{not json")
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "--stream", "--no-timings"],
+                                    ("\n".join(lines) + "\n").encode())
+    assert rc == 0 and err == ""
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert len(answers) == 6
+    assert "unknown field(s) 'bogus'" in answers[2]["error"] and answers[2]["id"] == "x"
+    assert "not valid JSON" in answers[3]["error"] and set(answers[3]) == {"error"}
+    solved = [a for a in answers if "error" not in a]
+    for p, a in zip(problems, solved):
+        ref = apportion.solve(np.array(p["values"]), np.array(p["costs"], dtype=float), p["budget"])
+        assert a == {"id": p["id"], **ref.to_dict(timings=False)}
+    assert solved[2]["status"] == "infeasible"
+
+
+def test_stream_applies_the_flags_to_every_line(monkeypatch, capsys):
+    text = (problem_text() + "\n") * 3
+    rc, out, _ = solve_in_process(monkeypatch, capsys,
+                                  ["solve", "--stream", "--method", "lagrangian", "--sense", "min"],
+                                  text.encode())
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0 and len(answers) == 3
+    assert all(a["method"] == "lagrangian" and a["sense"] == "min" for a in answers)
+
+
+def test_stream_over_a_pipe():
+    """The way another program uses it: one process, a line in, a line out, before EOF."""
+    proc = subprocess.Popen([sys.executable, "-m", "apportion", "solve", "--stream"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+    try:
+        for budget in (2.0, 6.0):
+            proc.stdin.write(problem_text(budget=budget) + "\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())  # answered before stdin closes
+            assert answer["value"] == apportion.solve(VALUES, COSTS, budget).value
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["solve", "--stream", "p.json"], "--stream reads problems from stdin"),
+    (["solve", "--stream", "--out", "x.json"], "--out does not apply"),
+    (["solve", "-", "--method", "magic"], "invalid choice"),
+    (["solve", "-", "--mask", "[true"], "expected a JSON array"),
+])
+def test_stream_and_flag_misuse_exits_2(monkeypatch, capsys, argv, message):
+    rc, out, err = solve_in_process(monkeypatch, capsys, argv, problem_text().encode())
+    assert rc == 2 and message in err, err
+
+
+# --------------------------------------------------------------------------------------------
+# the schemas
+
+
+def test_schemas_ship_and_name_every_field():
+    problem, answer = cli.problem_schema(), cli.answer_schema()
+    assert set(problem["properties"]) == set(cli.PROBLEM_FIELDS + cli.OPTIONAL_FIELDS)
+    assert set(problem["required"]) == set(cli.PROBLEM_FIELDS)
+    assert set(problem["properties"]["method"]["enum"]) - {None} == set(apportion.api.METHODS)
+    fields = set(apportion.solve(VALUES, COSTS, 6.0).to_dict()) | {"id", "info"}
+    assert set(answer["$defs"]["answer"]["properties"]) == fields
+
+
+def test_problems_and_answers_validate_against_the_schemas(monkeypatch, capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    check_problem = jsonschema.Draft202012Validator(cli.problem_schema())
+    check_answer = jsonschema.Draft202012Validator(cli.answer_schema())
+    rng = np.random.default_rng(4)
+    problems = [
+        json.loads(problem_text(id=1)),
+        {"values": rng.random((2, 5, 3)).tolist(), "costs": [0, 1, 2], "budget": [1, 0.5],
+         "sense": "min", "threads": 1},
+        {"values": encoded(rng.random((5, 3))), "costs": encoded([1.0, 2, 3]), "budget": 4,
+         "method": "exact", "time_limit": 1.5, "max_states": 100},
+        {"values": rng.random((5, 3)).tolist(), "costs": rng.random((3, 2)).tolist(),
+         "budget": [1.0, 1.0], "method": "mirror"},
+        {"values": [[1, 2, 3]], "costs": [0, 1, 2], "budget": 1, "method": "dp",
+         "exact_spend": True, "mask": [[True, True, False]], "cost_resolution": 1},
+    ]
+    text = "".join(json.dumps(p) + "\n" for p in problems) + '{"values": 1}\n'
+    for p in problems:
+        check_problem.validate(p)
+    rc, out, _ = solve_in_process(monkeypatch, capsys, ["solve", "--stream"], text.encode())
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0 and len(answers) == len(problems) + 1 and "error" in answers[-1]
+    for a in answers:
+        check_answer.validate(a)
+    assert not check_problem.is_valid({"values": [[1]], "costs": [1], "budget": 1, "x": 1})
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+
+
+@pytest.fixture(scope="module")
+def quick_demo():
+    return cli.run_demo(quick=True, seed=0, progress=False)
+
+
+def test_demo_tables_fit_80_columns(quick_demo):
+    from rich.console import Console
+
+    console = Console(width=cli.DEMO_WIDTH, record=True, file=io.StringIO())
+    for table in cli.demo_tables(quick_demo):
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= cli.DEMO_WIDTH
+    for word in ("consequence-aware", "priority-aware", "lagrangian", "268.25", "179.75"):
+        assert word in text, word
+
+
+def test_demo_without_matplotlib_prints_the_tables(monkeypatch, capsys, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    run_demo = cli.run_demo
+    monkeypatch.setattr(cli, "run_demo", lambda quick, seed: run_demo(quick, seed, False))
+    assert cli.main(["demo", "--quick", "--plot", str(tmp_path / "d.svg")]) == 0
+    out, err = capsys.readouterr()
+    assert "general setting" in out and 'apportion[plot]' in err
+    assert not (tmp_path / "d.svg").exists()
+
+
+@pytest.mark.parametrize("ext, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_demo_plot_formats(quick_demo, tmp_path, ext, magic):
+    pytest.importorskip("matplotlib")
+    path = cli.demo_plot(quick_demo, str(tmp_path / f"demo{ext}"))
+    with open(path, "rb") as f:
+        assert f.read(5).startswith(magic)
+
+
+def test_demo_default_plot_is_not_in_the_working_folder():
+    assert os.path.dirname(cli.DEFAULT_PLOT) == tempfile.gettempdir()

@@ -271,3 +271,27 @@ def test_exact_integer_bound_is_rounded_down_when_stopped():
     assert sol.bound == np.floor(sol.bound)
     exact = apportion.solve(np.round(values), costs, float(budget) + 0.5, method="exact")
     assert exact.status == "optimal" and sol.value <= exact.value <= sol.bound
+
+
+def test_exact_memory_bound_stops_with_a_certified_answer():
+    # The exact core's default work cap is memory (a quarter of RAM shared by the instances
+    # solved at once), not a count of states; a small max_memory stops it between layers.
+    values, costs, budget = workloads.instance("strongly", 1000, 10, R=1000, seed=1)
+    full = apportion.solve(values, costs, budget, method="exact")
+    capped = apportion.solve(values, costs, budget, method="exact", max_memory=1 << 20)
+    assert full.status == "optimal"
+    assert capped.status == "feasible" and capped.info["stopped_by"] == "max_bytes"
+    check_solution(capped, values, costs, budget)
+    assert capped.value <= full.value <= capped.bound
+    with pytest.raises(ValueError, match="max_memory"):
+        apportion.solve(values, costs, budget, method="exact", max_memory=0.5)
+    with pytest.raises(ValueError, match="max_memory: only methods 'dp' and 'exact'"):
+        apportion.solve(values, costs, budget, method="lagrangian", max_memory=1e9)
+
+
+def test_exact_default_limits_are_time_and_memory():
+    from apportion.api import _MAX_STATES_CAP, _exact_limits, default_max_memory
+
+    assert _exact_limits(None, None, None, 2) == (10.0, _MAX_STATES_CAP, default_max_memory() // 2)
+    assert _exact_limits(1.0, 50, 4096, 2) == (1.0, 50, 4096)
+    assert _exact_limits(1.0, float("inf"), float("inf"), 1)[1:] == (_MAX_STATES_CAP, _MAX_STATES_CAP)

@@ -117,7 +117,7 @@ def test_records():
     t = schedule.tasks_from_records(recs, TWO)
     assert t.ids.tolist() == ["a", "b"]
     np.testing.assert_array_equal(t.success, [[0.5, 0.9], [0.2, 0.6]])
-    r = route(recs, TWO, 5.0, policy="consequence")
+    r = route(recs, TWO, 5.0, policy="lagrangian")
     assert r.tier_names == ["small", "large"] and r.to_dict()["routing"] == {"a": "small", "b": "large"}
     with pytest.raises(ValueError, match="record 1 gives 'difficulty'"):
         schedule.tasks_from_records([recs[0], {"consequence": 1.0, "difficulty": 0.3}], TWO)
@@ -215,18 +215,18 @@ def test_difficulty_and_consequence_differ_where_they_should():
                        ids=["typo", "database"])
     budget = 1.0 + 4.0
     by_diff = route(tasks, TWO, budget, "difficulty")
-    by_cons = route(tasks, TWO, budget, "consequence")
+    by_cons = route(tasks, TWO, budget, "lagrangian")
     assert by_diff.tier_names == ["large", "small"]
     assert by_cons.tier_names == ["small", "large"]
     assert by_cons.loss < by_diff.loss and by_diff.accuracy > by_cons.accuracy
 
 
 @pytest.mark.parametrize("setting", ["published", "general"])
-def test_consequence_beats_difficulty_on_shipped_workloads(setting):
+def test_lagrangian_beats_difficulty_on_shipped_workloads(setting):
     wl = schedule.published_setting() if setting == "published" else schedule.general_setting()
     label, budget = wl.budgets[0]
     d = route(wl.tasks, wl.tiers, budget, "difficulty")
-    c = route(wl.tasks, wl.tiers, budget, "consequence")
+    c = route(wl.tasks, wl.tiers, budget, "lagrangian")
     assert (d.tier != c.tier).any()
     assert c.loss < 0.95 * d.loss
     assert d.accuracy >= c.accuracy - 1e-12  # what each one optimises
@@ -257,7 +257,7 @@ def test_tiers_in_any_order():
     for p in AVAILABLE:
         r = route(tasks, tiers, 5.0, p)
         assert r.spend <= 5.0
-        if p in ("consequence", "priority", "optimal"):
+        if p in ("lagrangian", "priority", "consequence", "optimal"):
             assert r.tier_names == ["small", "large"], p
 
 
@@ -311,3 +311,53 @@ def test_csv_reader_accepts_success_columns():
         schedule.read_tasks_csv("id,difficulty\na,0.5\n", TWO)
     with pytest.raises(ValueError, match="tasks CSV"):
         schedule.read_tasks_csv("id,consequence\na,1\n", TWO)
+
+
+def test_consequence_routes_by_consequence_alone():
+    # The published consequence-aware baseline: the premium tier for the highest consequences
+    # the budget pays for, whatever the gain (task "sure" gains nothing from it).
+    tasks = make_tasks(TWO, consequence=[1.0, 25.0, 5.0, 25.0],
+                       success=[[0.1, 0.9], [0.95, 0.95], [0.5, 0.6], [0.2, 0.9]])
+    r = route(tasks, TWO, 4 * 1.0 + 2 * 3.0, "consequence")
+    assert r.tier_names == ["small", "large", "small", "large"] and r.spend == 10.0
+    # ties in task order; the same successes with other consequences route otherwise
+    r = route(make_tasks(TWO, consequence=[5.0, 5.0], success=[[0.9, 0.8], [0.5, 0.5]]), TWO,
+              5.0, "consequence")
+    assert r.tier_names == ["large", "small"]
+
+
+def test_consequence_climbs_tiers_in_consequence_order():
+    three = (Tier("a", 1), Tier("b", 2), Tier("c", 5))
+    tasks = make_tasks(three, consequence=[1.0, 3.0, 2.0], success=np.full((3, 3), 0.5))
+    # 3 on "a" = 3, then task 1 takes b (+1) and c (+3), task 2 takes b (+1): 8
+    r = route(tasks, three, 8.0, "consequence")
+    assert r.tier_names == ["a", "c", "b"] and r.spend == 8.0
+
+
+def test_published_setting_orders_the_policies_as_published():
+    # difficulty > consequence > priority = optimal in loss at the published budget (25%)
+    wl = schedule.published_setting()
+    budget = dict(wl.budgets)["25% premium"]
+    loss = {p: route(wl.tasks, wl.tiers, budget, p).loss
+            for p in ("difficulty", "consequence", "priority", "lagrangian")}
+    assert loss["difficulty"] > loss["consequence"] > loss["priority"]
+    assert loss["priority"] == pytest.approx(loss["lagrangian"], rel=1e-9)
+
+
+def test_route_takes_a_dataframe():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"id": ["typo", "database"], "consequence": [1.0, 100.0],
+                          "p_small": [0.2, 0.6], "p_large": [0.9, 0.8], "level": ["low", "high"]})
+    r = route(frame, TWO, 5.0, "optimal")
+    assert r.tier_names == ["small", "large"] and list(r.ids) == ["typo", "database"]
+    records = [{"id": "typo", "consequence": 1.0, "success": {"small": 0.2, "large": 0.9}},
+               {"id": "database", "consequence": 100.0, "success": {"small": 0.6, "large": 0.8}}]
+    assert r.loss == route(records, TWO, 5.0, "optimal").loss
+    by_difficulty = pd.DataFrame({"consequence": [1.0, 5.0], "difficulty": [0.2, 0.9]},
+                                 index=["a", "b"])
+    r = route(by_difficulty, TWO, 5.0, "lagrangian")
+    assert list(r.ids) == ["a", "b"] and r.spend <= 5.0
+    with pytest.raises(ValueError, match="'difficulty' column or columns"):
+        route(pd.DataFrame({"consequence": [1.0]}), TWO, 5.0)
+    with pytest.raises(ValueError, match="no 'consequence' column"):
+        route(pd.DataFrame({"difficulty": [0.5]}), TWO, 5.0)

@@ -385,3 +385,228 @@ def test_import_apportion_works_without_torch():
             "try:\n    import apportion.torch\nexcept ImportError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 'pip install "apportion[torch]"' in out
+
+
+# --------------------------------------------------------------------------- the two curves
+
+
+def reference_shift(z, costs, weights, budget, tau, curve):
+    """Bisection in float64 numpy for the shift t with E(z - t d) = budget on the curve (d = w
+    for "weighted", d = c for "costs"), to adjacent doubles; independent of the core."""
+    z = np.asarray(z, dtype=np.float64)
+    B = z.shape[0]
+    c = np.broadcast_to(np.asarray(costs, dtype=np.float64), z.shape)
+    s = np.ones(z.shape[:2]) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64),
+                                                                     z.shape[:2])
+    w = s[:, :, None] * c
+    d = w if curve == "weighted" else c
+    shifts = np.empty(B)
+    for b in range(B):
+        def expected(t):
+            x = (z[b] - t * d[b]) / tau
+            x = x - x.max(-1, keepdims=True)
+            p = np.exp(x)
+            return float((p / p.sum(-1, keepdims=True) * w[b]).sum())
+
+        lo, hi = -1.0, 1.0  # E falls in t: E(lo) >= budget >= E(hi)
+        while expected(lo) < budget[b]:
+            lo *= 2
+        while expected(hi) > budget[b]:
+            hi *= 2
+        for _ in range(2000):
+            mid = 0.5 * (lo + hi)
+            if not lo < mid < hi:
+                break
+            if expected(mid) > budget[b]:
+                lo = mid
+            else:
+                hi = mid
+        shifts[b] = 0.5 * (lo + hi)
+    return shifts, d
+
+
+@pytest.mark.parametrize("form", ["shared", "weights", "full", "full-weights"])
+@pytest.mark.parametrize("curve", ["weighted", "costs"])
+def test_both_curves_land_where_a_reference_bisection_does(form, curve):
+    """The landing point z - t d equals the one of a float64 bisection on the same curve to
+    1e-9 (logits, and probabilities), for every cost form and both curves."""
+    rng = np.random.default_rng(zlib.crc32(f"curve-{form}-{curve}".encode()))
+    for N, K, tau in [(1, 2, 1.0), (7, 3, 0.5), (224, 7, 1.0), (3000, 5, 2.0)]:
+        base = "full" if form.startswith("full") else form
+        z, costs, weights, budget = random_problem(rng, 3, N, K, base)
+        if form == "full-weights":
+            weights = rng.uniform(0.5, 3, (3, N))
+            dense = costs * weights[:, :, None]
+            lo, hi = dense.min(-1).sum(-1), dense.max(-1).sum(-1)
+            budget = lo + rng.uniform(0.05, 0.95, 3) * (hi - lo)
+        out, info = at.retract(z, costs, budget, weights, tau, curve=curve, rtol=1e-13, return_info=True)
+        assert (info.status == "converged").all()
+        t_ref, d = reference_shift(z.numpy(), costs, weights, budget, tau, curve)
+        want = z.numpy() - t_ref[:, None, None] * d
+        np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=1e-9 * max(1.0, np.abs(want).max()))
+        p_out = torch.softmax(out / tau, -1).numpy()
+        p_ref = torch.softmax(torch.from_numpy(want) / tau, -1).numpy()
+        np.testing.assert_allclose(p_out, p_ref, rtol=0, atol=1e-9)
+        # At the default rtol the budget holds to 1e-9, and the torch iteration (used off the CPU)
+        # takes the same curve.
+        out9 = at.retract(z, costs, budget, weights, tau, curve=curve)
+        assert rel_err(at.expected_cost(out9, costs, weights, tau), budget).max() <= 1e-9
+        zt = z.clone()
+        at._retract_torch(zt, at._Costs(costs, weights, tuple(z.shape), True), budget, tau, 1e-13, 200, curve)
+        np.testing.assert_allclose(zt.numpy(), want, rtol=0, atol=1e-8 * max(1.0, np.abs(want).max()))
+
+
+def test_the_curves_differ_with_weights_and_agree_without():
+    rng = np.random.default_rng(11)
+    z, costs, weights, budget = random_problem(rng, 2, 224, 7, "weights")
+    a = at.retract(z, costs, budget, weights, curve="weighted")
+    b = at.retract(z, costs, budget, weights, curve="costs")
+    assert (a - b).abs().max() > 1e-3
+    # z' - z is -t w on one curve and -t c on the other (one t per instance).
+    ta = ((z - a) / torch.from_numpy(costs * weights[:, :, None]))[..., -1]
+    tb = ((z - b) / torch.from_numpy(np.broadcast_to(costs, z.shape).copy()))[..., -1]
+    assert (ta - ta[:, :1]).abs().max() < 1e-9 and (tb - tb[:, :1]).abs().max() < 1e-9
+    _, _, _, budget1 = random_problem(rng, 2, 224, 7, "shared")
+    torch.testing.assert_close(at.retract(z, costs, budget1, curve="weighted"),
+                               at.retract(z, costs, budget1, curve="costs"), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="curve"):
+        at.retract(z, costs, budget, weights, curve="rco")
+    with pytest.raises(ValueError, match="curve"):
+        at.RCO([torch.nn.Parameter(z.clone())], costs, budget, weights=weights, curve=None)
+
+
+def test_per_item_directions_near_underflow_match_the_reference():
+    """Logits hundreds apart, so that the factorised weights of some items underflow at the shift
+    found and the core evaluates them directly; per-item costs and weights, both curves."""
+    rng = np.random.default_rng(12)
+    B, N, K = 2, 500, 6
+    z = torch.from_numpy(rng.normal(0, 1, (B, N, K)) * rng.choice([1.0, 300.0], (B, N, 1)))
+    costs = rng.uniform(0, 10, (B, N, K))
+    weights = rng.uniform(0.1, 5, (B, N))
+    dense = costs * weights[:, :, None]
+    budget = dense.min(-1).sum(-1) + 0.3 * (dense.max(-1).sum(-1) - dense.min(-1).sum(-1))
+    for curve in ("weighted", "costs"):
+        out, info = at.retract(z, costs, budget, weights, curve=curve, rtol=1e-13, return_info=True)
+        t_ref, d = reference_shift(z.numpy(), costs, weights, budget, 1.0, curve)
+        assert (info.status == "converged").all()
+        np.testing.assert_allclose(info.shift, t_ref, rtol=1e-9)
+        np.testing.assert_allclose(torch.softmax(out, -1).numpy(),
+                                   torch.softmax(z - torch.from_numpy(t_ref[:, None, None] * d), -1).numpy(),
+                                   rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("curve", ["weighted", "costs"])
+def test_float32_retraction_reports_the_budget_of_the_written_logits(curve):
+    """float32 logits are written rounded; the info's E is that of the logits as written
+    (checked in float64), and "converged" is claimed only where it meets rtol."""
+    rng = np.random.default_rng(13)
+    seen = set()
+    for form in ("shared", "weights", "full"):
+        z, costs, weights, budget = random_problem(rng, 16, 224, 7, form)
+        for native in (True, False):
+            z32 = z.to(torch.float32)
+            if native:
+                out, info = at.retract(z32, costs, budget, weights, curve=curve, return_info=True)
+                status, expected = info.status, info.expected
+            else:
+                out = z32.clone()
+                _, expected, _, codes = at._retract_torch(out, at._Costs(costs, weights, tuple(z.shape), True),
+                                                          budget, 1.0, 1e-9, 200, curve)
+                status = np.array(at._STATUS)[codes]
+            e = at.expected_cost(out, costs, weights).numpy()  # float64 sums of the float32 logits
+            np.testing.assert_allclose(expected, e, rtol=1e-12)
+            err = rel_err(e, budget)
+            assert ((status == "converged") == (err <= 1e-9)).all()
+            assert (np.isin(status, ["converged", "rounded"])).all()
+            assert err.max() <= 1e-6
+            seen.update(status.tolist())
+    assert seen == {"converged", "rounded"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("form", ["shared", "weights", "full"])
+def test_native_normal_and_projection_match_float64_torch(dtype, form):
+    rng = np.random.default_rng(zlib.crc32(f"normal-{dtype}-{form}".encode()))
+    z, costs, weights, _ = random_problem(rng, 3, 300, 7, form)
+    z[0, 5, 2] = -float("inf")
+    tau = 0.7
+    w = torch.from_numpy(np.broadcast_to(costs if weights is None else costs * weights[:, :, None], z.shape).copy())
+    p = torch.softmax(z / tau, -1)
+    ref = p * (w - (p * w).sum(-1, keepdim=True)) / tau
+    n = at.budget_normal(z.to(dtype), costs, weights, tau)
+    assert n.dtype == dtype and n[0, 5, 2] == 0
+    # float32: the logits are rounded on the way in, then one rounding of the float64 result.
+    zr = z.to(dtype).double()
+    pr = torch.softmax(zr / tau, -1)
+    ref_r = pr * (w - (pr * w).sum(-1, keepdim=True)) / tau
+    # float32: within half an ulp (one rounding) of the float64 value; float64: both sides' own
+    # rounding, relative to the largest entry (w - wbar cancels).
+    half_ulp = 2.0 ** -24 if dtype == torch.float32 else 0.0
+    assert ((n.double() - ref_r).abs() <= half_ulp * ref_r.abs() + 1e-13 * ref_r.abs().max()).all()
+    g = torch.from_numpy(rng.normal(size=z.shape))
+    for gd in (torch.float32, torch.float64):
+        out = at.project_tangent(g.to(gd), z.to(dtype), costs, weights, tau)
+        assert out.dtype == gd
+        coef = (g.to(gd).double() * ref_r).sum((1, 2), keepdim=True) / (ref_r * ref_r).sum((1, 2), keepdim=True)
+        want = g.to(gd).double() - coef * ref_r
+        tol = (2.0 ** -23 if gd == torch.float32 else 1e-13) * want.abs().max()
+        assert (out.double() - want).abs().max() <= tol
+    # Unbatched and non-contiguous input.
+    zt = z[0].t().contiguous().t()
+    c0 = costs[0] if np.ndim(costs) == 3 else costs
+    w0 = None if weights is None else weights[0]
+    assert not zt.is_contiguous()
+    torch.testing.assert_close(at.budget_normal(zt, c0, w0, tau), ref[0])
+    torch.testing.assert_close(at.project_tangent(g[0].t().contiguous().t(), zt, c0, w0, tau),
+                               at.project_tangent(g[0], z[0], c0, w0, tau))
+
+
+def test_cpu_paths_run_no_torch_softmax():
+    """Regression (issue 15, point 4): a small torch softmax waits on torch's thread pool when
+    the cores are busy (round_to_budget at 224 x 7 took 8 ms instead of 0.2 ms). The CPU paths
+    of round_to_budget, retract, budget_normal, project_tangent and RCO.step run none: their
+    softmax sums are native (or numpy)."""
+    rng = np.random.default_rng(14)
+    z = torch.from_numpy(rng.normal(size=(224, 7))).float()
+    costs = [2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 16.0]
+    weights = rng.uniform(0.1, 1.0, 224)
+    budget = 4.0 * weights.sum()
+    logits = torch.nn.Parameter(z.clone())
+    opt = at.RCO([logits], costs, budget, weights=weights)
+    logits.grad = torch.randn_like(logits)
+    calls = {
+        "round_to_budget": lambda: at.round_to_budget(z, costs, budget, weights),
+        "retract": lambda: at.retract(z, costs, budget, weights),
+        "budget_normal": lambda: at.budget_normal(z, costs, weights),
+        "project_tangent": lambda: at.project_tangent(logits.grad, z, costs, weights),
+        "RCO.step": opt.step,
+    }
+    for name, call in calls.items():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            call()
+        ops = {e.key for e in prof.key_averages()}
+        assert any(op.startswith("aten::") for op in ops) or name != "RCO.step"  # the profiler saw torch ops
+        assert not [op for op in ops if "softmax" in op], (name, sorted(ops))
+
+
+def test_native_paths_refuse_bad_costs_and_weights_naming_them():
+    """The CPU retraction, normal and projection check costs and weights in the core (not in
+    numpy per call): NaN, infinite or negative entries raise ValueError naming the argument."""
+    z = torch.zeros(2, 3, 4, dtype=torch.float64)
+    c = [0.0, 1.0, 2.0, 3.0]
+    for dtype in (torch.float64, torch.float32):
+        zz = z.to(dtype)
+        for bad in (float("nan"), float("inf"), -1.0):
+            calls = [lambda: at.retract(zz, c, 3.0, weights=[1.0, bad, 1.0]),
+                     lambda: at.budget_normal(zz, c, weights=[1.0, 1.0, bad]),
+                     lambda: at.project_tangent(zz, zz, c, weights=[bad, 1.0, 1.0])]
+            for call in calls:
+                with pytest.raises(ValueError, match="weights: instance 0, item"):
+                    call()
+            costs = np.array([[0.0, 1.0, 2.0, 3.0]] * 3)
+            costs[2, 1] = bad
+            calls = [lambda: at.retract(zz, costs, 3.0), lambda: at.budget_normal(zz, costs),
+                     lambda: at.project_tangent(zz, zz, costs), lambda: at.retract(zz, costs[2], 3.0)]
+            for call in calls:
+                with pytest.raises(ValueError, match="costs: instance 0, item"):
+                    call()

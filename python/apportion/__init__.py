@@ -11,8 +11,9 @@ budget, find the allocation of greatest value that fits the budget.
 
 Submodules, loaded on first use (`import apportion` imports none of their dependencies):
 `reference` (CP-SAT, HiGHS and cvxpy references), `workloads` (seeded instances), `schedule`
-(routing tasks to compute tiers), `torch` (the Riemannian relaxation), `ray` (sharded solves,
-Ray Data and online servers on a Ray cluster), `cli` and `benchmark`.
+(routing tasks to compute tiers), `torch` (the Riemannian relaxation, decision-focused losses),
+`learn` (the decision-focused learning example), `ray` (sharded solves, Ray Data and online
+servers on a Ray cluster), `cli` and `benchmark`.
 `warmup()` pays the first call's one-time costs ahead of a scheduler's first request.
 """
 
@@ -67,7 +68,7 @@ __all__ = [
 # stays light: `apportion.torch` imports torch, `apportion.reference` the reference solvers'
 # packages on use, `apportion.cli` and `apportion.benchmark` argparse and rich.
 # `import apportion.reference` works as well.
-_LAZY_SUBMODULES = ("benchmark", "cli", "ray", "reference", "schedule", "torch", "workloads")
+_LAZY_SUBMODULES = ("benchmark", "cli", "learn", "ray", "reference", "schedule", "torch", "workloads")
 
 
 def __getattr__(name: str) -> _Any:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._problem import STATUS_NAMES, Problem, Solution, cost_resolution_value, grid_costs, grid_down, make_solution
+from ._problem import STATUS_NAMES, Method, Problem, Solution, check_sense, cost_resolution_value, grid_costs, grid_down, make_solution
 
 DEVICE_METHODS = ("lagrangian", "dp")
 _INFEASIBLE = 2  # the core's status code (problem.hpp)
@@ -41,7 +41,7 @@ def is_cuda_array(x: Any) -> bool:
         return False
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
-        return x.is_cuda
+        return bool(x.is_cuda)
     if hasattr(x, "__cuda_array_interface__"):
         return True
     dlpack_device = getattr(x, "__dlpack_device__", None)
@@ -53,7 +53,7 @@ def is_cuda_array(x: Any) -> bool:
     return False
 
 
-def _torch_for_cuda(device: Any):
+def _torch_for_cuda(device: Any) -> Any:
     """torch, after checking that a CUDA solve can run; a RuntimeError naming `device` if not."""
     if not _core.built_with_cuda():
         raise RuntimeError(
@@ -90,7 +90,7 @@ def target(device: Any, values: Any) -> Optional[Any]:
     return torch.device("cuda", torch.cuda.current_device()) if dev.index is None else dev
 
 
-def device_method(method: str, exact_spend: bool, cost_resolution: Any, where: Any) -> str:
+def device_method(method: Method, exact_spend: bool, cost_resolution: Any, where: Any) -> Method:
     """The method a device solve runs: "auto" picks "dp" for exact_spend or cost_resolution,
     else "lagrangian"; methods without a kernel raise a ValueError naming method and device."""
     if method == "auto":
@@ -101,7 +101,7 @@ def device_method(method: str, exact_spend: bool, cost_resolution: Any, where: A
     return method
 
 
-def _from_cai(torch, x: Any):
+def _from_cai(torch: Any, x: Any) -> Any:
     """A tensor over a ``__cuda_array_interface__`` array, on the device its pointer belongs
     to, with torch's current stream there waiting on the producer's stream (CAI v3)."""
     cai = x.__cuda_array_interface__
@@ -116,7 +116,7 @@ def _from_cai(torch, x: Any):
     return torch.as_tensor(x, device=dev)
 
 
-def _as_tensor(torch, x: Any, dev: Any):
+def _as_tensor(torch: Any, x: Any, dev: Any) -> Any:
     """x as a torch tensor (on `dev` if given): torch tensors as they are, DLPack producers
     through torch.from_dlpack (stream-ordered, on their own device), CAI-only producers
     through _from_cai, anything else through numpy."""
@@ -131,11 +131,11 @@ def _as_tensor(torch, x: Any, dev: Any):
     return t if dev is None else t.to(dev)
 
 
-def _stream(torch, dev) -> int:
+def _stream(torch: Any, dev: Any) -> int:
     return int(torch.cuda.current_stream(dev).cuda_stream)
 
 
-def _outputs(torch, dev, B: int, N: int):
+def _outputs(torch: Any, dev: Any, B: int, N: int) -> tuple[Any, ...]:
     f64 = dict(dtype=torch.float64, device=dev)
     return (torch.empty((B, N), dtype=torch.int64, device=dev), torch.empty(B, **f64),
             torch.empty(B, **f64), torch.empty(B, **f64), torch.empty(B, **f64),
@@ -147,8 +147,8 @@ def _outputs(torch, dev, B: int, N: int):
 LAGRANGIAN_CHUNK_SCRATCH = 0
 
 
-def _launch(torch, dev, method: str, v, c, b, m, value_sign: float, exact_spend: bool,
-            table_limit: int):
+def _launch(torch: Any, dev: Any, method: str, v: Any, c: Any, b: Any, m: Any, value_sign: float,
+            exact_spend: bool, table_limit: int) -> tuple[Any, ...]:
     """Runs `method` on device tensors (B,N,K) values v, costs c (broadcastable), budgets b
     (B,) float64, mask m (B,N,K) uint8 or None; returns the 7 output tensors on `dev`."""
     B, N, _ = v.shape
@@ -173,15 +173,15 @@ def check_host_input(problem: Problem) -> None:
         raise ValueError("values: an entry is NaN or infinite; values must be finite")
 
 
-def run_host_problem(problem: Problem, method: str, dev, *, exact_spend: bool = False,
-                     table_limit: int = 0) -> tuple:
+def run_host_problem(problem: Problem, method: str, dev: Any, *, exact_spend: bool = False,
+                     table_limit: int = 0) -> tuple[Any, ...]:
     """Solves a canonical (numpy) Problem on `dev` and returns the raw host tuple of the core.
     table_limit: bytes the GPU DP may allocate (0: half the free device memory)."""
     import torch
 
     check_host_input(problem)
 
-    def tensor(a: np.ndarray):  # torch warns on a read-only array (a broadcast mask or costs)
+    def tensor(a: np.ndarray) -> Any:  # torch warns on a read-only array (a broadcast mask or costs)
         return torch.from_numpy(a if a.flags.writeable else np.array(a)).to(dev)
 
     v, c, b = tensor(problem.values), tensor(problem.costs), tensor(problem.budget)
@@ -190,8 +190,8 @@ def run_host_problem(problem: Problem, method: str, dev, *, exact_spend: bool = 
     return tuple(o.cpu().numpy() for o in outs)
 
 
-def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: Any, sense: str,
-                   dev, exact_spend: bool, cost_resolution: Optional[float], table_limit: int,
+def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: Any, sense: Any,
+                   dev: Any, exact_spend: bool, cost_resolution: Optional[float], table_limit: int,
                    started: float) -> Solution:
     """Solves input that already lives on a CUDA device, on that device; the Solution's arrays
     are tensors there (status names excepted). With cost_resolution the real cost of each
@@ -249,7 +249,7 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
 
         dense = real_costs.expand(B, N, K)
 
-        def run(grid_budgets: np.ndarray) -> tuple:
+        def run(grid_budgets: np.ndarray) -> tuple[Any, ...]:
             outs = _launch(torch, dev, method, v, c, torch.from_numpy(grid_budgets).to(dev), m, sign,
                            exact_spend, table_limit)
             chosen = torch.gather(dense, 2, outs[0].clamp_min(0)[:, :, None])[:, :, 0]
@@ -275,15 +275,15 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
     if not batched:
         choice, value, cost, bound, gap = choice[0], value[0], cost[0], bound[0], gap[0]
         shadow, min_budget, names = shadow[0], min_budget[0], str(names[0])
-    info = {"device": str(dev)}
+    info: dict[str, Any] = {"device": str(dev)}
     if cost_resolution is not None:
         info.update(cost_resolution=res, quantised_budget=grid_budgets * res)
     return Solution(choice, value, cost, bound, gap, names, shadow, min_budget, method,
-                    time.perf_counter() - started, sense, info)
+                    time.perf_counter() - started, check_sense(sense), info)
 
 
 def simulate(v: np.ndarray, c: np.ndarray, b: np.ndarray, horizon: int, mirror: int, step: float,
-             skip_allowed: bool, m0: np.ndarray, record_choices: bool, dev) -> tuple:
+             skip_allowed: bool, m0: np.ndarray, record_choices: bool, dev: Any) -> tuple[Any, ...]:
     """simulate_online on `dev` for canonical host arrays; returns the raw host tuple."""
     import torch
 

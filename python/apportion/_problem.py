@@ -8,21 +8,32 @@ the argument and the fix. `Solution` is the result type of every solver.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import numbers
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Literal, Optional
 
 import numpy as np
+import numpy.typing as npt
 
 #: Status codes of the native core, by code. "unknown": no feasible allocation was found and
 #: infeasibility was not proven (only a method that cannot decide feasibility reports it).
-_STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown")
+#: Codes 4 to 6 are "feasible" where method "exact" stopped at its time_limit, max_states or
+#: workspace bytes limit (kStoppedBy* in cpp/problem.hpp); the limit goes to info["stopped_by"].
+_STATUS_LIST = ("optimal", "feasible", "infeasible", "unknown", "feasible", "feasible", "feasible")
 STATUS_NAMES = np.array(_STATUS_LIST)
+_STOPPED_BY = (None, None, None, None, "time_limit", "max_states", "max_bytes")
+_FIRST_STOPPED = 4
 
 
 _EPS = float(np.finfo(np.float64).eps)
+
+#: What a user must know but should not see on stdout (work limits hit, fallbacks taken) is
+#: logged here; the package adds only a NullHandler (configure logging to see it).
+logger = logging.getLogger("apportion")
+logger.addHandler(logging.NullHandler())
 
 #: The most native threads a call may ask for: past it the count is a mistake, not a machine.
 MAX_THREADS = 1 << 16
@@ -35,7 +46,7 @@ def check_threads(threads: Any, zero_is_all: bool = False) -> int:
         return 0
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
         raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r:.40}")
-    if not (0 if zero_is_all else 1) <= threads <= MAX_THREADS:
+    if not (0 if zero_is_all else 1) <= int(threads) <= MAX_THREADS:
         raise ValueError(f"threads: expected an int in 1..{MAX_THREADS} (MAX_THREADS) or None (all cores), "
                          f"got {threads!r}")
     return int(threads)
@@ -166,7 +177,7 @@ class Problem:
     costs: np.ndarray
     budget: np.ndarray
     mask: Optional[np.ndarray]
-    sense: str
+    sense: Sense
     batched: bool
     torch_device: Any = None  # the device of torch input, to return tensors there
 
@@ -175,7 +186,7 @@ class Problem:
         return value_sign(self.sense)
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[Any, ...]:
         return self.values.shape
 
     def dense_costs(self) -> np.ndarray:
@@ -195,6 +206,11 @@ class Problem:
 
 
 _FAST_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def check_sense(sense: Any) -> Sense:
+    """sense as the Literal type, checked (see value_sign for the errors)."""
+    return "max" if value_sign(sense) > 0 else "min"
 
 
 def value_sign(sense: str) -> float:
@@ -228,12 +244,12 @@ def fast_budget(values: Any, costs: Any, budget: Any) -> Optional[float]:
             or (kind is np.ndarray and budget.ndim == 0 and budget.dtype.kind in "fiu")):
         return None
     try:  # inline, not _budget_float: this is the microsecond path
-        budget = float(budget)
+        real = float(budget)
     except OverflowError:  # a Python int past the float range
         return None  # the general path names it
-    if budget != budget:
+    if real != real:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
-    return budget
+    return real
 
 
 def mirror_values(values: Any) -> Any:
@@ -246,7 +262,7 @@ def mirror_values(values: Any) -> Any:
     return arr
 
 
-def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[Problem]:
+def _fast_problem(values: Any, costs: Any, budget: Any, sense: Sense) -> Optional[Problem]:
     """The Problem of a call that fast_budget accepts, without the general path's conversions;
     None for any other."""
     b = fast_budget(values, costs, budget)
@@ -256,9 +272,9 @@ def _fast_problem(values: Any, costs: Any, budget: Any, sense: str) -> Optional[
     return Problem(values[None], c, np.array([b]), None, sense, False, None)
 
 
-def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: str = "max") -> Problem:
+def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: Any = "max") -> Problem:
     """Checks and normalises solver input; see `apportion.solve` for the accepted forms."""
-    value_sign(sense)  # checks it
+    sense = check_sense(sense)
     if mask is None:
         fast = _fast_problem(values, costs, budget, sense)
         if fast is not None:
@@ -278,15 +294,19 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
         raise ValueError("values: no items (N=0); pass at least one item")
     if K == 0:
         raise ValueError("values: no options (K=0); pass at least one option per item")
+    # Costs (..., K, R) with a resource axis look like this too: only "mirror" takes them.
+    resources = (" (costs with a trailing resource axis, (K,R), (N,K,R) or (B,N,K,R), need "
+                 "method='mirror')" if c.ndim >= 2 and c.shape[-2] == K else "")
     if c.ndim == 0 or c.ndim > v.ndim or (not batched and c.ndim == 3):
         raise ValueError(
             "costs: expected shape (K,), (N,K)" + (" or (B,N,K)" if batched else "") +
-            f" matching values {tuple(v.shape[1:]) if not batched else v.shape}, got {c.shape}")
+            f" matching values {tuple(v.shape[1:]) if not batched else v.shape}, got {c.shape}"
+            + resources)
     c = c.reshape((1,) * (3 - c.ndim) + c.shape)
     if any(cd not in (1, vd) for cd, vd in zip(c.shape, v.shape)):
         raise ValueError(
             f"costs: shape {costs_shape(c, batched)} does not broadcast against values "
-            f"{v.shape if batched else v.shape[1:]}")
+            f"{v.shape if batched else v.shape[1:]}" + resources)
     dtype = np.float32 if (v.dtype == np.float32 and c.dtype == np.float32) else np.float64
     v = np.ascontiguousarray(v, dtype=dtype)
     if c.shape[2] != K:
@@ -311,7 +331,7 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
     return _finish_problem(v, c, b, mask, sense, batched, torch_device)
 
 
-def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sense: str,
+def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sense: Sense,
                     batched: bool, torch_device: Any) -> Problem:
     """The mask part of make_problem, and the Problem."""
     m = None
@@ -338,8 +358,54 @@ def _finish_problem(v: np.ndarray, c: np.ndarray, b: np.ndarray, mask: Any, sens
     return Problem(v, c, b, m, sense, batched, torch_device)
 
 
-def costs_shape(c: np.ndarray, batched: bool) -> tuple:
+def costs_shape(c: np.ndarray, batched: bool) -> tuple[Any, ...]:
     return c.shape if batched else c.shape[1:]
+
+
+Method = Literal["auto", "lagrangian", "exact", "dp", "mirror"]
+"""The `method` argument of `apportion.solve`."""
+Sense = Literal["max", "min"]
+"""`sense`: "max" maximises values, "min" minimises them as losses."""
+Status = Literal["optimal", "feasible", "infeasible", "unknown"]
+"""The status of one instance (see `Solution.status`)."""
+StoppedBy = Literal["time_limit", "max_states", "max_bytes"]
+"""What stopped method "exact" before it proved the optimum (`Solution.info["stopped_by"]`)."""
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def _json_number(x: float) -> Optional[float]:
+    """A float for JSON: None for NaN and +-inf (JSON has neither), 0.0 for -0.0."""
+    return x + 0.0 if math.isfinite(x) else None
+
+
+def json_ready(x: Any) -> Any:
+    """x with numpy (and torch) scalars and arrays as JSON types: lists, Python numbers, None
+    for non-finite floats, 0.0 for -0.0; dict keys as strings. Anything else JSON cannot hold
+    becomes its str()."""
+    if isinstance(x, float):  # first: the common case, and np.float64 is a float
+        return _json_number(float(x))
+    if x is None or isinstance(x, (bool, str, int)):
+        return x
+    if _is_torch_tensor(x):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind == "f":
+            # -0.0 -> 0.0 by adding 0.0; NaN and inf become None below (tolist keeps them).
+            x = x + 0.0
+            if np.isfinite(x).all():
+                return x.tolist()
+        elif x.dtype.kind in "iub":
+            return x.tolist()
+        return json_ready(x.tolist())
+    if isinstance(x, np.generic):
+        return json_ready(x.item())
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    return str(x)
 
 
 @dataclasses.dataclass
@@ -347,12 +413,15 @@ class Solution:
     """The answer of a solver, with its evidence.
 
     Batched input (values (B,N,K)) gives arrays with a leading batch axis; unbatched input
-    gives scalars and a (N,) choice.
+    gives scalars and a (N,) choice. `sol[i]` is the Solution of instance i of a batch,
+    `len(sol)` the batch size B, `sol.to_dict()` a JSON-ready dict.
 
     Attributes:
-        choice: int64, (N,) or (B,N): the option chosen for each item.
-        value: total value of the choice (the loss, for sense="min").
-        cost: total cost of the choice, in the units of `costs`.
+        choice: int64, (N,) or (B,N): the option chosen for each item (a torch tensor on the
+            input's device for torch input).
+        value: total value of the choice (the loss, for sense="min"): a float, or (B,).
+        cost: total cost of the choice, in the units of `costs`: a float, or (B,); with R
+            resources (method "mirror"), (R,) or (B,R).
         bound: a bound on the optimum: upper for "max", lower for "min" (NaN when infeasible
             or unknown).
         gap: |bound - value| >= 0, in value units; 0 means proven optimal (NaN when
@@ -362,7 +431,9 @@ class Solution:
                 largest of |value|, |bound| and shadow_price * budget (method "exact" decides
                 it on differences from the LP allocation, so a common offset in the values
                 costs it no precision);
-            "feasible": within the budget, and within `gap` of the optimum;
+            "feasible": within the budget, and within `gap` of the optimum; when method
+                "exact" stopped at a work limit, `info["stopped_by"]` says which
+                ("time_limit" or "max_states");
             "infeasible": proven that no allocation fits (the budget is below `min_budget`, or,
                 for method "mirror" with several resources, the dual bound proves it);
                 `choice` is then the cheapest allocation;
@@ -370,12 +441,16 @@ class Solution:
                 proven either. Only a method that cannot decide feasibility reports it (method
                 "mirror" with several resources); `choice` is then the allocation closest to
                 feasible that was found (it exceeds the budget) and `bound` is NaN.
-        shadow_price: lambda*, value gained (loss saved) per extra unit of budget.
-        min_budget: cost of the cheapest allocation.
-        method: the solver that produced this answer.
-        seconds: wall time of the call, validation included.
+            A str, or a (B,) array of them.
+        shadow_price: lambda*, value gained (loss saved) per extra unit of budget; (R,) or
+            (B,R) prices with R resources.
+        min_budget: cost of the cheapest allocation (per resource with R resources).
+        method: the solver that produced this answer ("lagrangian", "exact", "dp", "mirror";
+            the reference solvers' "cpsat", "milp", "lp").
+        seconds: wall time of the call, validation included (of the whole batch).
         sense: "max" or "min".
-        info: solver-specific details (for example the integer scaling of a reference solver).
+        info: solver-specific details (for example the integer scaling of a reference solver,
+            the dp's cost_resolution, or "stopped_by").
     """
 
     choice: Any
@@ -388,22 +463,110 @@ class Solution:
     min_budget: Any
     method: str
     seconds: float
-    sense: str = "max"
-    info: dict = dataclasses.field(default_factory=dict)
+    sense: Sense = "max"
+    info: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
-    def relative_gap(self):
+    def relative_gap(self) -> Any:
         """gap / max(1, |bound|): the fraction of the optimum that may still be missing."""
         return self.gap / np.maximum(1.0, np.abs(self.bound))
 
     @property
-    def optimal(self):
+    def optimal(self) -> Any:
         """True (per instance) where the answer is proven optimal."""
         return np.asarray(self.status) == "optimal"
 
+    @property
+    def batched(self) -> bool:
+        """Whether this answers a batch (values (B,N,K)): choice (B,N) and per-instance arrays."""
+        return int(self.choice.ndim) == 2
 
-def make_solution(problem: Problem, raw: tuple, method: str, started: float,
-                  info: Optional[dict] = None) -> Solution:
+    def __len__(self) -> int:
+        """B, the number of instances of a batched solution."""
+        if not self.batched:
+            raise TypeError("Solution: len() needs a batched solution (values (B,N,K)); this "
+                            "one answers a single instance")
+        return int(self.choice.shape[0])
+
+    def __getitem__(self, i: int) -> "Solution":
+        """The Solution of instance i of a batch (negative i counts from the end), as if that
+        instance had been solved alone; `seconds` stays the time of the whole call."""
+        B = len(self)
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"Solution: index with an int instance number, got {i!r:.40}")
+        if not -B <= i < B:
+            raise IndexError(f"Solution: instance {i} out of range for a batch of {B}")
+        i = int(i) % B
+
+        def pick(x: Any) -> Any:
+            item = x[i]
+            if isinstance(item, np.ndarray) and item.ndim == 0:
+                return item.item()
+            if isinstance(item, np.generic):
+                return item.item()
+            return item
+
+        info: Dict[str, Any] = {}
+        for key, entry in self.info.items():
+            if key == "instances" and isinstance(entry, list) and len(entry) == B:
+                info.update(entry[i])  # the reference solvers: one dict per instance
+            elif isinstance(entry, np.ndarray) and entry.ndim >= 1 and entry.shape[0] == B:
+                if key != "stopped_by" or entry[i] is not None:  # None: that one was not stopped
+                    info[key] = pick(entry)
+            else:
+                info[key] = entry
+        return Solution(self.choice[i], pick(self.value), pick(self.cost), pick(self.bound),
+                        pick(self.gap), pick(self.status), pick(self.shadow_price),
+                        pick(self.min_budget), self.method, self.seconds, self.sense, info)
+
+    def __repr__(self) -> str:
+        """One short line: the status, value, bound, gap and cost (or, for a batch, the count
+        of each status), never the whole choice."""
+        if not self.batched:
+            n = int(self.choice.shape[0])
+            return (f"Solution(status={self.status!r}, value={_short(self.value)}, "
+                    f"bound={_short(self.bound)}, gap={_short(self.gap)}, "
+                    f"cost={_short(self.cost)}, method={self.method!r}, sense={self.sense!r}, "
+                    f"N={n}, seconds={self.seconds:.3g})")
+        B, n = (int(d) for d in self.choice.shape)
+        names, counts = np.unique(np.asarray(self.status), return_counts=True)
+        status = {str(k): int(c) for k, c in zip(names.tolist(), counts)}
+        return (f"Solution(B={B}, N={n}, status={status}, method={self.method!r}, "
+                f"sense={self.sense!r}, seconds={self.seconds:.3g}; sol[i] for instance i)")
+
+    def to_dict(self, timings: bool = True) -> Dict[str, Any]:
+        """A JSON-serialisable dict: status, choice (a list, nested for a batch), value, cost,
+        bound, gap, shadow_price, min_budget, method, sense, seconds (left out when `timings`
+        is False, so that answers can be compared as text) and info when it is not empty.
+        NaN and infinities become None (JSON has neither), -0.0 becomes 0.0."""
+        out: Dict[str, Any] = {
+            "status": json_ready(self.status),
+            "choice": json_ready(self.choice),
+            "value": json_ready(self.value),
+            "cost": json_ready(self.cost),
+            "bound": json_ready(self.bound),
+            "gap": json_ready(self.gap),
+            "shadow_price": json_ready(self.shadow_price),
+            "min_budget": json_ready(self.min_budget),
+            "method": self.method,
+            "sense": self.sense,
+        }
+        if timings:
+            out["seconds"] = json_ready(self.seconds)
+        if self.info:
+            out["info"] = json_ready(self.info)
+        return out
+
+
+def _short(x: Any) -> str:
+    """A number for a repr: 6 significant digits, or an array's short numpy form."""
+    if isinstance(x, (float, int, np.generic)):
+        return f"{float(x):.6g}"
+    return np.array2string(np.asarray(x), precision=6, threshold=6)
+
+
+def make_solution(problem: Problem, raw: tuple[Any, ...], method: str, started: float,
+                  info: Optional[Dict[str, Any]] = None) -> Solution:
     """Builds a Solution from native outputs (choice, value, cost, bound, shadow_price,
     min_budget, status) given in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
@@ -419,15 +582,26 @@ def make_solution(problem: Problem, raw: tuple, method: str, started: float,
     if sign < 0:
         value = -value
         bound = -bound
+    info = dict(info or {})
+    if (status >= _FIRST_STOPPED).any():  # (B,): the limit, or None where none stopped it
+        info["stopped_by"] = np.array(_STOPPED_BY, dtype=object)[status]
+        logger.warning("method %r stopped at a work limit on %d of %d instances before proving "
+                       "the optimum (status 'feasible' with its gap; info['stopped_by'] says "
+                       "which limit)", method, int((status >= _FIRST_STOPPED).sum()), status.size)
     return Solution(choice, value, cost, bound, np.abs(bound - value), STATUS_NAMES[status], shadow,
-                    min_budget, method, time.perf_counter() - started, problem.sense, info or {})
+                    min_budget, method, time.perf_counter() - started, problem.sense, info)
 
 
-def one_solution(raw: tuple, sign: float, method: str, started: float, sense: str,
-                 info: Optional[dict] = None) -> Solution:
+def one_solution(raw: tuple[Any, ...], sign: float, method: str, started: float, sense: Sense,
+                 info: Optional[Dict[str, Any]] = None) -> Solution:
     """The Solution of one instance from (choice (N,), value, cost, bound, shadow_price,
     min_budget, status code) as Python scalars in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
     value, bound = sign * value, sign * bound
+    info = dict(info or {})
+    if status >= _FIRST_STOPPED:
+        info["stopped_by"] = _STOPPED_BY[status]
+        logger.warning("method %r stopped at its %s before proving the optimum (status "
+                       "'feasible', gap %g)", method, _STOPPED_BY[status], abs(bound - value))
     return Solution(choice, value, cost, bound, abs(bound - value), _STATUS_LIST[status], shadow,
-                    min_budget, method, time.perf_counter() - started, sense, info or {})
+                    min_budget, method, time.perf_counter() - started, sense, info)

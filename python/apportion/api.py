@@ -11,10 +11,10 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core, _device
-from ._problem import (MAX_THREADS, Problem, Solution, check_threads, cost_resolution_value, fast_budget,
-                       grid_costs, grid_down, make_problem, make_solution, one_solution,
+from ._problem import (MAX_THREADS, Problem, Solution, check_sense, check_threads, cost_resolution_value, fast_budget,
+                       grid_costs, grid_down, logger, make_problem, make_solution, one_solution,
                        value_sign)
-from ._problem import _to_numpy, mirror_values
+from ._problem import FloatArray, IntArray, Method, Sense, _to_numpy, mirror_values
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -24,7 +24,6 @@ AUTO_EXACT_MAX_OPTIONS = 1 << 22
 # Work caps of method="exact" when the caller gives none: past them it returns the best
 # allocation found with status "feasible" and its certified gap.
 DEFAULT_EXACT_TIME_LIMIT = 10.0
-DEFAULT_EXACT_MAX_STATES = 100_000_000
 # max_states at or past this is no limit (the native count is a size_t).
 _MAX_STATES_CAP = 1 << 63
 
@@ -109,7 +108,7 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
 def _rounded_totals(rows: np.ndarray) -> np.ndarray:
     """Correctly rounded sums (math.fsum) of the rows of a 2-d array of costs >= 0; inf where
     one overflows."""
-    def total(row):
+    def total(row: np.ndarray) -> float:
         try:
             return math.fsum(row)
         except OverflowError:
@@ -117,7 +116,7 @@ def _rounded_totals(rows: np.ndarray) -> np.ndarray:
     return np.array([total(row) for row in rows], dtype=np.float64)
 
 
-def chosen_costs(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndarray:
+def chosen_costs(costs: np.ndarray, shape: tuple[Any, ...], choice: np.ndarray) -> np.ndarray:
     """The real costs (broadcast to shape (B,N,K)) of allocations choice (B,N), as (B,N)
     float64; rows of -1 (no allocation) take option 0."""
     dense = np.broadcast_to(costs, shape).astype(np.float64)
@@ -125,7 +124,7 @@ def chosen_costs(costs: np.ndarray, shape: tuple, choice: np.ndarray) -> np.ndar
 
 
 def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.ndarray,
-                        exact_spend: bool, resolution: float) -> tuple:
+                        exact_spend: bool, resolution: float) -> tuple[Any, ...]:
     """Runs a quantised DP until every allocation's real cost fits its real budget.
 
     run(grid_budgets (M,)) -> (out, chosen (M,N) real costs of the allocations (chosen_costs),
@@ -138,21 +137,26 @@ def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.nda
         cost = _rounded_totals(chosen)
         over = held & (cost > real_budgets)
         if exact_spend or not over.any():
+            if over.any():
+                logger.info("dp: %d quantised answer(s) over the real budget by rounding, "
+                            "reported infeasible (exact_spend)", int(over.sum()))
             return out, grid_budgets, cost, over
+        logger.info("dp: %d quantised answer(s) over the real budget by rounding; solving "
+                    "again one grid cell lower", int(over.sum()))
         grid_budgets = np.where(over, grid_budgets - 1, grid_budgets)
     raise ValueError("cost_resolution: the quantised dp answer stayed over the real budget after "
                      f"three grid cells less; pass a coarser cost_resolution than {resolution!r}")
 
 
 def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
-              cost_resolution: Optional[float], max_memory: Optional[float], info: dict) -> tuple:
+              cost_resolution: Optional[float], max_memory: Optional[float], info: dict[str, Any]) -> tuple[Any, ...]:
     """method="dp" on `problem` (on the GPU `where`, or the CPU), its costs first quantised by
     cost_resolution, each answer then held to its real budget (within_real_budgets; with
     exact_spend an instance over it is reported infeasible). Returns the core's raw tuple."""
     real_costs, real_budget = problem.costs, problem.budget
     resolution = _quantise(problem, cost_resolution)
 
-    def run(budgets: np.ndarray) -> tuple:
+    def run(budgets: np.ndarray) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray]:
         problem.budget = budgets
         if where is not None:
             raw = _device.run_host_problem(problem, "dp", where, exact_spend=exact_spend,
@@ -180,17 +184,27 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
     return (choice, value, cost, bound, shadow / resolution, min_budget, status.astype(np.int8))
 
 
-def _exact_limits(time_limit: Optional[float], max_states: Optional[int]) -> tuple:
+def _exact_limits(time_limit: Optional[float], max_states: Optional[int], max_memory: Optional[float],
+                  at_once: int) -> tuple[float, int, int]:
+    """(seconds, states, workspace bytes) per instance for the exact core. By default only
+    time and memory bound it: a quarter of RAM shared by the `at_once` instances solved in
+    parallel, so that a solve that fits in memory runs until time_limit."""
     tl = DEFAULT_EXACT_TIME_LIMIT if time_limit is None else _positive(time_limit, "time_limit")
-    if max_states is None:
-        return tl, DEFAULT_EXACT_MAX_STATES
-    ms = _positive(max_states, "max_states")
-    if ms < 1:
-        raise ValueError(f"max_states: must be at least 1, got {max_states!r}")
-    return tl, int(min(ms, _MAX_STATES_CAP))  # inf and the like: no limit
+    ms = _MAX_STATES_CAP
+    if max_states is not None:
+        states = _positive(max_states, "max_states")
+        if states < 1:
+            raise ValueError(f"max_states: must be at least 1, got {max_states!r}")
+        ms = int(min(states, _MAX_STATES_CAP))  # inf and the like: no limit
+    if max_memory is None:
+        return tl, ms, max(1, default_max_memory() // max(1, at_once))
+    limit = _positive(max_memory, "max_memory")
+    if limit < 1:
+        raise ValueError(f"max_memory: must be at least 1 byte, got {max_memory!r:.40}")
+    return tl, ms, int(min(limit, _MAX_STATES_CAP))  # inf: no limit that can bind
 
 
-def _auto_method(options: int) -> str:
+def _auto_method(options: int) -> Method:
     """What method="auto" runs, without exact_spend or cost_resolution, for B*N*K options."""
     return "exact" if options <= AUTO_EXACT_MAX_OPTIONS else "lagrangian"
 
@@ -204,10 +218,11 @@ def _check_exact_only(method: str, time_limit: Optional[float], max_states: Opti
 def _check_dp_only(method: str, exact_spend: bool, cost_resolution: Optional[float],
                    max_memory: Optional[float]) -> None:
     if method != "dp":
-        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
-                            ("max_memory", max_memory)):
+        for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution)):
             if given not in (None, False):
                 raise ValueError(f"{name}: only method='dp' takes it (method={method!r})")
+    if max_memory is not None and method not in ("dp", "exact"):
+        raise ValueError(f"max_memory: only methods 'dp' and 'exact' take it (method={method!r})")
 
 
 def device_table_limit(max_memory: Optional[float]) -> int:
@@ -235,14 +250,15 @@ def _solve_one(values: np.ndarray, costs: np.ndarray, budget: float, method: str
     if method == "auto":
         method = _auto_method(values.size)
     _check_exact_only(method, time_limit, max_states)
-    sign = value_sign(sense)
-    tl, ms = _exact_limits(time_limit, max_states)
-    raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads)
-    return one_solution(raw, sign, method, started, sense)
+    checked = check_sense(sense)
+    sign = 1.0 if checked == "max" else -1.0
+    tl, ms, mb = _exact_limits(time_limit, max_states, None, 1)
+    raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads, mb)
+    return one_solution(raw, sign, method, started, checked)
 
 
-def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: Any = None,
-          sense: str = "max", threads: Optional[int] = None, time_limit: Optional[float] = None,
+def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask: Any = None,
+          sense: Sense = "max", threads: Optional[int] = None, time_limit: Optional[float] = None,
           max_states: Optional[int] = None, exact_spend: bool = False,
           cost_resolution: Optional[float] = None, max_memory: Optional[float] = None,
           device: Optional[str] = None) -> Solution:
@@ -280,16 +296,19 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
             per-item work.
         time_limit: seconds per instance for method="exact" (default 10).
         max_states: core states method="exact" may keep per instance, over all its layers
-            (default 1e8: at 8 bytes each, at most about 800 MB per thread, reached only by the
-            hardest instances, such as strongly correlated ones with 10^4 items).
+            (default: no count; max_memory bounds them).
         exact_spend: method="dp" only: spend exactly the budget (as compression budgets
             need); instances where no allocation costs exactly that are "infeasible".
         cost_resolution: method="dp" only: quantise real costs to this unit, finite and > 0
             (costs rounded up and budgets down to whole units, except where they are whole
             units up to rounding); the answer's real cost is checked against the real budget,
             so it stays feasible; exact for the quantised costs.
-        max_memory: method="dp" only: bytes its back-pointer tables may take (default a
-            quarter of RAM); past it a ValueError says what to change. On a GPU it bounds all
+        max_memory: method="dp": bytes its back-pointer tables may take (default a quarter
+            of RAM); past it a ValueError says what to change. method="exact": bytes the
+            core states of one instance may take (default a quarter of RAM shared by the
+            instances solved at once), checked between core layers; past it the solve stops
+            with status "feasible" and info["stopped_by"] == "max_bytes", so that by default
+            time_limit is what stops a hard solve that fits in memory. On a GPU it bounds all
             the device memory the DP allocates (frontiers, rows, back-pointers; default half
             the memory CUDA reports free, which excludes blocks torch's caching allocator
             holds: torch.cuda.empty_cache() returns them), and a batch over it runs in chunks;
@@ -369,9 +388,10 @@ def solve(values: Any, costs: Any, budget: Any, *, method: str = "auto", mask: A
         raw = _core.lagrangian(problem.values, problem.costs, problem.budget, problem.mask,
                                problem.value_sign, nthreads)
     elif method == "exact":
-        tl, ms = _exact_limits(time_limit, max_states)
+        at_once = min(problem.values.shape[0], nthreads if nthreads > 0 else _core.num_threads())
+        tl, ms, mb = _exact_limits(time_limit, max_states, max_memory, at_once)
         raw = _core.exact(problem.values, problem.costs, problem.budget, problem.mask,
-                          problem.value_sign, tl, ms, nthreads)
+                          problem.value_sign, tl, ms, nthreads, mb)
     else:
         raw = _solve_dp(problem, where, nthreads, exact_spend, cost_resolution, max_memory, info)
     return make_solution(problem, raw, method, started, info)
@@ -393,12 +413,12 @@ class Frontier:
         seconds: wall time of the call.
     """
 
-    budgets: np.ndarray
-    values: np.ndarray
-    at: np.ndarray
-    choices: np.ndarray
+    budgets: FloatArray
+    values: FloatArray
+    at: FloatArray
+    choices: IntArray
     min_budget: float
-    sense: str
+    sense: Sense
     seconds: float
 
     def value_at(self, budget: float) -> float:
@@ -411,7 +431,7 @@ class Frontier:
 
 
 def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any = None,
-             sense: str = "max", exact_spend: bool = False, cost_resolution: Optional[float] = None,
+             sense: Sense = "max", exact_spend: bool = False, cost_resolution: Optional[float] = None,
              max_memory: Optional[float] = None, threads: Optional[int] = None) -> Frontier:
     """The optimum value at every budget up to `budget`, and the allocations at budgets `at`.
 
@@ -441,7 +461,7 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     top = np.array([max(problem.budget[0], at_grid.max(initial=-np.inf))])
     sized = dataclasses.replace(problem, budget=top)
     _check_dp_memory(sized, 1, max_memory)
-    def run(budgets: np.ndarray) -> tuple:
+    def run(budgets: np.ndarray) -> tuple[Any, ...]:
         out = _core.frontier(problem.values, problem.costs, top, problem.mask, problem.value_sign,
                              bool(exact_spend), budgets, nthreads)
         shape = (len(budgets),) + problem.values.shape[1:]

@@ -33,11 +33,12 @@ import shlex
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
 from . import api, workloads
+from ._problem import Method
 
 __all__ = ["Case", "Timing", "SUITES", "QUICK", "measure", "run_case", "format_table",
            "stamp", "main"]
@@ -249,7 +250,9 @@ def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
         tick(f"{case.label} {what}")
         cell = cells[m]
         try:
-            t = measure(lambda: api.solve(values, costs, budget, method=m, threads=case.threads),
+            # m is one of OUR_METHODS (checked by main), a Method for the type checker
+            t = measure(lambda: api.solve(values, costs, budget, method=cast(Method, m),
+                                          threads=case.threads),
                         repeats=repeats, min_time=min_time)
         except ValueError as exc:  # e.g. a dp table past max_memory
             cell.error = str(exc).split(";")[0][:90]

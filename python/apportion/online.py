@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._problem import STATUS_NAMES, Solution, _is_torch_tensor, _to_numpy, check_threads, make_problem
+from ._problem import STATUS_NAMES, Problem, Solution, _is_torch_tensor, _to_numpy, check_threads, make_problem
 
 __all__ = ["OnlineAllocator", "OnlineRun", "NoFeasibleOptionError", "simulate_online", "mirror_solve",
            "SKIP"]
@@ -55,7 +55,7 @@ class NoFeasibleOptionError(RuntimeError):
         self.request = request
 
 
-def _check_budget(budget: Any) -> tuple:
+def _check_budget(budget: Any) -> tuple[Any, ...]:
     """(budget as a float64 (R,) array, whether it was a scalar)."""
     if isinstance(budget, bool):
         raise TypeError("budget: expected a number or a 1-d array of numbers, got a bool")
@@ -92,7 +92,7 @@ def _check_horizon(horizon: Any) -> int:
 def _check_max_iter(max_iter: Any) -> int:
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
         raise TypeError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
-    if not 1 <= max_iter <= 2**63 - 1:
+    if not 1 <= int(max_iter) <= 2**63 - 1:
         raise ValueError(f"max_iter: expected an integer in 1..2**63-1, got {max_iter!r}")
     return int(max_iter)
 
@@ -209,7 +209,7 @@ class OnlineAllocator:
 
     # -- deciding ---------------------------------------------------------------------------
 
-    def decide(self, values: Any, costs: Any):
+    def decide(self, values: Any, costs: Any) -> Any:
         """Decides one request, or a small batch of requests in order, and updates the prices.
 
         Args:
@@ -256,7 +256,7 @@ class OnlineAllocator:
             raise self._stalled(int(stalled))
         return choices
 
-    def _bad_costs(self, c: np.ndarray, shared: tuple, M: Optional[int]):
+    def _bad_costs(self, c: np.ndarray, shared: tuple[Any, ...], M: Optional[int]) -> ValueError:
         what = "a scalar budget" if self._scalar else f"a budget of {self._R} resources"
         allowed = f"{shared}" if M is None else f"{shared} or {(M,) + shared}"
         raise ValueError(f"costs: expected shape {allowed} for these values with {what}, got {c.shape}")
@@ -270,21 +270,21 @@ class OnlineAllocator:
 
     # -- state --------------------------------------------------------------------------------
 
-    def _public(self, arr: np.ndarray):
+    def _public(self, arr: np.ndarray) -> Any:
         return float(arr[0]) if self._scalar else arr
 
     @property
-    def prices(self):
+    def prices(self) -> Any:
         """mu: value per unit of cost of each resource (float for a scalar budget, else (R,))."""
         return self._public(self._core.prices)
 
     @property
-    def spent(self):
+    def spent(self) -> Any:
         """Total cost of the options played so far, per resource."""
         return self._public(self._core.spent)
 
     @property
-    def remaining(self):
+    def remaining(self) -> Any:
         """budget - spent per resource, from the compensated spent sum, rounded down and never
         negative: a cost fits exactly when it is <= remaining (spent + cost <= budget)."""
         return self._public(self._core.remaining)
@@ -295,7 +295,7 @@ class OnlineAllocator:
         return int(self._core.steps)
 
     @property
-    def budget(self):
+    def budget(self) -> Any:
         return float(self._budget[0]) if self._scalar else self._budget.copy()
 
     @property
@@ -318,14 +318,14 @@ class OnlineAllocator:
         """Back to the initial prices with nothing spent."""
         self._core.reset()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         m, spent_sum, spent_carry, steps, floor = self._core.get_state()
         return {"version": 2, "budget": self._budget, "scalar": self._scalar, "horizon": self._horizon,
                 "mirror": self._mirror, "step_size": self._step, "skip_allowed": self._skip,
                 "m0": self._m0, "m": m, "spent_sum": spent_sum, "spent_carry": spent_carry,
                 "steps": int(steps), "floor": floor}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         # Version 1 predates the reserve's cost floor: it is relearnt from the next request.
         if state.get("version") not in (1, 2):
             raise ValueError(f"OnlineAllocator state: unknown version {state.get('version')!r}")
@@ -373,7 +373,7 @@ class OnlineRun:
 
 
 def _request_costs(costs: Any, scalar: bool, R: int, S: int, T: int, K: int, streams: bool,
-                   dtype) -> np.ndarray:
+                   dtype: Any) -> np.ndarray:
     """Costs as a C-contiguous (S|1, T|1, K, R) array."""
     c = _to_numpy(costs, "costs")
     tail = (K,) if scalar else (K, R)
@@ -460,7 +460,8 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
 
 # -- offline: method="mirror" ---------------------------------------------------------------------
 
-def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any, sense: str):
+def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any,
+                   sense: str) -> tuple[Problem, np.ndarray, np.ndarray, bool]:
     """(problem, costs (Bc,Nc,K,R), budgets (B,R), resource_axis)."""
     b_arr = _to_numpy(budget, "budget").astype(np.float64, copy=False)
     v_ndim = np.ndim(values) if not _is_torch_tensor(values) else values.dim()
@@ -502,7 +503,7 @@ def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any, sense: str):
 _OPTIMAL, _FEASIBLE = 0, 1  # status codes of the core (STATUS_NAMES)
 
 
-def _check_value_totals(problem) -> None:
+def _check_value_totals(problem: Problem) -> None:
     """A ValueError when the value of an allocation can overflow float64 (the sum over items of
     the largest |value| is not finite): values and bounds would be inf or NaN."""
     mags = np.abs(problem.values)

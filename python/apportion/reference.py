@@ -9,10 +9,13 @@ dependency (`pip install apportion[reference]`).
 
 from __future__ import annotations
 
+import importlib
 import time
-from typing import Any, Callable, Optional
+from types import ModuleType
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ._problem import Problem, Solution, make_problem
 
@@ -21,57 +24,105 @@ __all__ = ["cpsat", "milp", "lp", "cpsat_scales"]
 # Integer resolution CP-SAT works at when data are not integral: about 2^31 over the range.
 _CPSAT_RESOLUTION = 2.0**31
 
-
-def _instance_arrays(problem: Problem, b: int):
-    """Dense float64 (values in the maximisation sense, costs, allowed, budget) of instance b."""
-    values = problem.signed_values()[b]
-    costs = problem.dense_costs()[b]
-    allowed = problem.allowed()[b]
-    return values, costs, allowed, float(problem.budget[b])
+_F64 = npt.NDArray[np.float64]
+# solve_one(values (N,K), costs (N,K,R), allowed (N,K), budgets (R,)) ->
+#     (choice (N,), bound, status, shadow prices (R,), info)
+_SolveOne = Callable[[_F64, _F64, npt.NDArray[np.bool_], _F64],
+                     Tuple[npt.NDArray[np.int64], float, str, _F64, Dict[str, Any]]]
 
 
-def _solve_each(problem: Problem, method: str, started: float,
-                solve_one: Callable[[np.ndarray, np.ndarray, np.ndarray, float], tuple]) -> Solution:
-    """Runs solve_one(values, costs, allowed, budget) -> (choice, bound, status, info) on each
-    instance and assembles a Solution; values and bounds are recomputed from the original data."""
-    B, N, _ = problem.values.shape
+def _require(module: str, solver: str, package: str) -> ModuleType:
+    """Imports an optional dependency, or an ImportError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"apportion.reference.{solver} needs {package}: pip install "
+                          f"\"apportion[reference]\" (or pip install {package})") from exc
+
+
+def _inputs(values: Any, costs: Any, budget: Any, mask: Any, sense: str,
+            resources: bool) -> Tuple[Problem, _F64, _F64, bool]:
+    """(problem, costs (Bc,Nc,K,R) float64, budgets (B,R), resource_axis): the one-resource
+    input of `apportion.solve`, or, where `resources`, costs with a trailing resource axis and
+    budgets (R,) or (B,R) as method "mirror" takes them."""
+    if resources:
+        from .online import _mirror_inputs
+
+        problem, c, bud, axis = _mirror_inputs(values, costs, budget, mask, sense)
+        return problem, np.asarray(c, dtype=np.float64), bud, axis
+    problem = make_problem(values, costs, budget, mask, sense)
+    return problem, problem.costs.astype(np.float64)[..., None], problem.budget[:, None], False
+
+
+def _solve_each(problem: Problem, costs: _F64, budgets: _F64, resource_axis: bool, method: str,
+                started: float, solve_one: _SolveOne) -> Solution:
+    """Runs solve_one on each instance (see _SolveOne) and assembles a Solution; values,
+    costs and bounds are recomputed from the original data."""
+    B, N, K = problem.values.shape
+    R = budgets.shape[1]
+    signed = problem.signed_values()
+    allowed_all = problem.allowed()
+    dense = np.broadcast_to(costs, (B, N, K, R))
     choice = np.zeros((B, N), dtype=np.int64)
-    value, cost, bound = np.zeros(B), np.zeros(B), np.zeros(B)
-    min_budget = np.zeros(B)
+    value, bound = np.zeros(B), np.zeros(B)
+    cost, min_budget, shadow = np.zeros((B, R)), np.zeros((B, R)), np.full((B, R), np.nan)
     status = np.empty(B, dtype="<U10")
     infos = []
+    rows = np.arange(N)
     for b in range(B):
-        v, w, allowed, budget = _instance_arrays(problem, b)
-        cheapest = np.where(allowed, w, np.inf).min(axis=1)
-        min_budget[b] = cheapest.sum()
-        ch, bd, st, info = solve_one(v, w, allowed, budget)
-        rows = np.arange(N)
+        v, w, allowed, C = signed[b], dense[b], allowed_all[b], budgets[b]
+        min_budget[b] = np.where(allowed[:, :, None], w, np.inf).min(axis=1).sum(axis=0)
+        ch, bd, st, prices, info = solve_one(v, w, allowed, C)
         choice[b] = ch
         value[b] = v[rows, ch].sum()
-        cost[b] = w[rows, ch].sum()
-        bound[b] = bd
-        status[b] = st
+        cost[b] = w[rows, ch].sum(axis=0)
+        bound[b], status[b], shadow[b] = bd, st, prices
         infos.append(info)
     sign = problem.value_sign
     value, bound = sign * value, sign * bound
     gap = np.abs(bound - value)
-    shadow = np.full(B, np.nan)
-    info = {"instances": infos}
+    if not resource_axis:
+        cost, min_budget, shadow = cost[:, 0], min_budget[:, 0], shadow[:, 0]
     if not problem.batched:
-        return Solution(choice[0], float(value[0]), float(cost[0]), float(bound[0]), float(gap[0]),
-                        str(status[0]), float(shadow[0]), float(min_budget[0]), method,
+        one = (lambda x: x[0]) if resource_axis else (lambda x: float(x[0]))
+        return Solution(choice[0], float(value[0]), one(cost), float(bound[0]), float(gap[0]),
+                        str(status[0]), one(shadow), one(min_budget), method,
                         time.perf_counter() - started, problem.sense, infos[0])
     return Solution(choice, value, cost, bound, gap, status, shadow, min_budget, method,
-                    time.perf_counter() - started, problem.sense, info)
+                    time.perf_counter() - started, problem.sense, {"instances": infos})
 
 
-def _cheapest_choice(values: np.ndarray, costs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    masked_cost = np.where(allowed, costs, np.inf)
+def _cheapest_choice(values: _F64, costs: _F64, allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Each item's cheapest allowed option (by its total normalised cost over the resources
+    when there are several), the most valuable among ties."""
+    masked_cost = np.where(allowed, costs if costs.ndim == 2 else costs.sum(axis=2), np.inf)
     best = masked_cost.min(axis=1, keepdims=True)
-    return np.argmax(np.where(masked_cost == best, values, -np.inf), axis=1)
+    picked: npt.NDArray[np.int64] = np.argmax(np.where(masked_cost == best, values, -np.inf), axis=1)
+    return picked
 
 
-def cpsat_scales(values: np.ndarray, costs: np.ndarray, budget: float) -> tuple:
+def _lp_prices(v: _F64, w: _F64, allowed: npt.NDArray[np.bool_], C: _F64) -> _F64:
+    """The LP relaxation's dual prices of the budget constraints (R,), by HiGHS
+    (scipy.optimize.linprog): value gained per extra unit of each budget at the LP optimum
+    (0 for an infinite budget; NaN where the LP does not solve)."""
+    optimize = _require("scipy.optimize", "milp", "scipy")
+    sparse = _require("scipy.sparse", "milp", "scipy")
+    n = v.shape[0]
+    ii, jj = np.nonzero(allowed)
+    finite = np.isfinite(C)
+    prices = np.zeros(C.shape[0])
+    if not finite.any():
+        return prices
+    assign = sparse.csr_matrix((np.ones(ii.size), (ii, np.arange(ii.size))), shape=(n, ii.size))
+    res = optimize.linprog(-v[ii, jj], A_ub=w[ii, jj][:, finite].T, b_ub=C[finite], A_eq=assign,
+                  b_eq=np.ones(n), bounds=(0, 1), method="highs")
+    if res.status != 0:
+        return np.full(C.shape[0], np.nan)
+    prices[finite] = -np.asarray(res.ineqlin.marginals)  # the minimisation's duals are <= 0
+    return prices
+
+
+def cpsat_scales(values: np.ndarray, costs: np.ndarray, budget: float) -> tuple[float, float]:
     """The integer scalings CP-SAT uses: (value_scale, cost_scale).
 
     A scale is 1 when the data are already integers (then CP-SAT is exact for them);
@@ -84,7 +135,7 @@ def cpsat_scales(values: np.ndarray, costs: np.ndarray, budget: float) -> tuple:
         x = x[np.isfinite(x)]
         if x.size == 0 or (np.all(x == np.round(x)) and np.abs(x).max() * n < 2**53):
             return 1.0
-        return _CPSAT_RESOLUTION / (max(np.abs(x).max(), 1e-300) * n)
+        return float(_CPSAT_RESOLUTION / (max(np.abs(x).max(), 1e-300) * n))
 
     budget_part = np.array([budget]) if np.isfinite(budget) else np.array([])
     return scale(values), scale(np.concatenate([costs.ravel(), budget_part]))
@@ -92,26 +143,29 @@ def cpsat_scales(values: np.ndarray, costs: np.ndarray, budget: float) -> tuple:
 
 def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "max",
           time_limit: float = 60.0, workers: int = 1) -> Solution:
-    """Exact solve with OR-Tools CP-SAT.
+    """Exact solve with OR-Tools CP-SAT (one resource).
 
     Values and costs are scaled to integers as `cpsat_scales` describes; the scales are
     reported in `info` ("value_scale", "cost_scale"). With integer data the answer is exact;
     otherwise it is exact for the scaled problem. status is "optimal" when CP-SAT proved
     optimality within `time_limit` seconds, else "feasible" (bound from CP-SAT's best bound).
-    `info` also holds CP-SAT's own "wall_time" and "user_time" (seconds) of the search.
+    `shadow_price` is NaN: CP-SAT has no LP dual (`milp` and `lp` report it). `info` also holds
+    CP-SAT's own "wall_time" and "user_time" (seconds) of the search.
     """
-    from ortools.sat.python import cp_model
+    cp_model = _require("ortools.sat.python.cp_model", "cpsat", "ortools")
 
     started = time.perf_counter()
-    problem = make_problem(values, costs, budget, mask, sense)
+    problem, costs4, budgets, _ = _inputs(values, costs, budget, mask, sense, resources=False)
+    no_price = np.full(1, np.nan)
 
-    def solve_one(v, w, allowed, C):
+    def solve_one(v: _F64, w3: _F64, allowed: npt.NDArray[np.bool_], C1: _F64) -> Any:
+        w, C = w3[:, :, 0], float(C1[0])
         n, k = v.shape
         vs, cs = cpsat_scales(np.where(allowed, v, 0.0), np.where(allowed, w, 0.0), C)
         cheapest = _cheapest_choice(v, w, allowed)
         info = {"value_scale": vs, "cost_scale": cs}
         if np.where(allowed, w, np.inf).min(axis=1).sum() > C:
-            return cheapest, np.nan, "infeasible", info
+            return cheapest, np.nan, "infeasible", no_price, info
         iv = np.round(v * vs).astype(np.int64)
         iw = np.ceil(w * cs - 1e-9).astype(np.int64) if cs != 1.0 else w.astype(np.int64)
         model = cp_model.CpModel()
@@ -119,7 +173,8 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
              for i in range(n)]
         for i in range(n):
             model.AddExactlyOne([xij for xij in x[i] if xij is not None])
-        terms = [(x[i][j], i, j) for i in range(n) for j in range(k) if x[i][j] is not None]
+        terms = [(xij, i, j) for i, row in enumerate(x) for j, xij in enumerate(row)
+                 if xij is not None]
         if np.isfinite(C):
             model.Add(sum(int(iw[i, j]) * xij for xij, i, j in terms) <= int(np.floor(C * cs + 1e-9)))
         model.Maximize(sum(int(iv[i, j]) * xij for xij, i, j in terms))
@@ -131,87 +186,110 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
         info.update(wall_time=solver.WallTime(), user_time=solver.UserTime())
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             # Out of time before any solution: the cheapest allocation fits (checked above).
-            return cheapest, np.inf, "feasible", info
+            return cheapest, np.inf, "feasible", no_price, info
         ch = np.array([next(j for j in range(k) if x[i][j] is not None and solver.Value(x[i][j]))
                        for i in range(n)], dtype=np.int64)
         bound = solver.BestObjectiveBound() / vs
-        return ch, bound, "optimal" if code == cp_model.OPTIMAL else "feasible", info
+        return ch, bound, "optimal" if code == cp_model.OPTIMAL else "feasible", no_price, info
 
-    return _solve_each(problem, "cpsat", started, solve_one)
+    return _solve_each(problem, costs4, budgets, False, "cpsat", started, solve_one)
 
 
 def milp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "max",
          time_limit: float = 60.0, mip_rel_gap: float = 0.0) -> Solution:
     """Exact solve with HiGHS through scipy.optimize.milp, on the real-valued data.
 
-    `mip_rel_gap` defaults to 0: scipy's own default (1e-4) reports answers up to 0.01% short of
-    the optimum as optimal."""
-    from scipy.optimize import Bounds, LinearConstraint
-    from scipy.optimize import milp as scipy_milp
-    from scipy.sparse import csr_matrix
+    Takes the input of `apportion.solve`, and also R resources as method "mirror" does:
+    costs (K,R), (N,K,R) or (B,N,K,R) with budget (R,) (or (B,R) for a batch), so that mirror
+    answers can be checked against an exact solver; `cost`, `shadow_price` and `min_budget`
+    then have a trailing R axis. `shadow_price` is the dual price of each budget in the LP
+    relaxation (scipy.optimize.linprog with HiGHS, one more solve per instance): value gained
+    (loss saved, for sense "min") per extra unit of budget at the LP optimum, as the native
+    solvers report it. `mip_rel_gap` defaults to 0: scipy's own default (1e-4) reports answers
+    up to 0.01% short of the optimum as optimal."""
+    optimize = _require("scipy.optimize", "milp", "scipy")
+    sparse = _require("scipy.sparse", "milp", "scipy")
 
     started = time.perf_counter()
-    problem = make_problem(values, costs, budget, mask, sense)
+    problem, costs4, budgets, resource_axis = _inputs(values, costs, budget, mask, sense,
+                                                      resources=True)
 
-    def solve_one(v, w, allowed, C):
+    def solve_one(v: _F64, w: _F64, allowed: npt.NDArray[np.bool_], C: _F64) -> Any:
         n, k = v.shape
+        R = C.shape[0]
         cheapest = _cheapest_choice(v, w, allowed)
-        if np.where(allowed, w, np.inf).min(axis=1).sum() > C:
-            return cheapest, np.nan, "infeasible", {}
+        if (np.where(allowed[:, :, None], w, np.inf).min(axis=1).sum(axis=0) > C).any():
+            return cheapest, np.nan, "infeasible", np.full(R, np.nan), {}
         ii, jj = np.nonzero(allowed)
         m = ii.size
-        assign = csr_matrix((np.ones(m), (ii, np.arange(m))), shape=(n, m))
-        constraints = [LinearConstraint(assign, 1, 1)]
-        if np.isfinite(C):
-            constraints.append(LinearConstraint(w[ii, jj][None, :], -np.inf, C))
-        res = scipy_milp(-v[ii, jj], constraints=constraints, integrality=np.ones(m),
-                         bounds=Bounds(0, 1),
-                         options={"time_limit": float(time_limit), "mip_rel_gap": mip_rel_gap})
+        assign = sparse.csr_matrix((np.ones(m), (ii, np.arange(m))), shape=(n, m))
+        constraints = [optimize.LinearConstraint(assign, 1, 1)]
+        finite = np.isfinite(C)
+        if finite.any():
+            constraints.append(optimize.LinearConstraint(w[ii, jj][:, finite].T, -np.inf, C[finite]))
+        res = optimize.milp(-v[ii, jj], constraints=constraints, integrality=np.ones(m),
+                            bounds=optimize.Bounds(0, 1),
+                            options={"time_limit": float(time_limit), "mip_rel_gap": mip_rel_gap})
         if res.x is None:
+            if res.status == 2:  # HiGHS proved that no allocation fits every budget
+                return cheapest, np.nan, "infeasible", np.full(R, np.nan), {"message": res.message}
+            if R > 1:  # out of time, and with several resources the cheapest may not fit
+                return cheapest, np.nan, "unknown", np.full(R, np.nan), {"message": res.message}
             # Out of time before any solution: the cheapest allocation fits (checked above).
-            return cheapest, np.inf, "feasible", {"message": res.message}
+            return cheapest, np.inf, "feasible", _lp_prices(v, w, allowed, C), {"message": res.message}
         ch = np.zeros(n, dtype=np.int64)
         picked = res.x > 0.5
         ch[ii[picked]] = jj[picked]
         bound = -getattr(res, "mip_dual_bound", -np.nan)
         if not np.isfinite(bound):
             bound = -res.fun
-        return ch, bound, "optimal" if res.status == 0 else "feasible", {"message": res.message}
+        return (ch, bound, "optimal" if res.status == 0 else "feasible",
+                _lp_prices(v, w, allowed, C), {"message": res.message})
 
-    return _solve_each(problem, "milp", started, solve_one)
+    return _solve_each(problem, costs4, budgets, resource_axis, "milp", started, solve_one)
 
 
 def lp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "max",
        solver: Optional[str] = None) -> Solution:
     """LP relaxation with cvxpy: x in [0,1]^(N,K), one unit per item, expected cost <= budget.
 
-    `value` and `bound` are the LP optimum (an upper bound on the integer optimum for "max");
-    `choice` is each item's largest fractional entry (not necessarily within the budget);
-    `info["x"]` holds the fractional solution (N,K), `info["solver"]` the backend cvxpy chose
-    and `info["solve_time"]` the seconds that backend reports (None if it reports none).
+    Takes R resources as `milp` does. `value` and `bound` are the LP optimum (an upper bound
+    on the integer optimum for "max"); `shadow_price` the dual price of each budget (value
+    gained per extra unit of it; 0 for an infinite budget); `choice` is each item's largest
+    fractional entry (not necessarily within the budget); `info["x"]` holds the fractional
+    solution (N,K), `info["solver"]` the backend cvxpy chose and `info["solve_time"]` the
+    seconds that backend reports (None if it reports none).
     """
-    import cvxpy as cp
+    cp = _require("cvxpy", "lp", "cvxpy")
 
     started = time.perf_counter()
-    problem = make_problem(values, costs, budget, mask, sense)
+    problem, costs4, budgets, resource_axis = _inputs(values, costs, budget, mask, sense,
+                                                      resources=True)
 
-    def solve_one(v, w, allowed, C):
+    def solve_one(v: _F64, w: _F64, allowed: npt.NDArray[np.bool_], C: _F64) -> Any:
         n, k = v.shape
+        R = C.shape[0]
         cheapest = _cheapest_choice(v, w, allowed)
-        if np.where(allowed, w, np.inf).min(axis=1).sum() > C:
-            return cheapest, np.nan, "infeasible", {}
+        if (np.where(allowed[:, :, None], w, np.inf).min(axis=1).sum(axis=0) > C).any():
+            return cheapest, np.nan, "infeasible", np.full(R, np.nan), {}
         x = cp.Variable((n, k), nonneg=True)
         cons = [cp.sum(x, axis=1) == 1, x <= allowed.astype(float)]
-        if np.isfinite(C):
-            cons.append(cp.sum(cp.multiply(w, x)) <= C)
-        prob = cp.Problem(cp.Maximize(cp.sum(cp.multiply(np.where(allowed, v, 0.0), x))), cons)
+        budget_cons = {r: cp.sum(cp.multiply(w[:, :, r], x)) <= C[r]
+                       for r in range(R) if np.isfinite(C[r])}
+        prob = cp.Problem(cp.Maximize(cp.sum(cp.multiply(np.where(allowed, v, 0.0), x))),
+                          cons + list(budget_cons.values()))
         prob.solve(solver=solver)
+        if prob.status in ("infeasible", "infeasible_inaccurate"):
+            return cheapest, np.nan, "infeasible", np.full(R, np.nan), {}
+        prices = np.zeros(R)
+        for r, con in budget_cons.items():
+            prices[r] = float(con.dual_value)
         xv = np.asarray(x.value)
         stats = prob.solver_stats  # the backend's own time, without cvxpy's compilation
-        return np.argmax(xv, axis=1), float(prob.value), "optimal", {
+        return np.argmax(xv, axis=1), float(prob.value), "optimal", prices, {
             "x": xv, "solver": stats.solver_name, "solve_time": stats.solve_time}
 
-    sol = _solve_each(problem, "lp", started, solve_one)
+    sol = _solve_each(problem, costs4, budgets, resource_axis, "lp", started, solve_one)
     sol.value = sol.bound  # the LP optimum, not the value of the rounded choice
     sol.gap = sol.gap * 0.0
     return sol

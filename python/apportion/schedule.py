@@ -15,17 +15,25 @@ Minimising L under the budget is a multiple-choice knapsack with values v_ik = c
 - "optimal": consequence-aware and exact (`apportion.solve(..., method="exact")`); its loss is
   the least any routing within the budget can reach. `Routing.solution.status` is "optimal"
   when proven; past the exact solver's default work limits it is "feasible", with the gap.
-- "consequence": consequence-aware through the Lagrangian fast path (`method="lagrangian"`):
+- "lagrangian": the same objective through the Lagrangian fast path (`method="lagrangian"`):
   microseconds, with a certified gap to the optimum.
 - "priority": the published priority-aware heuristic. Everyone starts on the cheapest tier;
   tasks are ranked by c_i times the marginal gain of their next tier (s_i,k+1 - s_ik) and
   upgraded one tier at a time, best first, while the budget lasts (a task whose next upgrade
   no longer fits is upgraded no further; upgrades with no gain are never taken).
+- "consequence": the published consequence-aware baseline, routing by the consequence level
+  alone: everyone starts on the cheapest tier, and tasks are upgraded one tier at a time in
+  order of c_i (ties in task order) while the budget lasts, so the most consequential tasks
+  go to the dearest tiers whatever their success probabilities. With two tiers: the premium
+  tier for the tasks of highest consequence that the budget pays for.
 - "difficulty": maximises expected accuracy, ignoring consequence (values v_ik = s_ik,
   Lagrangian fast path): difficulty-aware routing.
 - "uniform": every task on the most expensive tier the budget affords for all of them, and a
   seeded random subset moved to the next tier up to use the rest of the budget. With two
   tiers this is the "random" baseline (a random share of tasks on the premium tier).
+
+Until version 0.1.0 "consequence" named what is now "lagrangian"; the name now means what the
+published baseline does. `POLICIES` lists them from the best informed to the least.
 
 Tiers are ordered by cost wherever a policy speaks of "next" or "best"; results report tiers
 as indices into the `tiers` sequence passed by the caller.
@@ -52,13 +60,14 @@ import dataclasses
 import heapq
 import io
 import math
+import sys
 import time
 from importlib import resources
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._problem import Solution
+from ._problem import Method, Solution
 from .api import solve
 
 __all__ = [
@@ -69,6 +78,7 @@ __all__ = [
     "Workload",
     "make_tasks",
     "tasks_from_records",
+    "tasks_from_dataframe",
     "success_from_difficulty",
     "route",
     "route_all",
@@ -86,7 +96,7 @@ __all__ = [
     "PUBLISHED_LOSSES",
 ]
 
-POLICIES = ("optimal", "consequence", "priority", "difficulty", "uniform")
+POLICIES = ("optimal", "lagrangian", "priority", "consequence", "difficulty", "uniform")
 
 DEFAULT_SHARPNESS = 8.0
 
@@ -183,7 +193,8 @@ def success_from_difficulty(difficulty: Any, tiers: Sequence[Tier], *,
         ability[_cost_order(tiers)] = (np.arange(K) + 1.0) / (K + 1.0)
     else:
         raise ValueError("tiers: set `ability` on every tier or on none (needed for difficulty)")
-    return 1.0 / (1.0 + np.exp(-sharpness * (ability[None, :] - d[:, None])))
+    success: np.ndarray = 1.0 / (1.0 + np.exp(-sharpness * (ability[None, :] - d[:, None])))
+    return success
 
 
 def _real_array(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -314,8 +325,42 @@ def tasks_from_records(records: Iterable[Mapping[str, Any]], tiers: Sequence[Tie
         raise TypeError(f"tasks: {exc}") from None
 
 
+def _is_dataframe(x: Any) -> bool:
+    """Whether x is a pandas DataFrame, without importing pandas."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(x, pandas.DataFrame)
+
+
+def tasks_from_dataframe(frame: Any, tiers: Sequence[Tier], *,
+                         sharpness: float = DEFAULT_SHARPNESS) -> Tasks:
+    """Tasks from a pandas DataFrame, one row a task, with the columns of `read_tasks_csv`:
+    "consequence", and either "difficulty" or one column "p_<tier name>" per tier (success
+    probabilities); "id" when present, else the index, labels the tasks. Other columns (such
+    as a level) are ignored."""
+    tiers = _check_tiers(tiers)
+    columns = set(map(str, frame.columns))
+    if "consequence" not in columns:
+        raise ValueError("tasks: the DataFrame has no 'consequence' column")
+    pcols = [f"p_{t.name}" for t in tiers]
+    ids = frame["id"] if "id" in columns else frame.index
+    fields: Dict[str, Any] = {"consequence": frame["consequence"].to_numpy(dtype=float),
+                              "ids": [str(i) for i in ids]}
+    if all(c in columns for c in pcols):
+        fields["success"] = frame[pcols].to_numpy(dtype=float)
+    elif "difficulty" in columns:
+        fields["difficulty"] = frame["difficulty"].to_numpy(dtype=float)
+    else:
+        raise ValueError(f"tasks: the DataFrame needs a 'difficulty' column or columns {pcols}")
+    try:
+        return make_tasks(tiers, sharpness=sharpness, **fields)
+    except TypeError as exc:
+        raise TypeError(f"tasks: {exc}") from None
+
+
 def _as_tasks(tasks: Any, tiers: Tuple[Tier, ...]) -> Tasks:
     names = tuple(t.name for t in tiers)
+    if _is_dataframe(tasks):
+        return tasks_from_dataframe(tasks, tiers)
     if isinstance(tasks, Tasks):
         if tasks.tier_names != names:
             raise ValueError(f"tasks: built for tiers {list(tasks.tier_names)}, routed over {list(names)}")
@@ -418,14 +463,20 @@ def _check_budget(budget: Any, tiers: Tuple[Tier, ...], n: int) -> float:
     return b
 
 
-def _policy_solver(values: np.ndarray, costs: np.ndarray, budget: float, method: str):
+def _policy_solver(values: np.ndarray, costs: np.ndarray, budget: float,
+                   method: Method) -> Tuple[np.ndarray, Solution]:
     sol = solve(values, costs, budget, method=method)
     if sol.status in ("infeasible", "unknown"):  # unreachable after _check_budget; a guard
         raise ValueError(f"budget: infeasible, the cheapest routing costs {sol.min_budget:g}")
     return np.asarray(sol.choice, dtype=np.int64), sol
 
 
-def _priority(tasks: Tasks, w: np.ndarray, budget: float) -> np.ndarray:
+def _upgrade_in_order(tasks: Tasks, w: np.ndarray, budget: float,
+                      gain_weighted: bool) -> np.ndarray:
+    """The sort-based heuristics: everyone on the cheapest tier, then upgrades one tier at a
+    time, best key first, while the budget lasts. The key of task i's next upgrade is
+    c_i (s_i,k+1 - s_ik) ("priority", gain_weighted) or c_i alone ("consequence"); an upgrade
+    that no longer fits ends that task's upgrades, one with no gain (priority) is never taken."""
     order = _cost_order_from_costs(w)
     N = len(tasks)
     s = tasks.success[:, order]  # columns by cost
@@ -433,15 +484,20 @@ def _priority(tasks: Tasks, w: np.ndarray, budget: float) -> np.ndarray:
     pos = np.zeros(N, dtype=np.int64)
     remaining = budget - N * wc[0]
     K = len(order)
+
+    def key(i: int, k: int) -> float:  # of the upgrade from cost rank k to k + 1
+        c = float(tasks.consequence[i])
+        return c * float(s[i, k + 1] - s[i, k]) if gain_weighted else c
+
     heap: List[Tuple[float, int]] = []
     if K > 1:
-        gains = tasks.consequence * (s[:, 1] - s[:, 0])
-        heap = [(-g, i) for i, g in enumerate(gains) if g > 0]
+        heap = [(-g, i) for i, g in ((i, key(i, 0)) for i in range(N))
+                if g > 0 or not gain_weighted]
         heapq.heapify(heap)
     taken: List[int] = []
     while heap:
         _, i = heapq.heappop(heap)
-        k = pos[i]
+        k = int(pos[i])
         step = wc[k + 1] - wc[k]
         if step > remaining:
             continue  # remaining only shrinks and later steps cost more: no more upgrades
@@ -449,12 +505,13 @@ def _priority(tasks: Tasks, w: np.ndarray, budget: float) -> np.ndarray:
         pos[i] = k + 1
         taken.append(i)
         if k + 2 < K:
-            g = tasks.consequence[i] * (s[i, k + 2] - s[i, k + 1])
-            if g > 0:
+            g = key(i, k + 1)
+            if g > 0 or not gain_weighted:
                 heapq.heappush(heap, (-g, i))
     while taken and math.fsum(wc[pos]) > budget:  # rounding in `remaining`: undo the last
         pos[taken.pop()] -= 1
-    return order[pos]
+    routed: np.ndarray = order[pos]
+    return routed
 
 
 def _cost_order_from_costs(w: np.ndarray) -> np.ndarray:
@@ -484,8 +541,9 @@ def route(tasks: Any, tiers: Sequence[Tier], budget: float, policy: str = "optim
 
     Args:
         tasks: a `Tasks`, a mapping of arrays ("consequence" (N,), and "success" (N, K) or
-            "difficulty" (N,), optional "ids"), or a list of records (see
-            `tasks_from_records`).
+            "difficulty" (N,), optional "ids"), a list of records (see
+            `tasks_from_records`), or a pandas DataFrame, one row a task (see
+            `tasks_from_dataframe`).
         tiers: the K tiers (`Tier(name, cost)`), cost in compute units per task.
         budget: total compute units; at least N times the cheapest tier's cost.
         policy: one of `POLICIES` (see the module docstring).
@@ -509,12 +567,12 @@ def route(tasks: Any, tiers: Sequence[Tier], budget: float, policy: str = "optim
     sol = None
     if policy == "optimal":
         choice, sol = _policy_solver(t.consequence[:, None] * t.success, w, b, "exact")
-    elif policy == "consequence":
+    elif policy == "lagrangian":
         choice, sol = _policy_solver(t.consequence[:, None] * t.success, w, b, "lagrangian")
     elif policy == "difficulty":
         choice, sol = _policy_solver(t.success, w, b, "lagrangian")
-    elif policy == "priority":
-        choice = _priority(t, w, b)
+    elif policy in ("priority", "consequence"):
+        choice = _upgrade_in_order(t, w, b, gain_weighted=policy == "priority")
     else:
         choice = _uniform(N, w, b, seed)
     rows = np.arange(N)

@@ -21,7 +21,7 @@ option). Integer data are returned as float64 holding integers.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -37,10 +37,11 @@ def classic_budget(values: np.ndarray, costs: np.ndarray) -> np.ndarray:
     values and costs (..., N, K), result (...)."""
     cheapest = costs.min(axis=-1)
     richest = np.take_along_axis(costs, values.argmax(axis=-1)[..., None], axis=-1)[..., 0]
-    return np.floor(0.5 * (cheapest + richest).sum(axis=-1))
+    budget: np.ndarray = np.floor(0.5 * (cheapest + richest).sum(axis=-1))
+    return budget
 
 
-def _classic(kind: str, rng: np.random.Generator, shape: tuple, R: int) -> Tuple[np.ndarray, np.ndarray]:
+def _classic(kind: str, rng: np.random.Generator, shape: tuple[Any, ...], R: int) -> Tuple[np.ndarray, np.ndarray]:
     if kind == "uncorrelated":
         w = rng.integers(1, R + 1, shape)
         p = rng.integers(1, R + 1, shape)
@@ -63,7 +64,7 @@ def _classic(kind: str, rng: np.random.Generator, shape: tuple, R: int) -> Tuple
     return p.astype(np.float64), w.astype(np.float64)
 
 
-def _routing(rng: np.random.Generator, shape: tuple) -> Tuple[np.ndarray, np.ndarray]:
+def _routing(rng: np.random.Generator, shape: tuple[Any, ...]) -> Tuple[np.ndarray, np.ndarray]:
     *lead, K = shape
     tier_cost = 2.0 ** np.arange(K)  # each tier costs twice the one below
     difficulty = rng.random((*lead, 1))
