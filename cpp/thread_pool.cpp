@@ -69,8 +69,14 @@ void ThreadPool::run_chunks() {
     try {
       (*fn_)(begin, std::min(n_, begin + chunk_));
     } catch (...) {
+      // Keep the error of the lowest chunk: chunks start in order, so every lower one has
+      // started and is finished before the job returns, and the error a caller sees (which
+      // instance was bad) does not depend on thread timing.
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!error_) error_ = std::current_exception();
+      if (!error_ || begin < error_begin_) {
+        error_ = std::current_exception();
+        error_begin_ = begin;
+      }
     }
   }
 }

@@ -26,8 +26,8 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Runs fn over [0, n) in chunks of at least `grain`, about `chunks_per_thread` per thread,
-  // on at most `max_threads` threads (<= 0: all). Returns when every chunk is done; the first
-  // exception is rethrown.
+  // on at most `max_threads` threads (<= 0: all). Returns when every chunk is done; the
+  // exception of the lowest chunk that threw is rethrown (the same one a serial run raises).
   void parallel_for(std::int64_t n, std::int64_t grain, int max_threads, const RangeFn& fn,
                     int chunks_per_thread = 4);
 
@@ -55,6 +55,7 @@ class ThreadPool {
   int busy_workers_ = 0;   // of those, still running
   std::int64_t next_ = 0;  // next chunk start, guarded by mutex_
   std::exception_ptr error_;
+  std::int64_t error_begin_ = 0;  // the chunk error_ came from
 };
 
 // Convenience: parallel_for on the shared pool.

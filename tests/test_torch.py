@@ -589,6 +589,16 @@ def test_cpu_paths_run_no_torch_softmax():
         assert not [op for op in ops if "softmax" in op], (name, sorted(ops))
 
 
+def test_bad_input_error_names_the_first_bad_instance_whatever_the_threads():
+    # Every instance is bad: the error must name instance 0 on any thread timing (the pool
+    # used to rethrow whichever chunk failed first in time).
+    z = torch.zeros(256, 30, 4, dtype=torch.float64)
+    weights = [1.0] * 29 + [float("nan")]
+    for _ in range(50):
+        with pytest.raises(ValueError, match="weights: instance 0, item 29"):
+            at.retract(z, [0.0, 1.0, 2.0, 3.0], 3.0, weights=weights, threads=2)
+
+
 def test_native_paths_refuse_bad_costs_and_weights_naming_them():
     """The CPU retraction, normal and projection check costs and weights in the core (not in
     numpy per call): NaN, infinite or negative entries raise ValueError naming the argument."""
