@@ -272,8 +272,8 @@ def pyepo_model(costs: Any, budget: float, tasks: int, *, sense: str = "min", so
     bench/bench_decision.py and tests/test_decision.py, never used by apportion itself)."""
     global _PYEPO_CLASS
     if _PYEPO_CLASS is None:
-        # Imported by name so that mypy reads these optional peers as Any whether or not they
-        # are installed (OR-Tools has no type information; PyEPO's differs across versions).
+        # Imported by name so that mypy reads these optional peers as Any, installed or not
+        # (OR-Tools ships no type information; PyEPO's, where present, is not checked here).
         pywraplp = importlib.import_module("ortools.linear_solver.pywraplp")
         EPO = importlib.import_module("pyepo.EPO")
         optOrtModel: Any = importlib.import_module("pyepo.model.ort").optOrtModel

@@ -651,7 +651,8 @@ def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any 
 @overload
 def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0,
                     *, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None,
-                    threads: Optional[int] = None, return_solution: Literal[True]) -> Tuple[torch.Tensor, Solution]: ...
+                    threads: Optional[int] = None, return_solution: Literal[True]
+                    ) -> Tuple[torch.Tensor, Solution]: ...
 @overload
 def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0,
                     *, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None,
@@ -844,7 +845,7 @@ class RCO(torch.optim.Optimizer):
         return z, batched, state[key][2]
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:  # the closure's loss, or None
         """One Riemannian Adam step on every parameter with a gradient; returns the closure's
         loss when a closure is given."""
         loss = None
@@ -929,7 +930,8 @@ class RCO(torch.optim.Optimizer):
         return [gumbel_sample(p, g["costs"], g["budget"], g["weights"], g["temperature"], hard=hard,
                               generator=generator, threads=self._threads or None) for g, p in self._each()]
 
-    def round(self, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None) -> List[torch.Tensor]:
+    def round(self, exact: bool = True, exact_spend: bool = False,
+              cost_resolution: Optional[float] = None) -> List[torch.Tensor]:
         """`round_to_budget` of every parameter: the feasible allocation of greatest
         log-probability (int64 choices), in parameter order."""
         return [round_to_budget(p, g["costs"], g["budget"], g["weights"], g["temperature"], exact=exact,
