@@ -13,12 +13,6 @@ pytest.importorskip("mypy")
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python",
                        "apportion")
 
-# Modules written in parallel with the typing work (issue 16: torch.py, rewritten for issue 15;
-# _decision.py and learn.py, new for issue 19; ray.py, new for issue 18): strict once they are
-# annotated. The test below
-# is a strict xfail, so it fails as soon as they are all clean: then empty this.
-NOT_YET_STRICT = ("torch.py", "_decision.py", "learn.py", "ray.py")
-
 
 @pytest.fixture(scope="module")
 def mypy_errors(tmp_path_factory):
@@ -39,12 +33,5 @@ def mypy_errors(tmp_path_factory):
 
 
 def test_mypy_strict_is_clean(mypy_errors):
-    found = [e for name, lines in mypy_errors.items() if name not in NOT_YET_STRICT for e in lines]
-    assert not found, "\n".join(found)
-
-
-@pytest.mark.xfail(reason="torch.py, _decision.py, learn.py and ray.py were written in parallel with "
-                          "the typing work; annotate them, then empty NOT_YET_STRICT")
-def test_mypy_strict_on_the_modules_not_yet_strict(mypy_errors):
-    found = [e for name in NOT_YET_STRICT for e in mypy_errors.get(name, [])]
+    found = [e for lines in mypy_errors.values() for e in lines]
     assert not found, "\n".join(found)

@@ -34,12 +34,13 @@ the host for the solve and the allocations copied back.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, cast
 
 import numpy as np
 import torch
 
 from . import api
+from ._problem import Sense, Solution
 
 __all__ = [
     "allocate",
@@ -48,6 +49,11 @@ __all__ = [
     "fenchel_young_loss",
     "perturbed_allocation",
 ]
+
+SolverMethod = Literal["exact", "lagrangian"]
+Reduction = Literal["mean", "sum", "none"]
+# The certificate `info` dicts collect (see `allocate`): counts, gaps, seconds, the method.
+Info = Dict[str, Any]
 
 _SOLVER_METHODS = ("exact", "lagrangian")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -77,6 +83,12 @@ def _as_values(x: Any, name: str, like: Optional[torch.Tensor] = None) -> Tuple[
     return (x if x.dim() == 3 else x.unsqueeze(0)), x.dim() == 3
 
 
+def _shape(v: torch.Tensor) -> Tuple[int, int, int]:
+    """(B, N, K) of a (B,N,K) tensor from `_as_values`."""
+    B, N, K = v.shape
+    return B, N, K
+
+
 def _to_host64(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float64).numpy()
@@ -93,8 +105,8 @@ class _Problems:
     shape (B*r, N, K), r copies of each instance in a row (instance-major), as the perturbed
     losses stack them."""
 
-    def __init__(self, shape: Tuple[int, int, int], costs: Any, budget: Any, sense: str,
-                 method: str, threads: Optional[int], batched: bool):
+    def __init__(self, shape: Tuple[int, int, int], costs: Any, budget: Any, sense: Sense,
+                 method: SolverMethod, threads: Optional[int], batched: bool) -> None:
         B, N, K = shape
         if sense not in ("max", "min"):
             raise ValueError(f"sense: expected 'max' or 'min', got {sense!r:.40}")
@@ -115,10 +127,12 @@ class _Problems:
             raise ValueError(f"budget: expected a scalar or shape ({B},), got {b.shape}")
         self.costs = np.ascontiguousarray(c)
         self.budget = np.ascontiguousarray(np.broadcast_to(b, (B,)), dtype=np.float64)
-        self.sense, self.sign, self.method = sense, (1.0 if sense == "max" else -1.0), method
+        self.sense: Sense = sense
+        self.sign = 1.0 if sense == "max" else -1.0
+        self.method: SolverMethod = method
         self.threads, self.batched = threads, batched
 
-    def solve(self, values: torch.Tensor, repeats: int = 1, info: Optional[dict] = None) -> torch.Tensor:
+    def solve(self, values: torch.Tensor, repeats: int = 1, info: Optional[Info] = None) -> torch.Tensor:
         """x*(values): one batched native solve of values (B*repeats, N, K); returns the
         one-hot allocations (B*repeats, N, K), detached, in the dtype and on the device of
         values. Raises ValueError naming the budget where an instance has no allocation."""
@@ -143,7 +157,7 @@ class _Problems:
         return torch.nn.functional.one_hot(choice, values.shape[-1]).to(values.dtype)
 
 
-def _record(info: dict, sol: Any) -> None:
+def _record(info: Info, sol: Solution) -> None:
     """Adds one batched solve's certificate to `info` (accumulated over the solves of a call)."""
     gap = np.asarray(sol.gap, dtype=np.float64)
     rel = np.asarray(sol.relative_gap, dtype=np.float64)
@@ -160,7 +174,7 @@ def _objective(values: torch.Tensor, allocation: torch.Tensor) -> torch.Tensor:
     return (values * allocation).sum(dim=(-2, -1))
 
 
-def _reduce(loss: torch.Tensor, reduction: str, batched: bool) -> torch.Tensor:
+def _reduce(loss: torch.Tensor, reduction: Reduction, batched: bool) -> torch.Tensor:
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -168,14 +182,14 @@ def _reduce(loss: torch.Tensor, reduction: str, batched: bool) -> torch.Tensor:
     return loss if batched else loss[0]
 
 
-def _check_reduction(reduction: Any) -> str:
+def _check_reduction(reduction: Any) -> Reduction:
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r:.40}")
-    return reduction
+    return cast(Reduction, reduction)
 
 
 def _true_allocation(true_solution: Any, true_values: Optional[torch.Tensor], v_pred: torch.Tensor,
-                     problems: _Problems, info: Optional[dict]) -> torch.Tensor:
+                     problems: _Problems, info: Optional[Info]) -> torch.Tensor:
     """x*(true values) as a (B,N,K) one-hot: the precomputed `true_solution` when given (one-hot
     (N,K)/(B,N,K), or option indices (N,)/(B,N)), else one solve of `true_values`."""
     if true_solution is None:
@@ -206,9 +220,9 @@ def _true_allocation(true_solution: Any, true_values: Optional[torch.Tensor], v_
 # --------------------------------------------------------------------------- public functions
 
 
-def allocate(values: torch.Tensor, costs: Any, budget: Any, *, sense: str = "max",
-             method: str = "exact", threads: Optional[int] = None,
-             info: Optional[dict] = None) -> torch.Tensor:
+def allocate(values: torch.Tensor, costs: Any, budget: Any, *, sense: Sense = "max",
+             method: SolverMethod = "exact", threads: Optional[int] = None,
+             info: Optional[Info] = None) -> torch.Tensor:
     """The solver's allocation x*(values) as a one-hot tensor (no gradient).
 
     Args:
@@ -226,15 +240,15 @@ def allocate(values: torch.Tensor, costs: Any, budget: Any, *, sense: str = "max
         (N,K) or (B,N,K) one-hot allocations in the dtype and on the device of `values`.
     """
     v, batched = _as_values(values, "values")
-    problems = _Problems(tuple(v.shape), costs, budget, sense, method, threads, batched)
+    problems = _Problems(_shape(v), costs, budget, sense, method, threads, batched)
     x = problems.solve(v, info=info)
     return x if batched else x[0]
 
 
 def regret(pred_values: torch.Tensor, true_values: torch.Tensor, costs: Any, budget: Any, *,
-           sense: str = "max", normalized: bool = False, true_solution: Any = None,
-           method: str = "exact", threads: Optional[int] = None,
-           info: Optional[dict] = None) -> torch.Tensor:
+           sense: Sense = "max", normalized: bool = False, true_solution: Any = None,
+           method: SolverMethod = "exact", threads: Optional[int] = None,
+           info: Optional[Info] = None) -> torch.Tensor:
     """The objective lost by deciding on the predicted values, measured with the true ones.
 
     regret = z*(true) - <true, x*(pred)> for sense="max", <true, x*(pred)> - z*(true) for "min":
@@ -255,7 +269,7 @@ def regret(pred_values: torch.Tensor, true_values: torch.Tensor, costs: Any, bud
     """
     v_pred, batched = _as_values(pred_values, "pred_values")
     v_true, _ = _as_values(true_values, "true_values", like=pred_values)
-    problems = _Problems(tuple(v_pred.shape), costs, budget, sense, method, threads, batched)
+    problems = _Problems(_shape(v_pred), costs, budget, sense, method, threads, batched)
     x_true = _true_allocation(true_solution, v_true, v_pred, problems, info)
     v_true = v_true.detach().to(v_pred.dtype)
     x_pred = problems.solve(v_pred, info=info)
@@ -270,9 +284,9 @@ def regret(pred_values: torch.Tensor, true_values: torch.Tensor, costs: Any, bud
 
 
 def spo_plus_loss(pred_values: torch.Tensor, true_values: torch.Tensor, costs: Any, budget: Any, *,
-                  sense: str = "max", true_solution: Any = None, reduction: str = "mean",
-                  method: str = "exact", threads: Optional[int] = None,
-                  info: Optional[dict] = None) -> torch.Tensor:
+                  sense: Sense = "max", true_solution: Any = None, reduction: Reduction = "mean",
+                  method: SolverMethod = "exact", threads: Optional[int] = None,
+                  info: Optional[Info] = None) -> torch.Tensor:
     """The SPO+ loss (Elmachtoub and Grigas), a convex surrogate of the regret.
 
     For sense="max": l = <2 pred - true, x*(2 pred - true)> - 2 <pred, x*(true)> + z*(true)
@@ -295,7 +309,7 @@ def spo_plus_loss(pred_values: torch.Tensor, true_values: torch.Tensor, costs: A
     reduction = _check_reduction(reduction)
     v_pred, batched = _as_values(pred_values, "pred_values")
     v_true, _ = _as_values(true_values, "true_values", like=pred_values)
-    problems = _Problems(tuple(v_pred.shape), costs, budget, sense, method, threads, batched)
+    problems = _Problems(_shape(v_pred), costs, budget, sense, method, threads, batched)
     x_true = _true_allocation(true_solution, v_true, v_pred, problems, info)
     v_true = v_true.detach().to(v_pred.dtype)
     shifted = 2 * v_pred - v_true
@@ -308,7 +322,7 @@ def spo_plus_loss(pred_values: torch.Tensor, true_values: torch.Tensor, costs: A
 
 def _perturbed_solutions(theta: torch.Tensor, problems: _Problems, n_samples: Any, sigma: Any,
                          generator: Optional[torch.Generator], noise: Optional[torch.Tensor],
-                         info: Optional[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
+                         info: Optional[Info]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Draws Z (B,S,N,K) standard Gaussian (or takes `noise`) and solves theta + sigma Z, all
     B*S problems in one native call. Returns (Z, x* (B,S,N,K)), both detached."""
     B, N, K = theta.shape
@@ -337,13 +351,14 @@ class _PerturbedAllocation(torch.autograd.Function):
     """E[x*(theta + sigma Z)] with the Jacobian estimate E[x* Z^T] / sigma (Berthet et al.)."""
 
     @staticmethod
-    def forward(ctx, theta, noise, solutions, sigma, variance_reduction):
+    def forward(ctx: Any, theta: torch.Tensor, noise: torch.Tensor, solutions: torch.Tensor,
+                sigma: float, variance_reduction: bool) -> torch.Tensor:
         ctx.save_for_backward(noise, solutions)
         ctx.sigma, ctx.variance_reduction = sigma, variance_reduction
         return solutions.mean(dim=1)
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx: Any, grad_output: torch.Tensor) -> Tuple[torch.Tensor, None, None, None, None]:
         noise, solutions = ctx.saved_tensors
         S = solutions.shape[1]
         reward = (solutions * grad_output.unsqueeze(1)).sum(dim=(-2, -1))  # (B, S)
@@ -355,10 +370,10 @@ class _PerturbedAllocation(torch.autograd.Function):
 
 
 def perturbed_allocation(values: torch.Tensor, costs: Any, budget: Any, *, n_samples: int = 10,
-                         sigma: float = 1.0, sense: str = "max", method: str = "exact",
+                         sigma: float = 1.0, sense: Sense = "max", method: SolverMethod = "exact",
                          variance_reduction: bool = True, generator: Optional[torch.Generator] = None,
                          noise: Optional[torch.Tensor] = None, threads: Optional[int] = None,
-                         info: Optional[dict] = None) -> torch.Tensor:
+                         info: Optional[Info] = None) -> torch.Tensor:
     """The expected allocation under Gaussian perturbation, a differentiable layer.
 
     Returns the Monte-Carlo mean of x*(values + sigma Z) over n_samples draws of Z ~ N(0, I):
@@ -378,21 +393,23 @@ def perturbed_allocation(values: torch.Tensor, costs: Any, budget: Any, *, n_sam
             generator); for common random numbers across calls.
     """
     theta, batched = _as_values(values, "values")
-    problems = _Problems(tuple(theta.shape), costs, budget, sense, method, threads, batched)
+    problems = _Problems(_shape(theta), costs, budget, sense, method, threads, batched)
     vr = variance_reduction
     if not isinstance(vr, (bool, np.bool_)):
         raise TypeError(f"variance_reduction: expected True or False, got {vr!r:.40}")
     z, x = _perturbed_solutions(theta, problems, n_samples, sigma, generator, noise, info)
-    out = _PerturbedAllocation.apply(theta, z, x, float(sigma), bool(vr))
+    # torch leaves Function.apply unannotated; it returns what forward returns.
+    apply = cast(Callable[..., torch.Tensor], _PerturbedAllocation.apply)
+    out = apply(theta, z, x, float(sigma), bool(vr))
     return out if batched else out[0]
 
 
 def fenchel_young_loss(pred_values: torch.Tensor, true_values: Optional[torch.Tensor], costs: Any,
                        budget: Any, *, true_solution: Any = None, n_samples: int = 10,
-                       sigma: float = 1.0, sense: str = "max", reduction: str = "mean",
-                       method: str = "exact", generator: Optional[torch.Generator] = None,
+                       sigma: float = 1.0, sense: Sense = "max", reduction: Reduction = "mean",
+                       method: SolverMethod = "exact", generator: Optional[torch.Generator] = None,
                        noise: Optional[torch.Tensor] = None, threads: Optional[int] = None,
-                       info: Optional[dict] = None) -> torch.Tensor:
+                       info: Optional[Info] = None) -> torch.Tensor:
     """The perturbed Fenchel-Young loss (Berthet et al. 2020) against the true allocation.
 
     For sense="max": l = mean_s <pred + sigma Z_s, x*(pred + sigma Z_s)> - <pred, y>, where
@@ -416,7 +433,7 @@ def fenchel_young_loss(pred_values: torch.Tensor, true_values: Optional[torch.Te
     reduction = _check_reduction(reduction)
     theta, batched = _as_values(pred_values, "pred_values")
     v_true = None if true_values is None else _as_values(true_values, "true_values", like=pred_values)[0]
-    problems = _Problems(tuple(theta.shape), costs, budget, sense, method, threads, batched)
+    problems = _Problems(_shape(theta), costs, budget, sense, method, threads, batched)
     y = _true_allocation(true_solution, v_true, theta, problems, info)
     z, x = _perturbed_solutions(theta, problems, n_samples, sigma, generator, noise, info)
     # With the draws and their solutions held fixed, d/dtheta of this is mean_s x_s - y.

@@ -24,9 +24,10 @@ never needed by apportion.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,6 +40,8 @@ except ImportError as _exc:  # pragma: no cover - exercised only without torch
     ) from _exc
 
 from . import _decision
+from ._decision import SolverMethod
+from ._problem import FloatArray
 from .schedule import Tier, success_from_difficulty
 
 __all__ = [
@@ -81,19 +84,19 @@ class LearnData:
 
     features: torch.Tensor
     losses: torch.Tensor
-    costs: np.ndarray
+    costs: FloatArray
     budget: float
     solution: torch.Tensor
     optimum: torch.Tensor
 
 
-def true_losses(features: np.ndarray, rng: np.random.Generator, noise: float = 0.25) -> np.ndarray:
+def true_losses(features: FloatArray, rng: np.random.Generator, noise: float = 0.25) -> FloatArray:
     """Expected losses (..., N, K) of tasks with features (..., N, P), by the fixed nonlinear
     truth: consequence c = exp(0.6 f0 + 0.6 f1 f2) times a multiplicative U(1-noise, 1+noise)
     draw (what a wrong answer on this task costs, lognormal-like), difficulty
     d = sigmoid(f3 + 0.8 (f4^2 - 1) - 0.5 f0), success on LEARN_TIERS by the logistic model."""
     f = features
-    consequence = np.exp(0.6 * f[..., 0] + 0.6 * f[..., 1] * f[..., 2])
+    consequence: FloatArray = np.exp(0.6 * f[..., 0] + 0.6 * f[..., 1] * f[..., 2])
     consequence = consequence * rng.uniform(1.0 - noise, 1.0 + noise, consequence.shape)
     difficulty = 1.0 / (1.0 + np.exp(-(f[..., 3] + 0.8 * (f[..., 4] ** 2 - 1.0) - 0.5 * f[..., 0])))
     success = success_from_difficulty(difficulty.reshape(-1), LEARN_TIERS)
@@ -105,9 +108,9 @@ def make_data(days: int, tasks: int = 100, *, features: int = 5, seed: int = 0,
               threads: Optional[int] = None) -> LearnData:
     """`days` routing days of `tasks` tasks each, seeded; the optimal routing of each day is
     solved once (method="exact", one batched call)."""
-    for name, x in (("days", days), ("tasks", tasks), ("features", features)):
-        if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-            raise ValueError(f"{name}: expected a positive int, got {x!r}")
+    for name, count in (("days", days), ("tasks", tasks), ("features", features)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{name}: expected a positive int, got {count!r}")
     if features < 5:
         raise ValueError(f"features: the truth reads 5 features, got {features}")
     rng = np.random.default_rng(seed)
@@ -124,16 +127,17 @@ class LinearPredictor(torch.nn.Module):
     """Per task, one linear map from its P features to its K expected losses:
     (B, N, P) -> (B, N, K), the same weights for every task."""
 
-    def __init__(self, features: int, tiers: int):
+    def __init__(self, features: int, tiers: int) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(features, tiers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
+        losses: torch.Tensor = self.linear(features)  # Module.__call__ is typed as returning Any
+        return losses
 
 
 def _loss(method: str, pred: torch.Tensor, data: LearnData, idx: torch.Tensor, sigma: float,
-          n_samples: int, generator: torch.Generator, solver: str,
+          n_samples: int, generator: torch.Generator, solver: SolverMethod,
           threads: Optional[int]) -> torch.Tensor:
     if method == "two-stage":
         return torch.nn.functional.mse_loss(pred, data.losses[idx])
@@ -148,7 +152,7 @@ def _loss(method: str, pred: torch.Tensor, data: LearnData, idx: torch.Tensor, s
 
 
 def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
-          sigma: float = 0.5, n_samples: int = 4, seed: int = 0, solver: str = "exact",
+          sigma: float = 0.5, n_samples: int = 4, seed: int = 0, solver: SolverMethod = "exact",
           threads: Optional[int] = None, torch_threads: Optional[int] = 1,
           epoch_seconds: Optional[List[float]] = None,
           loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
@@ -180,12 +184,14 @@ def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 3
         B = data.features.shape[0]
         for _ in range(epochs):
             started = time.process_time()
-            for idx in torch.randperm(B, generator=gen).split(batch_size):
+            # torch.split and torch.autograd.backward: Tensor.split and Tensor.backward are
+            # unannotated in torch.
+            for idx in torch.split(torch.randperm(B, generator=gen), batch_size):
                 pred = model(data.features[idx])
                 value = loss(pred, idx) if loss is not None else \
                     _loss(method, pred, data, idx, sigma, n_samples, gen, solver, threads)
                 opt.zero_grad()
-                value.backward()
+                torch.autograd.backward(value)
                 opt.step()
             if epoch_seconds is not None:
                 epoch_seconds.append(time.process_time() - started)
@@ -229,7 +235,7 @@ def run_example(*, train_days: int = 1000, test_days: int = 1000, tasks: int = 1
     mean = train_data.losses.mean(dim=(0, 1))
 
     class _Constant(torch.nn.Module):
-        def forward(self, f):
+        def forward(self, f: torch.Tensor) -> torch.Tensor:
             return mean.expand(f.shape[:-1] + mean.shape)
 
     out: Dict[str, Dict[str, float]] = {}
@@ -256,30 +262,33 @@ def example_table(results: Dict[str, Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-_PYEPO_CLASS = None
+_PYEPO_CLASS: Optional[type] = None
 
 
-def pyepo_model(costs: Any, budget: float, tasks: int, *, sense: str = "min", solver: str = "scip"):
+def pyepo_model(costs: Any, budget: float, tasks: int, *, sense: str = "min", solver: str = "scip") -> Any:
     """The routing problem of one day as a PyEPO model: OR-Tools pywraplp (backend `solver`),
     binaries x_ik, one tier per task, sum_ik costs_k x_ik <= budget; the predicted cost vector
     is the (N*K,) flattening of the (N, K) losses. Needs `pip install pyepo` (a peer for
     bench/bench_decision.py and tests/test_decision.py, never used by apportion itself)."""
     global _PYEPO_CLASS
     if _PYEPO_CLASS is None:
-        from ortools.linear_solver import pywraplp
-        from pyepo import EPO
-        from pyepo.model.ort import optOrtModel
+        # Imported by name so that mypy reads these optional peers as Any, installed or not
+        # (OR-Tools ships no type information; PyEPO's, where present, is not checked here).
+        pywraplp = importlib.import_module("ortools.linear_solver.pywraplp")
+        EPO = importlib.import_module("pyepo.EPO")
+        optOrtModel: Any = importlib.import_module("pyepo.model.ort").optOrtModel
 
-        class RoutingModel(optOrtModel):
+        class RoutingModel(optOrtModel):  # type: ignore[misc]  # an untyped base (Any)
             """Multiple-choice knapsack in pywraplp for PyEPO."""
 
-            def __init__(self, costs, budget, tasks, sense="min", solver="scip"):
+            def __init__(self, costs: Any, budget: float, tasks: int, sense: str = "min",
+                         solver: str = "scip") -> None:
                 self.tier_costs = np.asarray(costs, dtype=np.float64)
                 self.budget, self.tasks = float(budget), int(tasks)
                 self.modelSense = EPO.MINIMIZE if sense == "min" else EPO.MAXIMIZE
                 super().__init__(solver)
 
-            def _getModel(self):
+            def _getModel(self) -> Tuple[Any, Dict[Tuple[int, int], Any]]:
                 m = pywraplp.Solver.CreateSolver(self.solver.upper())
                 if m is None:
                     raise RuntimeError(f"pywraplp has no solver {self.solver!r}")

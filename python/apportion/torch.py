@@ -26,7 +26,8 @@ synchronisation per 16 iterations) until a CUDA kernel exists. Requires PyTorch:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Literal, NamedTuple, Optional, Tuple,
+                    Union, overload)
 
 import numpy as np
 
@@ -40,8 +41,11 @@ except ImportError as _exc:  # pragma: no cover - exercised only without torch
 
 import apportion
 from apportion import _core
-from apportion._problem import check_threads
+from apportion._problem import FloatArray, Solution, check_threads
 from apportion._decision import allocate, fenchel_young_loss, perturbed_allocation, regret, spo_plus_loss
+
+if TYPE_CHECKING:  # ParamsT is not in every torch supported (>= 2.1); annotations only
+    from torch.optim.optimizer import ParamsT
 
 __all__ = [
     "RCO",
@@ -112,6 +116,12 @@ def _check_logits(logits: Any, name: str = "logits", need_data: bool = False) ->
     return (logits if batched else logits.unsqueeze(0)), batched
 
 
+def _shape(z: torch.Tensor) -> Tuple[int, int, int]:
+    """(B, N, K) of a (B,N,K) tensor from `_check_logits`."""
+    B, N, K = z.shape
+    return B, N, K
+
+
 def _check_bool(x: Any, name: str) -> bool:
     if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a bool (True or False), got {x!r}")
@@ -137,7 +147,7 @@ def _temperature(temperature: Any) -> float:
     return tau
 
 
-def _as_numpy64(x: Any, name: str) -> np.ndarray:
+def _as_numpy64(x: Any, name: str) -> FloatArray:
     if isinstance(x, torch.Tensor):
         if x.device.type == "meta":
             raise ValueError(f"{name}: a tensor on the meta device holds no values; pass numbers, an array, "
@@ -154,7 +164,7 @@ def _as_numpy64(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _finite_nonnegative(x: np.ndarray) -> bool:
+def _finite_nonnegative(x: FloatArray) -> bool:
     """Every entry finite and >= 0 (NaN fails both comparisons)."""
     return x.size == 0 or bool(x.min() >= 0 and x.max() <= _FLOAT64_MAX)
 
@@ -164,7 +174,7 @@ class _Costs:
     `costs` (Bc,Nc,K) float64 and `weights` (Bw,N) float64 or None (numpy, for the core)."""
 
     def __init__(self, costs: Any, weights: Any, shape: Tuple[int, int, int], batched: bool,
-                 check_values: bool = True):
+                 check_values: bool = True) -> None:
         """check_values=False: the caller has the core check that costs and weights are finite
         and >= 0 (the native retraction, normal and projection do, in their first pass, instead
         of more numpy passes per call)."""
@@ -179,8 +189,8 @@ class _Costs:
                              f"logits (B,N,K)={shape}; expected (K,), (N,K) or (B,N,K)")
         if check_values and not _finite_nonnegative(c):
             raise ValueError("costs: must be finite and >= 0")
-        self.costs = np.ascontiguousarray(c)
-        self.weights = None
+        self.costs: FloatArray = np.ascontiguousarray(c)
+        self.weights: Optional[FloatArray] = None
         if weights is not None:
             w = _as_numpy64(weights, "weights")
             if w.ndim == 1 and w.shape == (N,):
@@ -191,9 +201,10 @@ class _Costs:
             if check_values and not _finite_nonnegative(w):
                 raise ValueError("weights: must be finite and >= 0")
             self.weights = np.ascontiguousarray(w)
-        self._dense = {}
+        # Keyed by str(device) for w_ik, by ("costs", str(device)) for c_ik.
+        self._dense: Dict[Union[str, Tuple[str, str]], torch.Tensor] = {}
 
-    def dense(self) -> np.ndarray:
+    def dense(self) -> FloatArray:
         """w_ik (B|1, N|1, K) float64 numpy (weights applied)."""
         if self.weights is None:
             return self.costs
@@ -217,7 +228,7 @@ class _Costs:
         return self._dense[key]
 
 
-def _budgets(budget: Any, B: int, batched: bool) -> np.ndarray:
+def _budgets(budget: Any, B: int, batched: bool) -> FloatArray:
     b = _as_numpy64(budget, "budget")
     if b.ndim == 0:
         b = np.full(B, float(b))
@@ -260,7 +271,7 @@ def expected_cost(logits: torch.Tensor, costs: Any, weights: Any = None, tempera
     """
     z, batched = _check_logits(logits)
     tau = _temperature(temperature)
-    w = _Costs(costs, weights, tuple(z.shape), batched).tensor(z.device)
+    w = _Costs(costs, weights, _shape(z), batched).tensor(z.device)
     e = (_probs64(z, tau) * w).sum(dim=(1, 2))
     return e if batched else e[0]
 
@@ -270,7 +281,7 @@ def _native(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
 
 
-def _normal(z: torch.Tensor, cs: _Costs, tau: float, shape: Optional[tuple] = None) -> torch.Tensor:
+def _normal(z: torch.Tensor, cs: _Costs, tau: float, shape: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
     """n_ik = p_ik (w_ik - wbar_i) / tau for z (B,N,K) (or any tensor of that many logits, with
     its (B,N,K) `shape`): computed in float64 and returned in the dtype and shape of z on the
     CPU (one native pass, no torch thread pool), float64 (B,N,K) elsewhere."""
@@ -314,8 +325,8 @@ def budget_normal(logits: torch.Tensor, costs: Any, weights: Any = None, tempera
     z, batched = _check_logits(logits)
     tau = _temperature(temperature)
     native = _native(z)
-    n = _normal(logits, _Costs(costs, weights, tuple(z.shape), batched, check_values=not native), tau,
-                tuple(z.shape))
+    n = _normal(logits, _Costs(costs, weights, _shape(z), batched, check_values=not native), tau,
+                _shape(z))
     return n if native else n.to(logits.dtype).reshape(logits.shape)
 
 
@@ -341,10 +352,10 @@ def project_tangent(grad: torch.Tensor, logits: torch.Tensor, costs: Any, weight
         raise ValueError(f"grad: expected the shape of logits {tuple(logits.shape)}, got {tuple(grad.shape)}")
     tau = _temperature(temperature)
     native = _native(logits, grad)
-    cs = _Costs(costs, weights, tuple(z.shape), batched, check_values=not native)
+    cs = _Costs(costs, weights, _shape(z), batched, check_values=not native)
     if native:
         # One native pass: the normal in float64, the dot products, and g - coef n rounded once.
-        shape = tuple(z.shape)
+        shape = _shape(z)
         gc = grad.detach()
         gc = gc if gc.is_contiguous() else gc.contiguous()
         zc = logits.detach()
@@ -364,20 +375,24 @@ def transport(momentum: torch.Tensor, logits: torch.Tensor, costs: Any, weights:
     return project_tangent(momentum, logits, costs, weights, temperature)
 
 
+# (shift, expected, iterations, status code) per instance, as the core's retract returns them.
+_RetractArrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 def _check_curve(curve: Any) -> str:
     if not isinstance(curve, str) or curve not in _CURVES:
         raise ValueError(f"curve: expected one of {sorted(_CURVES)}, got {curve!r}")
     return curve
 
 
-def _retract_native(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float, rtol: float, max_iter: int,
-                    threads: int, curve: str = "weighted") -> tuple:
+def _retract_native(z: torch.Tensor, cs: _Costs, budgets: FloatArray, tau: float, rtol: float, max_iter: int,
+                    threads: int, curve: str = "weighted") -> _RetractArrays:
     """Retracts the contiguous CPU tensor z (B,N,K) in place through a numpy view."""
     return _core.retract(z.numpy(), cs.costs, cs.weights, budgets, tau, rtol, max_iter, _CURVES[curve], threads)
 
 
-def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float, rtol: float,
-                   max_iter: int, curve: str = "weighted") -> tuple:
+def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: FloatArray, tau: float, rtol: float,
+                   max_iter: int, curve: str = "weighted") -> _RetractArrays:
     """The same safeguarded Newton iteration as the core, in torch operations over the whole
     batch (for tensors off the CPU); one host synchronisation per _TORCH_BLOCK evaluations."""
     dev = z.device
@@ -400,7 +415,7 @@ def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float,
     _raise_infeasible(infeasible.cpu().numpy(), e_min.cpu().numpy(), e_max.cpu().numpy(), budgets)
     constant = (spread <= 0) | (e_max - e_min <= 0)
 
-    def evaluate(t, logits=None):
+    def evaluate(t: torch.Tensor, logits: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         x = ((z64 if logits is None else logits) - t[:, None, None] * d) / tau
         p = torch.softmax(x, dim=-1)
         mean = (p * w).sum(-1)
@@ -471,7 +486,7 @@ def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: np.ndarray, tau: float,
     return (t.cpu().numpy(), expected.cpu().numpy(), iterations.cpu().numpy(), status.cpu().numpy())
 
 
-def _raise_infeasible(infeasible: np.ndarray, e_min: np.ndarray, e_max: np.ndarray, budgets: np.ndarray) -> None:
+def _raise_infeasible(infeasible: np.ndarray, e_min: np.ndarray, e_max: np.ndarray, budgets: FloatArray) -> None:
     if infeasible.any():
         b = int(np.flatnonzero(infeasible)[0])
         raise ValueError(
@@ -480,7 +495,8 @@ def _raise_infeasible(infeasible: np.ndarray, e_min: np.ndarray, e_max: np.ndarr
             f"pass a budget inside it")
 
 
-def _check_on_manifold(p: torch.Tensor, costs: Any, budget: Any, weights: Any, temperature: float, name: str):
+def _check_on_manifold(p: torch.Tensor, costs: Any, budget: Any, weights: Any, temperature: float,
+                       name: str) -> None:
     """ValueError naming `name` where the expected cost of p is off its budget by more than the
     tolerance RCO promises (float32 rounding included)."""
     e = np.atleast_1d(expected_cost(p.detach(), costs, weights, temperature).cpu().numpy())
@@ -493,9 +509,23 @@ def _check_on_manifold(p: torch.Tensor, costs: Any, budget: Any, weights: Any, t
                          f"(E = {e[i]!r}); their differences are too large for softmax to reach it")
 
 
+@overload
 def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0, *,
             curve: str = "weighted", inplace: bool = False, rtol: float = 1e-9, max_iter: int = 200,
-            threads: Optional[int] = None, return_info: bool = False):
+            threads: Optional[int] = None, return_info: Literal[False] = False) -> torch.Tensor: ...
+@overload
+def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0, *,
+            curve: str = "weighted", inplace: bool = False, rtol: float = 1e-9, max_iter: int = 200,
+            threads: Optional[int] = None, return_info: Literal[True]) -> Tuple[torch.Tensor, RetractionInfo]: ...
+@overload
+def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0, *,
+            curve: str = "weighted", inplace: bool = False, rtol: float = 1e-9, max_iter: int = 200,
+            threads: Optional[int] = None, return_info: bool = False
+            ) -> Union[torch.Tensor, Tuple[torch.Tensor, RetractionInfo]]: ...
+def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0, *,
+            curve: str = "weighted", inplace: bool = False, rtol: float = 1e-9, max_iter: int = 200,
+            threads: Optional[int] = None, return_info: bool = False
+            ) -> Union[torch.Tensor, Tuple[torch.Tensor, RetractionInfo]]:
     """Moves logits onto the budget manifold along a curve z - t d, with E(z - t d) = budget.
 
     With option costs c_ik and per-item weights s_i (1 without weights), item i's cost of
@@ -603,7 +633,8 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
 # --------------------------------------------------------------------------- discrete answers
 
 
-def _solve_inputs(z: torch.Tensor, scores: Any, cs: _Costs):
+def _solve_inputs(z: torch.Tensor, scores: Union[torch.Tensor, FloatArray],
+                  cs: _Costs) -> Tuple[FloatArray, FloatArray, Optional[np.ndarray]]:
     """Values (scores as float64 numpy, -inf masked), dense costs and the mask for `solve`."""
     s = scores.detach().to("cpu", torch.float64).numpy() if isinstance(scores, torch.Tensor) else scores
     finite = np.isfinite(s)
@@ -613,9 +644,24 @@ def _solve_inputs(z: torch.Tensor, scores: Any, cs: _Costs):
     return values, costs, mask
 
 
+@overload
 def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0,
                     *, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None,
-                    threads: Optional[int] = None, return_solution: bool = False):
+                    threads: Optional[int] = None, return_solution: Literal[False] = False) -> torch.Tensor: ...
+@overload
+def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0,
+                    *, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None,
+                    threads: Optional[int] = None, return_solution: Literal[True]
+                    ) -> Tuple[torch.Tensor, Solution]: ...
+@overload
+def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0,
+                    *, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None,
+                    threads: Optional[int] = None, return_solution: bool = False
+                    ) -> Union[torch.Tensor, Tuple[torch.Tensor, Solution]]: ...
+def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, temperature: float = 1.0,
+                    *, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None,
+                    threads: Optional[int] = None, return_solution: bool = False
+                    ) -> Union[torch.Tensor, Tuple[torch.Tensor, Solution]]:
     """The feasible discrete allocation of greatest log-probability.
 
     Chooses x_i for every item to maximise sum_i log p_i,x_i (p_i = softmax(z_i / tau))
@@ -760,9 +806,9 @@ class RCO(torch.optim.Optimizer):
     straight-through samples, and `round()` for the final discrete allocation.
     """
 
-    def __init__(self, params: Iterable, costs: Any, budget: Any, lr: float = 0.1,
+    def __init__(self, params: ParamsT, costs: Any, budget: Any, lr: float = 0.1,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weights: Any = None,
-                 temperature: float = 1.0, curve: str = "costs", threads: Optional[int] = None):
+                 temperature: float = 1.0, curve: str = "costs", threads: Optional[int] = None) -> None:
         lr = _positive_real(lr, "lr")
         try:
             b1, b2 = (float(x) for x in betas)
@@ -789,17 +835,17 @@ class RCO(torch.optim.Optimizer):
                     _check_on_manifold(p, group["costs"], group["budget"], group["weights"], group["temperature"],
                                        "params")
 
-    def _geometry(self, group: dict, p: torch.Tensor):
+    def _geometry(self, group: Dict[str, Any], p: torch.Tensor) -> Tuple[torch.Tensor, bool, _Costs]:
         z, batched = _check_logits(p.detach(), "params")
         state = self.state[p]
         key = "_costs"
         if key not in state or state[key][0] is not group["costs"] or state[key][1] is not group["weights"]:
             state[key] = (group["costs"], group["weights"], _Costs(group["costs"], group["weights"],
-                                                                     tuple(z.shape), batched))
+                                                                     _shape(z), batched))
         return z, batched, state[key][2]
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:  # the closure's loss, or None
         """One Riemannian Adam step on every parameter with a gradient; returns the closure's
         loss when a closure is given."""
         loss = None
@@ -865,26 +911,27 @@ class RCO(torch.optim.Optimizer):
                 p.copy_(znew if batched else znew[0])
         return loss
 
-    def _each(self):
+    def _each(self) -> Iterator[Tuple[Dict[str, Any], torch.Tensor]]:
         for group in self.param_groups:
             for p in group["params"]:
                 yield group, p
 
-    def probs(self) -> list:
+    def probs(self) -> List[torch.Tensor]:
         """softmax(z / tau) of every parameter (float64, differentiable), in parameter order."""
         return [torch.softmax(p.to(torch.float64) / g["temperature"], dim=-1) for g, p in self._each()]
 
-    def expected_costs(self) -> list:
+    def expected_costs(self) -> List[torch.Tensor]:
         """E of every parameter (float64 scalar or (B,)), in parameter order."""
         return [expected_cost(p.detach(), g["costs"], g["weights"], g["temperature"]) for g, p in self._each()]
 
-    def sample(self, hard: bool = True, generator: Optional[torch.Generator] = None) -> list:
+    def sample(self, hard: bool = True, generator: Optional[torch.Generator] = None) -> List[torch.Tensor]:
         """A Gumbel straight-through sample of every parameter (see `gumbel_sample`); with
         hard=True every sample meets the budget (drawn by the exact solver)."""
         return [gumbel_sample(p, g["costs"], g["budget"], g["weights"], g["temperature"], hard=hard,
                               generator=generator, threads=self._threads or None) for g, p in self._each()]
 
-    def round(self, exact: bool = True, exact_spend: bool = False, cost_resolution: Optional[float] = None) -> list:
+    def round(self, exact: bool = True, exact_spend: bool = False,
+              cost_resolution: Optional[float] = None) -> List[torch.Tensor]:
         """`round_to_budget` of every parameter: the feasible allocation of greatest
         log-probability (int64 choices), in parameter order."""
         return [round_to_budget(p, g["costs"], g["budget"], g["weights"], g["temperature"], exact=exact,
