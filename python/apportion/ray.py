@@ -27,9 +27,10 @@ import numbers
 import time
 import warnings
 from fractions import Fraction
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Literal, NoReturn, Optional, Sequence, Union, overload
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     import ray
@@ -37,8 +38,8 @@ except ImportError as _exc:  # pragma: no cover - exercised only without ray
     raise ImportError(f"apportion.ray needs Ray: pip install \"apportion[ray]\" ({_exc})") from _exc
 
 from . import api
-from ._problem import Solution
-from .online import SKIP, NoFeasibleOptionError, OnlineAllocator
+from ._problem import IntArray, Method, Solution
+from .online import SKIP, NoFeasibleOptionError, OnlineAllocator, OnlineRun
 from .online import simulate_online as _simulate_one
 
 __all__ = ["solve", "concatenate", "SolveBatches", "simulate_online", "DistributedRun"]
@@ -49,6 +50,13 @@ _TASK_DEFAULTS = {"num_cpus": 1, "max_retries": 3}
 # Default options of a server actor: restarted by Ray when its process dies, and a call never
 # run twice (a decision is an action: running it again would spend twice).
 _SERVER_DEFAULTS = {"num_cpus": 0, "max_restarts": 3, "max_task_retries": 0}
+
+# A handle of a `_Server` actor. Ray types it as ActorHandle[_Server] | type[_Server] and the
+# methods of an ActorHandle as Never, after which mypy takes the rest of a function for
+# unreachable and checks none of it: so a handle is Any here.
+_ServerHandle = Any
+# What `_Server.decide` returns: (choices (M,) int64, refused (M,) bool).
+_Decisions = tuple[IntArray, npt.NDArray[np.bool_]]
 
 
 # -- sharded batch solve ----------------------------------------------------------------------
@@ -66,7 +74,7 @@ def _host_array(x: Any, name: str) -> Any:
     return np.asarray(x)
 
 
-def _task_threads(solve_kwargs: dict, options: dict) -> dict:
+def _task_threads(solve_kwargs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """solve_kwargs with `threads` defaulting to the CPUs a task holds (so that tasks sharing a
     node do not each start a thread per core)."""
     if "threads" in solve_kwargs:
@@ -75,25 +83,26 @@ def _task_threads(solve_kwargs: dict, options: dict) -> dict:
     return {**solve_kwargs, "threads": max(1, int(math.floor(cpus))) if cpus else 1}
 
 
-def _solve_slice(values, costs, budget, mask, lo, hi, sliced, kwargs):
+def _solve_slice(values: Any, costs: Any, budget: Any, mask: Any, lo: int, hi: int,
+                 sliced: set[str], kwargs: dict[str, Any]) -> Solution:
     """The body of a solve task: `apportion.solve` on instances lo..hi-1 of the batch. The
     arrays arrive from the object store as read-only views; the slices are views too."""
-    def part(x, name):
+    def part(x: Any, name: str) -> Any:
         return x[lo:hi] if name in sliced else x
     return api.solve(part(values, "values"), part(costs, "costs"), part(budget, "budget"),
                      mask=part(mask, "mask"), **kwargs)
 
 
-def _solve_batch(values, costs, budget, mask, kwargs):
+def _solve_batch(values: Any, costs: Any, budget: Any, mask: Any, kwargs: dict[str, Any]) -> Solution:
     """The body of a task that solves one whole batch (an element of a list of refs)."""
     return api.solve(values, costs, budget, mask=mask, **kwargs)
 
 
-def _batch_shape(values):
+def _batch_shape(values: Any) -> tuple[int, ...]:
     return np.shape(values)
 
 
-def _batch_axes(B: int, values: np.ndarray, costs: Any, budget: Any, mask: Any, method: str) -> set:
+def _batch_axes(B: int, values: np.ndarray, costs: Any, budget: Any, mask: Any, method: str) -> set[str]:
     """The arguments that carry the batch axis (and are sliced per shard); the others are
     broadcast to every shard, as `apportion.solve` broadcasts them."""
     sliced = {"values"}
@@ -111,7 +120,7 @@ def _batch_axes(B: int, values: np.ndarray, costs: Any, budget: Any, mask: Any, 
     return sliced
 
 
-def _resolved_method(method: Any, options: int, solve_kwargs: dict) -> Any:
+def _resolved_method(method: Method, options: int, solve_kwargs: dict[str, Any]) -> Method:
     """What "auto" runs on the whole batch (B*N*K options), so that every shard runs the same
     method as `apportion.solve` would on the whole batch; other methods as given."""
     if method != "auto":
@@ -127,20 +136,21 @@ def _check_shards(shards: Any, B: int) -> int:
     if shards is None:
         if not ray.is_initialized():  # as ray.put would: a local cluster
             ray.init()
-        cpus = ray.cluster_resources().get("CPU", 1)
+        # ray.cluster_resources has no annotations in Ray 2.60
+        cpus = ray.cluster_resources().get("CPU", 1)  # type: ignore[no-untyped-call]
         return max(1, min(B, int(cpus)))
     if isinstance(shards, bool) or not isinstance(shards, numbers.Integral) or shards < 1:
         raise ValueError(f"shards: expected an integer >= 1 (or None: one per CPU of the cluster), got {shards!r}")
     return min(int(shards), B)
 
 
-def _shard_bounds(B: int, shards: int) -> list:
+def _shard_bounds(B: int, shards: int) -> list[tuple[int, int]]:
     """Contiguous [lo, hi) ranges, sizes differing by at most one."""
     edges = [B * s // shards for s in range(shards + 1)]
     return list(zip(edges[:-1], edges[1:]))
 
 
-def _reraise(err: Exception, where: str):
+def _reraise(err: Exception, where: str) -> NoReturn:
     """The cause of a failed task, raised again with where it happened (its type kept, so a
     ValueError from a shard is a ValueError here)."""
     cause = getattr(err, "cause", None)
@@ -150,8 +160,8 @@ def _reraise(err: Exception, where: str):
 
 
 def solve(values: Any, costs: Any, budget: Any, *, shards: Optional[int] = None,
-          return_refs: bool = False, remote_options: Optional[dict] = None,
-          **solve_kwargs: Any):
+          return_refs: bool = False, remote_options: Optional[dict[str, Any]] = None,
+          **solve_kwargs: Any) -> Union[Solution, list[ray.ObjectRef[Solution]]]:
     """`apportion.solve` over a Ray cluster: the same arguments, the same `Solution`.
 
     The batch goes into the object store once (one `ray.put` per array), and `shards` Ray tasks
@@ -225,10 +235,11 @@ def solve(values: Any, costs: Any, budget: Any, *, shards: Optional[int] = None,
     return _gather(refs, [f"instances {lo}..{hi - 1}" for lo, hi in bounds], started)
 
 
-def _solve_refs(refs: list, costs: Any, budget: Any, mask: Any, method: Any, kwargs: dict,
-                options: dict, return_refs: bool, started: float):
+def _solve_refs(refs: list[ray.ObjectRef[Any]], costs: Any, budget: Any, mask: Any, method: Any,
+                kwargs: dict[str, Any], options: dict[str, Any], return_refs: bool,
+                started: float) -> Union[Solution, list[ray.ObjectRef[Solution]]]:
     """solve() for a list of refs of batches: one task per batch."""
-    def per_batch(x, name):
+    def per_batch(x: Any, name: str) -> list[Any]:
         # A list of refs or numpy arrays, one per batch; anything else is shared (a list of
         # numbers is an array, such as tier costs).
         if isinstance(x, list) and x and all(isinstance(e, (ray.ObjectRef, np.ndarray)) for e in x):
@@ -255,7 +266,7 @@ def _solve_refs(refs: list, costs: Any, budget: Any, mask: Any, method: Any, kwa
     return _gather(out, [f"batch {j} of the list" for j in range(len(out))], started)
 
 
-def _get(ref, where: str, started: float) -> Solution:
+def _get(ref: ray.ObjectRef[Solution], where: str, started: float) -> Solution:
     try:
         sol = ray.get(ref)
     except ray.exceptions.RayTaskError as err:
@@ -263,8 +274,8 @@ def _get(ref, where: str, started: float) -> Solution:
     return dataclasses.replace(sol, seconds=time.perf_counter() - started)
 
 
-def _gather(refs: list, where: list, started: float) -> Solution:
-    parts = []
+def _gather(refs: list[ray.ObjectRef[Solution]], where: list[str], started: float) -> Solution:
+    parts: list[Solution] = []
     for ref, w in zip(refs, where):
         try:
             parts.append(ray.get(ref))
@@ -274,13 +285,13 @@ def _gather(refs: list, where: list, started: float) -> Solution:
     return dataclasses.replace(sol, seconds=time.perf_counter() - started)
 
 
-def _join_info(infos: list) -> dict:
+def _join_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
     """The `info` of a concatenated Solution: per-instance arrays concatenated, equal entries
     kept, "table_bytes" (method dp) the largest of one part, other differing entries listed
     per part."""
-    out = {}
+    out: dict[str, Any] = {}
     for key in dict.fromkeys(k for info in infos for k in info):
-        vals = [info.get(key) for info in infos]
+        vals: list[Any] = [info.get(key) for info in infos]  # None where a part lacks the key
         if key == "table_bytes":
             out[key] = max(v for v in vals if v is not None)
         elif all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in vals):
@@ -343,17 +354,17 @@ class SolveBatches:
 
     OUTPUTS = ("choice", "value", "cost", "bound", "gap", "shadow_price", "status")
 
-    def __init__(self, method: str = "auto", **solve_kwargs: Any):
+    def __init__(self, method: Method = "auto", **solve_kwargs: Any) -> None:
         for bad in ("mask", "values", "costs", "budget"):
             if bad in solve_kwargs:
                 raise TypeError(f"{bad}: SolveBatches reads it from the column {bad!r}, not from an argument")
-        self.method = method
-        self.kwargs = {"threads": 1, **solve_kwargs}
+        self.method: Method = method
+        self.kwargs: dict[str, Any] = {"threads": 1, **solve_kwargs}
 
-    def _method(self, n_options: int) -> str:
+    def _method(self, n_options: int) -> Method:
         return _resolved_method(self.method, n_options, self.kwargs)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(batch, dict):
             raise TypeError(f"batch: expected a dict of numpy arrays, got {type(batch).__name__}; "
                             "pass batch_format='numpy' to map_batches")
@@ -361,12 +372,12 @@ class SolveBatches:
             if col not in batch:
                 raise ValueError(f"{col}: the batch has no column {col!r} (columns: {sorted(batch)})")
         rows = len(batch["budget"])
-        groups: dict = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}  # rows by their shapes
         for i in range(rows):
             key = (np.shape(batch["values"][i]), np.shape(batch["costs"][i]),
                    None if "mask" not in batch else np.shape(batch["mask"][i]))
             groups.setdefault(key, []).append(i)
-        out = {name: [None] * rows for name in self.OUTPUTS}
+        out: dict[str, list[Any]] = {name: [None] * rows for name in self.OUTPUTS}
         for idx in groups.values():
             values = np.stack([np.asarray(batch["values"][i]) for i in idx])
             costs = np.stack([np.asarray(batch["costs"][i]) for i in idx])
@@ -383,18 +394,18 @@ class SolveBatches:
                     out[name][i] = getattr(sol, name)[j]
         result = dict(batch)
         for name in self.OUTPUTS:
-            col = out[name]
+            answers = out[name]
             if name == "choice":
-                same = len({c.shape for c in col}) == 1
-                result[name] = np.stack(col) if same else _object_column(col)
+                same = len({c.shape for c in answers}) == 1
+                result[name] = np.stack(answers) if same else _object_column(answers)
             elif name == "status":
-                result[name] = np.asarray(col, dtype=object)
+                result[name] = np.asarray(answers, dtype=object)
             else:
-                result[name] = np.asarray(col, dtype=np.float64)
+                result[name] = np.asarray(answers, dtype=np.float64)
         return result
 
 
-def _object_column(items: list) -> np.ndarray:
+def _object_column(items: list[Any]) -> np.ndarray:
     col = np.empty(len(items), dtype=object)
     col[:] = items
     return col
@@ -412,13 +423,13 @@ class _Server:
     next `assign`, which restores the last synced prices.
     """
 
-    def __init__(self, mirror: str, step_size: float, skip_allowed: bool):
+    def __init__(self, mirror: str, step_size: float, skip_allowed: bool) -> None:
         self.mirror, self.step, self.skip = mirror, step_size, skip_allowed
         with warnings.catch_warnings():  # Ray deprecates this flag without a replacement yet
             warnings.simplefilter("ignore")
             self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.alloc: Optional[OnlineAllocator] = None
-        self.prices = None
+        self.prices: Any = None
         self.decided = 0
 
     def assign(self, allotment: np.ndarray, horizon: int, prices: Any) -> None:
@@ -431,7 +442,7 @@ class _Server:
             self.alloc = OnlineAllocator(budget, horizon, mirror=self.mirror, step_size=self.step,
                                          skip_allowed=self.skip, initial_prices=prices)
 
-    def decide(self, values: np.ndarray, costs: np.ndarray) -> tuple:
+    def decide(self, values: np.ndarray, costs: np.ndarray) -> _Decisions:
         """Decides the requests in order: (choices (M,) int64, refused (M,) bool)."""
         M = values.shape[0]
         choices = np.full(M, SKIP, dtype=np.int64)
@@ -459,8 +470,9 @@ class _Server:
         """Whether this process is a restart (Ray ran __init__ again after the actor died)."""
         return self.restarted
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         """Ends the epoch: hands back the unspent allotment (the server holds none after it)."""
+        rep: dict[str, Any]
         if self.alloc is None:
             rep = {"leftover": None, "spent": None, "prices": self.prices, "decided": self.decided}
         else:
@@ -472,11 +484,11 @@ class _Server:
         return rep
 
 
-def _exact_sum(xs) -> Fraction:
+def _exact_sum(xs: Iterable[Any]) -> Fraction:
     return sum((Fraction(float(x)) for x in xs), Fraction(0))
 
 
-def _within(amounts: np.ndarray, pool: list) -> np.ndarray:
+def _within(amounts: np.ndarray, pool: list[Fraction]) -> np.ndarray:
     """amounts (M,R) >= 0, scaled down (per resource) until their exact sum is <= pool[r] (an
     exact Fraction): float rounding of a split must not create budget."""
     amounts = np.maximum(amounts, 0.0)
@@ -488,7 +500,7 @@ def _within(amounts: np.ndarray, pool: list) -> np.ndarray:
     return amounts
 
 
-def _split(pool: list, weights: np.ndarray) -> np.ndarray:
+def _split(pool: list[Fraction], weights: np.ndarray) -> np.ndarray:
     """Splits the exact pools (R,) in proportion to weights (M,R) >= 0, within the pools."""
     M, R = weights.shape
     out = np.zeros((M, R))
@@ -533,6 +545,10 @@ class DistributedRun:
     seconds: float
 
 
+@overload
+def _check_positive_int(x: Any, name: str, allow_none: Literal[False] = False) -> int: ...
+@overload
+def _check_positive_int(x: Any, name: str, allow_none: bool) -> Optional[int]: ...
 def _check_positive_int(x: Any, name: str, allow_none: bool = False) -> Optional[int]:
     if x is None and allow_none:
         return None
@@ -545,7 +561,8 @@ def _check_positive_int(x: Any, name: str, allow_none: bool = False) -> Optional
 def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_every: Optional[int],
                     server: Any = None, mirror: str = "euclidean", step_size: Optional[float] = None,
                     skip_allowed: bool = True, initial_prices: Any = None,
-                    kill: Sequence[tuple] = (), remote_options: Optional[dict] = None) -> DistributedRun:
+                    kill: Sequence[tuple[int, int]] = (),
+                    remote_options: Optional[dict[str, Any]] = None) -> DistributedRun:
     """Online allocation by `shards` servers under one budget, on a recorded stream.
 
     Each server is a Ray actor with an `OnlineAllocator` over its allotment, a share of the
@@ -633,7 +650,7 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
         if route.shape != (T,) or not np.issubdtype(route.dtype, np.integer) or \
                 (route < 0).any() or (route >= M).any():
             raise ValueError(f"server: expected (T,) integers in 0..{M - 1}, got {route!r:.60}")
-    kills = {}
+    kills: dict[int, set[int]] = {}  # servers to kill, by epoch
     for pair in kill:
         m, k = pair
         if not (0 <= m < M) or k < 0:
@@ -650,7 +667,7 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
     steps = [s if s is not None else 1.0 / math.sqrt(max(n, 1)) for s, n in zip(steps, counts)]
     options = {**_SERVER_DEFAULTS, **(remote_options or {})}
     actor = ray.remote(_Server).options(**options)
-    servers = [actor.remote(mirror, steps[m], skip_allowed) for m in range(M)]
+    servers: list[_ServerHandle] = [actor.remote(mirror, steps[m], skip_allowed) for m in range(M)]
 
     try:
         # A server that cannot start (its options, its environment) is an error here, not a
@@ -663,8 +680,10 @@ def simulate_online(streams: Any, costs: Any, budget: Any, *, shards: int, sync_
             ray.kill(s_, no_restart=True)
 
 
-def _run_servers(servers, values, c, per_request, b, scalar, counts, own, every, kills,
-                 initial_prices, ref, started) -> DistributedRun:
+def _run_servers(servers: list[_ServerHandle], values: np.ndarray, c: np.ndarray, per_request: bool,
+                 b: np.ndarray, scalar: bool, counts: np.ndarray, own: list[np.ndarray],
+                 every: Optional[int], kills: dict[int, set[int]], initial_prices: Any,
+                 ref: OnlineRun, started: float) -> DistributedRun:
     """The epochs of simulate_online: assign, decide, report, rebalance."""
     M, R, T = len(servers), b.size, values.shape[0]
     pool = [Fraction(float(x)) for x in b]
@@ -684,7 +703,7 @@ def _run_servers(servers, values, c, per_request, b, scalar, counts, own, every,
         if not played.any():
             return np.zeros((0, R))
         rows = c[ix[played]] if per_request else c[None].repeat(played.sum(), axis=0)
-        picked = rows[np.arange(played.sum()), ch[played]]
+        picked: np.ndarray = rows[np.arange(played.sum()), ch[played]]
         return picked.reshape(-1, R)
 
     while True:
@@ -746,7 +765,7 @@ def _run_servers(servers, values, c, per_request, b, scalar, counts, own, every,
                           seconds=time.perf_counter() - started)
 
 
-def _decided(fut, size: int) -> tuple:
+def _decided(fut: ray.ObjectRef[_Decisions], size: int) -> _Decisions:
     """The (choices, refused) of a decide call; a call lost with its server (the process died
     with it in flight) counts as refused requests."""
     try:
@@ -755,7 +774,7 @@ def _decided(fut, size: int) -> tuple:
         return np.full(size, SKIP, dtype=np.int64), np.ones(size, dtype=bool)
 
 
-def _call(method, *args, attempts: int = 3):
+def _call(method: Any, *args: Any, attempts: int = 3) -> Any:
     """ray.get(method.remote(*args)), tried again while the actor is coming back up after a
     restart (the first calls may find it unavailable). Only for calls that are safe to repeat:
     assign (idempotent) and report (a second report hands back nothing). None if it stays down."""
@@ -767,7 +786,7 @@ def _call(method, *args, attempts: int = 3):
     return None
 
 
-def _await_restart(server, timeout: float = 60.0) -> None:
+def _await_restart(server: _ServerHandle, timeout: float = 60.0) -> None:
     """Waits until the killed server answers from its restarted process (ray.kill returns
     before the process is gone, and a call sent meanwhile could still reach it)."""
     deadline = time.monotonic() + timeout
@@ -779,7 +798,7 @@ def _await_restart(server, timeout: float = 60.0) -> None:
                        "(max_restarts in remote_options must be >= 1)")
 
 
-def _call_each(calls: list) -> list:
+def _call_each(calls: list[tuple[Any, tuple[Any, ...]]]) -> list[Any]:
     """[ray.get(method.remote(*args))] for (method, args) in calls, sent together (one round
     trip for all servers); a call that finds its actor down is tried again as `_call` does,
     and gives None if it stays down. Only for assign and report (see `_call`)."""
@@ -802,8 +821,8 @@ _NO_REPORT = {"leftover": None, "spent": None, "prices": None, "decided": 0, "re
 _SHRINK = 0.1
 
 
-def _rebalance(reports: list, left: np.ndarray, allot: np.ndarray, prices: list,
-               history: dict) -> tuple:
+def _rebalance(reports: list[dict[str, Any]], left: np.ndarray, allot: np.ndarray, prices: list[Any],
+               history: dict[str, np.ndarray]) -> tuple[np.ndarray, list[Any]]:
     """New allotments (M,R) and prices per server from the servers' reports (see
     `simulate_online`): the budget handed back, split by projected demand; prices averaged.
     history holds each server's reported spend (M,R) and decisions (M,) so far, updated here:
