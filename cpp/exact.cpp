@@ -155,6 +155,26 @@ bool values_integral(const InstanceView<T>& inst) {
   return largest_total < 9007199254740992.0;  // 2^53
 }
 
+// Whether every allowed cost of the instance is an integer and the largest total (the sum of
+// each item's largest allowed cost) is below 2^53, so that every allocation's total cost is an
+// integer and exact in a double. Stops at the first fractional cost.
+template <class T>
+bool costs_integral(const InstanceView<T>& inst) {
+  double largest_total = 0.0;
+  for (std::int64_t i = 0; i < inst.n; ++i) {
+    bool integers = true;
+    double largest = 0.0;
+    for_each_option(inst, i, [&](std::int32_t, double w, double, bool ok) {
+      if (!ok) return;
+      integers &= w == std::floor(w);
+      largest = std::max(largest, w);
+    });
+    if (!integers) return false;
+    largest_total += largest;
+  }
+  return largest_total < 9007199254740992.0;  // 2^53
+}
+
 // Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
 // keeping the result dominance-free. Shifted states failing `keep` are left out. The shifted
 // survivors are gathered first (into `shifted`), so that the merge itself is branch-free: which
@@ -207,7 +227,14 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
   using clock = std::chrono::steady_clock;
   run_batch<ExactWorkspace>(p.b, threads, [&](std::int64_t b, ExactWorkspace& ws, int inner) {
     const auto started = clock::now();
-    const InstanceView<T> inst = p.instance(b);
+    InstanceView<T> inst = p.instance(b);
+    // With integer costs (totals exact in a double) an allocation fits C exactly when it fits
+    // floor(C): the LP and its bound are taken at floor(C), which they would otherwise pass by
+    // up to the fraction (a real budget over integer costs left a gap that only enumeration
+    // could close).
+    if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget) && costs_integral(inst)) {
+      inst.budget = std::floor(inst.budget);
+    }
     LagrangianWorkspace& lw = ws.lagrangian;
     const LpRelaxation lp = solve_lp_reduced(inst, lw, inner, /*margins=*/true, [&] { check_instance(p, b); });
     const ItemFrontiers& f = lw.frontiers;

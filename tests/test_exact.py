@@ -295,3 +295,13 @@ def test_exact_default_limits_are_time_and_memory():
     assert _exact_limits(None, None, None, 2) == (10.0, _MAX_STATES_CAP, default_max_memory() // 2)
     assert _exact_limits(1.0, 50, 4096, 2) == (1.0, 50, 4096)
     assert _exact_limits(1.0, float("inf"), float("inf"), 1)[1:] == (_MAX_STATES_CAP, _MAX_STATES_CAP)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_integer_costs_take_the_budget_rounded_down(seed):
+    # Integer costs, values that are not integers, a budget with a fraction: every allocation
+    # that fits the budget fits its floor, so the LP is taken there and the bound closes
+    # without enumeration (at the real budget it sat 0.75 above the optimum).
+    values, costs, budget = workloads.instance("subset_sum", 1000, 8, R=10000, seed=seed)
+    sol = apportion.solve(values * 1.5, costs, float(budget) + 0.5, method="exact", max_states=10**5)
+    assert sol.status == "optimal" and sol.gap == 0.0 and sol.cost <= float(budget)
