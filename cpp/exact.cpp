@@ -135,39 +135,21 @@ struct ExactWorkspace {
   }
 };
 
-// Whether every allowed value of the instance is an integer and the largest total (the sum
-// of each item's largest |value|) is below 2^53, so that every allocation's total is an
-// integer and exact in a double.
+// Whether every allowed cost (of_costs) or value of the instance is an integer and the
+// largest total (the sum of each item's largest magnitude) is below 2^53, so that every
+// allocation's total is an integer and exact in a double. Stops at the first item with a
+// fraction.
 template <class T>
-bool values_integral(const InstanceView<T>& inst) {
+bool totals_integral(const InstanceView<T>& inst, bool of_costs) {
   double largest_total = 0.0;
   for (std::int64_t i = 0; i < inst.n; ++i) {
     bool integers = true;
     double largest = 0.0;
-    for_each_option(inst, i, [&](std::int32_t, double, double v, bool ok) {
+    for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
       if (!ok) return;
-      integers &= v == std::floor(v);
-      largest = std::max(largest, std::fabs(v));
-    });
-    if (!integers) return false;
-    largest_total += largest;
-  }
-  return largest_total < 9007199254740992.0;  // 2^53
-}
-
-// Whether every allowed cost of the instance is an integer and the largest total (the sum of
-// each item's largest allowed cost) is below 2^53, so that every allocation's total cost is an
-// integer and exact in a double. Stops at the first fractional cost.
-template <class T>
-bool costs_integral(const InstanceView<T>& inst) {
-  double largest_total = 0.0;
-  for (std::int64_t i = 0; i < inst.n; ++i) {
-    bool integers = true;
-    double largest = 0.0;
-    for_each_option(inst, i, [&](std::int32_t, double w, double, bool ok) {
-      if (!ok) return;
-      integers &= w == std::floor(w);
-      largest = std::max(largest, w);
+      const double x = of_costs ? w : v;
+      integers &= x == std::floor(x);
+      largest = std::max(largest, std::fabs(x));
     });
     if (!integers) return false;
     largest_total += largest;
@@ -232,7 +214,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // floor(C): the LP and its bound are taken at floor(C), which they would otherwise pass by
     // up to the fraction (a real budget over integer costs left a gap that only enumeration
     // could close).
-    if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget) && costs_integral(inst)) {
+    if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget) && totals_integral(inst, /*of_costs=*/true)) {
       inst.budget = std::floor(inst.budget);
     }
     LagrangianWorkspace& lw = ws.lagrangian;
@@ -305,7 +287,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // double) almost 1, since an allocation that beats z then beats it by at least 1. Without
     // it, subset-sum with a budget that is not an integer enumerated the whole core (7.5 s) to
     // end "feasible" at a gap of 0.5.
-    const bool integral = !proven && tol < 0.25 && values_integral(inst);
+    const bool integral = !proven && tol < 0.25 && totals_integral(inst, /*of_costs=*/false);
     const double margin = integral ? 1.0 - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
     std::int8_t stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
