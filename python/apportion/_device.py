@@ -220,12 +220,12 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
     v = v.to(dtype).contiguous()
     if c.shape[2] != K:
         c = c.expand(c.shape[0], c.shape[1], K)
-    real_costs = c.to(torch.float64)
     if cost_resolution is not None:
         res = float(cost_resolution)
         if not res > 0:
             raise ValueError(f"cost_resolution: must be positive, got {cost_resolution!r}")
         res = cost_resolution_value(res)
+        real_costs = c.to(torch.float64)  # the caller's costs, for the real-budget check
         c = grid_costs(real_costs, res, dtype, torch)
     c = c.to(dtype).contiguous()
     b = _as_tensor(torch, budget, dev).to(torch.float64)
