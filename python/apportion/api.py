@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import functools
 import os
 import time
 from typing import Any, Optional
@@ -51,6 +52,7 @@ def _flag(x: Any, name: str) -> bool:
     raise TypeError(f"{name}: expected True or False, got {x!r:.40}")
 
 
+@functools.lru_cache(maxsize=None)  # read once: every exact solve's default limit comes from it
 def default_max_memory() -> int:
     """A quarter of the machine's physical memory, in bytes (1 GiB where unknown)."""
     try:
