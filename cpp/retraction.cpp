@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_dispatch.hpp"
 #include "solvers.hpp"
 
 namespace apportion {
@@ -22,16 +23,6 @@ constexpr std::int64_t kChunks = 16;
 // Items per block of the factorised layout: a[block][option][item in block], so that the
 // evaluation loops run across items without dependency chains (and vectorise).
 constexpr std::int64_t kBlock = 32;
-
-// The hot loop of the factorised layout, compiled for the baseline and for AVX2/FMA
-// (x86-64-v3) and chosen at load time where the toolchain supports it.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define APPORTION_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
-#define APPORTION_INLINE inline __attribute__((always_inline))
-#else
-#define APPORTION_SIMD_CLONES
-#define APPORTION_INLINE inline
-#endif
 
 // One block of the factorised layout. Item ii has the weights a[j][ii] = exp(z_j / tau - m),
 // the factors e = exp(-t (d_j - ref) / tau) and the direction d_j - d_min (kPerItem: e and d
