@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
+#include "cpu_dispatch.hpp"
 #include "item_ops.hpp"
 #include "thread_pool.hpp"
 
@@ -411,73 +414,176 @@ struct OptionPick {
   }
 };
 
-// Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
-// cheapest allowed cost, in one pass over its options: the pass over every item of the reduced
-// LP. Unmasked rows go two options at a time in vector registers where GCC's vector extensions
-// exist (SSE2 has no blend: each select costs three instructions, so runner-ups only when
-// asked); ties still go to the lower index, as in OptionPick.
-template <bool margins, class T>
-inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
-                               OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) {
-  cheapest_cost = INFINITY;
-  std::int32_t j = 0;
-  bool valid = true;  // allowed values finite, costs finite and >= 0
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
-  if (p.mask == nullptr && p.k >= 2) {
-    using v2d = double __attribute__((vector_size(16)));
-    const T* vrow = p.values + i * p.k;
-    const T* crow = p.costs + i * p.cost_stride_item;
-    const v2d vlo = {lo, lo}, vhi = {hi, hi}, sign = {p.value_sign, p.value_sign}, two = {2.0, 2.0};
-    v2d best_lo = {-INFINITY, -INFINITY}, second_lo = best_lo, best_hi = best_lo, second_hi = best_lo;
-    v2d option_lo = {0.0, 1.0}, option_hi = option_lo, index = option_lo;
-    v2d cheap = {INFINITY, INFINITY};
-    // The sum of the scores at lo: finite while every value and cost is, as lo is finite and
-    // a non-finite v or w makes v - lo w infinite or NaN (0 * inf is NaN too). Only a sum past
-    // 1e308 fails otherwise, and then the full path, which checks the input, takes the instance.
-    v2d score_sum = {0.0, 0.0};
-    const std::int32_t k = static_cast<std::int32_t>(p.k);
-    for (; j + 2 <= k; j += 2) {
-      const v2d w = {static_cast<double>(crow[j]), static_cast<double>(crow[j + 1])};
-      const v2d v = sign * v2d{static_cast<double>(vrow[j]), static_cast<double>(vrow[j + 1])};
-      const v2d s_lo = v - vlo * w, s_hi = v - vhi * w;
-      score_sum += s_lo;
-      if constexpr (margins) {
-        const v2d floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
-        second_lo = floor_lo > second_lo ? floor_lo : second_lo;
-        second_hi = floor_hi > second_hi ? floor_hi : second_hi;
-      }
-      const auto better_lo = s_lo > best_lo, better_hi = s_hi > best_hi;
-      best_lo = better_lo ? s_lo : best_lo;
-      option_lo = better_lo ? index : option_lo;
-      best_hi = better_hi ? s_hi : best_hi;
-      option_hi = better_hi ? index : option_hi;
-      cheap = w < cheap ? w : cheap;
-      index += two;
-    }
-    // The two lanes into one pick: the better score, the lower index on a tie.
-    auto merge_lanes = [](v2d best, v2d second, v2d option, OptionPick& pick) {
-      const bool first = best[0] > best[1] || (best[0] == best[1] && option[0] < option[1]);
-      pick.score = first ? best[0] : best[1];
-      pick.second = std::max(std::max(second[0], second[1]), std::min(best[0], best[1]));
-      pick.option = static_cast<std::int32_t>(first ? option[0] : option[1]);
-    };
-    merge_lanes(best_lo, second_lo, option_lo, at_lo);
-    merge_lanes(best_hi, second_hi, option_hi, at_hi);
-    cheapest_cost = std::min(cheap[0], cheap[1]);
-    const v2d zero_if_finite = score_sum - score_sum;  // x - x: 0 for finite x, NaN otherwise
-    valid = zero_if_finite[0] == 0.0 && zero_if_finite[1] == 0.0 && cheapest_cost >= 0.0;
+#define APPORTION_VECTOR_PICK 1
+// These helpers are always inlined into their caller's level (no vector crosses a call), so
+// the ABI note GCC makes for wide vectors passed without their instruction set does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+// W options at a time in GCC's generic vector types, W doubles filling one register of the
+// level (cpu_dispatch.hpp); every level runs the same operations in the same order.
+template <int W>
+struct PickVec;
+template <>
+struct PickVec<2> {
+  using D = double __attribute__((vector_size(16)));
+  using I = std::int64_t __attribute__((vector_size(16)));  // comparison results
+  using F = float __attribute__((vector_size(8)));
+  static constexpr D iota = {0, 1};
+  template <class X> static X swap1(X x) { return __builtin_shuffle(x, I{1, 0}); }
+  template <class X> static X swap2(X x) { return x; }
+};
+template <>
+struct PickVec<4> {
+  using D = double __attribute__((vector_size(32)));
+  using I = std::int64_t __attribute__((vector_size(32)));
+  using F = float __attribute__((vector_size(16)));
+  static constexpr D iota = {0, 1, 2, 3};
+  template <class X> static X swap1(X x) { return __builtin_shuffle(x, I{1, 0, 3, 2}); }
+  template <class X> static X swap2(X x) { return __builtin_shuffle(x, I{2, 3, 0, 1}); }
+};
+
+template <class D>
+APPORTION_INLINE D lanes_max(D x, D y) { return x > y ? x : y; }
+template <class D>
+APPORTION_INLINE D lanes_min(D x, D y) { return x < y ? x : y; }
+
+// The largest (smallest) lane of x, in every lane: log2(W) butterfly steps.
+template <int W, class D>
+APPORTION_INLINE D all_max(D x) {
+  using V = PickVec<W>;
+  if constexpr (W >= 4) x = lanes_max(x, V::swap2(x));
+  return lanes_max(x, V::swap1(x));
+}
+template <int W, class D>
+APPORTION_INLINE D all_min(D x) {
+  using V = PickVec<W>;
+  if constexpr (W >= 4) x = lanes_min(x, V::swap2(x));
+  return lanes_min(x, V::swap1(x));
+}
+
+// Whether any lane of m is set.
+template <int W, class I>
+APPORTION_INLINE bool any_lane(I m) {
+  std::int64_t any = 0;
+  for (int l = 0; l < W; ++l) any |= m[l];
+  return any != 0;
+}
+
+// W entries from src as doubles (exact for float and double).
+template <int W, class T>
+APPORTION_INLINE typename PickVec<W>::D load_lanes(const T* src) {
+  using V = PickVec<W>;
+  if constexpr (std::is_same_v<T, double>) {
+    typename V::D x;
+    std::memcpy(&x, src, sizeof x);
+    return x;
+  } else {
+    static_assert(std::is_same_v<T, float>, "values are float or double");
+    typename V::F x;
+    std::memcpy(&x, src, sizeof x);
+    return __builtin_convertvector(x, typename V::D);
   }
+}
+
+// Entries [j0, j0 + W) of a row of k, as doubles. Lanes past k read on into the next row (the
+// caller masks them) while that stays before `end`; at the end of the data they are 0.
+template <int W, class T>
+APPORTION_INLINE typename PickVec<W>::D row_lanes(const T* row, std::int64_t j0, std::int64_t k, const T* end) {
+  const T* src = row + j0;
+  if (end - src >= W) return load_lanes<W>(src);
+  T tail[W] = {};
+  for (std::int64_t l = 0; l < k - j0; ++l) tail[l] = src[l];
+  return load_lanes<W>(tail);
+}
+
+// The rows the first pass reads: values (N,K), costs at cost_stride (0: shared by every item).
+template <class T>
+struct PickRows {
+  const T* values;
+  const T* values_end;
+  const T* costs;
+  const T* costs_end;
+  std::int64_t cost_stride, k;
+  double sign;
+
+  explicit PickRows(const InstanceView<T>& p)
+      : values(p.values), values_end(p.values + p.n * p.k), costs(p.costs),
+        costs_end(p.costs + (p.cost_stride_item ? p.n * p.k : p.k)), cost_stride(p.cost_stride_item), k(p.k),
+        sign(p.value_sign) {}
+};
+
+// Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
+// cheapest cost, from an unmasked row, W options at a time. Each lane keeps the first best
+// option among its own; the lanes then merge to the best score and, on a tie, the lowest option
+// (as OptionPick). Lanes whose score or cost is not finite, or whose cost is negative, are set
+// in `bad` (so is the rare v - lambda w that overflows, as the old pass's sum of scores did).
+template <int W, bool margins, class T>
+APPORTION_INLINE void pick_row(const PickRows<T>& rows, std::int64_t i, double lo, double hi, OptionPick& at_lo,
+                               OptionPick& at_hi, double& cheapest_cost, typename PickVec<W>::I& bad) {
+  using V = PickVec<W>;
+  using D = typename V::D;
+  using I = typename V::I;
+  const D none = D{} - INFINITY, vlo = D{} + lo, vhi = D{} + hi, kd = D{} + static_cast<double>(rows.k);
+  const T* vrow = rows.values + i * rows.k;
+  const T* crow = rows.costs + i * rows.cost_stride;
+  D best_lo = none, best_hi = none, second_lo = none, second_hi = none;
+  D option_lo = V::iota, option_hi = V::iota, cheap = D{} + INFINITY;
+  for (std::int64_t j0 = 0; j0 < rows.k; j0 += W) {
+    const D w = row_lanes<W>(crow, j0, rows.k, rows.costs_end);
+    const D v = rows.sign * row_lanes<W>(vrow, j0, rows.k, rows.values_end);
+    const D index = V::iota + static_cast<double>(j0);
+    D s_lo = v - vlo * w, s_hi = v - vhi * w;
+    bad |= (index < kd) & ~((s_lo - s_lo == 0.0) & (s_hi - s_hi == 0.0) & (w >= 0.0));  // x - x: 0 when finite
+    // (Each select compares again rather than reuse a mask: GCC lowers a select on a stored
+    // mask lane by lane.)
+    s_lo = index < kd ? s_lo : none;
+    s_hi = index < kd ? s_hi : none;
+    if constexpr (margins) {
+      second_lo = lanes_max(second_lo, lanes_min(s_lo, best_lo));
+      second_hi = lanes_max(second_hi, lanes_min(s_hi, best_hi));
+    }
+    option_lo = s_lo > best_lo ? index : option_lo;
+    best_lo = s_lo > best_lo ? s_lo : best_lo;
+    option_hi = s_hi > best_hi ? index : option_hi;
+    best_hi = s_hi > best_hi ? s_hi : best_hi;
+    cheap = lanes_min(cheap, index < kd ? w : -none);
+  }
+  // Lanes into one pick: the best score, the lowest option among the lanes that reach it (none
+  // for NaN scores, which `bad` reports; the option is then 0).
+  auto merge = [&](D best, D second, D option, OptionPick& pick) {
+    const D top = all_max<W>(best);
+    const D first = all_min<W>(best == top ? option : kd);
+    pick.score = top[0];
+    pick.option = first[0] < kd[0] ? static_cast<std::int32_t>(first[0]) : 0;
+    if constexpr (margins) {  // the runner-up: every other lane's best, and each lane's second
+      pick.second = all_max<W>(lanes_max(second, option == first ? none : best))[0];
+    }
+  };
+  merge(best_lo, second_lo, option_lo, at_lo);
+  merge(best_hi, second_hi, option_hi, at_hi);
+  cheapest_cost = all_min<W>(cheap)[0];
+}
 #endif
-  // The rest (every option where the vector loop did not run).
+
+// Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
+// cheapest allowed cost, in one pass over its options, as OptionPick chooses (masked rows, and
+// every row where the vector pick is not compiled). Returns whether the allowed values are
+// finite and the costs finite and >= 0.
+template <bool margins, class T>
+APPORTION_INLINE bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
+                                         OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) {
+  cheapest_cost = INFINITY;
+  bool valid = true;
   const T* vrow = p.values + i * p.k;
   const T* crow = p.costs + i * p.cost_stride_item;
   const std::uint8_t* mrow = p.mask ? p.mask + i * p.k : nullptr;
-  for (; j < p.k; ++j) {
+  for (std::int64_t j = 0; j < p.k; ++j) {
     const double w = static_cast<double>(crow[j]), v = p.value_sign * static_cast<double>(vrow[j]);
     const bool allowed = mrow == nullptr || mrow[j] != 0;
     valid &= (!allowed || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
-    at_lo.offer(v - lo * w, j, allowed);
-    at_hi.offer(v - hi * w, j, allowed);
+    at_lo.offer(v - lo * w, static_cast<std::int32_t>(j), allowed);
+    at_hi.offer(v - hi * w, static_cast<std::int32_t>(j), allowed);
     cheapest_cost = allowed & (w < cheapest_cost) ? w : cheapest_cost;
   }
   return valid;
@@ -572,29 +678,35 @@ struct FirstPass {
   bool usable = true;  // false: bad input, or an item with no allowed option
 };
 
-template <class T>
-FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
-                     std::int64_t begin, std::int64_t end) {
+// The first pass over items [begin, end) with `pick(i, at_lo, at_hi, cheapest_cost)` choosing
+// each item's options; false from pick (bad input, or no allowed option) makes the run
+// unusable, as does `bad` set afterwards by the vector pick.
+template <bool margins, class T, class Pick>
+APPORTION_INLINE FirstPass first_pass_items(const InstanceView<T>& p, LagrangianWorkspace& ws, std::int64_t begin,
+                                            std::int64_t end, Pick&& pick) {
   FirstPass r;
   std::int32_t* active = ws.active.data() + begin;
   std::int32_t* option_lo = ws.option_lo.data() + begin;
   std::int32_t* option_hi = ws.option_hi.data() + begin;
+  std::int32_t* item_option = ws.item_option.data();
+  double* margin = ws.margin.data();
   for (std::int64_t i = begin; i < end; ++i) {
     OptionPick at_lo, at_hi;
     double cheapest_cost;
-    const bool valid = margins ? pick_at_two_slopes<true>(p, i, lo, hi, at_lo, at_hi, cheapest_cost)
-                               : pick_at_two_slopes<false>(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
+    const std::int32_t a_valid = pick(i, at_lo, at_hi, cheapest_cost);
     const std::int32_t a = at_lo.option, b = at_hi.option;
     // Bad input or no allowed option: the full path checks the input and reports it.
-    if (!valid || a < 0) {
+    if (!a_valid || a < 0) {
       r.usable = false;
       return r;
     }
     r.cheapest.add(cheapest_cost);
-    ws.item_option[i] = a;
+    item_option[i] = a;
     // a is optimal over the whole bracket, so no other option's score falls short of its by
     // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
-    if (margins) ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
+    if constexpr (margins) {
+      margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
+    }
     if (a == b) {
       r.fixed_cost += p.cost(i, a);
       r.fixed_value.add(p.value(i, a));
@@ -610,6 +722,75 @@ FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   return r;
 }
 
+template <int W, bool margins, class T>
+APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
+                                         std::int64_t begin, std::int64_t end) {
+#if APPORTION_VECTOR_PICK
+  if (p.mask == nullptr) {
+    const PickRows<T> rows(p);
+    typename PickVec<W>::I bad = {};
+    FirstPass r = first_pass_items<margins>(p, ws, begin, end, [&](std::int64_t i, OptionPick& at_lo,
+                                                                    OptionPick& at_hi, double& cheapest_cost) {
+      pick_row<W, margins>(rows, i, lo, hi, at_lo, at_hi, cheapest_cost, bad);
+      return true;
+    });
+    r.usable = r.usable && !any_lane<W>(bad);
+    return r;
+  }
+#endif
+  return first_pass_items<margins>(p, ws, begin, end, [&](std::int64_t i, OptionPick& at_lo, OptionPick& at_hi,
+                                                          double& cheapest_cost) {
+    return pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
+  });
+}
+
+// The first pass at the CPU's SIMD level (cpu_dispatch.hpp).
+template <class T>
+FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
+                     std::int64_t begin, std::int64_t end) {
+  return simd_dispatch([&](auto target) {
+    constexpr int W = decltype(target)::kLanes;
+    return margins ? first_pass_at<W, true>(p, ws, lo, hi, begin, end)
+                   : first_pass_at<W, false>(p, ws, lo, hi, begin, end);
+  });
+}
+
+// The LP options of the active items at slopes t1 and t2 (the bracket's narrowing), and their
+// total costs, at the CPU's SIMD level. The items passed the first pass, so their input is
+// valid.
+template <class T>
+void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_t count, double t1, double t2,
+                 std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
+  simd_dispatch([&](auto target) {
+    constexpr int W = decltype(target)::kLanes;
+    auto each = [&](auto&& pick) {
+      for (std::size_t a = 0; a < count; ++a) {
+        const std::int32_t i = items[a];
+        OptionPick at1, at2;
+        double cheapest_cost;
+        pick(i, at1, at2, cheapest_cost);
+        option1[a] = at1.option;
+        option2[a] = at2.option;
+        cost1 += p.cost(i, at1.option);
+        cost2 += p.cost(i, at2.option);
+      }
+    };
+#if APPORTION_VECTOR_PICK
+    if (p.mask == nullptr) {
+      const PickRows<T> rows(p);
+      typename PickVec<W>::I unused = {};
+      each([&](std::int64_t i, OptionPick& at1, OptionPick& at2, double& cheapest_cost) {
+        pick_row<W, false>(rows, i, t1, t2, at1, at2, cheapest_cost, unused);
+      });
+      return;
+    }
+#endif
+    each([&](std::int64_t i, OptionPick& at1, OptionPick& at2, double& cheapest_cost) {
+      pick_at_two_slopes<false>(p, i, t1, t2, at1, at2, cheapest_cost);
+    });
+  });
+}
+
 // Items per run of the first pass over a large instance: the runs go to threads, and their
 // totals are added in run order whatever the thread count, so that it does not change answers.
 constexpr std::int64_t kPassRun = 8192;
@@ -623,11 +804,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   const std::int64_t n = p.n;
   const double budget = p.budget;
   ws.item_option.resize(n);
-  if (margins) {
-    ws.margin.resize(n);
-  } else {
-    ws.margin.assign(n, 0.0);  // unknown
-  }
+  if (margins) ws.margin.resize(n);  // (the caller zeroes it where margins are asked for but not kept)
   ws.first_lo = lo;
   ws.first_hi = hi;
   ws.near.clear();
@@ -761,16 +938,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     ws.option_mid.resize(count);
     ws.option_mid2.resize(count);
     double cost1 = 0.0, cost2 = 0.0;
-    for (std::size_t a = 0; a < count; ++a) {
-      const std::int32_t i = ws.active[a];
-      OptionPick at1, at2;
-      double cheapest_cost;
-      pick_at_two_slopes<false>(p, i, t1, t2, at1, at2, cheapest_cost);
-      ws.option_mid[a] = at1.option;
-      ws.option_mid2[a] = at2.option;
-      cost1 += p.cost(i, at1.option);
-      cost2 += p.cost(i, at2.option);
-    }
+    pick_active(p, ws.active.data(), count, t1, t2, ws.option_mid.data(), ws.option_mid2.data(), cost1, cost2);
     if (fixed_cost + cost1 <= budget) {  // the break is in [lo, t1]
       hi = t1;
       ws.option_hi.swap(ws.option_mid);
@@ -860,10 +1028,12 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   double lo = 0.0, hi = 0.0, min_cost = 0.0;
   SampleGuess guess;
   BracketFit fit = BracketFit::kUnusable;
+  const bool margins_asked = margins;  // without, ws.margin is neither read nor written
   if (p.n >= kReduceMinItems && guess_bracket(p, ws, guess, lo, hi)) {
     // Around a tied break (p = w ties every item) nearly every item stays active, and an
     // active item's margin is 0 anyway: the runner-up scores would cost the pass 6% for nothing.
     margins = margins && !guess.tied;
+    if (margins_asked && !margins) ws.margin.assign(p.n, 0.0);  // unknown
     fit = fix_items(p, ws, lo, hi, margins, threads, min_cost);
   }
   if (fit == BracketFit::kBelow || fit == BracketFit::kAbove) {
@@ -898,7 +1068,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   ws.active.resize(p.n);
   for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);
   ws.near.clear();
-  ws.margin.assign(p.n, 0.0);
+  if (margins_asked) ws.margin.assign(p.n, 0.0);
   ws.item_option.resize(p.n);
   ws.fixed_cost = ws.fixed_value = 0.0;
   ws.frontier_budget = p.budget;

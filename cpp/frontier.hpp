@@ -143,7 +143,7 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
 // break_item is a frontier slot); ws.position holds the frontier items' LP positions and
 // ws.frontier_budget the budget left to them. ws.margin gets a lower bound on each item's
 // smallest reduced cost at the break (for the exact solver): with `margins`, unless the sample
-// ties at the break; 0 (unknown) otherwise.
+// ties at the break, where it gets 0 (unknown); without `margins` it is left as it was.
 // The input is checked in passing (allowed values finite, costs finite and >= 0);
 // `check_input` runs where that saw a problem, or on the full path, and must throw on bad input.
 template <class T>
