@@ -523,7 +523,6 @@ APPORTION_INLINE void pick_row(const PickRows<T>& rows, std::int64_t i, double l
                                OptionPick& at_hi, double& cheapest_cost, typename PickVec<W>::I& bad) {
   using V = PickVec<W>;
   using D = typename V::D;
-  using I = typename V::I;
   const D none = D{} - INFINITY, vlo = D{} + lo, vhi = D{} + hi, kd = D{} + static_cast<double>(rows.k);
   const T* vrow = rows.values + i * rows.k;
   const T* crow = rows.costs + i * rows.cost_stride;
