@@ -420,8 +420,9 @@ struct OptionPick {
 // the ABI note GCC makes for wide vectors passed without their instruction set does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-// W options at a time in GCC's generic vector types, W doubles filling one register of the
-// level (cpu_dispatch.hpp); every level runs the same operations in the same order.
+// W items at a time in GCC's generic vector types, one item per lane, W doubles filling one
+// register of the level (cpu_dispatch.hpp): each lane runs OptionPick's steps for its item, in
+// option order, so every level computes the same numbers as the scalar pick.
 template <int W>
 struct PickVec;
 template <>
@@ -429,46 +430,27 @@ struct PickVec<2> {
   using D = double __attribute__((vector_size(16)));
   using I = std::int64_t __attribute__((vector_size(16)));  // comparison results
   using F = float __attribute__((vector_size(8)));
-  static constexpr D iota = {0, 1};
-  template <class X> static X swap1(X x) { return __builtin_shuffle(x, I{1, 0}); }
-  template <class X> static X swap2(X x) { return x; }
+  // Rows r[0..W) of W entries each into columns c[m] = (r[0][m], ..., r[W-1][m]).
+  static void transpose(D* r) {
+    const D c0 = __builtin_shuffle(r[0], r[1], I{0, 2}), c1 = __builtin_shuffle(r[0], r[1], I{1, 3});
+    r[0] = c0;
+    r[1] = c1;
+  }
 };
 template <>
 struct PickVec<4> {
   using D = double __attribute__((vector_size(32)));
   using I = std::int64_t __attribute__((vector_size(32)));
   using F = float __attribute__((vector_size(16)));
-  static constexpr D iota = {0, 1, 2, 3};
-  template <class X> static X swap1(X x) { return __builtin_shuffle(x, I{1, 0, 3, 2}); }
-  template <class X> static X swap2(X x) { return __builtin_shuffle(x, I{2, 3, 0, 1}); }
+  static void transpose(D* r) {
+    const D t0 = __builtin_shuffle(r[0], r[1], I{0, 4, 2, 6}), t1 = __builtin_shuffle(r[0], r[1], I{1, 5, 3, 7});
+    const D t2 = __builtin_shuffle(r[2], r[3], I{0, 4, 2, 6}), t3 = __builtin_shuffle(r[2], r[3], I{1, 5, 3, 7});
+    r[0] = __builtin_shuffle(t0, t2, I{0, 1, 4, 5});
+    r[1] = __builtin_shuffle(t1, t3, I{0, 1, 4, 5});
+    r[2] = __builtin_shuffle(t0, t2, I{2, 3, 6, 7});
+    r[3] = __builtin_shuffle(t1, t3, I{2, 3, 6, 7});
+  }
 };
-
-template <class D>
-APPORTION_INLINE D lanes_max(D x, D y) { return x > y ? x : y; }
-template <class D>
-APPORTION_INLINE D lanes_min(D x, D y) { return x < y ? x : y; }
-
-// The largest (smallest) lane of x, in every lane: log2(W) butterfly steps.
-template <int W, class D>
-APPORTION_INLINE D all_max(D x) {
-  using V = PickVec<W>;
-  if constexpr (W >= 4) x = lanes_max(x, V::swap2(x));
-  return lanes_max(x, V::swap1(x));
-}
-template <int W, class D>
-APPORTION_INLINE D all_min(D x) {
-  using V = PickVec<W>;
-  if constexpr (W >= 4) x = lanes_min(x, V::swap2(x));
-  return lanes_min(x, V::swap1(x));
-}
-
-// Whether any lane of m is set.
-template <int W, class I>
-APPORTION_INLINE bool any_lane(I m) {
-  std::int64_t any = 0;
-  for (int l = 0; l < W; ++l) any |= m[l];
-  return any != 0;
-}
 
 // W entries from src as doubles (exact for float and double).
 template <int W, class T>
@@ -486,82 +468,99 @@ APPORTION_INLINE typename PickVec<W>::D load_lanes(const T* src) {
   }
 }
 
-// Entries [j0, j0 + W) of a row of k, as doubles. Lanes past k read on into the next row (the
-// caller masks them) while that stays before `end`; at the end of the data they are 0.
-template <int W, class T>
-APPORTION_INLINE typename PickVec<W>::D row_lanes(const T* row, std::int64_t j0, std::int64_t k, const T* end) {
-  const T* src = row + j0;
-  if (end - src >= W) return load_lanes<W>(src);
-  T tail[W] = {};
-  for (std::int64_t l = 0; l < k - j0; ++l) tail[l] = src[l];
-  return load_lanes<W>(tail);
-}
-
-// The rows the first pass reads: values (N,K), costs at cost_stride (0: shared by every item).
+// The rows the pass reads: values (N,K), costs at cost_stride (0: one row shared by every item).
 template <class T>
 struct PickRows {
   const T* values;
-  const T* values_end;
   const T* costs;
-  const T* costs_end;
-  std::int64_t cost_stride, k;
+  std::int64_t cost_stride, n, k;
+  std::int64_t span;  // entries a block reads from each row: K rounded up to whole vectors
   double sign;
 
-  explicit PickRows(const InstanceView<T>& p)
-      : values(p.values), values_end(p.values + p.n * p.k), costs(p.costs),
-        costs_end(p.costs + (p.cost_stride_item ? p.n * p.k : p.k)), cost_stride(p.cost_stride_item), k(p.k),
-        sign(p.value_sign) {}
+  PickRows(const InstanceView<T>& p, int lanes)
+      : values(p.values), costs(p.costs), cost_stride(p.cost_stride_item), n(p.n), k(p.k),
+        span((p.k + lanes - 1) / lanes * lanes), sign(p.value_sign) {}
+  // Whether a block may read row i: its last vector, which runs on into the next row when K is
+  // not a whole number of vectors, stays inside the instance's (N,K) values and costs.
+  bool readable(std::int64_t i) const { return i * k + span <= n * k; }
 };
 
-// Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
-// cheapest cost, from an unmasked row, W options at a time. Each lane keeps the first best
-// option among its own; the lanes then merge to the best score and, on a tie, the lowest option
-// (as OptionPick). Lanes whose score or cost is not finite, or whose cost is negative, are set
-// in `bad` (so is the rare v - lambda w that overflows, as the old pass's sum of scores did).
+// What pick_block leaves per lane: OptionPick's fields at the two slopes and the cheapest cost.
+template <int W>
+struct BlockPicks {
+  typename PickVec<W>::D best_lo, best_hi, second_lo, second_hi, option_lo, option_hi, cheap;
+  typename PickVec<W>::I bad;  // lanes whose scores at lo sum to a non-finite or whose cheapest cost is < 0
+
+  void get(int lane, OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) const {
+    at_lo.score = best_lo[lane];
+    at_lo.second = second_lo[lane];
+    at_lo.option = static_cast<std::int32_t>(option_lo[lane]);
+    at_hi.score = best_hi[lane];
+    at_hi.second = second_hi[lane];
+    at_hi.option = static_cast<std::int32_t>(option_hi[lane]);
+    cheapest_cost = cheap[lane];
+  }
+};
+
+// The LP options of the W items item[0..W) (unmasked rows that rows.readable) at slopes lo and
+// hi, with the runner-up scores when `margins`: OptionPick::offer over the options in order, one
+// item per lane. The rows are read W entries at a time and transposed into one vector per
+// option. Input checks as the scalar pass made them in passing: a NaN or infinite value or cost
+// makes a score at lo, and so its sum, non-finite (lo is finite; 0 * inf is NaN); a negative
+// cost shows in the cheapest. (A sum past 1e308 of finite scores counts as bad too: the full
+// path, which checks the input exactly, then takes the instance.)
 template <int W, bool margins, class T>
-APPORTION_INLINE void pick_row(const PickRows<T>& rows, std::int64_t i, double lo, double hi, OptionPick& at_lo,
-                               OptionPick& at_hi, double& cheapest_cost, typename PickVec<W>::I& bad) {
+APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::int64_t* item, double lo, double hi) {
   using V = PickVec<W>;
   using D = typename V::D;
-  const D none = D{} - INFINITY, vlo = D{} + lo, vhi = D{} + hi, kd = D{} + static_cast<double>(rows.k);
-  const T* vrow = rows.values + i * rows.k;
-  const T* crow = rows.costs + i * rows.cost_stride;
-  D best_lo = none, best_hi = none, second_lo = none, second_hi = none;
-  D option_lo = V::iota, option_hi = V::iota, cheap = D{} + INFINITY;
-  for (std::int64_t j0 = 0; j0 < rows.k; j0 += W) {
-    const D w = row_lanes<W>(crow, j0, rows.k, rows.costs_end);
-    const D v = rows.sign * row_lanes<W>(vrow, j0, rows.k, rows.values_end);
-    const D index = V::iota + static_cast<double>(j0);
-    D s_lo = v - vlo * w, s_hi = v - vhi * w;
-    bad |= (index < kd) & ~((s_lo - s_lo == 0.0) & (s_hi - s_hi == 0.0) & (w >= 0.0));  // x - x: 0 when finite
-    // (Each select compares again rather than reuse a mask: GCC lowers a select on a stored
-    // mask lane by lane.)
-    s_lo = index < kd ? s_lo : none;
-    s_hi = index < kd ? s_hi : none;
-    if constexpr (margins) {
-      second_lo = lanes_max(second_lo, lanes_min(s_lo, best_lo));
-      second_hi = lanes_max(second_hi, lanes_min(s_hi, best_hi));
-    }
-    option_lo = s_lo > best_lo ? index : option_lo;
-    best_lo = s_lo > best_lo ? s_lo : best_lo;
-    option_hi = s_hi > best_hi ? index : option_hi;
-    best_hi = s_hi > best_hi ? s_hi : best_hi;
-    cheap = lanes_min(cheap, index < kd ? w : -none);
+  const D none = D{} - INFINITY, vlo = D{} + lo, vhi = D{} + hi;
+  BlockPicks<W> out;
+  out.best_lo = out.best_hi = out.second_lo = out.second_hi = none;
+  out.option_lo = out.option_hi = D{} - 1.0;
+  out.cheap = -none;
+  D sum_lo = {};
+  const T* vrow[W];
+  const T* crow[W];
+  for (int l = 0; l < W; ++l) {
+    vrow[l] = rows.values + item[l] * rows.k;
+    crow[l] = rows.costs + item[l] * rows.cost_stride;
   }
-  // Lanes into one pick: the best score, the lowest option among the lanes that reach it (none
-  // for NaN scores, which `bad` reports; the option is then 0).
-  auto merge = [&](D best, D second, D option, OptionPick& pick) {
-    const D top = all_max<W>(best);
-    const D first = all_min<W>(best == top ? option : kd);
-    pick.score = top[0];
-    pick.option = first[0] < kd[0] ? static_cast<std::int32_t>(first[0]) : 0;
-    if constexpr (margins) {  // the runner-up: every other lane's best, and each lane's second
-      pick.second = all_max<W>(lanes_max(second, option == first ? none : best))[0];
+  for (std::int64_t j0 = 0; j0 < rows.k; j0 += W) {
+    D v[W], w[W];
+    for (int l = 0; l < W; ++l) v[l] = load_lanes<W>(vrow[l] + j0);
+    V::transpose(v);
+    if (rows.cost_stride != 0) {
+      for (int l = 0; l < W; ++l) w[l] = load_lanes<W>(crow[l] + j0);
+      V::transpose(w);
     }
-  };
-  merge(best_lo, second_lo, option_lo, at_lo);
-  merge(best_hi, second_hi, option_hi, at_hi);
-  cheapest_cost = all_min<W>(cheap)[0];
+    for (int m = 0; m < W && j0 + m < rows.k; ++m) {
+      const double j = static_cast<double>(j0 + m);
+      const D cost = rows.cost_stride != 0 ? w[m] : D{} + static_cast<double>(rows.costs[j0 + m]);
+      const D value = rows.sign * v[m];
+      const D s_lo = value - vlo * cost, s_hi = value - vhi * cost;
+      sum_lo += s_lo;
+      if constexpr (margins) {  // second = std::max(second, std::min(s, score)), lane by lane
+        const D floor_lo = out.best_lo < s_lo ? out.best_lo : s_lo, floor_hi = out.best_hi < s_hi ? out.best_hi : s_hi;
+        out.second_lo = out.second_lo < floor_lo ? floor_lo : out.second_lo;
+        out.second_hi = out.second_hi < floor_hi ? floor_hi : out.second_hi;
+      }
+      out.option_lo = s_lo > out.best_lo ? D{} + j : out.option_lo;
+      out.best_lo = s_lo > out.best_lo ? s_lo : out.best_lo;
+      out.option_hi = s_hi > out.best_hi ? D{} + j : out.option_hi;
+      out.best_hi = s_hi > out.best_hi ? s_hi : out.best_hi;
+      out.cheap = cost < out.cheap ? cost : out.cheap;
+    }
+  }
+  out.bad = ~((sum_lo - sum_lo == 0.0) & (out.cheap >= 0.0));  // x - x: 0 when finite
+  return out;
+}
+
+// Whether any lane of m is set.
+template <int W, class I>
+APPORTION_INLINE bool any_lane(I m) {
+  std::int64_t any = 0;
+  for (int l = 0; l < W; ++l) any |= m[l];
+  return any != 0;
 }
 #endif
 
@@ -677,28 +676,22 @@ struct FirstPass {
   bool usable = true;  // false: bad input, or an item with no allowed option
 };
 
-// The first pass over items [begin, end) with `pick(i, at_lo, at_hi, cheapest_cost)` choosing
-// each item's options; false from pick (bad input, or no allowed option) makes the run
-// unusable, as does `bad` set afterwards by the vector pick.
-template <bool margins, class T, class Pick>
-APPORTION_INLINE FirstPass first_pass_items(const InstanceView<T>& p, LagrangianWorkspace& ws, std::int64_t begin,
-                                            std::int64_t end, Pick&& pick) {
+// The first pass over items [begin, end): W items at a time by pick_block where the rows are
+// unmasked, each item alone by pick_at_two_slopes otherwise; then each item is fixed or made
+// active, in item order. Bad input, or an item with no allowed option, makes the run unusable.
+template <int W, bool margins, class T>
+APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
+                                         std::int64_t begin, std::int64_t end) {
   FirstPass r;
   std::int32_t* active = ws.active.data() + begin;
   std::int32_t* option_lo = ws.option_lo.data() + begin;
   std::int32_t* option_hi = ws.option_hi.data() + begin;
   std::int32_t* item_option = ws.item_option.data();
   double* margin = ws.margin.data();
-  for (std::int64_t i = begin; i < end; ++i) {
-    OptionPick at_lo, at_hi;
-    double cheapest_cost;
-    const std::int32_t a_valid = pick(i, at_lo, at_hi, cheapest_cost);
+  // Item i with its options at the two ends of the bracket; false when it has none.
+  auto add = [&](std::int64_t i, const OptionPick& at_lo, const OptionPick& at_hi, double cheapest_cost) {
     const std::int32_t a = at_lo.option, b = at_hi.option;
-    // Bad input or no allowed option: the full path checks the input and reports it.
-    if (!a_valid || a < 0) {
-      r.usable = false;
-      return r;
-    }
+    if (a < 0) return false;
     r.cheapest.add(cheapest_cost);
     item_option[i] = a;
     // a is optimal over the whole bracket, so no other option's score falls short of its by
@@ -717,30 +710,42 @@ APPORTION_INLINE FirstPass first_pass_items(const InstanceView<T>& p, Lagrangian
       r.cost_lo += p.cost(i, a);
       r.cost_hi += p.cost(i, b);
     }
-  }
-  return r;
-}
-
-template <int W, bool margins, class T>
-APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
-                                         std::int64_t begin, std::int64_t end) {
+    return true;
+  };
+  // Bad input or no allowed option: the full path checks the input and reports it.
+  auto unusable = [&] {
+    r.usable = false;
+    return r;
+  };
+  std::int64_t i = begin;
 #if APPORTION_VECTOR_PICK
   if (p.mask == nullptr) {
-    const PickRows<T> rows(p);
+    const PickRows<T> rows(p, W);
     typename PickVec<W>::I bad = {};
-    FirstPass r = first_pass_items<margins>(p, ws, begin, end, [&](std::int64_t i, OptionPick& at_lo,
-                                                                    OptionPick& at_hi, double& cheapest_cost) {
-      pick_row<W, margins>(rows, i, lo, hi, at_lo, at_hi, cheapest_cost, bad);
-      return true;
-    });
-    r.usable = r.usable && !any_lane<W>(bad);
-    return r;
+    for (; i + W <= end && rows.readable(i + W - 1); i += W) {
+      std::int64_t item[W];
+      for (int l = 0; l < W; ++l) item[l] = i + l;
+      const BlockPicks<W> picks = pick_block<W, margins>(rows, item, lo, hi);
+      bad |= picks.bad;
+      for (int l = 0; l < W; ++l) {
+        OptionPick at_lo, at_hi;
+        double cheapest_cost;
+        picks.get(l, at_lo, at_hi, cheapest_cost);
+        if (!add(i + l, at_lo, at_hi, cheapest_cost)) return unusable();
+      }
+    }
+    if (any_lane<W>(bad)) return unusable();
   }
 #endif
-  return first_pass_items<margins>(p, ws, begin, end, [&](std::int64_t i, OptionPick& at_lo, OptionPick& at_hi,
-                                                          double& cheapest_cost) {
-    return pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
-  });
+  for (; i < end; ++i) {
+    OptionPick at_lo, at_hi;
+    double cheapest_cost;
+    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, cheapest_cost) ||
+        !add(i, at_lo, at_hi, cheapest_cost)) {
+      return unusable();
+    }
+  }
+  return r;
 }
 
 // The first pass at the CPU's SIMD level (cpu_dispatch.hpp).
@@ -762,31 +767,41 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
                  std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
   simd_dispatch([&](auto target) {
     constexpr int W = decltype(target)::kLanes;
-    auto each = [&](auto&& pick) {
-      for (std::size_t a = 0; a < count; ++a) {
-        const std::int32_t i = items[a];
-        OptionPick at1, at2;
-        double cheapest_cost;
-        pick(i, at1, at2, cheapest_cost);
-        option1[a] = at1.option;
-        option2[a] = at2.option;
-        cost1 += p.cost(i, at1.option);
-        cost2 += p.cost(i, at2.option);
-      }
+    auto add = [&](std::size_t a, const OptionPick& at1, const OptionPick& at2) {
+      const std::int32_t i = items[a];
+      option1[a] = at1.option;
+      option2[a] = at2.option;
+      cost1 += p.cost(i, at1.option);
+      cost2 += p.cost(i, at2.option);
     };
+    std::size_t a = 0;
 #if APPORTION_VECTOR_PICK
     if (p.mask == nullptr) {
-      const PickRows<T> rows(p);
-      typename PickVec<W>::I unused = {};
-      each([&](std::int64_t i, OptionPick& at1, OptionPick& at2, double& cheapest_cost) {
-        pick_row<W, false>(rows, i, t1, t2, at1, at2, cheapest_cost, unused);
-      });
-      return;
+      const PickRows<T> rows(p, W);
+      for (; a + W <= count; a += W) {
+        std::int64_t item[W];
+        bool readable = true;
+        for (int l = 0; l < W; ++l) {
+          item[l] = items[a + l];
+          readable &= rows.readable(item[l]);
+        }
+        if (!readable) break;
+        const BlockPicks<W> picks = pick_block<W, false>(rows, item, t1, t2);
+        for (int l = 0; l < W; ++l) {
+          OptionPick at1, at2;
+          double cheapest_cost;
+          picks.get(l, at1, at2, cheapest_cost);
+          add(a + l, at1, at2);
+        }
+      }
     }
 #endif
-    each([&](std::int64_t i, OptionPick& at1, OptionPick& at2, double& cheapest_cost) {
-      pick_at_two_slopes<false>(p, i, t1, t2, at1, at2, cheapest_cost);
-    });
+    for (; a < count; ++a) {
+      OptionPick at1, at2;
+      double cheapest_cost;
+      pick_at_two_slopes<false>(p, items[a], t1, t2, at1, at2, cheapest_cost);
+      add(a, at1, at2);
+    }
   });
 }
 
