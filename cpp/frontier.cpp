@@ -509,8 +509,10 @@ struct BlockPicks {
 // makes a score at lo, and so its sum, non-finite (lo is finite; 0 * inf is NaN); a negative
 // cost shows in the cheapest. (A sum past 1e308 of finite scores counts as bad too: the full
 // path, which checks the input exactly, then takes the instance.)
-template <int W, bool margins, class T>
+// kK: K when known at compile time (the loops then unroll), 0 otherwise.
+template <int W, bool margins, int kK, class T>
 APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::int64_t* item, double lo, double hi) {
+  const std::int64_t k = kK ? kK : rows.k;
   using V = PickVec<W>;
   using D = typename V::D;
   const D none = D{} - INFINITY, vlo = D{} + lo, vhi = D{} + hi;
@@ -525,7 +527,7 @@ APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::in
     vrow[l] = rows.values + item[l] * rows.k;
     crow[l] = rows.costs + item[l] * rows.cost_stride;
   }
-  for (std::int64_t j0 = 0; j0 < rows.k; j0 += W) {
+  for (std::int64_t j0 = 0; j0 < k; j0 += W) {
     D v[W], w[W];
     for (int l = 0; l < W; ++l) v[l] = load_lanes<W>(vrow[l] + j0);
     V::transpose(v);
@@ -533,7 +535,7 @@ APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::in
       for (int l = 0; l < W; ++l) w[l] = load_lanes<W>(crow[l] + j0);
       V::transpose(w);
     }
-    for (int m = 0; m < W && j0 + m < rows.k; ++m) {
+    for (int m = 0; m < W && j0 + m < k; ++m) {
       const double j = static_cast<double>(j0 + m);
       const D cost = rows.cost_stride != 0 ? w[m] : D{} + static_cast<double>(rows.costs[j0 + m]);
       const D value = rows.sign * v[m];
@@ -722,19 +724,26 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
   if (p.mask == nullptr) {
     const PickRows<T> rows(p, W);
     typename PickVec<W>::I bad = {};
-    for (; i + W <= end && rows.readable(i + W - 1); i += W) {
-      std::int64_t item[W];
-      for (int l = 0; l < W; ++l) item[l] = i + l;
-      const BlockPicks<W> picks = pick_block<W, margins>(rows, item, lo, hi);
-      bad |= picks.bad;
-      for (int l = 0; l < W; ++l) {
-        OptionPick at_lo, at_hi;
-        double cheapest_cost;
-        picks.get(l, at_lo, at_hi, cheapest_cost);
-        if (!add(i + l, at_lo, at_hi, cheapest_cost)) return unusable();
+    auto blocks = [&](auto k_known) {
+      for (; i + W <= end && rows.readable(i + W - 1); i += W) {
+        std::int64_t item[W];
+        for (int l = 0; l < W; ++l) item[l] = i + l;
+        const BlockPicks<W> picks = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
+        bad |= picks.bad;
+        for (int l = 0; l < W; ++l) {
+          OptionPick at_lo, at_hi;
+          double cheapest_cost;
+          picks.get(l, at_lo, at_hi, cheapest_cost);
+          if (!add(i + l, at_lo, at_hi, cheapest_cost)) return false;
+        }
       }
-    }
-    if (any_lane<W>(bad)) return unusable();
+      return true;
+    };
+    // The common tier counts get their loops unrolled.
+    const bool ok = p.k == 4   ? blocks(std::integral_constant<int, 4>{})
+                    : p.k == 8 ? blocks(std::integral_constant<int, 8>{})
+                               : blocks(std::integral_constant<int, 0>{});
+    if (!ok || any_lane<W>(bad)) return unusable();
   }
 #endif
   for (; i < end; ++i) {
@@ -786,7 +795,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
           readable &= rows.readable(item[l]);
         }
         if (!readable) break;
-        const BlockPicks<W> picks = pick_block<W, false>(rows, item, t1, t2);
+        const BlockPicks<W> picks = pick_block<W, false, 0>(rows, item, t1, t2);
         for (int l = 0; l < W; ++l) {
           OptionPick at1, at2;
           double cheapest_cost;
