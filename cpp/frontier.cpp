@@ -611,7 +611,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
                    double& hi) {
   const std::int64_t n = p.n;
   const std::int64_t s = std::min<std::int64_t>(n, 16 + static_cast<std::int64_t>(1.5 * std::sqrt(double(n))));
-  std::vector<std::int32_t>& items = ws.option_mid;  // free until the narrowing
+  IndexScratch& items = ws.option_mid;  // free until the narrowing
   items.resize(s);
   for (std::int64_t a = 0; a < s; ++a) {
     items[a] = static_cast<std::int32_t>(a * n / s);
@@ -935,7 +935,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
           // have upgrades (their costlier end is their costliest option on the line).
           for (std::size_t a = last; a < count; ++a) fix_near(ws.active[a], ws.option_hi[a]);
           for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], ws.option_lo[a]);
-          auto keep_window = [&](std::vector<std::int32_t>& v) {
+          auto keep_window = [&](IndexScratch& v) {
             v.erase(v.begin() + last, v.end());
             v.erase(v.begin(), v.begin() + first);
           };
@@ -1009,9 +1009,9 @@ void build_active_frontiers(const InstanceView<T>& p, LagrangianWorkspace& ws) {
   const std::int64_t count = static_cast<std::int64_t>(ws.active.size());
   ItemFrontiers& f = ws.frontiers;
   size_frontiers(f, count, p.k);
-  std::vector<std::int32_t>& full = ws.option_mid;  // free after the narrowing
+  IndexScratch& full = ws.option_mid;  // free after the narrowing
   full.clear();
-  std::vector<std::int32_t>& full_slots = ws.option_mid2;
+  IndexScratch& full_slots = ws.option_mid2;
   full_slots.clear();
   for (std::int64_t s = 0; s < count; ++s) {
     const std::int32_t i = ws.active[s], qa = ws.option_lo[s], qb = ws.option_hi[s];
