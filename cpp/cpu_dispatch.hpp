@@ -8,8 +8,10 @@
 // - simd_dispatch(f) around a lambda: f is inlined (flatten) into one copy per level, baseline
 //   and x86-64-v3, and the copy of simd_level() runs. Unlike an ifunc, the level can be lowered
 //   at run time (set_simd_level), so the tests compare every compiled level on the same inputs.
-//   (An x86-64-v4 copy, AVX-512 with 8-double vectors, ran the Lagrangian's first pass at half
-//   the speed of the x86-64-v3 one on a Sapphire Rapids core: not compiled.)
+//   (No x86-64-v4, AVX-512, copy: an earlier form of the Lagrangian's first pass, one item per
+//   8-double vector, ran at half the speed of its x86-64-v3 copy on a Sapphire Rapids core. In
+//   the present form, one item per lane, the scalar work per item after the vector part takes
+//   most of the time; 8 lanes were not tried there.)
 //
 // Every level gives the same answers: the core is compiled with -ffp-contract=off (no a*b+c
 // fused into one FMA, which rounds once instead of twice), its vector code is written in

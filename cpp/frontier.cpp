@@ -567,9 +567,9 @@ APPORTION_INLINE bool any_lane(I m) {
 #endif
 
 // Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
-// cheapest allowed cost, in one pass over its options, as OptionPick chooses (masked rows, and
-// every row where the vector pick is not compiled). Returns whether the allowed values are
-// finite and the costs finite and >= 0.
+// cheapest allowed cost, in one pass over its options, as OptionPick chooses (masked rows, the
+// rows pick_block does not take, and every row where it is not compiled). Returns whether the
+// allowed values are finite and the costs finite and >= 0.
 template <bool margins, class T>
 APPORTION_INLINE bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
                                          OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) {
