@@ -30,10 +30,10 @@ constexpr std::int64_t kBlock = 32;
 // e_j = exp(-t (d_j - ref) / tau). Shared direction: `e` holds the K factors. Per item: they
 // are computed here, rate = -t / tau, and ref is 0 for t >= 0 and the item's direction range
 // d_range[ii] (use_range = 1) for t < 0, so that every exponent is <= 0; computing them in
-// this loop keeps them in registers. Adds each item's expected cost scale * (d_min + mean of
-// d), variance and third central moment (both times scale) to el/vl/ml, and leaves s0 for the
-// underflow test.
-template <bool kPerItem>
+// this loop keeps them in registers (kUnitFactors: t = 0, every factor is 1). Adds each item's
+// expected cost scale * (d_min + mean of d), variance and third central moment (both times
+// scale) to el/vl/ml, and leaves s0 for the underflow test.
+template <bool kPerItem, bool kUnitFactors = false>
 APPORTION_INLINE void block_moments_body(const double* a, const double* e, const double* d, const double* d_range,
                                          double rate, double use_range, const double* d_min, const double* scale,
                                          std::int64_t k, double* el, double* vl, double* ml, double* s0) {
@@ -46,7 +46,7 @@ APPORTION_INLINE void block_moments_body(const double* a, const double* e, const
     const double* aj = a + j * kBlock;
     for (std::int64_t ii = 0; ii < kBlock; ++ii) {
       const double dj = kPerItem ? d[j * kBlock + ii] : d[j];
-      const double ej = kPerItem ? exp_nonpositive(rate * (dj - ref[ii])) : e[j];
+      const double ej = kUnitFactors ? 1.0 : kPerItem ? exp_nonpositive(rate * (dj - ref[ii])) : e[j];
       const double ae = aj[ii] * ej, aed = ae * dj, aed2 = aed * dj;
       s0[ii] += ae;
       s1[ii] += aed;
@@ -75,8 +75,12 @@ APPORTION_SIMD_CLONES void block_moments_per_item(const double* a, const double*
                                                   double t, double inv_tau, const double* d_min,
                                                   const double* scale, std::int64_t k, double* el, double* vl,
                                                   double* ml, double* s0) {
-  block_moments_body<true>(a, nullptr, d, d_range, -t * inv_tau, t >= 0.0 ? 0.0 : 1.0, d_min, scale, k, el, vl,
-                           ml, s0);
+  if (t == 0.0) {
+    block_moments_body<true, true>(a, nullptr, d, d_range, 0.0, 0.0, d_min, scale, k, el, vl, ml, s0);
+  } else {
+    block_moments_body<true>(a, nullptr, d, d_range, -t * inv_tau, t >= 0.0 ? 0.0 : 1.0, d_min, scale, k, el, vl,
+                             ml, s0);
+  }
 }
 
 struct ChunkSums {
