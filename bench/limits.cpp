@@ -13,6 +13,7 @@
 //                      allowed: the decisions of apportion.simulate_online, nothing more
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -78,10 +79,7 @@ double dp_loop(const double* values, const std::int64_t* costs, std::int64_t n, 
     const double* v = values + i * k;
     const std::int64_t* w = costs + i * k;
     std::uint8_t* b = back.data() + i * grid;
-    for (std::int64_t c = 0; c < grid; ++c) {
-      next[c] = -INFINITY;
-      b[c] = 0;
-    }
+    bool first = true;
     for (std::int64_t j = 0; j < k; ++j) {
       bool dominated = false;
       for (std::int64_t a = 0; a < k && !dominated; ++a) {
@@ -89,9 +87,21 @@ double dp_loop(const double* values, const std::int64_t* costs, std::int64_t n, 
                     (w[a] < w[j] || v[a] > v[j] || a < j);
       }
       if (dominated) continue;
-      const std::int64_t r = w[j];
+      const std::int64_t r = std::min(w[j], grid);
       const double vj = v[j];
       const std::uint8_t tag = static_cast<std::uint8_t>(j);
+      if (first) {  // the first option kept sets the row (cells below its cost: unreachable)
+        for (std::int64_t c = 0; c < r; ++c) {
+          next[c] = -INFINITY;
+          b[c] = 0;
+        }
+        for (std::int64_t c = r; c < grid; ++c) {
+          next[c] = best[c - r] + vj;
+          b[c] = tag;
+        }
+        first = false;
+        continue;
+      }
       for (std::int64_t c = r; c < grid; ++c) {
         const double cand = best[c - r] + vj;
         const bool better = cand > next[c];
