@@ -25,13 +25,26 @@ template <class Back>
 APPORTION_INLINE void dp_item_body(const double* cost, const double* value, std::int32_t count,
                                    std::int64_t grid, const double* best, double* next, Back* back) {
   const double v0 = value[0];
+  // The first two entries in one pass: the row starts at entry 0 and entry 1 relaxes each cell
+  // before it is stored (the arithmetic of two passes, one store of `next` and `back` fewer).
+  const bool two = count > 1 && cost[1] - cost[0] < static_cast<double>(grid);
+  const std::int64_t r1 = two ? dp_shift(cost, 1) : grid;
+  const double v1 = two ? value[1] : 0.0;
   for (std::int64_t lo = 0; lo < grid; lo += kDpBlock) {
     const std::int64_t hi = std::min(grid, lo + kDpBlock);
-    for (std::int64_t c = lo; c < hi; ++c) {
+    const std::int64_t split = std::max(lo, std::min(hi, r1));
+    for (std::int64_t c = lo; c < split; ++c) {
       next[c] = best[c] + v0;
       back[c] = 0;
     }
-    for (std::int32_t p = 1; p < count; ++p) {
+    for (std::int64_t c = split; c < hi; ++c) {
+      double cell = best[c] + v0;
+      Back tag = 0;
+      dp_relax(best[c - r1], v1, Back(1), cell, tag);
+      next[c] = cell;
+      back[c] = tag;
+    }
+    for (std::int32_t p = 2; p < count; ++p) {
       const double r_exact = cost[p] - cost[0];
       if (r_exact >= static_cast<double>(hi)) break;  // Pareto entries rise in cost
       const std::int64_t r = dp_shift(cost, p);
