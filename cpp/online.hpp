@@ -172,7 +172,9 @@ APPORTION_HD inline DmdChoice dmd_propose(const T* v, const T* w, const std::uin
   }
   if (c.proposed >= 0) {
     bool fits = true;
-    for (std::int64_t q = 0; q < r; ++q) fits = fits && (static_cast<double>(w[c.proposed * r + q]) <= rem[q]);
+    for (std::int64_t q = 0; q < r; ++q) {
+      fits = fits && (static_cast<double>(w[c.proposed * r + q]) <= rem[q]);
+    }
     c.played = fits ? c.proposed : kSkip;
   }
   return c;
@@ -189,7 +191,7 @@ APPORTION_HD inline DmdChoice dmd_propose(const T* v, const T* w, const std::uin
 // the best-priced option that keeps it; when none does (the budget cannot cover the rest at
 // their least cost), the fitting option that uses the least share of the remaining budget,
 // sum_r w[r] / rem[r] (for one resource: the cheapest), so that as many requests as possible
-// are served.
+// are served. Where skipping is allowed and no reserve is kept, dmd_propose decides.
 template <class T>
 APPORTION_HD inline DmdChoice dmd_decide(const T* v, const T* w, const std::uint8_t* mask,
                                          std::int64_t k, std::int64_t r, const double* mu,
