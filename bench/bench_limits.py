@@ -346,10 +346,10 @@ all of them), and for the dense DP and the online simulation a native loop of th
 recurrence or the same decisions (`bench/limits.cpp`, compiled here with `{compiler} -O3
 -march=native`; its answers were checked against ours: the same allocation and value for the
 DP, every decision online). Process CPU time per call, the median of {runs} runs; ours from the
-Python call. The dp's ratio to one read is large by nature: it updates N x K x cells entries
-from an input of N x K numbers, so its limit is the loop. `method="exact"` is not here: its time is the core enumeration, which depends on
-the instance class rather than on the bytes read, and its yardstick (Pisinger's `mcknap`) is
-not available to this build."""
+Python call. The DP's ratio to one read is large by nature: it updates N x K x cells entries
+from an input of N x K numbers, so its limit is the loop. `method="exact"` is not here: its
+time is the core enumeration, which depends on the instance class rather than on the bytes
+read, and its yardstick (Pisinger's `mcknap`) is not available to this build."""
 
 
 def section(quick: bool = False) -> str:
