@@ -212,29 +212,36 @@ def _fmt(seconds: float) -> str:
 
 @dataclasses.dataclass
 class Row:
+    """One case: our CPU time per call (`ours`, on `threads` threads), one read of the same
+    input on one thread (`read_1`) and on all threads (`read_all`, None where the input is too
+    small for threads to matter), and a native yardstick loop (`loop`, named `loop_what`)."""
     case: str
     ours: float
-    read: Optional[float]
-    read_what: str
+    threads: int
+    read_1: float
+    read_all: Optional[float] = None
     loop: Optional[float] = None
     loop_what: str = ""
-    per: str = ""           # a per-unit figure beside the times (e.g. ns per decision)
-    checked: str = ""       # what was compared with the yardstick
+    per: str = ""           # a per-unit figure beside the time (e.g. ns per decision)
 
 
 def _ratio(ours: float, limit: Optional[float]) -> str:
     return "" if limit is None or limit <= 0 else f"{ours / limit:.1f}x"
 
 
-def format_table(rows: List[Row]) -> str:
-    lines = ["| case | ours | one read | ours / read | native loop | ours / loop |",
-             "|---|---|---|---|---|---|"]
+def format_table(rows: List[Row], threads: int) -> str:
+    """The markdown table; `threads` heads the all-threads read column. The read ratio divides
+    ours by the read on as many threads as ours ran on."""
+    lines = [f"| case | ours | one read, 1 thread | one read, {threads} threads | ours / read | "
+             "native loop | ours / loop |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        loop = f"{_fmt(r.loop)} ({r.loop_what})" if r.loop is not None else ""
         ours = _fmt(r.ours) + (f" ({r.per})" if r.per else "")
-        read = f"{_fmt(r.read)} ({r.read_what})" if r.read is not None else ""
-        lines.append(f"| {r.case} | {ours} | {read} | {_ratio(r.ours, r.read)} | {loop} | "
-                     f"{_ratio(r.ours, r.loop)} |")
+        read_all = _fmt(r.read_all) if r.read_all is not None else ""
+        limit = r.read_1 if r.threads == 1 else r.read_all
+        loop = f"{_fmt(r.loop)} ({r.loop_what})" if r.loop is not None else ""
+        lines.append(f"| {r.case} | {ours} | {_fmt(r.read_1)} | {read_all} | "
+                     f"{_ratio(r.ours, limit)} | {loop} | {_ratio(r.ours, r.loop)} |")
     return "\n".join(lines)
 
 
@@ -269,15 +276,28 @@ def online_instance(t: int, k: int = 8, seed: int = 1) -> Tuple[np.ndarray, np.n
     return rng.random((t, k)), rng.random((t, k)), 0.2 * t
 
 
+# Below this many bytes a read on all threads is mostly the threads' start-up: not shown.
+MIN_THREADED_READ = 8 << 20
+
+
+def _reads(lib: ctypes.CDLL, arrays: Tuple[np.ndarray, ...], threads: int,
+           sizes: Sizes) -> Tuple[float, Optional[float]]:
+    """(one read on 1 thread, on `threads` threads or None) of the arrays, CPU seconds."""
+    one = read_time(lib, arrays, 1, sizes)
+    if threads == 1 or sum(a.nbytes for a in arrays) < MIN_THREADED_READ:
+        return one, None
+    return one, read_time(lib, arrays, threads, sizes)
+
+
 def _lagrangian_row(label: str, lib: ctypes.CDLL, values: np.ndarray, costs: np.ndarray,
-                    budget: Any, threads: int, sizes: Sizes) -> Row:
+                    budget: Any, threads: int, all_threads: int, sizes: Sizes) -> Row:
     def ours() -> Any:
         return apportion.solve(values, costs, budget, method="lagrangian", threads=threads)
 
     t_ours = cpu_per_call(ours, runs=sizes.runs, min_run=sizes.min_run)
-    t_read = read_time(lib, (values, costs), threads, sizes)
+    read_1, read_all = _reads(lib, (values, costs), all_threads, sizes)
     what = "1 thread" if threads == 1 else f"{threads} threads"
-    return Row(f"{label}, {what}", t_ours, t_read, what)
+    return Row(f"{label}, {what}", t_ours, threads, read_1, read_all)
 
 
 def limit_rows(sizes: Sizes, lib: ctypes.CDLL, threads: Optional[int] = None) -> List[Row]:
@@ -286,18 +306,18 @@ def limit_rows(sizes: Sizes, lib: ctypes.CDLL, threads: Optional[int] = None) ->
     threads = threads or apportion._core.num_threads()
     rows = []
     v, c, b = workloads.instance("routing", 1000, 8, seed=0)
-    rows.append(_lagrangian_row("lagrangian routing 1000 x 8 f64", lib, v, c, b, 1, sizes))
+    rows.append(_lagrangian_row("lagrangian routing 1000 x 8 f64", lib, v, c, b, 1, threads, sizes))
     n = sizes.routing_large
     v, c, b = workloads.instance("routing", n, 8, seed=0)
     rows.append(_lagrangian_row(f"lagrangian routing {n:.0e} x 8 f64".replace("e+0", "e"), lib,
-                                v, c, b, 1, sizes))
+                                v, c, b, 1, threads, sizes))
     v32, c32 = v.astype(np.float32), c.astype(np.float32)
     rows.append(_lagrangian_row(f"lagrangian routing {n:.0e} x 8 f32".replace("e+0", "e"), lib,
-                                v32, c32, b, 1, sizes))
+                                v32, c32, b, 1, threads, sizes))
     del v, c, v32, c32
     v, c, b = workloads.instance("routing", 1000, 8, batch=sizes.batch, seed=0)
     rows.append(_lagrangian_row(f"lagrangian routing B={sizes.batch} x (1000 x 8) f64", lib,
-                                v, c, b, threads, sizes))
+                                v, c, b, threads, threads, sizes))
     del v, c
 
     # Dense DP: the same recurrence over the same 8001 cells, one thread.
@@ -311,9 +331,9 @@ def limit_rows(sizes: Sizes, lib: ctypes.CDLL, threads: Optional[int] = None) ->
     t_loop = cpu_per_call(lambda: dp_yardstick(lib, v, c, b), runs=sizes.runs,
                           min_run=sizes.min_run)
     cb = np.broadcast_to(c, v.shape).copy()
-    t_read = read_time(lib, (v, cb), 1, sizes)
-    rows.append(Row(f"dp 300 x 4, {int(b) + 1} cells, 1 thread", t_ours, t_read, "1 thread",
-                    t_loop, "dp_loop", checked="allocation and value"))
+    read_1, read_all = _reads(lib, (v, cb), threads, sizes)
+    rows.append(Row(f"dp 300 x 4, {int(b) + 1} cells, 1 thread", t_ours, 1, read_1, read_all,
+                    t_loop, "dp_loop"))
 
     # Online: one stream, one resource, K = 8, per-request costs, one thread.
     t_req = sizes.online_requests
@@ -329,27 +349,34 @@ def limit_rows(sizes: Sizes, lib: ctypes.CDLL, threads: Optional[int] = None) ->
         t_ours = cpu_per_call(ours, runs=sizes.runs, min_run=sizes.min_run)
         t_loop = cpu_per_call(lambda mirror=mirror: online_yardstick(lib, v, c, b, mirror),
                               runs=sizes.runs, min_run=sizes.min_run)
-        t_read = read_time(lib, (v, c), 1, sizes)
-        rows.append(Row(f"simulate_online {mirror}, T={t_req}, K=8, 1 thread", t_ours, t_read,
-                        "1 thread", t_loop, "online_loop",
-                        per=f"{t_ours / t_req * 1e9:.1f} ns/decision",
-                        checked="every decision"))
+        read_1, read_all = _reads(lib, (v, c), threads, sizes)
+        rows.append(Row(f"simulate_online {mirror}, T={t_req}, K=8, 1 thread", t_ours, 1, read_1,
+                        read_all, t_loop, "online_loop",
+                        per=f"{t_ours / t_req * 1e9:.1f} ns/decision"))
     return rows
 
 
 SECTION_TITLE = "## Against the limits of this machine"
 
 ABOUT = """\
-Each solver beside what this machine does at best, in the same run (`bench/bench_limits.py`):
-one read of the solver's input (a native loop summing its 64-bit words, on one thread or on
-all of them), and for the dense DP and the online simulation a native loop of the same
-recurrence or the same decisions (`bench/limits.cpp`, compiled here with `{compiler} -O3
--march=native`; its answers were checked against ours: the same allocation and value for the
-DP, every decision online). Process CPU time per call, the median of {runs} runs; ours from the
-Python call. The DP's ratio to one read is large by nature: it updates N x K x cells entries
-from an input of N x K numbers, so its limit is the loop. `method="exact"` is not here: its
-time is the core enumeration, which depends on the instance class rather than on the bytes
-read, and its yardstick (Pisinger's `mcknap`) is not available to this build."""
+Each solver beside what this machine does at best, measured in the same run by
+`bench/bench_limits.py`:
+
+- **One read** of the solver's input: a native loop summing its 64-bit words, on one thread,
+  and on {threads} threads (apportion's default) for inputs of {mib} MiB or more (below that,
+  starting the threads is most of the time). "ours / read" divides by the read on as many
+  threads as ours ran on. Process CPU time counts every thread, so a read on {threads} threads
+  costs about what it costs on one, plus the threads' start-up.
+- **Native loops** for the dense DP and the online simulation: the same recurrence
+  (`dp_loop`) and the same decisions (`online_loop`), in `bench/limits.cpp`, compiled here with
+  `{compiler} -O3 -march=native`. Their answers were checked against ours in this run: the
+  same allocation and value for the DP, every decision online.
+- Process CPU time per call, the median of {runs} runs; ours from the Python call.
+- The DP's ratio to one read is large by nature: it updates N x K x cells entries from an
+  input of N x K numbers, so its limit is the loop.
+- `method="exact"` is not here: its time is the core enumeration, which depends on the
+  instance class rather than on the bytes read, and its yardstick (Pisinger's `mcknap`) is not
+  available to this build."""
 
 
 def section(quick: bool = False) -> str:
@@ -359,9 +386,11 @@ def section(quick: bool = False) -> str:
         return (f"{SECTION_TITLE}\n\nNot measured: {nat.reason}. The read limit and the "
                 "yardsticks are native loops compiled at bench time (`bench/limits.cpp`).")
     sizes = QUICK if quick else FULL
-    rows = limit_rows(sizes, nat.lib)
-    about = ABOUT.format(compiler=os.path.basename(nat.compiler), runs=sizes.runs)
-    return f"{SECTION_TITLE}\n\n{about}\n\n{format_table(rows)}"
+    threads = apportion._core.num_threads()
+    rows = limit_rows(sizes, nat.lib, threads)
+    about = ABOUT.format(compiler=os.path.basename(nat.compiler), runs=sizes.runs,
+                         threads=threads, mib=MIN_THREADED_READ >> 20)
+    return f"{SECTION_TITLE}\n\n{about}\n\n{format_table(rows, threads)}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -424,9 +453,11 @@ def test_online_loop_makes_the_same_decisions():
 
 
 def test_table_formats_every_row():
-    rows = [Row("a", 2e-3, 1e-3, "1 thread"), Row("b", 3e-6, None, "", 1.5e-6, "loop", "x")]
-    text = format_table(rows).splitlines()
-    assert len(text) == 4 and "2.0x" in text[2] and "2.0x" in text[3]
+    rows = [Row("a", 2e-3, 1, 1e-3, 5e-4), Row("b", 3e-6, 2, 1e-6, 1.5e-6, 1.5e-6, "loop", "x")]
+    text = format_table(rows, 2).splitlines()
+    assert len(text) == 4 and "one read, 2 threads" in text[0]
+    assert text[2].count("2.0x") == 1  # against the read on one thread, as ours ran
+    assert text[3].count("2.0x") == 2  # against the read on two threads, and the loop
 
 
 if __name__ == "__main__":
