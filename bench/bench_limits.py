@@ -8,8 +8,8 @@ Two kinds of limit, both native loops in `bench/limits.cpp`, compiled here at ru
 system C++ compiler for this CPU (-O3 -march=native):
 
 - the read limit: one pass summing the 64-bit words of the solver's input (values and costs),
-  on one thread, and on all threads for the batch case. No solver that reads its input can
-  beat it.
+  on one thread, and on all threads (apportion's default count) where the input is 8 MiB or
+  more. No solver that reads its input can beat it.
 - yardsticks for the dense DP and the online simulation: a tight loop of the same recurrence
   (`dp_loop`) and a minimal loop making the same decisions (`online_loop`). Their answers are
   checked against ours on the timed instances: the same allocation and value for the DP, the
@@ -18,9 +18,9 @@ system C++ compiler for this CPU (-O3 -march=native):
 Every time is process CPU time per call (`time.process_time`, all threads of the process),
 the median of several timed runs of repeated calls, after one untimed call; ours is timed from
 the Python call. `method="exact"` is left out: its time is the core enumeration, which depends on
-the instance class and not on the bytes read (a 1000 x 8 strongly correlated instance takes
-hundreds of times longer than an uncorrelated one of the same size); its yardstick would be
-Pisinger's `mcknap`, whose code is not available to this build.
+the instance class and not on the bytes read (compare the classes of one size in the exact
+tables of docs/benchmarks.md); its yardstick would be Pisinger's `mcknap`, whose code is not
+available to this build.
 
 Without a C++ compiler the section says so instead of failing.
 """
