@@ -22,7 +22,7 @@ def test_build_info_names_the_levels_the_compiler_and_cuda():
     info = apportion.build_info()
     assert set(info) == {"simd_compiled", "simd_cpu", "simd_running", "compiler", "cuda_built"}
     assert info["simd_compiled"][0] == "baseline"
-    assert set(info["simd_compiled"]) <= {"baseline", "x86-64-v3"}
+    assert set(info["simd_compiled"]) <= {"baseline", "x86-64-v3", "x86-64-v4"}
     assert info["simd_cpu"] in info["simd_compiled"]
     assert info["simd_running"] == info["simd_cpu"]
     assert isinstance(info["compiler"], str) and info["compiler"]
