@@ -135,26 +135,63 @@ struct ExactWorkspace {
   }
 };
 
-// Whether every allowed cost (of_costs) or value of the instance is an integer and the
-// largest total (the sum of each item's largest magnitude) is below 2^53, so that every
-// allocation's total is an integer and exact in a double. Stops at the first item with a
-// fraction.
+// The greatest common divisor of two positive doubles: Euclid's algorithm, exact because fmod
+// is.
+inline double float_gcd(double a, double b) {
+  while (b > 0.0) {
+    const double r = std::fmod(a, b);
+    a = b;
+    b = r;
+  }
+  return a;
+}
+
+// The lowest set bit of a positive finite double, as a double (1 for 3.0, 0.5 for 1.5).
+inline double lowest_bit(double x) {
+  int exponent;
+  const double mantissa = std::frexp(x, &exponent);  // x = mantissa 2^exponent, mantissa in [0.5, 1)
+  auto bits = static_cast<std::uint64_t>(std::ldexp(mantissa, 53));  // an integer below 2^53
+  int zeros = 0;
+  while ((bits & 1u) == 0) {
+    bits >>= 1;
+    ++zeros;
+  }
+  return std::ldexp(1.0, exponent - 53 + zeros);
+}
+
+// A common step of the allowed costs or values: every one is an integer multiple of `step`,
+// and every allocation's total is exact in a double (below `exact_below`, 2^53 times the
+// lowest set bit of step), so totals are multiples of step too. step is 0 where there is none.
+struct CommonStep {
+  double step = 0.0, exact_below = 0.0;
+};
+
+// The largest common step of the allowed costs (of_costs) or values, by Euclid's algorithm
+// over them: integers give 1 (or their gcd), multiples of 0.5 give 0.5. Stops with none as soon
+// as the sum of each item's largest magnitude reaches exact_below: real-valued data (where the
+// step falls to the last bits) stop within a few items.
 template <class T>
-bool totals_integral(const InstanceView<T>& inst, bool of_costs) {
+CommonStep common_step(const InstanceView<T>& inst, bool of_costs) {
+  CommonStep found;
   double largest_total = 0.0;
   for (std::int64_t i = 0; i < inst.n; ++i) {
-    bool integers = true;
     double largest = 0.0;
     for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
       if (!ok) return;
-      const double x = of_costs ? w : v;
-      integers &= x == std::floor(x);
-      largest = std::max(largest, std::fabs(x));
+      const double x = std::fabs(of_costs ? w : v);
+      largest = std::max(largest, x);
+      if (x == 0.0) return;
+      // Already a multiple: x / step is then an integer k, and k * step is exact while x is
+      // below exact_below (beyond it the check after this item gives up anyway).
+      const double k = x / found.step;
+      if (k == std::floor(k) && k * found.step == x) return;
+      found.step = found.step == 0.0 ? x : float_gcd(found.step, x);
+      found.exact_below = 9007199254740992.0 * lowest_bit(found.step);  // 2^53
     });
-    if (!integers) return false;
     largest_total += largest;
+    if (found.step > 0.0 && !(largest_total < found.exact_below)) return CommonStep{};  // (step 0: zeros so far)
   }
-  return largest_total < 9007199254740992.0;  // 2^53
+  return found;
 }
 
 // Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
@@ -210,12 +247,19 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
   run_batch<ExactWorkspace>(p.b, threads, [&](std::int64_t b, ExactWorkspace& ws, int inner) {
     const auto started = clock::now();
     InstanceView<T> inst = p.instance(b);
-    // With integer costs (totals exact in a double) an allocation fits C exactly when it fits
-    // floor(C): the LP and its bound are taken at floor(C), which they would otherwise pass by
-    // up to the fraction (a real budget over integer costs left a gap that only enumeration
-    // could close).
-    if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget) && totals_integral(inst, /*of_costs=*/true)) {
-      inst.budget = std::floor(inst.budget);
+    // With costs on a common step (integers, or multiples of 0.5, ..., totals exact in a
+    // double) an allocation fits C exactly when it fits C rounded down to the step: the LP and
+    // its bound are taken there, which they would otherwise pass by up to the fraction (a real
+    // budget over integer costs left a gap that only enumeration could close). Checked only
+    // for a budget with a fraction: the step costs a pass over the costs.
+    if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget)) {
+      const CommonStep cost = common_step(inst, /*of_costs=*/true);
+      // A budget past exact_below is past every total: nothing to round there.
+      if (cost.step > 0.0 && std::fabs(inst.budget) < cost.exact_below) {
+        double units = std::floor(inst.budget / cost.step);
+        if (units * cost.step > inst.budget) units -= 1.0;  // the division rounded up
+        inst.budget = units * cost.step;                    // exact below exact_below
+      }
     }
     LagrangianWorkspace& lw = ws.lagrangian;
     const LpRelaxation lp = solve_lp_reduced(inst, lw, inner, /*margins=*/true, [&] { check_instance(p, b); });
@@ -283,12 +327,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     }
     double upper_rel = L_rel;
     bool proven = L_rel - z_rel <= tol;
-    // What a bound must pass z by to matter: tol, or with integer values (totals exact in a
-    // double) almost 1, since an allocation that beats z then beats it by at least 1. Without
-    // it, subset-sum with a budget that is not an integer enumerated the whole core (7.5 s) to
-    // end "feasible" at a gap of 0.5.
-    const bool integral = !proven && tol < 0.25 && totals_integral(inst, /*of_costs=*/false);
-    const double margin = integral ? 1.0 - 2.0 * tol : tol;
+    // What a bound must pass z by to matter: tol, or with values on a common step (integers:
+    // 1; multiples of 0.5: 0.5; totals exact in a double) almost the step, since an allocation
+    // that beats z then beats it by at least the step. Without it, subset-sum with a budget
+    // that is not an integer enumerated the whole core (7.5 s) to end "feasible" at a gap of 0.5.
+    const double value_step = proven ? 0.0 : common_step(inst, /*of_costs=*/false).step;
+    const bool stepped = value_step > 4.0 * tol;
+    const double margin = stepped ? value_step - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
     std::int8_t stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
 
@@ -605,8 +650,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       r.cost = z_cost;
       r.value = z;
     }
-    // An integer optimum is at most the bound rounded down (to the rounding of the bound).
-    if (integral) upper_rel = std::floor(upper_rel + tol);
+    // An optimum on the value step is at most the bound rounded down to the step (to the
+    // rounding of the bound).
+    if (stepped) upper_rel = value_step * std::floor((upper_rel + tol) / value_step);
     const double upper = base_value_sum.value() + upper_rel;
     r.bound = proven ? r.value : std::max(std::min(upper, L), r.value);
     r.shadow_price = lambda;

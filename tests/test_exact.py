@@ -305,3 +305,38 @@ def test_exact_integer_costs_take_the_budget_rounded_down(seed):
     values, costs, budget = workloads.instance("subset_sum", 1000, 8, R=10000, seed=seed)
     sol = apportion.solve(values * 1.5, costs, float(budget) + 0.5, method="exact", max_states=10**5)
     assert sol.status == "optimal" and sol.gap == 0.0 and sol.cost <= float(budget)
+
+
+@pytest.mark.parametrize("step", [0.5, 0.25, 3.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_proves_values_and_costs_on_a_common_step(seed, step):
+    # Values and costs on a common step other than 1, a budget half a step past a multiple:
+    # every allocation's cost fits the budget rounded down to the step, and its value beats
+    # z by a whole step or not at all, so the bound closes without enumeration (before: the
+    # LP bound sat a fraction of a step above the optimum, and the core ran to max_states).
+    values, costs, budget = workloads.instance("subset_sum", 1000, 8, R=10000, seed=seed)
+    sol = apportion.solve(values * step, costs * step, float(budget) * step + 0.5 * step, method="exact",
+                          max_states=10**5)
+    assert sol.status == "optimal" and sol.gap == 0.0 and sol.cost <= float(budget) * step
+    unit = apportion.solve(values, costs, float(budget), method="exact")
+    assert sol.value == unit.value * step
+
+
+def test_exact_on_common_steps_equals_brute_force():
+    # Small instances whose values and costs are multiples of a step (0.5, 0.25, 3, and 0.1,
+    # which is no exact binary step), with budgets off the step: the same optimum as brute force.
+    rng = np.random.default_rng(17)
+    for t in range(600):
+        n, k = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+        value_step, cost_step = rng.choice([0.5, 0.25, 3.0, 0.1, 1.0], size=2)
+        values = rng.integers(-20, 21, (n, k)) * value_step
+        costs = rng.integers(0, 15, (n, k)) * cost_step
+        budget = float(costs.min(axis=1).sum() + rng.random() * (costs.max(axis=1).sum() - costs.min(axis=1).sum()))
+        best = brute_force(values, costs, budget)
+        sol = apportion.solve(values, costs, budget, method="exact")
+        check_solution(sol, values, costs, budget)
+        if best is None:
+            assert sol.status == "infeasible", t
+            continue
+        assert sol.status == "optimal", t
+        assert sol.value == pytest.approx(best, rel=1e-12, abs=1e-12), t
