@@ -5,8 +5,9 @@
 // v - lambda w). Every allocation x within the budget satisfies
 //     value(x) <= L(lambda) - sum_i d_i(x_i),   d_ij = (v_ib - lambda w_ib) - (v_ij - lambda w_ij) >= 0,
 // so only options with d_ij < L - z can appear in an allocation better than the incumbent z.
-// Items enter a core in order of their smallest d (how cheaply they leave b_i; ties by how
-// close their hull slopes come to lambda, which tightens the bounds below); the core is enumerated
+// Items enter a core in turn from two lists: by the steepest hull step up from b_i and by the
+// flattest step down to it (ties by their smallest d, how cheaply they leave b_i), which
+// tightens the bounds below fastest; the core is enumerated
 // by DP over (cost, value) states with the other items at b_i. A state (mu, pi) is dropped when
 // dominated (another costs no more and is worth no less) or when its bound cannot beat the
 // incumbent. An item whose smallest d exceeds every state's slack pi + lambda (C - mu) - z
@@ -104,6 +105,8 @@ struct ExactWorkspace {
     std::int32_t item;
   };
   std::vector<CoreCandidate> order, order_scratch;
+  std::vector<std::int32_t> by_up, by_down;  // positions in `order`, by slope (interleave_by_slopes)
+  std::vector<char> taken;
   // Every item that can leave its LP option, before the core takes it: `prepared` once its
   // hull slopes (up, down, closeness) are in `candidate`; up/down_outside its slopes should it
   // stay outside (as the first pass over the items found them).
@@ -134,6 +137,39 @@ struct ExactWorkspace {
            (states.size() + merged.size() + scratch.size() + shifted.size()) * sizeof(CoreState);
   }
 };
+
+// Reorders ws.order so that the items with the steepest up-step and with the flattest
+// down-step left come in turn (each list in the current order among equal slopes). A state's
+// tight bound prices leftover budget at the steepest up-step and an overspend at the flattest
+// down-step among the items still to come: while an item with a step at lambda stays out, that
+// side is bounded by lambda alone and nothing is pruned. Taking items by promise (smallest d)
+// left such items out for many layers (strongly correlated 1000 x 8, R = 10^4, seed 3: 34,000
+// states against 4,300 so); taking the best of each side in turn, as Pisinger's two sorted
+// stacks do, lowers both bounds from the first layers.
+void interleave_by_slopes(ExactWorkspace& ws) {
+  const std::size_t m = ws.order.size();
+  if (m < 3) return;
+  ws.by_up.resize(m);
+  ws.by_down.resize(m);
+  for (std::size_t a = 0; a < m; ++a) ws.by_up[a] = ws.by_down[a] = static_cast<std::int32_t>(a);
+  const auto& order = ws.order;
+  std::stable_sort(ws.by_up.begin(), ws.by_up.end(),
+                   [&](std::int32_t x, std::int32_t y) { return order[x].up > order[y].up; });
+  std::stable_sort(ws.by_down.begin(), ws.by_down.end(),
+                   [&](std::int32_t x, std::int32_t y) { return order[x].down < order[y].down; });
+  ws.taken.assign(m, 0);
+  ws.order_scratch.clear();
+  std::size_t next_up = 0, next_down = 0;
+  for (bool up_turn = true; ws.order_scratch.size() < m; up_turn = !up_turn) {
+    std::vector<std::int32_t>& list = up_turn ? ws.by_up : ws.by_down;
+    std::size_t& next = up_turn ? next_up : next_down;
+    while (next < m && ws.taken[list[next]]) ++next;
+    if (next == m) continue;  // the other list still holds the rest
+    ws.taken[list[next]] = 1;
+    ws.order_scratch.push_back(order[list[next]]);
+  }
+  ws.order.swap(ws.order_scratch);
+}
 
 // The greatest common divisor of two positive doubles: Euclid's algorithm, exact because fmod
 // is.
@@ -495,6 +531,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             ws.order[at] = run[shedder_turn ? shedder++ : adder++];
           }
         }
+        interleave_by_slopes(ws);
         // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
         const std::size_t m = ws.order.size();
         ws.up_after.assign(m + 1, up_outside);
