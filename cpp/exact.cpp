@@ -119,6 +119,16 @@ struct ExactWorkspace {
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
+  // The two-move fill's table of moves by cost change (open addressing; a slot is in use when
+  // its stamp is this fill's, so the table is never cleared).
+  struct MoveSlot {
+    double dw;                         // the key: cost change of the move
+    double dv[2];                      // the best two value changes under this key...
+    std::int32_t item[2], option[2];   // ...from two different items (item[1] < 0: none)
+    std::uint32_t stamp;
+  };
+  std::vector<MoveSlot> moves;
+  std::uint32_t move_stamp = 0;
   CoreStates states, merged, scratch, shifted;
   RawBuffer<CoreLink> links;               // every layer's links, one after the other
   std::vector<std::size_t> layer_begin;     // where each layer's links start
@@ -209,25 +219,134 @@ struct CommonStep {
 template <class T>
 CommonStep common_step(const InstanceView<T>& inst, bool of_costs) {
   CommonStep found;
-  double largest_total = 0.0;
+  double largest_total = 0.0, inverse = 0.0;
+  bool power_of_two = false;
   for (std::int64_t i = 0; i < inst.n; ++i) {
     double largest = 0.0;
-    for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
-      if (!ok) return;
-      const double x = std::fabs(of_costs ? w : v);
-      largest = std::max(largest, x);
-      if (x == 0.0) return;
-      // Already a multiple: x / step is then an integer k, and k * step is exact while x is
-      // below exact_below (beyond it the check after this item gives up anyway).
-      const double k = x / found.step;
-      if (k == std::floor(k) && k * found.step == x) return;
-      found.step = found.step == 0.0 ? x : float_gcd(found.step, x);
-      found.exact_below = 9007199254740992.0 * lowest_bit(found.step);  // 2^53
-    });
+    // Whether every option of the item is a multiple already: x / step is then an integer k,
+    // and k * step is exact while x is below exact_below (beyond it the check after this item
+    // gives up anyway). A step that is a power of two (1 for integers) divides exactly as a
+    // product by its inverse; k = 0 for x > 0 is a quotient that underflowed. Branch-free:
+    // this pass is most of the time on integer data.
+    bool multiples = found.step > 0.0;
+    if (multiples) {
+      for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
+        const double x = ok ? std::fabs(of_costs ? w : v) : 0.0;
+        largest = std::max(largest, x);
+        const double k = power_of_two ? x * inverse : x / found.step;
+        multiples &= (k == std::floor(k)) & ((k != 0.0) | (x == 0.0)) & (power_of_two | (k * found.step == x));
+      });
+    }
+    if (!multiples) {  // the item's options into the step, one by one
+      largest = 0.0;
+      for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
+        const double x = ok ? std::fabs(of_costs ? w : v) : 0.0;
+        largest = std::max(largest, x);
+        if (x == 0.0) return;
+        if (found.step > 0.0) {
+          const double k = power_of_two ? x * inverse : x / found.step;
+          if (k != 0.0 && k == std::floor(k) && (power_of_two || k * found.step == x)) return;
+        }
+        found.step = found.step == 0.0 ? x : float_gcd(found.step, x);
+        const double low = lowest_bit(found.step);
+        found.exact_below = 9007199254740992.0 * low;  // 2^53
+        power_of_two = low == found.step;
+        inverse = 1.0 / found.step;
+      });
+    }
     largest_total += largest;
     if (found.step > 0.0 && !(largest_total < found.exact_below)) return CommonStep{};  // (step 0: zeros so far)
   }
   return found;
+}
+
+// The two-move fill: looks for two items, both at their LP options in the primal `option`,
+// whose moves together add exactly `leftover` of cost (every move's cost change is checked
+// against the other's complement in a hash table, as the moves are read) and at least
+// `value_needed` of value. Only moves with reduced cost d up to `d_budget` can be part of such
+// a pair. Where values and costs are integers and the bound is proven by a fill of the budget
+// (subset-sum), a primal one unit short has thousands of such pairs among 1000 items with a
+// range of 10^4, and the first turns up within a few hundred moves; the core instead
+// enumerated every combination of its first four items (3,750 states) to find one. Reads at
+// most kMaxFillMoves moves. On success, writes the two moves into `option`, their value change
+// into `gained`, and returns true.
+template <class T>
+bool fill_with_two_moves(const InstanceView<T>& inst, ExactWorkspace& ws, std::vector<std::int32_t>& option,
+                         double lambda, double leftover, double value_needed, double d_budget, double& gained) {
+  constexpr std::size_t kMaxFillMoves = 8192;
+  const std::size_t capacity = 2 * kMaxFillMoves;  // a power of two
+  if (ws.moves.size() != capacity) {
+    ws.moves.assign(capacity, ExactWorkspace::MoveSlot{});
+    ws.move_stamp = 0;
+  }
+  if (++ws.move_stamp == 0) {  // wrapped: clear once
+    for (auto& slot : ws.moves) slot.stamp = 0;
+    ws.move_stamp = 1;
+  }
+  const std::uint32_t stamp = ws.move_stamp;
+  auto slot_of = [&](double dw) -> ExactWorkspace::MoveSlot& {
+    std::uint64_t bits;
+    const double key = dw + 0.0;  // -0 as +0
+    std::memcpy(&bits, &key, sizeof bits);
+    std::size_t at = static_cast<std::size_t>((bits * 0x9E3779B97F4A7C15ull) >> 40) & (capacity - 1);
+    while (ws.moves[at].stamp == stamp && ws.moves[at].dw != key) at = (at + 1) & (capacity - 1);
+    return ws.moves[at];
+  };
+  std::size_t read = 0;
+  // Items from both ends in turn: the LP takes tied steps in item order, so the items before
+  // the break tend to sit at their dearer options (moves that free cost) and those after it at
+  // cheaper ones (moves that add cost); a fill needs one of each (item order read 3,500 moves
+  // on subset-sum 1000 x 8 before the first pair).
+  for (std::int64_t t = 0; t < inst.n; ++t) {
+    const auto i = static_cast<std::int32_t>(t % 2 == 0 ? t / 2 : inst.n - 1 - t / 2);
+    const std::int32_t bi = ws.lp_option[i];
+    if (option[i] != bi) continue;  // the primal moved it already
+    const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
+    for (std::int32_t q = 0; q < inst.k; ++q) {
+      if (q == bi || !inst.allowed(i, q)) continue;
+      const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
+      if (!(lambda * dw - dv <= d_budget)) continue;
+      ExactWorkspace::MoveSlot& other = slot_of(leftover - dw);
+      if (other.stamp == stamp) {
+        const int pick = other.item[0] != i ? 0 : 1;  // the best partner from another item
+        if (other.item[pick] >= 0 && dv + other.dv[pick] >= value_needed) {
+          const std::int32_t j = other.item[pick], qj = other.option[pick];
+          const std::int32_t old_i = option[i], old_j = option[j];
+          option[i] = q;
+          option[j] = qj;
+          double total_cost, total_value;
+          if (option_fits(inst, option.data(), total_cost, total_value)) {
+            gained = dv + other.dv[pick];
+            return true;
+          }
+          option[i] = old_i;  // over by rounding: not this pair
+          option[j] = old_j;
+        }
+      }
+      ExactWorkspace::MoveSlot& mine = slot_of(dw);
+      if (mine.stamp != stamp) {
+        mine = ExactWorkspace::MoveSlot{dw + 0.0, {dv, 0.0}, {i, -1}, {q, -1}, stamp};
+      } else if (mine.item[0] == i) {  // the same item: keep its better move first
+        if (dv > mine.dv[0]) {
+          mine.dv[0] = dv;
+          mine.option[0] = q;
+        }
+      } else if (dv > mine.dv[0]) {  // a new best from another item; the old best second
+        mine.dv[1] = mine.dv[0];
+        mine.item[1] = mine.item[0];
+        mine.option[1] = mine.option[0];
+        mine.dv[0] = dv;
+        mine.item[0] = i;
+        mine.option[0] = q;
+      } else if (mine.item[1] < 0 || dv > mine.dv[1]) {
+        mine.dv[1] = dv;
+        mine.item[1] = i;
+        mine.option[1] = q;
+      }
+      if (++read >= kMaxFillMoves) return false;
+    }
+  }
+  return false;
 }
 
 // Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
@@ -337,12 +456,18 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // v - lambda w), the primal is z_rel, and "optimal" is decided to the rounding of those.
     // Even an integral LP is checked so: its steps fit on a running sum, and the primal may
     // have been stepped down since, where the compensated total said it did not fit.
-    CompensatedSum base_cost_sum, base_value_sum, z_rel_sum;
+    CompensatedSum base_cost_sum, base_value_sum, z_rel_sum, z_cost_rel_sum;
+    double z_reduced_cost = 0.0;  // sum of the primal's d_i(x_i)
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int32_t bi = ws.lp_option[i], xi = lw.item_option[i];
       base_cost_sum.add(inst.cost(i, bi));
       base_value_sum.add(inst.value(i, bi));
-      if (xi != bi) z_rel_sum.add(inst.value(i, xi) - inst.value(i, bi));
+      if (xi != bi) {
+        const double dw = inst.cost(i, xi) - inst.cost(i, bi), dv = inst.value(i, xi) - inst.value(i, bi);
+        z_rel_sum.add(dv);
+        z_cost_rel_sum.add(dw);
+        z_reduced_cost += lambda * dw - dv;
+      }
     }
     // C - base, with the compensated base's carry: C_rel to about an ulp of C.
     const double C_rel = (C - base_cost_sum.sum) - base_cost_sum.carry;
@@ -372,6 +497,21 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     const double margin = stepped ? value_step - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
     std::int8_t stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
+    // Values on a step: two moves that fill the budget may reach the bound (subset-sum). An
+    // allocation made from the primal x by moving two items that sit at b_i is worth
+    // L - d_a - d_b - D(x) - lambda * (its leftover), so only moves with d up to
+    // margin - D(x) can take part. Where the slopes underflowed, d means nothing: not tried.
+    if (!proven && stepped && !slopes_underflow && z_reduced_cost < margin) {
+      double gained = 0.0;
+      ws.best_option.assign(lw.item_option.begin(), lw.item_option.end());
+      const double leftover = C_rel - z_cost_rel_sum.value();
+      if (fill_with_two_moves(inst, ws, ws.best_option, lambda, leftover, L_rel - z_rel - margin,
+                              margin - z_reduced_cost + tol, gained)) {
+        z_rel += gained;
+        core_improved = true;
+        proven = L_rel - z_rel <= margin;
+      }
+    }
 
     if (!proven) {
       // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
@@ -445,6 +585,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       // that underflowed), a move can gain (d < 0) and the core's bounds do not hold: it does
       // not run, and the absolute bound stands.
       const bool core_sound = !(slopes_underflow && short_by > tol);
+
       // How far a candidate's moves that cost less than `move_limit` (of L) take its cost
       // down and up.
       auto cost_range = [&](ExactWorkspace::CoreCandidate& c, double move_limit) {
