@@ -107,13 +107,14 @@ struct ExactWorkspace {
   std::vector<CoreCandidate> order, order_scratch;
   std::vector<std::int32_t> by_up, by_down;  // positions in `order`, by slope (interleave_by_slopes)
   std::vector<char> taken;
-  // Every item that can leave its LP option, before the core takes it: `prepared` once its
-  // hull slopes (up, down, closeness) are in `candidate`; up/down_outside its slopes should it
-  // stay outside (as the first pass over the items found them).
+  // Every item that can leave its LP option, before the core takes it: its hull slopes (up,
+  // down) are in `candidate`, checked and with their closeness once `prepared`; `cheaper`
+  // whether it has a cheaper option; up/down_outside its slopes should it stay outside (as the
+  // first pass over the items found them).
   struct Pending {
     CoreCandidate candidate;
     double up_outside, down_outside;
-    bool prepared;
+    bool cheaper, prepared;
   };
   std::vector<Pending> pending;
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
@@ -216,12 +217,14 @@ struct CommonStep {
 // over them: integers give 1 (or their gcd), multiples of 0.5 give 0.5. Stops with none as soon
 // as the sum of each item's largest magnitude reaches exact_below: real-valued data (where the
 // step falls to the last bits) stop within a few items.
-template <class T>
-CommonStep common_step(const InstanceView<T>& inst, bool of_costs) {
+// Only the items for which `counts(i)` holds take part.
+template <class T, class Counts>
+CommonStep common_step(const InstanceView<T>& inst, bool of_costs, Counts&& counts) {
   CommonStep found;
   double largest_total = 0.0, inverse = 0.0;
   bool power_of_two = false;
   for (std::int64_t i = 0; i < inst.n; ++i) {
+    if (!counts(i)) continue;
     double largest = 0.0;
     // Whether every option of the item is a multiple already: x / step is then an integer k,
     // and k * step is exact while x is below exact_below (beyond it the check after this item
@@ -229,7 +232,20 @@ CommonStep common_step(const InstanceView<T>& inst, bool of_costs) {
     // product by its inverse; k = 0 for x > 0 is a quotient that underflowed. Branch-free:
     // this pass is most of the time on integer data.
     bool multiples = found.step > 0.0;
-    if (multiples) {
+    if (multiples && power_of_two && !of_costs && inst.mask == nullptr) {
+      // The common case (integer values, no mask) on the raw row, without a branch or a
+      // floor: q = x / step is an integer below 2^52 exactly when (q + 2^52) - 2^52 == q (an
+      // integer past 2^52 may read as not one: the one-by-one pass below decides it).
+      const T* row = inst.values + i * inst.k;
+      double misses = 0.0;
+      for (std::int64_t j = 0; j < inst.k; ++j) {
+        const double x = std::fabs(static_cast<double>(row[j]));
+        largest = largest > x ? largest : x;
+        const double q = x * inverse;
+        misses += ((q + 4503599627370496.0) - 4503599627370496.0 != q) | ((q == 0.0) & (x != 0.0)) ? 1.0 : 0.0;
+      }
+      multiples = misses == 0.0;
+    } else if (multiples) {
       for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
         const double x = ok ? std::fabs(of_costs ? w : v) : 0.0;
         largest = std::max(largest, x);
@@ -264,15 +280,18 @@ CommonStep common_step(const InstanceView<T>& inst, bool of_costs) {
 // whose moves together add exactly `leftover` of cost (every move's cost change is checked
 // against the other's complement in a hash table, as the moves are read) and at least
 // `value_needed` of value. Only moves with reduced cost d up to `d_budget` can be part of such
-// a pair. Where values and costs are integers and the bound is proven by a fill of the budget
-// (subset-sum), a primal one unit short has thousands of such pairs among 1000 items with a
-// range of 10^4, and the first turns up within a few hundred moves; the core instead
+// a pair, and only items whose margin (a lower bound on their smallest d) is below
+// `movable_gap` are read (the others are not in the value step's count). Where values and
+// costs are integers and the bound is proven by a fill of the budget (subset-sum), a primal
+// one unit short has thousands of such pairs among 1000 items with a range of 10^4, and the
+// first turns up within a few hundred moves; the core instead
 // enumerated every combination of its first four items (3,750 states) to find one. Reads at
 // most kMaxFillMoves moves. On success, writes the two moves into `option`, their value change
 // into `gained`, and returns true.
 template <class T>
 bool fill_with_two_moves(const InstanceView<T>& inst, ExactWorkspace& ws, std::vector<std::int32_t>& option,
-                         double lambda, double leftover, double value_needed, double d_budget, double& gained) {
+                         const std::vector<double>& item_margin, double movable_gap, double lambda, double leftover,
+                         double value_needed, double d_budget, double& gained) {
   constexpr std::size_t kMaxFillMoves = 8192;
   const std::size_t capacity = 2 * kMaxFillMoves;  // a power of two
   if (ws.moves.size() != capacity) {
@@ -300,7 +319,7 @@ bool fill_with_two_moves(const InstanceView<T>& inst, ExactWorkspace& ws, std::v
   for (std::int64_t t = 0; t < inst.n; ++t) {
     const auto i = static_cast<std::int32_t>(t % 2 == 0 ? t / 2 : inst.n - 1 - t / 2);
     const std::int32_t bi = ws.lp_option[i];
-    if (option[i] != bi) continue;  // the primal moved it already
+    if (option[i] != bi || !(item_margin[i] < movable_gap)) continue;  // moved already, or cannot move
     const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
     for (std::int32_t q = 0; q < inst.k; ++q) {
       if (q == bi || !inst.allowed(i, q)) continue;
@@ -408,7 +427,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // budget over integer costs left a gap that only enumeration could close). Checked only
     // for a budget with a fraction: the step costs a pass over the costs.
     if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget)) {
-      const CommonStep cost = common_step(inst, /*of_costs=*/true);
+      const CommonStep cost = common_step(inst, /*of_costs=*/true, [](std::int64_t) { return true; });
       // A budget past exact_below is past every total: nothing to round there.
       if (cost.step > 0.0 && std::fabs(inst.budget) < cost.exact_below) {
         double units = std::floor(inst.budget / cost.step);
@@ -492,7 +511,15 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // 1; multiples of 0.5: 0.5; totals exact in a double) almost the step, since an allocation
     // that beats z then beats it by at least the step. Without it, subset-sum with a budget
     // that is not an integer enumerated the whole core (7.5 s) to end "feasible" at a gap of 0.5.
-    const double value_step = proven ? 0.0 : common_step(inst, /*of_costs=*/false).step;
+    // Only the items that can move matter: every allocation worth more than z keeps the others
+    // at b_i (an item whose margin, a lower bound on its smallest d, reaches L - z cannot
+    // move), so its value differs from z's by moves of the items counted here, and from the
+    // base's likewise. With the LP's margins most items of a large instance are not read.
+    const double movable_gap = L_rel - z_rel;
+    const double value_step =
+        proven ? 0.0 : common_step(inst, /*of_costs=*/false, [&](std::int64_t i) {
+          return slopes_underflow || lw.margin[i] < movable_gap || lw.item_option[i] != ws.lp_option[i];
+        }).step;
     const bool stepped = value_step > 4.0 * tol;
     const double margin = stepped ? value_step - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
@@ -505,7 +532,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       double gained = 0.0;
       ws.best_option.assign(lw.item_option.begin(), lw.item_option.end());
       const double leftover = C_rel - z_cost_rel_sum.value();
-      if (fill_with_two_moves(inst, ws, ws.best_option, lambda, leftover, L_rel - z_rel - margin,
+      if (fill_with_two_moves(inst, ws, ws.best_option, lw.margin, movable_gap, lambda, leftover, L_rel - z_rel - margin,
                               margin - z_reduced_cost + tol, gained)) {
         z_rel += gained;
         core_improved = true;
@@ -514,27 +541,6 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     }
 
     if (!proven) {
-      // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
-      // may simply go unused) and the step down to it (inf if none: it cannot get cheaper).
-      // As b is a hull point, these are the steepest chord from b to a costlier option and the
-      // flattest from a cheaper one.
-      // A slope past the float range (4e300 of value over 1e-12 of cost) would read as "no step"
-      // (down = inf) and prune states that can still shed cost: such input is refused, as a
-      // total that overflows is.
-      auto hull_slopes = [&](std::int64_t i, double& up, double& down) {
-        const std::int32_t bi = ws.lp_option[i];
-        const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
-        up = 0.0;
-        down = INFINITY;
-        bool cheaper = false;
-        for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
-          if (!ok) return;
-          if (w > wb) up = std::max(up, (v - vb) / (w - wb));
-          if (w < wb) down = std::min(down, (vb - v) / (wb - w));
-          cheaper |= w < wb;
-        });
-        if (!(up < INFINITY) || (cheaper && !(down < INFINITY))) throw_overflow(inst, b);
-      };
       // Items that can leave their LP option; the others never move, and bound from outside.
       // Items fixed at the first bracket whose margin already rules out every move are not
       // visited: their hull slopes around the break are bounded by that bracket's ends.
@@ -552,18 +558,24 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         const std::int32_t bi = ws.lp_option[i];
         const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
         double best_other = -INFINITY;  // max of (v - vb) - lambda (w - wb) over the other options
-        // The outside-core slopes, should the item stay outside, without a division per
-        // option: only a chord steeper than the running maximum (flatter than the running
-        // minimum) is worked out.
-        double up_outside = up_fixed, down_outside = down_fixed;
+        // Hull slopes around b_i: the next step up (0 if none: leftover budget may simply go
+        // unused) and the step down to it (inf if none: it cannot get cheaper). As b_i is a
+        // hull point, these are the steepest chord from b_i to a costlier option and the
+        // flattest from a cheaper one. Without a division per option: only a chord steeper
+        // (flatter) than the running one is worked out.
+        double up = 0.0, down = static_cast<double>(INFINITY);
+        bool cheaper = false;
         for_each_option(inst, i, [&](std::int32_t j, double w, double v, bool ok) {
           const double score = ok & (j != bi) ? (v - vb) - lambda * (w - wb) : -INFINITY;
           best_other = std::max(best_other, score);
-          if (ok & (w > wb) & (v - vb > up_outside * (w - wb))) up_outside = (v - vb) / (w - wb);
-          if (ok & (w < wb) & (vb - v < down_outside * (wb - w))) down_outside = (vb - v) / (wb - w);
+          if (ok & (w > wb) & (v - vb > up * (w - wb))) up = (v - vb) / (w - wb);
+          if (ok & (w < wb) & (vb - v < down * (wb - w))) down = (vb - v) / (wb - w);
+          cheaper |= ok & (w < wb);
         });
         if (best_other > 0.0) shortfall.add(best_other);
         const double smallest = std::max(0.0, -best_other);
+        // The outside-core slopes, should the item stay outside.
+        const double up_outside = std::max(up_fixed, up), down_outside = std::min(down_fixed, down);
         if (!(smallest < gap)) {
           up_fixed = up_outside;
           down_fixed = down_outside;
@@ -571,7 +583,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           ExactWorkspace::CoreCandidate c{};
           c.smallest_d = smallest;
           c.item = static_cast<std::int32_t>(i);
-          ws.pending.push_back({c, up_outside, down_outside, false});
+          c.up = up;
+          c.down = down;
+          ws.pending.push_back({c, up_outside, down_outside, cheaper, false});
         }
       }
       if (skipped) {
@@ -625,8 +639,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         ws.order.clear();
         for (ExactWorkspace::Pending& c : ws.pending) {
           if (c.candidate.smallest_d < limit) {
-            if (!c.prepared) {  // hull slopes around b_i and how near they come to lambda
-              hull_slopes(c.candidate.item, c.candidate.up, c.candidate.down);
+            if (!c.prepared) {  // how near its hull slopes come to lambda
+              // A slope past the float range (4e300 of value over 1e-12 of cost) would read as
+              // "no step" (down = inf) and prune states that can still shed cost: a core item
+              // with one is refused, as a total that overflows is.
+              if (!(c.candidate.up < INFINITY) || (c.cheaper && !(c.candidate.down < INFINITY))) {
+                throw_overflow(inst, b);
+              }
               c.candidate.closeness =
                   std::max(0.0, std::min(lambda - c.candidate.up, c.candidate.down - lambda));
               c.prepared = true;
