@@ -139,7 +139,7 @@ struct ExactWorkspace {
     return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity() + shifted.capacity()) * sizeof(CoreState) +
            links.capacity() * sizeof(CoreLink) +
            (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
-           pending.capacity() * sizeof(Pending);
+           pending.capacity() * sizeof(Pending) + moves.capacity() * sizeof(MoveSlot);
   }
   // What the core holds for the instance in hand: its links and the live layer buffers (the
   // capacities above may be left over from an earlier, larger instance on this thread).
