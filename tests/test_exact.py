@@ -340,3 +340,43 @@ def test_exact_on_common_steps_equals_brute_force():
             continue
         assert sol.status == "optimal", t
         assert sol.value == pytest.approx(best, rel=1e-12, abs=1e-12), t
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_exact_two_move_fill_proves_subset_sum_without_enumeration(seed):
+    # Subset-sum with R=10000, seeds where the repaired primal ends a unit or two below the
+    # bound: two moves that fill the budget exactly exist by the thousand, and the fill finds
+    # one before the core runs, so a cap of 100 states is no obstacle (the core needed about
+    # 4,000 states to find such a fill).
+    values, costs, budget = workloads.instance("subset_sum", 1000, 8, R=10000, seed=seed)
+    sol = apportion.solve(values, costs, budget, method="exact", max_states=100)
+    assert sol.status == "optimal" and sol.gap == 0.0 and sol.value == float(budget)
+    check_solution(sol, values, costs, float(budget))
+    # The same with a mask and float32 input.
+    mask = np.ones(values.shape, bool)
+    mask[::7, 3] = False
+    masked = apportion.solve(values.astype(np.float32), costs.astype(np.float32), budget, mask=mask,
+                             method="exact", max_states=100)
+    assert masked.status == "optimal" and masked.value == float(budget)
+
+
+def test_mcknap_side_by_side_skips_without_its_source(monkeypatch, capsys, tmp_path):
+    # The bench needs Pisinger's mcknap.c: without APPORTION_MCKNAP_SRC it says so and exits 0;
+    # a file that is not the reduced-harness mcknap.c is refused naming the missing anchor.
+    import importlib.util
+    import os
+    import pathlib
+
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # it sets them
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "mcknap_side_by_side.py"
+    spec = importlib.util.spec_from_file_location("mcknap_side_by_side", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.delenv("APPORTION_MCKNAP_SRC", raising=False)
+    assert bench.main([]) == 0
+    assert "skipped" in capsys.readouterr().out
+    other = tmp_path / "other.c"
+    other.write_text("int main(void) { return 0; }\n")
+    with pytest.raises(RuntimeError, match="expected the anchor"):
+        bench.build_mcknap(str(other), str(tmp_path), wide=False)
