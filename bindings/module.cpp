@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "../cpp/cpu_dispatch.hpp"
 #include "../cpp/dp.hpp"
 #include "../cpp/item_ops.hpp"
 #include "../cpp/problem.hpp"
@@ -342,6 +343,46 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("num_threads", [] { return ThreadPool::instance().size(); },
         "Threads of the native pool, the calling thread included.");
+
+  m.def(
+      "build_info",
+      [] {
+        py::list compiled;
+        for (int l = 0; l <= static_cast<int>(kTopSimdLevel); ++l) {
+          compiled.append(simd_level_name(static_cast<SimdLevel>(l)));
+        }
+        py::dict info;
+        info["simd_compiled"] = compiled;
+        info["simd_cpu"] = simd_level_name(cpu_simd_level());
+        info["simd_running"] = simd_level_name(simd_level());
+#if defined(__clang__)
+        info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+        info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+        info["compiler"] = "unknown";
+#endif
+#ifdef APPORTION_WITH_CUDA
+        info["cuda_built"] = true;
+#else
+        info["cuda_built"] = false;
+#endif
+        return info;
+      },
+      "The build: SIMD levels compiled, the CPU's highest, the level the dispatched kernels run, "
+      "the compiler, whether CUDA was compiled.");
+  m.def(
+      "_set_simd_level",
+      [](const std::string& name) {
+        for (int l = 0; l <= static_cast<int>(kTopSimdLevel); ++l) {
+          if (name == simd_level_name(static_cast<SimdLevel>(l))) {
+            return std::string(simd_level_name(set_simd_level(static_cast<SimdLevel>(l))));
+          }
+        }
+        throw py::value_error("level: expected a compiled SIMD level, got '" + name + "'");
+      },
+      py::arg("level"),
+      "Test hook: run the dispatched kernels at `level` (capped at the CPU's); returns the level run.");
 
 #ifdef APPORTION_WITH_CUDA
   m.def("built_with_cuda", [] { return true; });

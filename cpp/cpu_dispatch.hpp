@@ -1,15 +1,125 @@
 // Run-time CPU dispatch for the hot loops. The wheel is built for baseline x86-64 (no -march);
-// a function marked APPORTION_SIMD_CLONES is compiled twice, for the baseline and for
-// x86-64-v3 (AVX2, FMA, BMI2), and the loader picks the clone that the CPU runs (GNU ifunc).
-// Elsewhere (clang, aarch64, non-Linux) it is one ordinary function.
+// the hot loops are compiled again for wider vector units and the one this CPU runs is chosen
+// at run time. Two forms, both on GCC for x86-64 Linux only (elsewhere, clang and aarch64
+// included, each is one ordinary function):
+//
+// - APPORTION_SIMD_CLONES on a function: GCC target_clones for the baseline, x86-64-v3 (AVX2,
+//   FMA, BMI2) and x86-64-v4 (AVX-512 F/BW/CD/DQ/VL); the loader picks the clone (GNU ifunc).
+// - simd_dispatch(f) around a lambda: f is inlined (flatten) into one copy per level, baseline
+//   and x86-64-v3, and the copy of simd_level() runs (the x86-64-v3 one on an x86-64-v4 CPU).
+//   Unlike an ifunc, the level can be lowered at run time (set_simd_level), so the tests
+//   compare every level on the same inputs. (No x86-64-v4 copy: an earlier form of the
+//   Lagrangian's first pass, one item per 8-double vector, ran at half the speed of its
+//   x86-64-v3 copy on a Sapphire Rapids core. In the present form, one item per lane, the
+//   scalar work per item after the vector part takes most of the time; 8 lanes were not tried.)
+//
+// Every level gives the same answers: the core is compiled with -ffp-contract=off (no a*b+c
+// fused into one FMA, which rounds once instead of twice), its vector code is written in
+// GCC's generic vector types, which each level lowers to its own registers without
+// reordering any floating-point operation, and the CUDA kernels build with --fmad=false.
 #pragma once
+
+#include <atomic>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(__CUDACC__)
-#define APPORTION_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
+#define APPORTION_X86_DISPATCH 1
+#define APPORTION_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 // A helper inlined into each clone, so that it is compiled for the clone's target.
 #define APPORTION_INLINE inline __attribute__((always_inline))
 #else
+#define APPORTION_X86_DISPATCH 0
 #define APPORTION_SIMD_CLONES
 #define APPORTION_INLINE inline
 #endif
+
+namespace apportion {
+
+// The instruction-set levels the hot loops are compiled for, lowest first (simd_dispatch's
+// copies stop at x86-64-v3).
+enum class SimdLevel : int { kBaseline = 0, kX86_64_V3 = 1, kX86_64_V4 = 2 };
+
+// The highest level compiled into this build (kBaseline where dispatch is not compiled).
+constexpr SimdLevel kTopSimdLevel = APPORTION_X86_DISPATCH ? SimdLevel::kX86_64_V4 : SimdLevel::kBaseline;
+
+inline const char* simd_level_name(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::kX86_64_V4: return "x86-64-v4";
+    case SimdLevel::kX86_64_V3: return "x86-64-v3";
+    default: return "baseline";
+  }
+}
+
+// The highest compiled level this CPU runs.
+inline SimdLevel cpu_simd_level() {
+#if APPORTION_X86_DISPATCH
+  static const SimdLevel level = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return SimdLevel::kX86_64_V4;
+    if (__builtin_cpu_supports("x86-64-v3")) return SimdLevel::kX86_64_V3;
+    return SimdLevel::kBaseline;
+  }();
+  return level;
+#else
+  return SimdLevel::kBaseline;
+#endif
+}
+
+namespace detail {
+// -1: the CPU's level; otherwise the level set_simd_level chose.
+inline std::atomic<int> simd_level_set{-1};
+}  // namespace detail
+
+// The level simd_dispatch runs at: the CPU's, or the lower one set_simd_level asked for.
+inline SimdLevel simd_level() {
+  const int set = detail::simd_level_set.load(std::memory_order_relaxed);
+  return set < 0 ? cpu_simd_level() : static_cast<SimdLevel>(set);
+}
+
+// Runs simd_dispatch's kernels at `level`, capped at what the CPU runs (for tests: every
+// level must give the same answers); returns the level it runs now.
+inline SimdLevel set_simd_level(SimdLevel level) {
+  const SimdLevel top = cpu_simd_level();
+  const SimdLevel run = static_cast<int>(level) < static_cast<int>(top) ? level : top;
+  detail::simd_level_set.store(static_cast<int>(run), std::memory_order_relaxed);
+  return run;
+}
+
+// The level a copy of simd_dispatch's f is compiled for, as its argument: kLanes doubles fill
+// one vector register of that level (2: SSE2, also the width of the generic code elsewhere).
+template <SimdLevel L>
+struct SimdTarget {
+  static constexpr SimdLevel level = L;
+  static constexpr int kLanes = L == SimdLevel::kX86_64_V3 ? 4 : 2;
+};
+
+#if APPORTION_X86_DISPATCH
+namespace detail {
+// One copy of f per level: flatten inlines every call inside f, so all of it is compiled for
+// the level's target.
+template <class F>
+__attribute__((flatten)) auto run_baseline(F& f) { return f(SimdTarget<SimdLevel::kBaseline>{}); }
+template <class F>
+__attribute__((target("arch=x86-64-v3"), flatten)) auto run_x86_64_v3(F& f) {
+  return f(SimdTarget<SimdLevel::kX86_64_V3>{});
+}
+}  // namespace detail
+#endif
+
+// f(SimdTarget<level>) compiled for each level, the copy of simd_level() run (see the top of
+// this file). f sizes its vectors by the target's kLanes: vectors wider than the level's
+// registers are lowered lane by lane.
+template <class F>
+auto simd_dispatch(F&& f) {
+#if APPORTION_X86_DISPATCH
+  switch (simd_level()) {
+    case SimdLevel::kX86_64_V4:  // (no copy of its own, see the top of this file)
+    case SimdLevel::kX86_64_V3: return detail::run_x86_64_v3(f);
+    default: return detail::run_baseline(f);
+  }
+#else
+  return f(SimdTarget<SimdLevel::kBaseline>{});
+#endif
+}
+
+}  // namespace apportion

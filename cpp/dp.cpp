@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu_dispatch.hpp"
 #include "item_ops.hpp"
 #include "solvers.hpp"
 
@@ -12,25 +13,72 @@ namespace apportion {
 
 namespace {
 
-// One item's update of the DP row: next[c] = max_p best[c - r_p] + v_p, recording p.
+// Cells per block of the row update: every Pareto entry of the item relaxes one block before
+// the next block starts, so that the block of `next` and `back` stays in the L1 cache across the
+// entries (16 KB of doubles and 2 KB of one-byte back-pointers) instead of streaming a whole
+// row (64 KB at 8000 cells) from L2 once per entry.
+constexpr std::int64_t kDpBlock = 2048;
+
+// One item's update of the DP row: next[c] = max_p best[c - r_p] + v_p, recording p. The same
+// arithmetic in every clone (additions and comparisons only: nothing to contract into an FMA).
+template <class Back>
+APPORTION_INLINE void dp_item_body(const double* cost, const double* value, std::int32_t count,
+                                   std::int64_t grid, const double* best, double* next, Back* back) {
+  const double v0 = value[0];
+  // The first two entries in one pass: the row starts at entry 0 and entry 1 relaxes each cell
+  // before it is stored (the arithmetic of two passes, one store of `next` and `back` fewer).
+  const bool two = count > 1 && cost[1] - cost[0] < static_cast<double>(grid);
+  const std::int64_t r1 = two ? dp_shift(cost, 1) : grid;
+  const double v1 = two ? value[1] : 0.0;
+  for (std::int64_t lo = 0; lo < grid; lo += kDpBlock) {
+    const std::int64_t hi = std::min(grid, lo + kDpBlock);
+    const std::int64_t split = std::max(lo, std::min(hi, r1));
+    for (std::int64_t c = lo; c < split; ++c) {
+      next[c] = best[c] + v0;
+      back[c] = 0;
+    }
+    for (std::int64_t c = split; c < hi; ++c) {
+      double cell = best[c] + v0;
+      Back tag = 0;
+      dp_relax(best[c - r1], v1, Back(1), cell, tag);
+      next[c] = cell;
+      back[c] = tag;
+    }
+    for (std::int32_t p = 2; p < count; ++p) {
+      const double r_exact = cost[p] - cost[0];
+      if (r_exact >= static_cast<double>(hi)) break;  // Pareto entries rise in cost
+      const std::int64_t r = dp_shift(cost, p);
+      const double v = value[p];
+      const Back tag = static_cast<Back>(p);
+      // The cell update shared with the kernel (item_ops.hpp); branch-free, so the row vectorises.
+      for (std::int64_t c = std::max(lo, r); c < hi; ++c) dp_relax(best[c - r], v, tag, next[c], back[c]);
+    }
+  }
+}
+
+// The row update once per back-pointer width, each compiled for the baseline and for AVX2
+// (cpu_dispatch.hpp).
+APPORTION_SIMD_CLONES void dp_item_row(const double* cost, const double* value, std::int32_t count,
+                                       std::int64_t grid, const double* best, double* next,
+                                       std::uint8_t* back) {
+  dp_item_body(cost, value, count, grid, best, next, back);
+}
+APPORTION_SIMD_CLONES void dp_item_row(const double* cost, const double* value, std::int32_t count,
+                                       std::int64_t grid, const double* best, double* next,
+                                       std::uint16_t* back) {
+  dp_item_body(cost, value, count, grid, best, next, back);
+}
+APPORTION_SIMD_CLONES void dp_item_row(const double* cost, const double* value, std::int32_t count,
+                                       std::int64_t grid, const double* best, double* next,
+                                       std::uint32_t* back) {
+  dp_item_body(cost, value, count, grid, best, next, back);
+}
+
 template <class Back>
 void dp_item(const ItemFrontiers& f, std::int64_t i, std::int64_t grid, const double* best,
              double* next, Back* back) {
   const std::int64_t base = i * f.k;
-  const double w0 = f.cost[base], v0 = f.value[base];
-  for (std::int64_t c = 0; c < grid; ++c) {
-    next[c] = best[c] + v0;
-    back[c] = 0;
-  }
-  for (std::int32_t p = 1; p < f.count[i]; ++p) {
-    const double r_exact = f.cost[base + p] - w0;
-    if (r_exact >= static_cast<double>(grid)) break;  // Pareto entries rise in cost
-    const std::int64_t r = dp_shift(&f.cost[base], p);
-    const double v = f.value[base + p];
-    const Back tag = static_cast<Back>(p);
-    // The cell update shared with the kernel (item_ops.hpp); branch-free, so the row vectorises.
-    for (std::int64_t c = r; c < grid; ++c) dp_relax(best[c - r], v, tag, next[c], back[c]);
-  }
+  dp_item_row(&f.cost[base], &f.value[base], f.count[i], grid, best, next, back);
 }
 
 template <class Back>

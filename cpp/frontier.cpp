@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
+#include "cpu_dispatch.hpp"
 #include "item_ops.hpp"
 #include "thread_pool.hpp"
 
@@ -411,73 +414,176 @@ struct OptionPick {
   }
 };
 
-// Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
-// cheapest allowed cost, in one pass over its options: the pass over every item of the reduced
-// LP. Unmasked rows go two options at a time in vector registers where GCC's vector extensions
-// exist (SSE2 has no blend: each select costs three instructions, so runner-ups only when
-// asked); ties still go to the lower index, as in OptionPick.
-template <bool margins, class T>
-inline bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
-                               OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) {
-  cheapest_cost = INFINITY;
-  std::int32_t j = 0;
-  bool valid = true;  // allowed values finite, costs finite and >= 0
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
-  if (p.mask == nullptr && p.k >= 2) {
-    using v2d = double __attribute__((vector_size(16)));
-    const T* vrow = p.values + i * p.k;
-    const T* crow = p.costs + i * p.cost_stride_item;
-    const v2d vlo = {lo, lo}, vhi = {hi, hi}, sign = {p.value_sign, p.value_sign}, two = {2.0, 2.0};
-    v2d best_lo = {-INFINITY, -INFINITY}, second_lo = best_lo, best_hi = best_lo, second_hi = best_lo;
-    v2d option_lo = {0.0, 1.0}, option_hi = option_lo, index = option_lo;
-    v2d cheap = {INFINITY, INFINITY};
-    // The sum of the scores at lo: finite while every value and cost is, as lo is finite and
-    // a non-finite v or w makes v - lo w infinite or NaN (0 * inf is NaN too). Only a sum past
-    // 1e308 fails otherwise, and then the full path, which checks the input, takes the instance.
-    v2d score_sum = {0.0, 0.0};
-    const std::int32_t k = static_cast<std::int32_t>(p.k);
-    for (; j + 2 <= k; j += 2) {
-      const v2d w = {static_cast<double>(crow[j]), static_cast<double>(crow[j + 1])};
-      const v2d v = sign * v2d{static_cast<double>(vrow[j]), static_cast<double>(vrow[j + 1])};
-      const v2d s_lo = v - vlo * w, s_hi = v - vhi * w;
-      score_sum += s_lo;
-      if constexpr (margins) {
-        const v2d floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
-        second_lo = floor_lo > second_lo ? floor_lo : second_lo;
-        second_hi = floor_hi > second_hi ? floor_hi : second_hi;
-      }
-      const auto better_lo = s_lo > best_lo, better_hi = s_hi > best_hi;
-      best_lo = better_lo ? s_lo : best_lo;
-      option_lo = better_lo ? index : option_lo;
-      best_hi = better_hi ? s_hi : best_hi;
-      option_hi = better_hi ? index : option_hi;
-      cheap = w < cheap ? w : cheap;
-      index += two;
-    }
-    // The two lanes into one pick: the better score, the lower index on a tie.
-    auto merge_lanes = [](v2d best, v2d second, v2d option, OptionPick& pick) {
-      const bool first = best[0] > best[1] || (best[0] == best[1] && option[0] < option[1]);
-      pick.score = first ? best[0] : best[1];
-      pick.second = std::max(std::max(second[0], second[1]), std::min(best[0], best[1]));
-      pick.option = static_cast<std::int32_t>(first ? option[0] : option[1]);
-    };
-    merge_lanes(best_lo, second_lo, option_lo, at_lo);
-    merge_lanes(best_hi, second_hi, option_hi, at_hi);
-    cheapest_cost = std::min(cheap[0], cheap[1]);
-    const v2d zero_if_finite = score_sum - score_sum;  // x - x: 0 for finite x, NaN otherwise
-    valid = zero_if_finite[0] == 0.0 && zero_if_finite[1] == 0.0 && cheapest_cost >= 0.0;
+#define APPORTION_VECTOR_PICK 1
+// These helpers are always inlined into their caller's level (no vector crosses a call), so
+// the ABI note GCC makes for wide vectors passed without their instruction set does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+// W items at a time in GCC's generic vector types, one item per lane, W doubles filling one
+// register of the level (cpu_dispatch.hpp): each lane runs OptionPick's steps for its item, in
+// option order, so every level computes the same numbers as the scalar pick.
+template <int W>
+struct PickVec;
+template <>
+struct PickVec<2> {
+  using D = double __attribute__((vector_size(16)));
+  using I = std::int64_t __attribute__((vector_size(16)));  // comparison results
+  using F = float __attribute__((vector_size(8)));
+  // Rows r[0..W) of W entries each into columns c[m] = (r[0][m], ..., r[W-1][m]).
+  static void transpose(D* r) {
+    const D c0 = __builtin_shuffle(r[0], r[1], I{0, 2}), c1 = __builtin_shuffle(r[0], r[1], I{1, 3});
+    r[0] = c0;
+    r[1] = c1;
   }
+};
+template <>
+struct PickVec<4> {
+  using D = double __attribute__((vector_size(32)));
+  using I = std::int64_t __attribute__((vector_size(32)));
+  using F = float __attribute__((vector_size(16)));
+  static void transpose(D* r) {
+    const D t0 = __builtin_shuffle(r[0], r[1], I{0, 4, 2, 6}), t1 = __builtin_shuffle(r[0], r[1], I{1, 5, 3, 7});
+    const D t2 = __builtin_shuffle(r[2], r[3], I{0, 4, 2, 6}), t3 = __builtin_shuffle(r[2], r[3], I{1, 5, 3, 7});
+    r[0] = __builtin_shuffle(t0, t2, I{0, 1, 4, 5});
+    r[1] = __builtin_shuffle(t1, t3, I{0, 1, 4, 5});
+    r[2] = __builtin_shuffle(t0, t2, I{2, 3, 6, 7});
+    r[3] = __builtin_shuffle(t1, t3, I{2, 3, 6, 7});
+  }
+};
+
+// W entries from src as doubles (exact for float and double).
+template <int W, class T>
+APPORTION_INLINE typename PickVec<W>::D load_lanes(const T* src) {
+  using V = PickVec<W>;
+  if constexpr (std::is_same_v<T, double>) {
+    typename V::D x;
+    std::memcpy(&x, src, sizeof x);
+    return x;
+  } else {
+    static_assert(std::is_same_v<T, float>, "values are float or double");
+    typename V::F x;
+    std::memcpy(&x, src, sizeof x);
+    return __builtin_convertvector(x, typename V::D);
+  }
+}
+
+// The rows the pass reads: values (N,K), costs at cost_stride (0: one row shared by every item).
+template <class T>
+struct PickRows {
+  const T* values;
+  const T* costs;
+  std::int64_t cost_stride, n, k;
+  std::int64_t span;  // entries a block reads from each row: K rounded up to whole vectors
+  double sign;
+
+  PickRows(const InstanceView<T>& p, int lanes)
+      : values(p.values), costs(p.costs), cost_stride(p.cost_stride_item), n(p.n), k(p.k),
+        span((p.k + lanes - 1) / lanes * lanes), sign(p.value_sign) {}
+  // Whether a block may read row i: its last vector, which runs on into the next row when K is
+  // not a whole number of vectors, stays inside the instance's (N,K) values and costs.
+  bool readable(std::int64_t i) const { return i * k + span <= n * k; }
+};
+
+// What pick_block leaves per lane: OptionPick's fields at the two slopes and the cheapest cost.
+template <int W>
+struct BlockPicks {
+  typename PickVec<W>::D best_lo, best_hi, second_lo, second_hi, option_lo, option_hi, cheap;
+  typename PickVec<W>::I bad;  // lanes whose scores at lo sum to a non-finite or whose cheapest cost is < 0
+
+  void get(int lane, OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) const {
+    at_lo.score = best_lo[lane];
+    at_lo.second = second_lo[lane];
+    at_lo.option = static_cast<std::int32_t>(option_lo[lane]);
+    at_hi.score = best_hi[lane];
+    at_hi.second = second_hi[lane];
+    at_hi.option = static_cast<std::int32_t>(option_hi[lane]);
+    cheapest_cost = cheap[lane];
+  }
+};
+
+// The LP options of the W items item[0..W) (unmasked rows that rows.readable) at slopes lo and
+// hi, with the runner-up scores when `margins`: OptionPick::offer over the options in order, one
+// item per lane. The rows are read W entries at a time and transposed into one vector per
+// option. Input checks as the scalar pass made them in passing: a NaN or infinite value or cost
+// makes a score at lo, and so its sum, non-finite (lo is finite; 0 * inf is NaN); a negative
+// cost shows in the cheapest. (A sum past 1e308 of finite scores counts as bad too: the full
+// path, which checks the input exactly, then takes the instance.)
+// kK: K when known at compile time (the loops then unroll), 0 otherwise.
+template <int W, bool margins, int kK, class T>
+APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::int64_t* item, double lo, double hi) {
+  const std::int64_t k = kK ? kK : rows.k;
+  using V = PickVec<W>;
+  using D = typename V::D;
+  const D none = D{} - INFINITY, vlo = D{} + lo, vhi = D{} + hi;
+  BlockPicks<W> out;
+  out.best_lo = out.best_hi = out.second_lo = out.second_hi = none;
+  out.option_lo = out.option_hi = D{} - 1.0;
+  out.cheap = -none;
+  D sum_lo = {};
+  const T* vrow[W];
+  const T* crow[W];
+  for (int l = 0; l < W; ++l) {
+    vrow[l] = rows.values + item[l] * rows.k;
+    crow[l] = rows.costs + item[l] * rows.cost_stride;
+  }
+  for (std::int64_t j0 = 0; j0 < k; j0 += W) {
+    D v[W], w[W];
+    for (int l = 0; l < W; ++l) v[l] = load_lanes<W>(vrow[l] + j0);
+    V::transpose(v);
+    if (rows.cost_stride != 0) {
+      for (int l = 0; l < W; ++l) w[l] = load_lanes<W>(crow[l] + j0);
+      V::transpose(w);
+    }
+    for (int m = 0; m < W && j0 + m < k; ++m) {
+      const double j = static_cast<double>(j0 + m);
+      const D cost = rows.cost_stride != 0 ? w[m] : D{} + static_cast<double>(rows.costs[j0 + m]);
+      const D value = rows.sign * v[m];
+      const D s_lo = value - vlo * cost, s_hi = value - vhi * cost;
+      sum_lo += s_lo;
+      if constexpr (margins) {  // second = std::max(second, std::min(s, score)), lane by lane
+        const D floor_lo = out.best_lo < s_lo ? out.best_lo : s_lo, floor_hi = out.best_hi < s_hi ? out.best_hi : s_hi;
+        out.second_lo = out.second_lo < floor_lo ? floor_lo : out.second_lo;
+        out.second_hi = out.second_hi < floor_hi ? floor_hi : out.second_hi;
+      }
+      out.option_lo = s_lo > out.best_lo ? D{} + j : out.option_lo;
+      out.best_lo = s_lo > out.best_lo ? s_lo : out.best_lo;
+      out.option_hi = s_hi > out.best_hi ? D{} + j : out.option_hi;
+      out.best_hi = s_hi > out.best_hi ? s_hi : out.best_hi;
+      out.cheap = cost < out.cheap ? cost : out.cheap;
+    }
+  }
+  out.bad = ~((sum_lo - sum_lo == 0.0) & (out.cheap >= 0.0));  // x - x: 0 when finite
+  return out;
+}
+
+// Whether any lane of m is set.
+template <int W, class I>
+APPORTION_INLINE bool any_lane(I m) {
+  std::int64_t any = 0;
+  for (int l = 0; l < W; ++l) any |= m[l];
+  return any != 0;
+}
 #endif
-  // The rest (every option where the vector loop did not run).
+
+// Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
+// cheapest allowed cost, in one pass over its options, as OptionPick chooses (masked rows, the
+// rows pick_block does not take, and every row where it is not compiled). Returns whether the
+// allowed values are finite and the costs finite and >= 0.
+template <bool margins, class T>
+APPORTION_INLINE bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t i, double lo, double hi,
+                                         OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) {
+  cheapest_cost = INFINITY;
+  bool valid = true;
   const T* vrow = p.values + i * p.k;
   const T* crow = p.costs + i * p.cost_stride_item;
   const std::uint8_t* mrow = p.mask ? p.mask + i * p.k : nullptr;
-  for (; j < p.k; ++j) {
+  for (std::int64_t j = 0; j < p.k; ++j) {
     const double w = static_cast<double>(crow[j]), v = p.value_sign * static_cast<double>(vrow[j]);
     const bool allowed = mrow == nullptr || mrow[j] != 0;
     valid &= (!allowed || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
-    at_lo.offer(v - lo * w, j, allowed);
-    at_hi.offer(v - hi * w, j, allowed);
+    at_lo.offer(v - lo * w, static_cast<std::int32_t>(j), allowed);
+    at_hi.offer(v - hi * w, static_cast<std::int32_t>(j), allowed);
     cheapest_cost = allowed & (w < cheapest_cost) ? w : cheapest_cost;
   }
   return valid;
@@ -505,7 +611,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
                    double& hi) {
   const std::int64_t n = p.n;
   const std::int64_t s = std::min<std::int64_t>(n, 16 + static_cast<std::int64_t>(1.5 * std::sqrt(double(n))));
-  std::vector<std::int32_t>& items = ws.option_mid;  // free until the narrowing
+  IndexScratch& items = ws.option_mid;  // free until the narrowing
   items.resize(s);
   for (std::int64_t a = 0; a < s; ++a) {
     items[a] = static_cast<std::int32_t>(a * n / s);
@@ -572,29 +678,29 @@ struct FirstPass {
   bool usable = true;  // false: bad input, or an item with no allowed option
 };
 
-template <class T>
-FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
-                     std::int64_t begin, std::int64_t end) {
+// The first pass over items [begin, end): W items at a time by pick_block where the rows are
+// unmasked, each item alone by pick_at_two_slopes otherwise; then each item is fixed or made
+// active, in item order. Bad input, or an item with no allowed option, makes the run unusable.
+template <int W, bool margins, class T>
+APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
+                                         std::int64_t begin, std::int64_t end) {
   FirstPass r;
   std::int32_t* active = ws.active.data() + begin;
   std::int32_t* option_lo = ws.option_lo.data() + begin;
   std::int32_t* option_hi = ws.option_hi.data() + begin;
-  for (std::int64_t i = begin; i < end; ++i) {
-    OptionPick at_lo, at_hi;
-    double cheapest_cost;
-    const bool valid = margins ? pick_at_two_slopes<true>(p, i, lo, hi, at_lo, at_hi, cheapest_cost)
-                               : pick_at_two_slopes<false>(p, i, lo, hi, at_lo, at_hi, cheapest_cost);
+  std::int32_t* item_option = ws.item_option.data();
+  double* margin = ws.margin.data();
+  // Item i with its options at the two ends of the bracket; false when it has none.
+  auto add = [&](std::int64_t i, const OptionPick& at_lo, const OptionPick& at_hi, double cheapest_cost) {
     const std::int32_t a = at_lo.option, b = at_hi.option;
-    // Bad input or no allowed option: the full path checks the input and reports it.
-    if (!valid || a < 0) {
-      r.usable = false;
-      return r;
-    }
+    if (a < 0) return false;
     r.cheapest.add(cheapest_cost);
-    ws.item_option[i] = a;
+    item_option[i] = a;
     // a is optimal over the whole bracket, so no other option's score falls short of its by
     // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
-    if (margins) ws.margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
+    if constexpr (margins) {
+      margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
+    }
     if (a == b) {
       r.fixed_cost += p.cost(i, a);
       r.fixed_value.add(p.value(i, a));
@@ -606,8 +712,106 @@ FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       r.cost_lo += p.cost(i, a);
       r.cost_hi += p.cost(i, b);
     }
+    return true;
+  };
+  // Bad input or no allowed option: the full path checks the input and reports it.
+  auto unusable = [&] {
+    r.usable = false;
+    return r;
+  };
+  std::int64_t i = begin;
+#if APPORTION_VECTOR_PICK
+  if (p.mask == nullptr) {
+    const PickRows<T> rows(p, W);
+    typename PickVec<W>::I bad = {};
+    auto blocks = [&](auto k_known) {
+      for (; i + W <= end && rows.readable(i + W - 1); i += W) {
+        std::int64_t item[W];
+        for (int l = 0; l < W; ++l) item[l] = i + l;
+        const BlockPicks<W> picks = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
+        bad |= picks.bad;
+        for (int l = 0; l < W; ++l) {
+          OptionPick at_lo, at_hi;
+          double cheapest_cost;
+          picks.get(l, at_lo, at_hi, cheapest_cost);
+          if (!add(i + l, at_lo, at_hi, cheapest_cost)) return false;
+        }
+      }
+      return true;
+    };
+    // The common tier counts get their loops unrolled.
+    const bool ok = p.k == 4   ? blocks(std::integral_constant<int, 4>{})
+                    : p.k == 8 ? blocks(std::integral_constant<int, 8>{})
+                               : blocks(std::integral_constant<int, 0>{});
+    if (!ok || any_lane<W>(bad)) return unusable();
+  }
+#endif
+  for (; i < end; ++i) {
+    OptionPick at_lo, at_hi;
+    double cheapest_cost;
+    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, cheapest_cost) ||
+        !add(i, at_lo, at_hi, cheapest_cost)) {
+      return unusable();
+    }
   }
   return r;
+}
+
+// The first pass at the CPU's SIMD level (cpu_dispatch.hpp).
+template <class T>
+FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
+                     std::int64_t begin, std::int64_t end) {
+  return simd_dispatch([&](auto target) {
+    constexpr int W = decltype(target)::kLanes;
+    return margins ? first_pass_at<W, true>(p, ws, lo, hi, begin, end)
+                   : first_pass_at<W, false>(p, ws, lo, hi, begin, end);
+  });
+}
+
+// The LP options of the active items at slopes t1 and t2 (the bracket's narrowing), and their
+// total costs, at the CPU's SIMD level. The items passed the first pass, so their input is
+// valid.
+template <class T>
+void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_t count, double t1, double t2,
+                 std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
+  simd_dispatch([&](auto target) {
+    constexpr int W = decltype(target)::kLanes;
+    auto add = [&](std::size_t a, const OptionPick& at1, const OptionPick& at2) {
+      const std::int32_t i = items[a];
+      option1[a] = at1.option;
+      option2[a] = at2.option;
+      cost1 += p.cost(i, at1.option);
+      cost2 += p.cost(i, at2.option);
+    };
+    std::size_t a = 0;
+#if APPORTION_VECTOR_PICK
+    if (p.mask == nullptr) {
+      const PickRows<T> rows(p, W);
+      for (; a + W <= count; a += W) {
+        std::int64_t item[W];
+        bool readable = true;
+        for (int l = 0; l < W; ++l) {
+          item[l] = items[a + l];
+          readable &= rows.readable(item[l]);
+        }
+        if (!readable) break;
+        const BlockPicks<W> picks = pick_block<W, false, 0>(rows, item, t1, t2);
+        for (int l = 0; l < W; ++l) {
+          OptionPick at1, at2;
+          double cheapest_cost;
+          picks.get(l, at1, at2, cheapest_cost);
+          add(a + l, at1, at2);
+        }
+      }
+    }
+#endif
+    for (; a < count; ++a) {
+      OptionPick at1, at2;
+      double cheapest_cost;
+      pick_at_two_slopes<false>(p, items[a], t1, t2, at1, at2, cheapest_cost);
+      add(a, at1, at2);
+    }
+  });
 }
 
 // Items per run of the first pass over a large instance: the runs go to threads, and their
@@ -623,11 +827,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   const std::int64_t n = p.n;
   const double budget = p.budget;
   ws.item_option.resize(n);
-  if (margins) {
-    ws.margin.resize(n);
-  } else {
-    ws.margin.assign(n, 0.0);  // unknown
-  }
+  if (margins) ws.margin.resize(n);  // (the caller zeroes it where margins are asked for but not kept)
   ws.first_lo = lo;
   ws.first_hi = hi;
   ws.near.clear();
@@ -735,7 +935,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
           // have upgrades (their costlier end is their costliest option on the line).
           for (std::size_t a = last; a < count; ++a) fix_near(ws.active[a], ws.option_hi[a]);
           for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], ws.option_lo[a]);
-          auto keep_window = [&](std::vector<std::int32_t>& v) {
+          auto keep_window = [&](IndexScratch& v) {
             v.erase(v.begin() + last, v.end());
             v.erase(v.begin(), v.begin() + first);
           };
@@ -761,16 +961,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     ws.option_mid.resize(count);
     ws.option_mid2.resize(count);
     double cost1 = 0.0, cost2 = 0.0;
-    for (std::size_t a = 0; a < count; ++a) {
-      const std::int32_t i = ws.active[a];
-      OptionPick at1, at2;
-      double cheapest_cost;
-      pick_at_two_slopes<false>(p, i, t1, t2, at1, at2, cheapest_cost);
-      ws.option_mid[a] = at1.option;
-      ws.option_mid2[a] = at2.option;
-      cost1 += p.cost(i, at1.option);
-      cost2 += p.cost(i, at2.option);
-    }
+    pick_active(p, ws.active.data(), count, t1, t2, ws.option_mid.data(), ws.option_mid2.data(), cost1, cost2);
     if (fixed_cost + cost1 <= budget) {  // the break is in [lo, t1]
       hi = t1;
       ws.option_hi.swap(ws.option_mid);
@@ -818,9 +1009,9 @@ void build_active_frontiers(const InstanceView<T>& p, LagrangianWorkspace& ws) {
   const std::int64_t count = static_cast<std::int64_t>(ws.active.size());
   ItemFrontiers& f = ws.frontiers;
   size_frontiers(f, count, p.k);
-  std::vector<std::int32_t>& full = ws.option_mid;  // free after the narrowing
+  IndexScratch& full = ws.option_mid;  // free after the narrowing
   full.clear();
-  std::vector<std::int32_t>& full_slots = ws.option_mid2;
+  IndexScratch& full_slots = ws.option_mid2;
   full_slots.clear();
   for (std::int64_t s = 0; s < count; ++s) {
     const std::int32_t i = ws.active[s], qa = ws.option_lo[s], qb = ws.option_hi[s];
@@ -860,10 +1051,12 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   double lo = 0.0, hi = 0.0, min_cost = 0.0;
   SampleGuess guess;
   BracketFit fit = BracketFit::kUnusable;
+  const bool margins_asked = margins;  // without, ws.margin is neither read nor written
   if (p.n >= kReduceMinItems && guess_bracket(p, ws, guess, lo, hi)) {
     // Around a tied break (p = w ties every item) nearly every item stays active, and an
     // active item's margin is 0 anyway: the runner-up scores would cost the pass 6% for nothing.
     margins = margins && !guess.tied;
+    if (margins_asked && !margins) ws.margin.assign(p.n, 0.0);  // unknown
     fit = fix_items(p, ws, lo, hi, margins, threads, min_cost);
   }
   if (fit == BracketFit::kBelow || fit == BracketFit::kAbove) {
@@ -898,7 +1091,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   ws.active.resize(p.n);
   for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);
   ws.near.clear();
-  ws.margin.assign(p.n, 0.0);
+  if (margins_asked) ws.margin.assign(p.n, 0.0);
   ws.item_option.resize(p.n);
   ws.fixed_cost = ws.fixed_value = 0.0;
   ws.frontier_budget = p.budget;

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -37,6 +38,30 @@ inline void for_each_option(const InstanceView<T>& p, std::int64_t i, F&& f) {
     f(j, static_cast<double>(crow[j]), sign * static_cast<double>(vrow[j]), mrow[j] != 0);
   }
 }
+
+// An allocator whose resize leaves new elements uninitialised (construct() without arguments
+// default-initialises): the reduced LP's index arrays shrink to the active items and grow back
+// to N on every solve, and each element is written before it is read, so zero-filling them
+// would cost a pass over N (12 MB a solve at N = 1e6).
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) {}
+  template <class U>
+  void construct(U* at) noexcept {
+    ::new (static_cast<void*>(at)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* at, Args&&... args) {
+    ::new (static_cast<void*>(at)) U(std::forward<Args>(args)...);
+  }
+};
+using IndexScratch = std::vector<std::int32_t, UninitAllocator<std::int32_t>>;
 
 // Frontiers of all items of one instance, in flat arrays with a fixed stride K per item.
 struct ItemFrontiers {
@@ -87,7 +112,7 @@ struct LagrangianWorkspace {
   // change inside a bracket of the break slope, `active` maps its slots to items; every other
   // item is fixed at its LP option in `item_option`, with totals fixed_cost / fixed_value.
   std::vector<std::int32_t> item_option;   // (N) option index of each item
-  std::vector<std::int32_t> active;        // item of each frontier slot
+  IndexScratch active;                     // item of each frontier slot
   std::vector<std::int32_t> near;          // items fixed while the bracket narrowed
   // (N) a lower bound on how far any other option's v - lambda w falls short of the item's LP
   // option at the break slope (0 when unknown: frontier items and `near`)
@@ -95,7 +120,7 @@ struct LagrangianWorkspace {
   double first_lo = 0.0, first_hi = 0.0;   // the first bracket: items fixed there keep their
                                            // option over it, so their hull slopes around it
                                            // are <= first_lo above and >= first_hi below
-  std::vector<std::int32_t> option_lo, option_hi, option_mid, option_mid2;  // per active item
+  IndexScratch option_lo, option_hi, option_mid, option_mid2;  // per active item
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
   double fixed_cost = 0.0, fixed_value = 0.0;
   double frontier_budget = 0.0;            // budget left to the frontier items
@@ -143,7 +168,7 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
 // break_item is a frontier slot); ws.position holds the frontier items' LP positions and
 // ws.frontier_budget the budget left to them. ws.margin gets a lower bound on each item's
 // smallest reduced cost at the break (for the exact solver): with `margins`, unless the sample
-// ties at the break; 0 (unknown) otherwise.
+// ties at the break, where it gets 0 (unknown); without `margins` it is left as it was.
 // The input is checked in passing (allowed values finite, costs finite and >= 0);
 // `check_input` runs where that saw a problem, or on the full path, and must throw on bad input.
 template <class T>

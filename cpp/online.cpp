@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
+#include "cpu_dispatch.hpp"
 #include "solvers.hpp"
 
 namespace apportion {
@@ -32,16 +35,54 @@ void DmdConfig::finalise() {
   }
 }
 
-void DmdState::reset(const DmdConfig& cfg) {
-  m = cfg.m0;
-  mu.assign(cfg.r, 0.0);
+namespace {
+
+// Whether every one of n entries is finite (and, with `nonnegative`, >= 0; -0 passes): one
+// branch-free pass over the bits, which vectorises, so that validating a whole simulation
+// costs about one read of its input. Only when it fails do the checks that name the entry run.
+template <class T>
+APPORTION_INLINE bool all_tame_body(const T* x, std::int64_t n, bool nonnegative) {
+  using Bits = std::conditional_t<sizeof(T) == 8, std::uint64_t, std::uint32_t>;
+  constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
+  constexpr Bits kExponent = sizeof(T) == 8 ? Bits(0x7ff0000000000000ull) : Bits(0x7f800000u);
+  const Bits negative_limit = nonnegative ? kSign : ~Bits(0);  // above it: negative, not -0
+  Bits bad = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    Bits b;
+    std::memcpy(&b, x + i, sizeof(T));
+    bad |= static_cast<Bits>((b & kExponent) == kExponent) | static_cast<Bits>(b > negative_limit);
+  }
+  return bad == 0;
+}
+
+APPORTION_SIMD_CLONES bool all_tame(const double* x, std::int64_t n, bool nonnegative) {
+  return all_tame_body(x, n, nonnegative);
+}
+APPORTION_SIMD_CLONES bool all_tame(const float* x, std::int64_t n, bool nonnegative) {
+  return all_tame_body(x, n, nonnegative);
+}
+
+// The starting state of a stream (DmdState::reset) in caller-provided arrays (R each).
+void reset_stream(const DmdConfig& cfg, double* m, double* mu, double* spent_sum, double* spent_carry,
+                  double* floor) {
   for (std::int64_t q = 0; q < cfg.r; ++q) {
+    m[q] = cfg.m0[q];
     if (cfg.mirror == kEntropy && m[q] < kMinEntropyPrice) m[q] = kMinEntropyPrice;
     mu[q] = m[q] * cfg.inv_rho[q];
+    spent_sum[q] = spent_carry[q] = 0.0;
+    floor[q] = HUGE_VAL;
   }
-  spent_sum.assign(cfg.r, 0.0);
-  spent_carry.assign(cfg.r, 0.0);
-  floor.assign(cfg.r, HUGE_VAL);
+}
+
+}  // namespace
+
+void DmdState::reset(const DmdConfig& cfg) {
+  m.resize(cfg.r);
+  mu.resize(cfg.r);
+  spent_sum.resize(cfg.r);
+  spent_carry.resize(cfg.r);
+  floor.resize(cfg.r);
+  reset_stream(cfg, m.data(), mu.data(), spent_sum.data(), spent_carry.data(), floor.data());
   steps = 0;
 }
 
@@ -125,67 +166,113 @@ std::int64_t dmd_decide_many(const DmdConfig& cfg, DmdState& st, const T* values
   return -1;
 }
 
+namespace {
+
+// Streams [begin, end) of dmd_simulate. kR > 0 fixes the number of resources at compile time
+// (1, the common case: every per-resource loop of the step functions then unrolls to one
+// iteration and the state stays in registers); 0 reads it from cfg. kKeep: skipping is not
+// allowed, so the reserve is kept. The step is dmd_decide_many's, request by request.
+template <class T, int kR, bool kKeep>
+void simulate_streams(const DmdConfig& cfg, const T* values, const T* costs, std::int64_t cs,
+                      std::int64_t ct, std::int64_t t, std::int64_t k, const SimulationOutput& out,
+                      std::int64_t begin, std::int64_t end) {
+  const std::int64_t r = kR > 0 ? kR : cfg.r;
+  // Per-resource state and scratch: on the stack for up to 8 resources.
+  constexpr std::int64_t kInline = kR > 0 ? kR : 8;
+  constexpr int kArrays = 10;
+  double inline_buf[kArrays * kInline];
+  std::vector<double> heap;
+  double* buf = inline_buf;
+  if (r > kInline) {
+    heap.resize(kArrays * r);
+    buf = heap.data();
+  }
+  double* m = buf;
+  double* mu = buf + r;
+  double* spent_sum = buf + 2 * r;
+  double* spent_carry = buf + 3 * r;
+  double* floor = buf + 4 * r;
+  double* rem = buf + 5 * r;
+  double* floor_next = buf + 6 * r;
+  double* spendable = buf + 7 * r;
+  double* budget = buf + 8 * r;   // copies of the configuration: no aliasing with the outputs
+  double* inv_rho = buf + 9 * r;
+  std::copy(cfg.budget.begin(), cfg.budget.end(), budget);
+  std::copy(cfg.inv_rho.begin(), cfg.inv_rho.end(), inv_rho);
+  const double eta = cfg.eta;
+  const Mirror mirror = cfg.mirror;
+  const std::uint8_t* no_mask = nullptr;
+  for (std::int64_t sidx = begin; sidx < end; ++sidx) {
+    reset_stream(cfg, m, mu, spent_sum, spent_carry, floor);
+    std::int64_t steps = 0, stalled = 0;
+    CompensatedSum value;
+    const T* vs = values + sidx * t * k;
+    const T* ws = costs + sidx * cs;
+    std::int64_t* ch = out.choice ? out.choice + sidx * t : nullptr;
+    for (std::int64_t i = 0; i < t; ++i) {
+      const T* v = vs + i * k;
+      const T* w = ws + i * ct;
+      dmd_remaining(budget, spent_sum, spent_carry, r, rem);
+      if (kKeep) {
+        std::copy(floor, floor + r, floor_next);
+        dmd_floor(w, no_mask, k, r, floor_next);
+        dmd_spendable(rem, floor_next, r, dmd_requests_left(steps, cfg.horizon), spendable);
+      }
+      const DmdChoice c = dmd_decide(v, w, no_mask, k, r, mu, rem, !kKeep,
+                                     kKeep ? static_cast<const double*>(spendable) : nullptr);
+      if (c.played == kStalled) {
+        // As OnlineAllocator.decide raising: the request is left undecided, the state as it was.
+        ++stalled;
+        if (ch) ch[i] = kSkip;
+        continue;
+      }
+      if (kKeep) std::copy(floor_next, floor_next + r, floor);
+      ++steps;
+      if (c.played >= 0) {
+        dmd_spend(w + c.played * r, r, spent_sum, spent_carry);
+        value.add(static_cast<double>(v[c.played]));
+      }
+      dmd_update(m, mu, c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr), r,
+                 inv_rho, eta, mirror);
+      if (ch) ch[i] = c.played;
+    }
+    out.value[sidx] = value.value();
+    for (std::int64_t q = 0; q < r; ++q) {
+      out.spent[sidx * r + q] = spent_sum[q] + spent_carry[q];
+      out.prices[sidx * r + q] = mu[q];
+    }
+    out.stalled[sidx] = stalled;
+  }
+}
+
+}  // namespace
+
 template <class T>
 void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::int64_t cs,
                   std::int64_t ct, std::int64_t s, std::int64_t t, std::int64_t k,
                   const SimulationOutput& out, int threads) {
   const std::int64_t r = cfg.r;
-  // Validate once, before any stream runs (costs only where they are distinct).
-  check_values(values, static_cast<const std::uint8_t*>(nullptr), s * t * k);
-  const std::int64_t cost_s = cs == 0 ? 1 : s, cost_t = ct == 0 ? 1 : t;
-  for (std::int64_t a = 0; a < cost_s; ++a) {
-    for (std::int64_t b = 0; b < cost_t; ++b) {
-      check_costs(costs + a * cs + b * ct, k * r);
-    }
+  // Validated once, before any stream runs: every value, and the costs as stored (shared
+  // costs once; the (S|1, T|1, K, R) array is contiguous).
+  const std::int64_t cost_count = (cs == 0 ? 1 : s) * (ct == 0 ? 1 : t) * k * r;
+  if (!all_tame(values, s * t * k, false)) {
+    check_values(values, static_cast<const std::uint8_t*>(nullptr), s * t * k);
   }
+  if (!all_tame(costs, cost_count, true)) check_costs(costs, cost_count);
   const int pool = ThreadPool::instance().size();
   const int usable = threads <= 0 ? pool : std::min(threads, pool);
+  const bool keep = !cfg.skip_allowed;
   parallel_for(s, 1, usable, [&](std::int64_t begin, std::int64_t end) {
-    DmdState st;
-    std::vector<double> rem(r), floor(r), spendable(r);
-    const bool keep = !cfg.skip_allowed;
-    for (std::int64_t sidx = begin; sidx < end; ++sidx) {
-      st.reset(cfg);
-      CompensatedSum value;
-      std::int64_t stalled = 0;
-      const T* vs = values + sidx * t * k;
-      const T* ws = costs + sidx * cs;
-      std::int64_t* ch = out.choice ? out.choice + sidx * t : nullptr;
-      for (std::int64_t i = 0; i < t; ++i) {
-        const T* v = vs + i * k;
-        const T* w = ws + i * ct;
-        dmd_remaining(cfg.budget.data(), st.spent_sum.data(), st.spent_carry.data(), r, rem.data());
-        if (keep) {  // as dmd_decide_many
-          floor = st.floor;
-          dmd_floor(w, static_cast<const std::uint8_t*>(nullptr), k, r, floor.data());
-          dmd_spendable(rem.data(), floor.data(), r, dmd_requests_left(st.steps, cfg.horizon), spendable.data());
-        }
-        DmdChoice c = dmd_decide(v, w, static_cast<const std::uint8_t*>(nullptr), k, r,
-                                 st.mu.data(), rem.data(), cfg.skip_allowed,
-                                 keep ? static_cast<const double*>(spendable.data()) : nullptr);
-        if (c.played == kStalled) {
-          // As OnlineAllocator.decide raising: the request is left undecided, the state as it was.
-          ++stalled;
-          if (ch) ch[i] = kSkip;
-          continue;
-        }
-        if (keep) st.floor = floor;
-        ++st.steps;
-        if (c.played >= 0) {
-          dmd_spend(w + c.played * r, r, st.spent_sum.data(), st.spent_carry.data());
-          value.add(static_cast<double>(v[c.played]));
-        }
-        dmd_update(st.m.data(), st.mu.data(),
-                   c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr), r,
-                   cfg.inv_rho.data(), cfg.eta, cfg.mirror);
-        if (ch) ch[i] = c.played;
+    if (r == 1) {
+      if (keep) {
+        simulate_streams<T, 1, true>(cfg, values, costs, cs, ct, t, k, out, begin, end);
+      } else {
+        simulate_streams<T, 1, false>(cfg, values, costs, cs, ct, t, k, out, begin, end);
       }
-      out.value[sidx] = value.value();
-      for (std::int64_t q = 0; q < r; ++q) {
-        out.spent[sidx * r + q] = st.spent_sum[q] + st.spent_carry[q];
-        out.prices[sidx * r + q] = st.mu[q];
-      }
-      out.stalled[sidx] = stalled;
+    } else if (keep) {
+      simulate_streams<T, 0, true>(cfg, values, costs, cs, ct, t, k, out, begin, end);
+    } else {
+      simulate_streams<T, 0, false>(cfg, values, costs, cs, ct, t, k, out, begin, end);
     }
   });
 }

@@ -144,6 +144,42 @@ APPORTION_HD inline void dmd_spendable(const double* rem, const double* floor, s
   }
 }
 
+// The priced value v[j] - mu . w[j] of option j: what the proposal maximises.
+template <class T>
+APPORTION_HD inline double dmd_priced(const T* v, const T* w, std::int64_t j, std::int64_t r,
+                                      const double* mu) {
+  double priced = static_cast<double>(v[j]);
+  for (std::int64_t q = 0; q < r; ++q) priced -= mu[q] * static_cast<double>(w[j * r + q]);
+  return priced;
+}
+
+// The decision where skipping is allowed and no reserve is kept (dmd_decide without
+// `spendable`): the proposal, played if it fits, else the null action. Nothing else about the
+// other options matters then, so this scans them for the proposal alone.
+template <class T>
+APPORTION_HD inline DmdChoice dmd_propose(const T* v, const T* w, const std::uint8_t* mask,
+                                          std::int64_t k, std::int64_t r, const double* mu,
+                                          const double* rem) {
+  DmdChoice c;
+  double best = 0.0;  // the null action's priced value: an option must beat it
+  for (std::int64_t j = 0; j < k; ++j) {
+    if (mask && !mask[j]) continue;
+    const double priced = dmd_priced(v, w, j, r, mu);
+    if (priced > best) {
+      best = priced;
+      c.proposed = j;
+    }
+  }
+  if (c.proposed >= 0) {
+    bool fits = true;
+    for (std::int64_t q = 0; q < r; ++q) {
+      fits = fits && (static_cast<double>(w[c.proposed * r + q]) <= rem[q]);
+    }
+    c.played = fits ? c.proposed : kSkip;
+  }
+  return c;
+}
+
 // The decision for one request: values v (K), costs w ((K,R) row-major), prices mu (R),
 // remaining budget rem (R) from dmd_remaining (an option fits when w[k, r] <= rem[r] for every
 // r, exactly when the compensated spent sum plus its costs stays within each budget). mask (K)
@@ -155,12 +191,13 @@ APPORTION_HD inline void dmd_spendable(const double* rem, const double* floor, s
 // the best-priced option that keeps it; when none does (the budget cannot cover the rest at
 // their least cost), the fitting option that uses the least share of the remaining budget,
 // sum_r w[r] / rem[r] (for one resource: the cheapest), so that as many requests as possible
-// are served.
+// are served. Where skipping is allowed and no reserve is kept, dmd_propose decides.
 template <class T>
 APPORTION_HD inline DmdChoice dmd_decide(const T* v, const T* w, const std::uint8_t* mask,
                                          std::int64_t k, std::int64_t r, const double* mu,
                                          const double* rem, bool skip_allowed,
                                          const double* spendable = nullptr) {
+  if (skip_allowed && spendable == nullptr) return dmd_propose(v, w, mask, k, r, mu, rem);
   DmdChoice c;
   double best = 0.0, best_fit = 0.0, best_keep = 0.0, least_share = 0.0, least_share_priced = 0.0;
   bool have_best = skip_allowed, have_fit = false, have_keep = false;
@@ -170,12 +207,11 @@ APPORTION_HD inline DmdChoice dmd_decide(const T* v, const T* w, const std::uint
   for (std::int64_t j = 0; j < k; ++j) {
     if (mask && !mask[j]) continue;
     const T* wj = w + j * r;
-    double priced = static_cast<double>(v[j]);
+    const double priced = dmd_priced(v, w, j, r, mu);
     bool fits = true, keeps = true;
     double share = 0.0;
     for (std::int64_t q = 0; q < r; ++q) {
       const double wq = static_cast<double>(wj[q]);
-      priced -= mu[q] * wq;
       fits = fits && (wq <= rem[q]);
       if (spendable) {
         keeps = keeps && (wq <= spendable[q]);

@@ -24,22 +24,29 @@ constexpr std::int64_t kChunks = 16;
 // evaluation loops run across items without dependency chains (and vectorise).
 constexpr std::int64_t kBlock = 32;
 
-// One block of the factorised layout. Item ii has the weights a[j][ii] = exp(z_j / tau - m),
-// the factors e = exp(-t (d_j - ref) / tau) and the direction d_j - d_min (kPerItem: e and d
-// per item, [j][ii]; otherwise one row [j] for all items). Adds each item's expected cost
-// scale * (d_min + mean of d), variance and third central moment (both times scale) to
-// el/vl/ml, and leaves s0 for the underflow test.
-template <bool kPerItem>
-APPORTION_INLINE void block_moments_body(const double* a, const double* e, const double* d, const double* d_min,
-                                         const double* scale, std::int64_t k, double* el, double* vl, double* ml,
-                                         double* s0) {
-  double s1[kBlock], s2[kBlock], s3[kBlock];
-  for (std::int64_t ii = 0; ii < kBlock; ++ii) s0[ii] = s1[ii] = s2[ii] = s3[ii] = 0.0;
+// One block of the factorised layout. Item ii has the weights a[j][ii] = exp(z_j / tau - m)
+// and the direction d_j - d_min (kPerItem: d per item, [j][ii]; otherwise one row [j] for all
+// items); at shift t its option j weighs a[j][ii] e_j with the factor
+// e_j = exp(-t (d_j - ref) / tau). Shared direction: `e` holds the K factors. Per item: they
+// are computed here, rate = -t / tau, and ref is 0 for t >= 0 and the item's direction range
+// d_range[ii] (use_range = 1) for t < 0, so that every exponent is <= 0; computing them in
+// this loop keeps them in registers (kUnitFactors: t = 0, every factor is 1). Adds each item's
+// expected cost scale * (d_min + mean of d), variance and third central moment (both times
+// scale) to el/vl/ml, and leaves s0 for the underflow test.
+template <bool kPerItem, bool kUnitFactors = false>
+APPORTION_INLINE void block_moments_body(const double* a, const double* e, const double* d, const double* d_range,
+                                         double rate, double use_range, const double* d_min, const double* scale,
+                                         std::int64_t k, double* el, double* vl, double* ml, double* s0) {
+  double s1[kBlock], s2[kBlock], s3[kBlock], ref[kBlock];
+  for (std::int64_t ii = 0; ii < kBlock; ++ii) {
+    s0[ii] = s1[ii] = s2[ii] = s3[ii] = 0.0;
+    ref[ii] = kPerItem ? use_range * d_range[ii] : 0.0;
+  }
   for (std::int64_t j = 0; j < k; ++j) {
     const double* aj = a + j * kBlock;
     for (std::int64_t ii = 0; ii < kBlock; ++ii) {
-      const double ej = kPerItem ? e[j * kBlock + ii] : e[j];
       const double dj = kPerItem ? d[j * kBlock + ii] : d[j];
+      const double ej = kUnitFactors ? 1.0 : kPerItem ? exp_nonpositive(rate * (dj - ref[ii])) : e[j];
       const double ae = aj[ii] * ej, aed = ae * dj, aed2 = aed * dj;
       s0[ii] += ae;
       s1[ii] += aed;
@@ -61,32 +68,19 @@ APPORTION_INLINE void block_moments_body(const double* a, const double* e, const
 APPORTION_SIMD_CLONES void block_moments_shared(const double* a, const double* e, const double* d,
                                                 const double* d_min, const double* scale, std::int64_t k,
                                                 double* el, double* vl, double* ml, double* s0) {
-  block_moments_body<false>(a, e, d, d_min, scale, k, el, vl, ml, s0);
+  block_moments_body<false>(a, e, d, nullptr, 0.0, 0.0, d_min, scale, k, el, vl, ml, s0);
 }
 
-APPORTION_SIMD_CLONES void block_moments_per_item(const double* a, const double* e, const double* d,
-                                                  const double* d_min, const double* scale, std::int64_t k,
-                                                  double* el, double* vl, double* ml, double* s0) {
-  block_moments_body<true>(a, e, d, d_min, scale, k, el, vl, ml, s0);
-}
-
-// e[j][ii] = exp(-t (d[j][ii] - ref_ii) / tau) for a block, with ref the item's least
-// direction (t >= 0) or its greatest (t < 0, d_range above the least), so that every exponent
-// is <= 0.
-APPORTION_SIMD_CLONES void block_factors(const double* d, const double* d_range, std::int64_t k, double t,
-                                         double inv_tau, double* e) {
+APPORTION_SIMD_CLONES void block_moments_per_item(const double* a, const double* d, const double* d_range,
+                                                  double t, double inv_tau, const double* d_min,
+                                                  const double* scale, std::int64_t k, double* el, double* vl,
+                                                  double* ml, double* s0) {
   if (t == 0.0) {
-    for (std::int64_t j = 0; j < k * kBlock; ++j) e[j] = 1.0;
-    return;
+    block_moments_body<true, true>(a, nullptr, d, d_range, 0.0, 0.0, d_min, scale, k, el, vl, ml, s0);
+  } else {
+    block_moments_body<true>(a, nullptr, d, d_range, -t * inv_tau, t >= 0.0 ? 0.0 : 1.0, d_min, scale, k, el, vl,
+                             ml, s0);
   }
-  const double rate = -t * inv_tau;
-  for (std::int64_t j = 0; j < k; ++j) {
-    for (std::int64_t ii = 0; ii < kBlock; ++ii) {
-      const double ref = t >= 0.0 ? 0.0 : d_range[ii];
-      e[j * kBlock + ii] = rate * (d[j * kBlock + ii] - ref);
-    }
-  }
-  exp_in_place(e, k * kBlock);
 }
 
 struct ChunkSums {
@@ -164,16 +158,14 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
     double el[kBlock], vl[kBlock], ml[kBlock], s0[kBlock];
     for (std::int64_t ii = 0; ii < kBlock; ++ii) el[ii] = vl[ii] = ml[ii] = 0.0;
     double es = 0.0, vs = 0.0, ms = 0.0;
-    std::vector<double> factors(shared ? 0 : static_cast<std::size_t>(k * kBlock));
     for (std::int64_t blk = i0; blk < i1; blk += kBlock) {
       const double* a = ws.a.data() + blk * k;
       if (shared) {
         block_moments_shared(a, e.data(), d.data(), ws.d_min.data() + blk, ws.scale.data() + blk, k, el, vl, ml,
                              s0);
       } else {
-        block_factors(ws.d.data() + blk * k, ws.d_range.data() + blk, k, t, inv_tau, factors.data());
-        block_moments_per_item(a, factors.data(), ws.d.data() + blk * k, ws.d_min.data() + blk,
-                               ws.scale.data() + blk, k, el, vl, ml, s0);
+        block_moments_per_item(a, ws.d.data() + blk * k, ws.d_range.data() + blk, t, inv_tau,
+                               ws.d_min.data() + blk, ws.scale.data() + blk, k, el, vl, ml, s0);
       }
       const std::int64_t len = std::min(kBlock, i1 - blk);
       for (std::int64_t ii = 0; ii < len; ++ii) {

@@ -14,8 +14,15 @@ namespace apportion {
 // below 1e-15; 0 below -708), written without branches or calls so that a compiler can
 // vectorise loops over it.
 APPORTION_HD inline double exp_nonpositive(double x) {
-  const double live = x > -708.0 ? 1.0 : 0.0;  // also 0 for NaN and -inf
-  x = x > -708.0 ? x : -708.0;
+  // live: all ones, or 0 for x <= -708, NaN and -inf, whose lanes compute exp(0) and return 0.
+  // Integer masks rather than a clamp or a factor 0.0: GCC turns those into branches (it will
+  // not speculate floating point under -ftrapping-math), which stops the vectorisation of
+  // loops over this function.
+  const std::uint64_t live = std::uint64_t(0) - std::uint64_t(x > -708.0);
+  std::uint64_t x_bits;
+  memcpy(&x_bits, &x, sizeof x_bits);
+  x_bits &= live;
+  memcpy(&x, &x_bits, sizeof x);
   const double magic = 6755399441055744.0;    // 1.5 * 2^52: adding it rounds to an integer
   const double shifted = x * 1.4426950408889634 + magic;
   const double n = shifted - magic;
@@ -35,14 +42,14 @@ APPORTION_HD inline double exp_nonpositive(double x) {
   p = p * r + 1.0;
   std::uint64_t bits;
   memcpy(&bits, &shifted, sizeof bits);
-  bits = (bits + 1023 - (std::uint64_t(1) << 51)) << 52;  // 2^n
+  bits = ((bits + 1023 - (std::uint64_t(1) << 51)) << 52) & live;  // 2^n, or 0
   double scale;
   memcpy(&scale, &bits, sizeof scale);
-  return p * scale * live;
+  return p * scale;
 }
 
-// x[i] <- exp(x[i]) for exponents x <= 0 (or -inf), as exp_nonpositive, four lanes at a time
-// where the CPU has AVX2 and FMA (chosen at run time, no -march flag needed).
+// x[i] <- exp(x[i]) for exponents x <= 0 (or -inf), as exp_nonpositive, vectorised for the
+// CPU it runs on (the clones of cpp/cpu_dispatch.hpp, no -march flag needed).
 void exp_in_place(double* x, std::int64_t count);
 
 }  // namespace apportion

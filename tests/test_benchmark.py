@@ -99,3 +99,58 @@ def test_quick_run_writes_the_stamped_document(tmp_path, monkeypatch, capsys):
     assert "DISAGREE" not in text and "n/a" not in text
     assert "| weakly N=12,K=3,R=50, 1 thread | exact |" in text
     assert "| uncorrelated N=12,K=3,B=4,R=1000, 2 threads | exact |" in text
+
+
+# -- sections added by the caller (bench/report.py adds bench/bench_limits.py's) --------------
+
+def _bench_limits():
+    """bench/bench_limits.py of this checkout, imported by path (bench/ is not a package)."""
+    import importlib.util
+    import sys
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                        "bench_limits.py")
+    spec = importlib.util.spec_from_file_location("bench_limits_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_extra_sections_run_with_their_suite_or_all(tmp_path, capsys):
+    seen = []
+
+    def limits(quick):
+        seen.append(quick)
+        return "## Limits\n\nmeasured\n"
+
+    out = tmp_path / "doc.md"
+    argv = ["--quick", "--suite", "limits", "--out", str(out)]
+    assert benchmark.main(argv, sections={"limits": limits}) == 0
+    text = out.read_text()
+    assert seen == [True] and text.endswith("## Limits\n\nmeasured\n")
+    assert not any(f"## {s.title}" in text for s in benchmark.SUITES.values())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # without the section, --suite limits is unknown
+        benchmark.main(["--suite", "limits"])
+    assert exc.value.code == 2
+
+
+def test_limits_section_says_so_without_a_compiler(monkeypatch):
+    limits = _bench_limits()
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    text = limits.section(quick=True)
+    assert text.startswith(limits.SECTION_TITLE) and "Not measured: no C++ compiler" in text
+
+
+def test_limits_section_tiny_run_checks_the_yardsticks(monkeypatch):
+    limits = _bench_limits()
+    if limits.native().lib is None:
+        pytest.skip(limits.native().reason)
+    tiny = limits.Sizes(routing_large=2000, batch=3, online_requests=3000, runs=1, min_run=0.0)
+    monkeypatch.setattr(limits, "QUICK", tiny)
+    text = limits.section(quick=True)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 7  # the header and every case
+    assert "| dp 300 x 4, 8001 cells, 1 thread |" in text and "(dp_loop)" in text
+    assert text.count("(online_loop)") == 2 and "ns/decision" in text

@@ -478,6 +478,42 @@ def test_decide_errors_name_the_argument():
         simulate_online(np.ones((2, 3)), np.ones(3), -1.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("R", [None, 2])
+def test_simulate_validates_every_entry_once_naming_it(dtype, R):
+    """The one pass over the bits (all_tame) must catch every bad entry wherever it sits, and
+    let every tame one through: -0 and subnormal costs, the largest finite values."""
+    S, T, K = 3, 50, 5
+    rng = np.random.default_rng(5)
+    tail = (K,) if R is None else (K, R)
+    budget = 10.0 if R is None else np.full(R, 10.0)
+    values = rng.random((S, T, K)).astype(dtype)
+    costs = rng.random((S, T) + tail).astype(dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    costs.flat[[0, 7, costs.size - 1]] = [-0.0, tiny, np.finfo(dtype).max]
+    values.flat[[1, values.size - 1]] = [np.finfo(dtype).max, -np.finfo(dtype).max]
+    run = simulate_online(values, costs, budget)  # tame: no error
+    assert run.choice.shape == (S, T)
+    for flat in (0, 17, values.size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            v = values.copy()
+            v.flat[flat] = bad
+            with pytest.raises(ValueError, match=f"values: entry {flat} "):
+                simulate_online(v, costs, budget)
+    for flat in (0, 33, costs.size - 1):
+        for bad in (np.nan, np.inf, -np.inf, -tiny, -1.0, -np.nan):
+            c = costs.copy()
+            c.flat[flat] = bad
+            with pytest.raises(ValueError, match=f"costs: entry {flat} "):
+                simulate_online(values, c, budget)
+    # Costs shared by the streams are checked once, as stored.
+    shared = costs[0].copy()
+    shared.flat[3] = np.nan
+    with pytest.raises(ValueError, match="costs: entry 3 "):
+        simulate_online(values, shared, budget)
+
+
+
 # -- offline: method="mirror" ------------------------------------------------------------------
 
 @st.composite

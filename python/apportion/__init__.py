@@ -19,7 +19,7 @@ servers on a Ray cluster), `cli` and `benchmark`.
 
 import importlib as _importlib
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
-from typing import Any as _Any, List as _List
+from typing import Any as _Any, Dict as _Dict, List as _List
 
 from . import _core
 from ._problem import Solution
@@ -48,6 +48,26 @@ def cuda_available() -> bool:
     return cuda_built() and cuda_device_count() > 0
 
 
+def build_info() -> _Dict[str, _Any]:
+    """How the native core was built and which of its code paths this CPU runs.
+
+    Returns a dict:
+        simd_compiled: the instruction-set levels the hot loops were compiled for, lowest
+            first: "baseline" (x86-64 SSE2, or the only level off x86-64 Linux with GCC),
+            "x86-64-v3" (AVX2, FMA, BMI2) and "x86-64-v4" (AVX-512; some loops stop at
+            x86-64-v3 and run that copy here).
+        simd_cpu: the highest of them this CPU runs.
+        simd_running: the level the Lagrangian's pass over every option runs at now
+            (simd_cpu, unless lowered for a test). Every level gives the same answers, bit
+            for bit.
+        compiler: the C++ compiler and its version.
+        cuda_built: whether the CUDA backend was compiled (see `cuda_available`).
+    """
+    info = dict(_core.build_info())
+    info["simd_compiled"] = list(info["simd_compiled"])
+    return info
+
+
 __all__ = [
     "Frontier",
     "Solution",
@@ -57,6 +77,7 @@ __all__ = [
     "OnlineRun",
     "NoFeasibleOptionError",
     "simulate_online",
+    "build_info",
     "cuda_available",
     "cuda_built",
     "cuda_device_count",

@@ -85,19 +85,25 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
     raises a ValueError naming max_memory when they would not fit."""
     limit = default_max_memory() if max_memory is None else _positive(max_memory, "max_memory")
     B, N, K = problem.values.shape
-    costs = np.broadcast_to(problem.costs, problem.values.shape)
-    allowed = problem.allowed()
-    cheapest = np.where(allowed, costs, np.inf).min(axis=2)
-    dearest = np.where(allowed, costs, -np.inf).max(axis=2)
+    if problem.mask is None:  # per-item extremes of the costs as given: shared tiers stay (K,)
+        cheapest, dearest = problem.costs.min(axis=2), problem.costs.max(axis=2)
+    else:
+        costs = np.broadcast_to(problem.costs, problem.values.shape)
+        cheapest = np.where(problem.mask, costs, np.inf).min(axis=2)
+        dearest = np.where(problem.mask, costs, -np.inf).max(axis=2)
+    # Totals over the N items (costs shared by the items: N times the one item's).
+    items = N // cheapest.shape[1]
     per_cell = 1 if K <= 256 else (2 if K <= 65536 else 4)
     at_once = min(B, threads if threads > 0 else _core.num_threads())
     # A span that is NaN (inf - inf) or inf counts as one cell here: the core rejects such grids
     # (kMaxDpGrid). A finite grid past the float range needs inf bytes, over any limit.
     with np.errstate(over="ignore", invalid="ignore"):
-        span = np.minimum(problem.budget - cheapest.sum(axis=1), (dearest - cheapest).sum(axis=1))
+        low = cheapest.astype(np.float64).sum(axis=1) * items
+        reach = (dearest.astype(np.float64) - cheapest).sum(axis=1) * items
+        span = np.broadcast_to(np.minimum(problem.budget - low, reach), (B,))
         grid = np.maximum(np.floor(np.nan_to_num(span, nan=0.0, posinf=0.0)), 0) + 1
         per_instance = N * grid * per_cell + 16 * grid
-        need = float(np.sort(per_instance)[::-1][:at_once].sum())
+        need = float(per_instance.sum() if at_once >= B else np.sort(per_instance)[::-1][:at_once].sum())
     if need > limit:
         raise ValueError(
             f"max_memory: the dp tables need {need / 2**30:.2f} GiB (N={N}, up to "
@@ -158,7 +164,7 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
     real_costs, real_budget = problem.costs, problem.budget
     resolution = _quantise(problem, cost_resolution)
 
-    def run(budgets: np.ndarray) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray]:
+    def solve_grid(budgets: np.ndarray) -> tuple[Any, ...]:
         problem.budget = budgets
         if where is not None:
             raw = _device.run_host_problem(problem, "dp", where, exact_spend=exact_spend,
@@ -168,11 +174,15 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
             info["table_bytes"] = _check_dp_memory(problem, nthreads, max_memory)
             raw = _core.dp(problem.values, problem.costs, problem.budget, problem.mask,
                            problem.value_sign, bool(exact_spend), nthreads)
-        raw = tuple(np.asarray(x) for x in raw)
+        return tuple(np.asarray(x) for x in raw)
+
+    if resolution is None:  # integer costs: the answer is in the caller's units already
+        return solve_grid(problem.budget)
+
+    def run(budgets: np.ndarray) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray]:
+        raw = solve_grid(budgets)
         return raw, chosen_costs(real_costs, problem.values.shape, raw[0]), raw[6] != _INFEASIBLE
 
-    if resolution is None:
-        return run(problem.budget)[0]
     raw, problem.budget, cost, over = within_real_budgets(
         run, problem.budget, real_budget, exact_spend, resolution)
     choice, value, _, bound, shadow, _, status = raw

@@ -57,6 +57,13 @@ class NoFeasibleOptionError(RuntimeError):
 
 def _check_budget(budget: Any) -> tuple[Any, ...]:
     """(budget as a float64 (R,) array, whether it was a scalar)."""
+    if isinstance(budget, (float, int, np.floating, np.integer)) and not isinstance(budget, bool):
+        try:  # the common scalar budget, without numpy's reductions over a 1-element array
+            x = float(budget)
+        except OverflowError:  # an int past the float range: the general path says so
+            x = None
+        if x is not None and x > 0:  # NaN and x <= 0 take the general path's errors
+            return np.array([x]), True
     if isinstance(budget, bool):
         raise TypeError("budget: expected a number or a 1-d array of numbers, got a bool")
     b = _to_numpy(budget, "budget").astype(np.float64, copy=False)
@@ -117,6 +124,8 @@ def _check_step(step_size: Any, horizon: int) -> float:
 def _initial_m(initial_prices: Any, budget: np.ndarray, horizon: int, mirror: str) -> np.ndarray:
     """Initial normalised prices m = mu * budget / horizon."""
     R = budget.size
+    if initial_prices is None and R == 1:  # one resource: no array arithmetic needed
+        return np.array([(_ENTROPY_START if mirror == "entropy" else 0.0) if math.isfinite(budget[0]) else 0.0])
     finite = np.isfinite(budget)
     if initial_prices is None:
         start = _ENTROPY_START if mirror == "entropy" else 0.0

@@ -1,0 +1,73 @@
+"""The dense DP and the online simulation give the same answers as before their row update and
+step were rewritten for speed (issue 17, items 5 and 6): digests of the allocations, values,
+frontiers and every online decision on seeded instances, recorded with the build of f97609a.
+
+A digest that changes means an answer changed: find out why before re-recording it."""
+
+import hashlib
+import itertools
+
+import numpy as np
+import pytest
+
+import apportion
+from apportion import simulate_online
+
+
+def _digest(*arrays):
+    h = hashlib.sha256()
+    for x in arrays:
+        a = np.asarray(x)
+        h.update(np.ascontiguousarray(a, dtype=np.float64 if a.dtype.kind == "f" else np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def online_digest(mirror, skip, R, dtype, shared):
+    rng = np.random.default_rng([7, R or 0, int(skip), int(shared)])
+    S, T, K = 3, 3000, 8
+    v = rng.random((S, T, K))
+    if shared:
+        c = rng.random((K,) if R is None else (K, R))
+    else:
+        c = rng.random((S, T, K) if R is None else (S, T, K, R))
+    budget = 0.25 * T if R is None else np.full(R, 0.25 * T)
+    if not skip:  # enough for the cheapest option of most requests: the reserve at work
+        least = c.min(axis=-1 if R is None else -2).max() if shared else 0.6
+        budget = (1.3 if R is None else np.full(R, 1.3)) * T * least
+    run = simulate_online(v.astype(dtype), c.astype(dtype), budget, mirror=mirror, skip_allowed=skip)
+    return _digest(run.choice, run.value, run.spent, run.prices, run.stalled)
+
+
+def dp_digest(seed):
+    rng = np.random.default_rng([11, seed])
+    n, k = 40 + 10 * seed, 2 + seed % 5
+    v = rng.random((n, k))
+    c = rng.integers(0, 30, (n, k)).astype(np.float64)
+    budget = float(c.min(axis=1).sum() + 0.4 * (c.max(axis=1) - c.min(axis=1)).sum())
+    sol = apportion.solve(v, c, budget, method="dp", threads=1)
+    front = apportion.frontier(v, c, budget)
+    return _digest(sol.choice, np.float64([sol.value, sol.cost, sol.shadow_price]), front.values)
+
+
+ONLINE = dict(zip(
+    itertools.product(["euclidean", "entropy"], [True, False], [None, 2], ["float64", "float32"],
+                      [True, False]),
+    """4c26e68b7e11ea3e 3ed11a5f4fcbbc9f 06753f362fe5faad d965e040332e4093 a99b4128a1b7d73c
+    a3c28952f738dfed a082fcd35be4f9a6 96e06f9836206b79 a65cb8f82a9709dd 3bfb399b94331feb
+    b656e8eb07825402 87326480266d6dc4 f61e60a0de4ca1af 4d2b1cc24bda903f 2b0e7674ce887ae0
+    429ee873ae98f144 2ad381d004d31dfa 99fc762616ac6509 c85e03278b3e0b26 c92efa0bb43e9715
+    6d0dd38c56b752f6 c03590781fe03b08 a96fd3a5d659ea6c d99a17eba02d8031 2c33c6780a0ced25
+    fc932394e2a8825a 9df6be717e93e47a c917e45bbcbf80c3 9e2937e7269b5dda 8113e5f487fcbdc7
+    a7ce7d750c992a01 de2b02bd77e0065e""".split()))
+
+DP = "4113548b3cf3b1fd 67e72d362a525b93 600f71e6a0db1ffd 089dd100ef65db05 344754e8221645be 77777c7fcda04cd3".split()
+
+
+@pytest.mark.parametrize("mirror, skip, R, dtype, shared", list(ONLINE))
+def test_online_decisions_as_before(mirror, skip, R, dtype, shared):
+    assert online_digest(mirror, skip, R, getattr(np, dtype), shared) == ONLINE[mirror, skip, R, dtype, shared]
+
+
+@pytest.mark.parametrize("seed", range(len(DP)))
+def test_dp_answers_as_before(seed):
+    assert dp_digest(seed) == DP[seed]
