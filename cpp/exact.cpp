@@ -5,8 +5,9 @@
 // v - lambda w). Every allocation x within the budget satisfies
 //     value(x) <= L(lambda) - sum_i d_i(x_i),   d_ij = (v_ib - lambda w_ib) - (v_ij - lambda w_ij) >= 0,
 // so only options with d_ij < L - z can appear in an allocation better than the incumbent z.
-// Items enter a core in order of their smallest d (how cheaply they leave b_i; ties by how
-// close their hull slopes come to lambda, which tightens the bounds below); the core is enumerated
+// Items enter a core in turn from two lists: by the steepest hull step up from b_i and by the
+// flattest step down to it (ties by their smallest d, how cheaply they leave b_i), which
+// tightens the bounds below fastest; the core is enumerated
 // by DP over (cost, value) states with the other items at b_i. A state (mu, pi) is dropped when
 // dominated (another costs no more and is worth no less) or when its bound cannot beat the
 // incumbent. An item whose smallest d exceeds every state's slack pi + lambda (C - mu) - z
@@ -104,18 +105,31 @@ struct ExactWorkspace {
     std::int32_t item;
   };
   std::vector<CoreCandidate> order, order_scratch;
-  // Every item that can leave its LP option, before the core takes it: `prepared` once its
-  // hull slopes (up, down, closeness) are in `candidate`; up/down_outside its slopes should it
-  // stay outside (as the first pass over the items found them).
+  std::vector<std::int32_t> by_up, by_down;  // positions in `order`, by slope (interleave_by_slopes)
+  std::vector<char> taken;
+  // Every item that can leave its LP option, before the core takes it: its hull slopes (up,
+  // down) are in `candidate`, checked and with their closeness once `prepared`; `cheaper`
+  // whether it has a cheaper option; up/down_outside its slopes should it stay outside (as the
+  // first pass over the items found them).
   struct Pending {
     CoreCandidate candidate;
     double up_outside, down_outside;
-    bool prepared;
+    bool cheaper, prepared;
   };
   std::vector<Pending> pending;
   std::vector<double> up_after, down_after;  // (|order|+1) outside-core slopes after each layer
   std::vector<double> min_d_from;             // (|order|+1) smallest d over order[t..]
   std::vector<double> shed_after, add_after;  // (|order|+1) cost order[t+1..] can free / add
+  // The two-move fill's table of moves by cost change (open addressing; a slot is in use when
+  // its stamp is this fill's, so the table is never cleared).
+  struct MoveSlot {
+    double dw;                         // the key: cost change of the move
+    double dv[2];                      // the best two value changes under this key...
+    std::int32_t item[2], option[2];   // ...from two different items (item[1] < 0: none)
+    std::uint32_t stamp;
+  };
+  std::vector<MoveSlot> moves;
+  std::uint32_t move_stamp = 0;
   CoreStates states, merged, scratch, shifted;
   RawBuffer<CoreLink> links;               // every layer's links, one after the other
   std::vector<std::size_t> layer_begin;     // where each layer's links start
@@ -125,7 +139,7 @@ struct ExactWorkspace {
     return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity() + shifted.capacity()) * sizeof(CoreState) +
            links.capacity() * sizeof(CoreLink) +
            (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
-           pending.capacity() * sizeof(Pending);
+           pending.capacity() * sizeof(Pending) + moves.capacity() * sizeof(MoveSlot);
   }
   // What the core holds for the instance in hand: its links and the live layer buffers (the
   // capacities above may be left over from an earlier, larger instance on this thread).
@@ -135,26 +149,223 @@ struct ExactWorkspace {
   }
 };
 
-// Whether every allowed cost (of_costs) or value of the instance is an integer and the
-// largest total (the sum of each item's largest magnitude) is below 2^53, so that every
-// allocation's total is an integer and exact in a double. Stops at the first item with a
-// fraction.
-template <class T>
-bool totals_integral(const InstanceView<T>& inst, bool of_costs) {
-  double largest_total = 0.0;
-  for (std::int64_t i = 0; i < inst.n; ++i) {
-    bool integers = true;
-    double largest = 0.0;
-    for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
-      if (!ok) return;
-      const double x = of_costs ? w : v;
-      integers &= x == std::floor(x);
-      largest = std::max(largest, std::fabs(x));
-    });
-    if (!integers) return false;
-    largest_total += largest;
+// Reorders ws.order so that the items with the steepest up-step and with the flattest
+// down-step left come in turn (each list in the current order among equal slopes). A state's
+// tight bound prices leftover budget at the steepest up-step and an overspend at the flattest
+// down-step among the items still to come: while an item with a step at lambda stays out, that
+// side is bounded by lambda alone and nothing is pruned. Taking items by promise (smallest d)
+// left such items out for many layers (strongly correlated 1000 x 8, R = 10^4, seed 3: 34,000
+// states against 4,300 so); taking the best of each side in turn, as Pisinger's two sorted
+// stacks do, lowers both bounds from the first layers.
+void interleave_by_slopes(ExactWorkspace& ws) {
+  const std::size_t m = ws.order.size();
+  if (m < 3) return;
+  ws.by_up.resize(m);
+  ws.by_down.resize(m);
+  for (std::size_t a = 0; a < m; ++a) ws.by_up[a] = ws.by_down[a] = static_cast<std::int32_t>(a);
+  const auto& order = ws.order;
+  std::stable_sort(ws.by_up.begin(), ws.by_up.end(),
+                   [&](std::int32_t x, std::int32_t y) { return order[x].up > order[y].up; });
+  std::stable_sort(ws.by_down.begin(), ws.by_down.end(),
+                   [&](std::int32_t x, std::int32_t y) { return order[x].down < order[y].down; });
+  ws.taken.assign(m, 0);
+  ws.order_scratch.clear();
+  std::size_t next_up = 0, next_down = 0;
+  for (bool up_turn = true; ws.order_scratch.size() < m; up_turn = !up_turn) {
+    std::vector<std::int32_t>& list = up_turn ? ws.by_up : ws.by_down;
+    std::size_t& next = up_turn ? next_up : next_down;
+    while (next < m && ws.taken[list[next]]) ++next;
+    if (next == m) continue;  // the other list still holds the rest
+    ws.taken[list[next]] = 1;
+    ws.order_scratch.push_back(order[list[next]]);
   }
-  return largest_total < 9007199254740992.0;  // 2^53
+  ws.order.swap(ws.order_scratch);
+}
+
+// The greatest common divisor of two positive doubles: Euclid's algorithm, exact because fmod
+// is.
+inline double float_gcd(double a, double b) {
+  while (b > 0.0) {
+    const double r = std::fmod(a, b);
+    a = b;
+    b = r;
+  }
+  return a;
+}
+
+// The lowest set bit of a positive finite double, as a double (1 for 3.0, 0.5 for 1.5).
+inline double lowest_bit(double x) {
+  int exponent;
+  const double mantissa = std::frexp(x, &exponent);  // x = mantissa 2^exponent, mantissa in [0.5, 1)
+  auto bits = static_cast<std::uint64_t>(std::ldexp(mantissa, 53));  // an integer below 2^53
+  int zeros = 0;
+  while ((bits & 1u) == 0) {
+    bits >>= 1;
+    ++zeros;
+  }
+  return std::ldexp(1.0, exponent - 53 + zeros);
+}
+
+// A common step of the allowed costs or values: every one is an integer multiple of `step`,
+// and every allocation's total is exact in a double (below `exact_below`, 2^53 times the
+// lowest set bit of step), so totals are multiples of step too. step is 0 where there is none.
+struct CommonStep {
+  double step = 0.0, exact_below = 0.0;
+};
+
+// The largest common step of the allowed costs (of_costs) or values, by Euclid's algorithm
+// over them: integers give 1 (or their gcd), multiples of 0.5 give 0.5. Stops with none as soon
+// as the sum of each item's largest magnitude reaches exact_below: real-valued data (where the
+// step falls to the last bits) stop within a few items.
+// Only the items for which `counts(i)` holds take part.
+template <class T, class Counts>
+CommonStep common_step(const InstanceView<T>& inst, bool of_costs, Counts&& counts) {
+  CommonStep found;
+  double largest_total = 0.0, inverse = 0.0;
+  bool power_of_two = false;
+  for (std::int64_t i = 0; i < inst.n; ++i) {
+    if (!counts(i)) continue;
+    double largest = 0.0;
+    // Whether every option of the item is a multiple already: x / step is then an integer k,
+    // and k * step is exact while x is below exact_below (beyond it the check after this item
+    // gives up anyway). A step that is a power of two (1 for integers) divides exactly as a
+    // product by its inverse; k = 0 for x > 0 is a quotient that underflowed. Branch-free:
+    // this pass is most of the time on integer data.
+    bool multiples = found.step > 0.0;
+    if (multiples && power_of_two && !of_costs && inst.mask == nullptr) {
+      // The common case (integer values, no mask) on the raw row, without a branch or a
+      // floor: q = x / step is an integer below 2^52 exactly when (q + 2^52) - 2^52 == q (an
+      // integer past 2^52 may read as not one: the one-by-one pass below decides it).
+      const T* row = inst.values + i * inst.k;
+      double misses = 0.0;
+      for (std::int64_t j = 0; j < inst.k; ++j) {
+        const double x = std::fabs(static_cast<double>(row[j]));
+        largest = largest > x ? largest : x;
+        const double q = x * inverse;
+        misses += ((q + 4503599627370496.0) - 4503599627370496.0 != q) | ((q == 0.0) & (x != 0.0)) ? 1.0 : 0.0;
+      }
+      multiples = misses == 0.0;
+    } else if (multiples) {
+      for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
+        const double x = ok ? std::fabs(of_costs ? w : v) : 0.0;
+        largest = std::max(largest, x);
+        const double k = power_of_two ? x * inverse : x / found.step;
+        multiples &= (k == std::floor(k)) & ((k != 0.0) | (x == 0.0)) & (power_of_two | (k * found.step == x));
+      });
+    }
+    if (!multiples) {  // the item's options into the step, one by one
+      largest = 0.0;
+      for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
+        const double x = ok ? std::fabs(of_costs ? w : v) : 0.0;
+        largest = std::max(largest, x);
+        if (x == 0.0) return;
+        if (found.step > 0.0) {
+          const double k = power_of_two ? x * inverse : x / found.step;
+          if (k != 0.0 && k == std::floor(k) && (power_of_two || k * found.step == x)) return;
+        }
+        found.step = found.step == 0.0 ? x : float_gcd(found.step, x);
+        const double low = lowest_bit(found.step);
+        found.exact_below = 9007199254740992.0 * low;  // 2^53
+        power_of_two = low == found.step;
+        inverse = 1.0 / found.step;
+      });
+    }
+    largest_total += largest;
+    if (found.step > 0.0 && !(largest_total < found.exact_below)) return CommonStep{};  // (step 0: zeros so far)
+  }
+  return found;
+}
+
+// The two-move fill: looks for two items, both at their LP options in the primal `option`,
+// whose moves together add exactly `leftover` of cost (every move's cost change is checked
+// against the other's complement in a hash table, as the moves are read) and at least
+// `value_needed` of value. Only moves with reduced cost d up to `d_budget` can be part of such
+// a pair, and only items whose margin (a lower bound on their smallest d) is below
+// `movable_gap` are read (the others are not in the value step's count). Where values and
+// costs are integers and the bound is proven by a fill of the budget (subset-sum), a primal
+// one unit short has thousands of such pairs among 1000 items with a range of 10^4, and the
+// first turns up within a few hundred moves; the core instead
+// enumerated every combination of its first four items (3,750 states) to find one. Reads at
+// most kMaxFillMoves moves. On success, writes the two moves into `option`, their value change
+// into `gained`, and returns true.
+template <class T>
+bool fill_with_two_moves(const InstanceView<T>& inst, ExactWorkspace& ws, std::vector<std::int32_t>& option,
+                         const std::vector<double>& item_margin, double movable_gap, double lambda, double leftover,
+                         double value_needed, double d_budget, double& gained) {
+  constexpr std::size_t kMaxFillMoves = 8192;
+  const std::size_t capacity = 2 * kMaxFillMoves;  // a power of two
+  if (ws.moves.size() != capacity) {
+    ws.moves.assign(capacity, ExactWorkspace::MoveSlot{});
+    ws.move_stamp = 0;
+  }
+  if (++ws.move_stamp == 0) {  // wrapped: clear once
+    for (auto& slot : ws.moves) slot.stamp = 0;
+    ws.move_stamp = 1;
+  }
+  const std::uint32_t stamp = ws.move_stamp;
+  auto slot_of = [&](double dw) -> ExactWorkspace::MoveSlot& {
+    std::uint64_t bits;
+    const double key = dw + 0.0;  // -0 as +0
+    std::memcpy(&bits, &key, sizeof bits);
+    std::size_t at = static_cast<std::size_t>((bits * 0x9E3779B97F4A7C15ull) >> 40) & (capacity - 1);
+    while (ws.moves[at].stamp == stamp && ws.moves[at].dw != key) at = (at + 1) & (capacity - 1);
+    return ws.moves[at];
+  };
+  std::size_t read = 0;
+  // Items from both ends in turn: the LP takes tied steps in item order, so the items before
+  // the break tend to sit at their dearer options (moves that free cost) and those after it at
+  // cheaper ones (moves that add cost); a fill needs one of each (item order read 3,500 moves
+  // on subset-sum 1000 x 8 before the first pair).
+  for (std::int64_t t = 0; t < inst.n; ++t) {
+    const auto i = static_cast<std::int32_t>(t % 2 == 0 ? t / 2 : inst.n - 1 - t / 2);
+    const std::int32_t bi = ws.lp_option[i];
+    if (option[i] != bi || !(item_margin[i] < movable_gap)) continue;  // moved already, or cannot move
+    const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
+    for (std::int32_t q = 0; q < inst.k; ++q) {
+      if (q == bi || !inst.allowed(i, q)) continue;
+      const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
+      if (!(lambda * dw - dv <= d_budget)) continue;
+      ExactWorkspace::MoveSlot& other = slot_of(leftover - dw);
+      if (other.stamp == stamp) {
+        const int pick = other.item[0] != i ? 0 : 1;  // the best partner from another item
+        if (other.item[pick] >= 0 && dv + other.dv[pick] >= value_needed) {
+          const std::int32_t j = other.item[pick], qj = other.option[pick];
+          const std::int32_t old_i = option[i], old_j = option[j];
+          option[i] = q;
+          option[j] = qj;
+          double total_cost, total_value;
+          if (option_fits(inst, option.data(), total_cost, total_value)) {
+            gained = dv + other.dv[pick];
+            return true;
+          }
+          option[i] = old_i;  // over by rounding: not this pair
+          option[j] = old_j;
+        }
+      }
+      ExactWorkspace::MoveSlot& mine = slot_of(dw);
+      if (mine.stamp != stamp) {
+        mine = ExactWorkspace::MoveSlot{dw + 0.0, {dv, 0.0}, {i, -1}, {q, -1}, stamp};
+      } else if (mine.item[0] == i) {  // the same item: keep its better move first
+        if (dv > mine.dv[0]) {
+          mine.dv[0] = dv;
+          mine.option[0] = q;
+        }
+      } else if (dv > mine.dv[0]) {  // a new best from another item; the old best second
+        mine.dv[1] = mine.dv[0];
+        mine.item[1] = mine.item[0];
+        mine.option[1] = mine.option[0];
+        mine.dv[0] = dv;
+        mine.item[0] = i;
+        mine.option[0] = q;
+      } else if (mine.item[1] < 0 || dv > mine.dv[1]) {
+        mine.dv[1] = dv;
+        mine.item[1] = i;
+        mine.option[1] = q;
+      }
+      if (++read >= kMaxFillMoves) return false;
+    }
+  }
+  return false;
 }
 
 // Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
@@ -210,12 +421,19 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
   run_batch<ExactWorkspace>(p.b, threads, [&](std::int64_t b, ExactWorkspace& ws, int inner) {
     const auto started = clock::now();
     InstanceView<T> inst = p.instance(b);
-    // With integer costs (totals exact in a double) an allocation fits C exactly when it fits
-    // floor(C): the LP and its bound are taken at floor(C), which they would otherwise pass by
-    // up to the fraction (a real budget over integer costs left a gap that only enumeration
-    // could close).
-    if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget) && totals_integral(inst, /*of_costs=*/true)) {
-      inst.budget = std::floor(inst.budget);
+    // With costs on a common step (integers, or multiples of 0.5, ..., totals exact in a
+    // double) an allocation fits C exactly when it fits C rounded down to the step: the LP and
+    // its bound are taken there, which they would otherwise pass by up to the fraction (a real
+    // budget over integer costs left a gap that only enumeration could close). Checked only
+    // for a budget with a fraction: the step costs a pass over the costs.
+    if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget)) {
+      const CommonStep cost = common_step(inst, /*of_costs=*/true, [](std::int64_t) { return true; });
+      // A budget past exact_below is past every total: nothing to round there.
+      if (cost.step > 0.0 && std::fabs(inst.budget) < cost.exact_below) {
+        double units = std::floor(inst.budget / cost.step);
+        if (units * cost.step > inst.budget) units -= 1.0;  // the division rounded up
+        inst.budget = units * cost.step;                    // exact below exact_below
+      }
     }
     LagrangianWorkspace& lw = ws.lagrangian;
     const LpRelaxation lp = solve_lp_reduced(inst, lw, inner, /*margins=*/true, [&] { check_instance(p, b); });
@@ -257,12 +475,18 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // v - lambda w), the primal is z_rel, and "optimal" is decided to the rounding of those.
     // Even an integral LP is checked so: its steps fit on a running sum, and the primal may
     // have been stepped down since, where the compensated total said it did not fit.
-    CompensatedSum base_cost_sum, base_value_sum, z_rel_sum;
+    CompensatedSum base_cost_sum, base_value_sum, z_rel_sum, z_cost_rel_sum;
+    double z_reduced_cost = 0.0;  // sum of the primal's d_i(x_i)
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int32_t bi = ws.lp_option[i], xi = lw.item_option[i];
       base_cost_sum.add(inst.cost(i, bi));
       base_value_sum.add(inst.value(i, bi));
-      if (xi != bi) z_rel_sum.add(inst.value(i, xi) - inst.value(i, bi));
+      if (xi != bi) {
+        const double dw = inst.cost(i, xi) - inst.cost(i, bi), dv = inst.value(i, xi) - inst.value(i, bi);
+        z_rel_sum.add(dv);
+        z_cost_rel_sum.add(dw);
+        z_reduced_cost += lambda * dw - dv;
+      }
     }
     // C - base, with the compensated base's carry: C_rel to about an ulp of C.
     const double C_rel = (C - base_cost_sum.sum) - base_cost_sum.carry;
@@ -283,37 +507,40 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     }
     double upper_rel = L_rel;
     bool proven = L_rel - z_rel <= tol;
-    // What a bound must pass z by to matter: tol, or with integer values (totals exact in a
-    // double) almost 1, since an allocation that beats z then beats it by at least 1. Without
-    // it, subset-sum with a budget that is not an integer enumerated the whole core (7.5 s) to
-    // end "feasible" at a gap of 0.5.
-    const bool integral = !proven && tol < 0.25 && totals_integral(inst, /*of_costs=*/false);
-    const double margin = integral ? 1.0 - 2.0 * tol : tol;
+    // What a bound must pass z by to matter: tol, or with values on a common step (integers:
+    // 1; multiples of 0.5: 0.5; totals exact in a double) almost the step, since an allocation
+    // that beats z then beats it by at least the step. Without it, subset-sum with a budget
+    // that is not an integer enumerated the whole core (7.5 s) to end "feasible" at a gap of 0.5.
+    // Only the items that can move matter: every allocation worth more than z keeps the others
+    // at b_i (an item whose margin, a lower bound on its smallest d, reaches L - z cannot
+    // move), so its value differs from z's by moves of the items counted here, and from the
+    // base's likewise. With the LP's margins most items of a large instance are not read.
+    const double movable_gap = L_rel - z_rel;
+    const double value_step =
+        proven ? 0.0 : common_step(inst, /*of_costs=*/false, [&](std::int64_t i) {
+          return slopes_underflow || lw.margin[i] < movable_gap || lw.item_option[i] != ws.lp_option[i];
+        }).step;
+    const bool stepped = value_step > 4.0 * tol;
+    const double margin = stepped ? value_step - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
     std::int8_t stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
+    // Values on a step: two moves that fill the budget may reach the bound (subset-sum). An
+    // allocation made from the primal x by moving two items that sit at b_i is worth
+    // L - d_a - d_b - D(x) - lambda * (its leftover), so only moves with d up to
+    // margin - D(x) can take part. Where the slopes underflowed, d means nothing: not tried.
+    if (!proven && stepped && !slopes_underflow && z_reduced_cost < margin) {
+      double gained = 0.0;
+      ws.best_option.assign(lw.item_option.begin(), lw.item_option.end());
+      const double leftover = C_rel - z_cost_rel_sum.value();
+      if (fill_with_two_moves(inst, ws, ws.best_option, lw.margin, movable_gap, lambda, leftover, L_rel - z_rel - margin,
+                              margin - z_reduced_cost + tol, gained)) {
+        z_rel += gained;
+        core_improved = true;
+        proven = L_rel - z_rel <= margin;
+      }
+    }
 
     if (!proven) {
-      // Hull slopes around an item's LP option b: the next step up (0 if none: leftover budget
-      // may simply go unused) and the step down to it (inf if none: it cannot get cheaper).
-      // As b is a hull point, these are the steepest chord from b to a costlier option and the
-      // flattest from a cheaper one.
-      // A slope past the float range (4e300 of value over 1e-12 of cost) would read as "no step"
-      // (down = inf) and prune states that can still shed cost: such input is refused, as a
-      // total that overflows is.
-      auto hull_slopes = [&](std::int64_t i, double& up, double& down) {
-        const std::int32_t bi = ws.lp_option[i];
-        const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
-        up = 0.0;
-        down = INFINITY;
-        bool cheaper = false;
-        for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
-          if (!ok) return;
-          if (w > wb) up = std::max(up, (v - vb) / (w - wb));
-          if (w < wb) down = std::min(down, (vb - v) / (wb - w));
-          cheaper |= w < wb;
-        });
-        if (!(up < INFINITY) || (cheaper && !(down < INFINITY))) throw_overflow(inst, b);
-      };
       // Items that can leave their LP option; the others never move, and bound from outside.
       // Items fixed at the first bracket whose margin already rules out every move are not
       // visited: their hull slopes around the break are bounded by that bracket's ends.
@@ -331,18 +558,24 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         const std::int32_t bi = ws.lp_option[i];
         const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
         double best_other = -INFINITY;  // max of (v - vb) - lambda (w - wb) over the other options
-        // The outside-core slopes, should the item stay outside, without a division per
-        // option: only a chord steeper than the running maximum (flatter than the running
-        // minimum) is worked out.
-        double up_outside = up_fixed, down_outside = down_fixed;
+        // Hull slopes around b_i: the next step up (0 if none: leftover budget may simply go
+        // unused) and the step down to it (inf if none: it cannot get cheaper). As b_i is a
+        // hull point, these are the steepest chord from b_i to a costlier option and the
+        // flattest from a cheaper one. Without a division per option: only a chord steeper
+        // (flatter) than the running one is worked out.
+        double up = 0.0, down = static_cast<double>(INFINITY);
+        bool cheaper = false;
         for_each_option(inst, i, [&](std::int32_t j, double w, double v, bool ok) {
           const double score = ok & (j != bi) ? (v - vb) - lambda * (w - wb) : -INFINITY;
           best_other = std::max(best_other, score);
-          if (ok & (w > wb) & (v - vb > up_outside * (w - wb))) up_outside = (v - vb) / (w - wb);
-          if (ok & (w < wb) & (vb - v < down_outside * (wb - w))) down_outside = (vb - v) / (wb - w);
+          if (ok & (w > wb) & (v - vb > up * (w - wb))) up = (v - vb) / (w - wb);
+          if (ok & (w < wb) & (vb - v < down * (wb - w))) down = (vb - v) / (wb - w);
+          cheaper |= ok & (w < wb);
         });
         if (best_other > 0.0) shortfall.add(best_other);
         const double smallest = std::max(0.0, -best_other);
+        // The outside-core slopes, should the item stay outside.
+        const double up_outside = std::max(up_fixed, up), down_outside = std::min(down_fixed, down);
         if (!(smallest < gap)) {
           up_fixed = up_outside;
           down_fixed = down_outside;
@@ -350,7 +583,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           ExactWorkspace::CoreCandidate c{};
           c.smallest_d = smallest;
           c.item = static_cast<std::int32_t>(i);
-          ws.pending.push_back({c, up_outside, down_outside, false});
+          c.up = up;
+          c.down = down;
+          ws.pending.push_back({c, up_outside, down_outside, cheaper, false});
         }
       }
       if (skipped) {
@@ -364,6 +599,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       // that underflowed), a move can gain (d < 0) and the core's bounds do not hold: it does
       // not run, and the absolute bound stands.
       const bool core_sound = !(slopes_underflow && short_by > tol);
+
       // How far a candidate's moves that cost less than `move_limit` (of L) take its cost
       // down and up.
       auto cost_range = [&](ExactWorkspace::CoreCandidate& c, double move_limit) {
@@ -403,8 +639,13 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         ws.order.clear();
         for (ExactWorkspace::Pending& c : ws.pending) {
           if (c.candidate.smallest_d < limit) {
-            if (!c.prepared) {  // hull slopes around b_i and how near they come to lambda
-              hull_slopes(c.candidate.item, c.candidate.up, c.candidate.down);
+            if (!c.prepared) {  // how near its hull slopes come to lambda
+              // A slope past the float range (4e300 of value over 1e-12 of cost) would read as
+              // "no step" (down = inf) and prune states that can still shed cost: a core item
+              // with one is refused, as a total that overflows is.
+              if (!(c.candidate.up < INFINITY) || (c.cheaper && !(c.candidate.down < INFINITY))) {
+                throw_overflow(inst, b);
+              }
               c.candidate.closeness =
                   std::max(0.0, std::min(lambda - c.candidate.up, c.candidate.down - lambda));
               c.prepared = true;
@@ -450,6 +691,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             ws.order[at] = run[shedder_turn ? shedder++ : adder++];
           }
         }
+        interleave_by_slopes(ws);
         // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
         const std::size_t m = ws.order.size();
         ws.up_after.assign(m + 1, up_outside);
@@ -605,8 +847,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       r.cost = z_cost;
       r.value = z;
     }
-    // An integer optimum is at most the bound rounded down (to the rounding of the bound).
-    if (integral) upper_rel = std::floor(upper_rel + tol);
+    // An optimum on the value step is at most the bound rounded down to the step (to the
+    // rounding of the bound).
+    if (stepped) upper_rel = value_step * std::floor((upper_rel + tol) / value_step);
     const double upper = base_value_sum.value() + upper_rel;
     r.bound = proven ? r.value : std::max(std::min(upper, L), r.value);
     r.shadow_price = lambda;
