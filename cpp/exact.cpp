@@ -523,7 +523,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     const bool stepped = value_step > 4.0 * tol;
     const double margin = stepped ? value_step - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
-    std::int8_t stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
+    Status stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
     // Values on a step: two moves that fill the budget may reach the bound (subset-sum). An
     // allocation made from the primal x by moving two items that sit at b_i is worth
     // L - d_a - d_b - D(x) - lambda * (its leftover), so only moves with d up to
