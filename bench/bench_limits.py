@@ -44,6 +44,7 @@ import numpy as np
 
 import apportion
 from apportion import workloads
+from apportion.benchmark import format_seconds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "limits.cpp")
@@ -202,13 +203,6 @@ def cpu_per_call(call: Callable[[], Any], *, runs: int = 5, min_run: float = 0.0
     return statistics.median(per_call)
 
 
-def _fmt(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.1f} us"
-
 
 @dataclasses.dataclass
 class Row:
@@ -236,11 +230,11 @@ def format_table(rows: List[Row], threads: int) -> str:
              "native loop | ours / loop |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        ours = _fmt(r.ours) + (f" ({r.per})" if r.per else "")
-        read_all = _fmt(r.read_all) if r.read_all is not None else ""
+        ours = format_seconds(r.ours) + (f" ({r.per})" if r.per else "")
+        read_all = format_seconds(r.read_all) if r.read_all is not None else ""
         limit = r.read_1 if r.threads == 1 else r.read_all
-        loop = f"{_fmt(r.loop)} ({r.loop_what})" if r.loop is not None else ""
-        lines.append(f"| {r.case} | {ours} | {_fmt(r.read_1)} | {read_all} | "
+        loop = f"{format_seconds(r.loop)} ({r.loop_what})" if r.loop is not None else ""
+        lines.append(f"| {r.case} | {ours} | {format_seconds(r.read_1)} | {read_all} | "
                      f"{_ratio(r.ours, limit)} | {loop} | {_ratio(r.ours, r.loop)} |")
     return "\n".join(lines)
 

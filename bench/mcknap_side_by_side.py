@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 
 import apportion  # noqa: E402
 from apportion import workloads  # noqa: E402
+from apportion.benchmark import format_seconds  # noqa: E402
 
 # (kind, N, K, R): the classes of workloads.CLASSIC at the sizes, and the 0-1 class.
 CASES: List[Tuple[str, int, int, int]] = (
@@ -240,13 +241,6 @@ def time_ours(values: np.ndarray, costs: np.ndarray, budget: float, min_time: fl
     return float(sol.value), statistics.median(times)
 
 
-def fmt_time(seconds: float) -> str:
-    if seconds >= 1.0:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} µs"
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,12 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             t_theirs = [t for _, t in theirs]
             per_seed = [a / b for a, b in zip(t_ours, t_theirs)]
             med_o, med_t = statistics.median(t_ours), statistics.median(t_theirs)
-            print(f"| {kind} | {n}x{k} | {r} | {fmt_time(med_o)} / {fmt_time(max(t_ours))} | "
-                  f"{fmt_time(med_t)} / {fmt_time(max(t_theirs))} | "
+            print(f"| {kind} | {n}x{k} | {r} | {format_seconds(med_o)} / {format_seconds(max(t_ours))} | "
+                  f"{format_seconds(med_t)} / {format_seconds(max(t_theirs))} | "
                   f"{med_o / med_t:.2f} / {max(t_ours) / max(t_theirs):.2f} / {max(per_seed):.2f} |", flush=True)
             if args.per_seed:
                 for seed in range(args.seeds):
-                    print(f"|   seed {seed} | | | {fmt_time(t_ours[seed])} | {fmt_time(t_theirs[seed])} | "
+                    print(f"|   seed {seed} | | | {format_seconds(t_ours[seed])} | {format_seconds(t_theirs[seed])} | "
                           f"{per_seed[seed]:.2f} |", flush=True)
     return 0
 

@@ -157,9 +157,8 @@ std::int64_t dmd_decide_many(const DmdConfig& cfg, DmdState& st, const T* values
       return i;
     }
     if (keep) std::copy(floor.data, floor.data + r, st.floor.begin());
-    if (c.played >= 0) dmd_spend(w + c.played * r, r, st.spent_sum.data(), st.spent_carry.data());
-    dmd_update(st.m.data(), st.mu.data(), c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr),
-               r, cfg.inv_rho.data(), cfg.eta, cfg.mirror);
+    dmd_commit(c, v, w, r, st.m.data(), st.mu.data(), st.spent_sum.data(), st.spent_carry.data(),
+               cfg.inv_rho.data(), cfg.eta, cfg.mirror, static_cast<CompensatedSum*>(nullptr));
     ++st.steps;
     out[i] = c.played;
   }
@@ -228,20 +227,10 @@ void simulate_streams(const DmdConfig& cfg, const T* values, const T* costs, std
       }
       if (kKeep) std::copy(floor_next, floor_next + r, floor);
       ++steps;
-      if (c.played >= 0) {
-        dmd_spend(w + c.played * r, r, spent_sum, spent_carry);
-        value.add(static_cast<double>(v[c.played]));
-      }
-      dmd_update(m, mu, c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr), r,
-                 inv_rho, eta, mirror);
+      dmd_commit(c, v, w, r, m, mu, spent_sum, spent_carry, inv_rho, eta, mirror, &value);
       if (ch) ch[i] = c.played;
     }
-    out.value[sidx] = value.value();
-    for (std::int64_t q = 0; q < r; ++q) {
-      out.spent[sidx * r + q] = spent_sum[q] + spent_carry[q];
-      out.prices[sidx * r + q] = mu[q];
-    }
-    out.stalled[sidx] = stalled;
+    dmd_store_stream(out, sidx, r, value, spent_sum, spent_carry, mu, stalled);
   }
 }
 

@@ -294,6 +294,20 @@ APPORTION_HD inline void dmd_spend(const T* wp, std::int64_t r, double* spent_su
   }
 }
 
+// A decided step (c.played not kStalled): the played option's costs into the spent sums and
+// its value into `value` (when given), then the price update on the proposal.
+template <class T>
+APPORTION_HD inline void dmd_commit(const DmdChoice& c, const T* v, const T* w, std::int64_t r, double* m,
+                                    double* mu, double* spent_sum, double* spent_carry, const double* inv_rho,
+                                    double eta, Mirror mirror, CompensatedSum* value) {
+  if (c.played >= 0) {
+    dmd_spend(w + c.played * r, r, spent_sum, spent_carry);
+    if (value) value->add(static_cast<double>(v[c.played]));
+  }
+  dmd_update(m, mu, c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr), r, inv_rho, eta,
+             mirror);
+}
+
 // Configuration shared by the allocator and the simulator.
 struct DmdConfig {
   std::int64_t r = 1;         // resources
@@ -340,6 +354,18 @@ struct SimulationOutput {
   double* prices = nullptr;
   std::int64_t* stalled = nullptr;
 };
+
+// A finished stream sidx's value, spent (R), prices (R) and stalled count into `out`.
+APPORTION_HD inline void dmd_store_stream(const SimulationOutput& out, std::int64_t sidx, std::int64_t r,
+                                          const CompensatedSum& value, const double* spent_sum,
+                                          const double* spent_carry, const double* mu, std::int64_t stalled) {
+  out.value[sidx] = value.value();
+  for (std::int64_t q = 0; q < r; ++q) {
+    out.spent[sidx * r + q] = spent_sum[q] + spent_carry[q];
+    out.prices[sidx * r + q] = mu[q];
+  }
+  out.stalled[sidx] = stalled;
+}
 
 template <class T>
 void dmd_simulate(const DmdConfig& cfg, const T* values, const T* costs, std::int64_t cs,

@@ -597,20 +597,10 @@ simulate_kernel(DeviceDmd cfg, const T* values, const T* costs, std::int64_t cs,
       if (ch) ch[i] = kSkip;
       continue;
     }
-    if (c.played >= 0) {
-      dmd_spend(w + c.played * r, r, spent_sum, spent_carry);
-      value.add(static_cast<double>(v[c.played]));
-    }
-    dmd_update(m, mu, c.proposed >= 0 ? w + c.proposed * r : static_cast<const T*>(nullptr), r, cfg.inv_rho,
-               cfg.eta, cfg.mirror);
+    dmd_commit(c, v, w, r, m, mu, spent_sum, spent_carry, cfg.inv_rho, cfg.eta, cfg.mirror, &value);
     if (ch) ch[i] = c.played;
   }
-  out.value[sidx] = value.value();
-  for (std::int64_t q = 0; q < r; ++q) {
-    out.spent[sidx * r + q] = spent_sum[q] + spent_carry[q];
-    out.prices[sidx * r + q] = mu[q];
-  }
-  out.stalled[sidx] = stalled;
+  dmd_store_stream(out, sidx, r, value, spent_sum, spent_carry, mu, stalled);
   if (bad) atomicOr(errors, bad);
 }
 

@@ -40,7 +40,7 @@ import numpy as np
 from . import api, workloads
 from ._problem import Method
 
-__all__ = ["Case", "Timing", "SUITES", "QUICK", "measure", "run_case", "format_table",
+__all__ = ["Case", "Timing", "SUITES", "QUICK", "measure", "run_case", "format_table", "format_seconds",
            "stamp", "main"]
 
 OUR_METHODS = ("lagrangian", "exact", "dp")
@@ -304,7 +304,8 @@ def run_case(case: Case, instances: int = 3, peer_limit: float = 20.0,
 # ---------------------------------------------------------------------------------------------
 # the document
 
-def _fmt(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
+    """A duration for the tables: us below 1 ms, ms below 1 s, else s; "n/a" for NaN."""
     if seconds != seconds:
         return "n/a"
     if seconds < 1e-3:
@@ -345,19 +346,19 @@ def format_table(rows: List[Dict[str, Any]], peer_limit: float = 20.0) -> str:
         for name, cell in cells.items():
             wall, cpu = cell.mean("wall"), cell.mean("cpu")
             limited = any(t.limited for t in cell.timings)
-            own = ", ".join(f"{_fmt(s)} ({k})" for k, s in cell.mean_own().items())
+            own = ", ".join(f"{format_seconds(s)} ({k})" for k, s in cell.mean_own().items())
             prefix = ">= " if limited else ""
             if cell.estimated_from:
                 B = row["batch"]
                 prefix = f"est. {B} x " + prefix
                 ratio = f"est. {B * cpu / best:,.0f}x" if best == best else ""
-                wall_text, cpu_text = (f"est. {_fmt(B * wall)} ({B} x {_fmt(wall)})",
-                                       f"est. {_fmt(B * cpu)} ({B} x {_fmt(cpu)})")
+                wall_text, cpu_text = (f"est. {format_seconds(B * wall)} ({B} x {format_seconds(wall)})",
+                                       f"est. {format_seconds(B * cpu)} ({B} x {format_seconds(cpu)})")
                 own = own and f"{own} per instance"
             else:
                 ratio = ("" if name in row["ours"] or best != best
                          else f"{prefix}{cpu / best:,.0f}x")
-                wall_text, cpu_text = prefix + _fmt(wall), prefix + _fmt(cpu)
+                wall_text, cpu_text = prefix + format_seconds(wall), prefix + format_seconds(cpu)
             label = row["case"] if first else ""
             first = False
             lines.append("| " + " | ".join([label, name, wall_text, cpu_text, own or "",
