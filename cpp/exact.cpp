@@ -255,8 +255,13 @@ CommonStep common_step(const InstanceView<T>& inst, bool of_costs, Counts&& coun
     }
     if (!multiples) {  // the item's options into the step, one by one
       largest = 0.0;
+      bool finite = true;
       for_each_option(inst, i, [&](std::int32_t, double w, double v, bool ok) {
         const double x = ok ? std::fabs(of_costs ? w : v) : 0.0;
+        // Runs before the input is checked (the costs' step is taken before the LP): NaN and
+        // infinities end the search here, and the check rejects them later.
+        finite &= x <= std::numeric_limits<double>::max();
+        if (!finite) return;
         largest = std::max(largest, x);
         if (x == 0.0) return;
         if (found.step > 0.0) {
@@ -269,6 +274,7 @@ CommonStep common_step(const InstanceView<T>& inst, bool of_costs, Counts&& coun
         power_of_two = low == found.step;
         inverse = 1.0 / found.step;
       });
+      if (!finite) return CommonStep{};
     }
     largest_total += largest;
     if (found.step > 0.0 && !(largest_total < found.exact_below)) return CommonStep{};  // (step 0: zeros so far)
@@ -520,7 +526,11 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         proven ? 0.0 : common_step(inst, /*of_costs=*/false, [&](std::int64_t i) {
           return slopes_underflow || lw.margin[i] < movable_gap || lw.item_option[i] != ws.lp_option[i];
         }).step;
-    const bool stepped = value_step > 4.0 * tol;
+    // Not for a subnormal step: tol (ulps of the totals) then rounds to 0 while the totals'
+    // roundings do not, and an allocation one step above z could fail the margin's test. A
+    // step of at least DBL_MIN / eps keeps every nonzero total normal.
+    const bool stepped =
+        value_step > 4.0 * tol && value_step >= std::numeric_limits<double>::min() / kDoubleEpsilon;
     const double margin = stepped ? value_step - 2.0 * tol : tol;
     proven = L_rel - z_rel <= margin;
     Status stopped_by = kFeasible;  // kStoppedBy* once a work limit ends the core
@@ -662,6 +672,8 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           if (a.closeness != b.closeness) return a.closeness < b.closeness;
           return a.item < b.item;
         };
+        // interleave_by_slopes below takes the items by their slopes; this order (by promise,
+        // then the alternation) decides among equal slopes.
         std::sort(ws.order.begin(), ws.order.end(), by_promise);
         // Among equally promising items, alternate those that free budget with those that use
         // it: the LP fills ties in item order, so otherwise all of one kind come first and the

@@ -322,6 +322,36 @@ def test_exact_proves_values_and_costs_on_a_common_step(seed, step):
     assert sol.value == unit.value * step
 
 
+@pytest.mark.parametrize("exponent", [-1060, -1040, -1000, 0])
+def test_exact_value_step_in_the_subnormal_range_is_not_used(exponent):
+    # Values on a subnormal step: the ulp-based tolerance rounds to 0 there while the totals
+    # do not round alike, and the step's margin dropped the allocation one step above z: the
+    # solve claimed "optimal" at 72 steps against 73 (found by review). A step only counts from
+    # DBL_MIN / eps up.
+    units = np.array([[-7, -4, 4, 4], [-6, 4, 6, 8], [1, 20, 21, 22], [2, 4, 15, 19], [-4, 9, 6, 19],
+                      [-4, 12, 18, 17], [-4, 2, 10, 13]], float)
+    costs = np.array([[0.25, 1.5, 2.5, 2.75], [0.5, 3.25, 4.0, 4.5], [2.75, 6.0, 6.25, 6.75],
+                      [1.75, 2.5, 4.75, 6.0], [0.25, 3.5, 3.5, 6.5], [0.75, 4.25, 5.5, 6.5],
+                      [1.0, 2.75, 3.75, 4.75]])
+    unit = 2.0 ** exponent
+    assert brute_force(units, costs, 27.5) == 73.0
+    sol = apportion.solve(units * unit, costs, 27.5, method="exact")
+    assert sol.status == "optimal"
+    assert sol.value == 73.0 * unit and sol.bound >= sol.value
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("method", ["exact", "auto"])
+def test_exact_names_a_non_finite_cost_under_a_fractional_budget(bad, method):
+    # The costs' common step is taken before the input check: a non-finite cost sent it into
+    # an endless loop (a float-to-integer conversion of inf; found by fuzz/fuzz_inputs.py).
+    # It is now an error naming the entry, after integer costs too.
+    for costs in (np.array([bad]), np.array([1.0, 2.0, bad])):
+        values = np.zeros((3, costs.size))
+        with pytest.raises(ValueError, match="costs"):
+            apportion.solve(values, costs, 5e-324 + 2.5, method=method)
+
+
 def test_exact_on_common_steps_equals_brute_force():
     # Small instances whose values and costs are multiples of a step (0.5, 0.25, 3, and 0.1,
     # which is no exact binary step), with budgets off the step: the same optimum as brute force.
