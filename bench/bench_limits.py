@@ -19,8 +19,8 @@ Every time is process CPU time per call (`time.process_time`, all threads of the
 the median of several timed runs of repeated calls, after one untimed call; ours is timed from
 the Python call. `method="exact"` is left out: its time is the core enumeration, which depends on
 the instance class and not on the bytes read (compare the classes of one size in the exact
-tables of docs/benchmarks.md); its yardstick would be Pisinger's `mcknap`, whose code is not
-available to this build.
+tables of docs/benchmarks.md); its yardstick, Pisinger's `mcknap`, is compared in
+bench/mcknap_side_by_side.py, which needs a local copy of its source.
 
 Without a C++ compiler the section says so instead of failing.
 """
@@ -369,8 +369,8 @@ Each solver beside what this machine does at best, measured in the same run by
 - The DP's ratio to one read is large by nature: it updates N x K x cells entries from an
   input of N x K numbers, so its limit is the loop.
 - `method="exact"` is not here: its time is the core enumeration, which depends on the
-  instance class rather than on the bytes read, and its yardstick (Pisinger's `mcknap`) is not
-  available to this build."""
+  instance class rather than on the bytes read; bench/mcknap_side_by_side.py puts it beside
+  its yardstick, Pisinger's `mcknap` (it needs a local copy of mcknap's source)."""
 
 
 def section(quick: bool = False) -> str:
