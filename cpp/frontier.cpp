@@ -672,6 +672,7 @@ struct FirstPass {
   // compensated, as the bound it joins decides "optimal" to a few ulps.
   double fixed_cost = 0.0;
   CompensatedSum fixed_value;
+  CompensatedSum fixed_cost_sum;  // the same costs compensated: the allocation's exact total
   double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
   CompensatedSum cheapest;
   std::size_t active_count = 0;
@@ -702,7 +703,9 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
     }
     if (a == b) {
-      r.fixed_cost += p.cost(i, a);
+      const double w = p.cost(i, a);
+      r.fixed_cost += w;
+      r.fixed_cost_sum.add(w);
       r.fixed_value.add(p.value(i, a));
     } else {
       active[r.active_count] = static_cast<std::int32_t>(i);
@@ -856,6 +859,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       if (!part.usable) return BracketFit::kUnusable;
       pass.fixed_cost += part.fixed_cost;
       pass.fixed_value.add(part.fixed_value);
+      pass.fixed_cost_sum.add(part.fixed_cost_sum);
       pass.cost_lo += part.cost_lo;
       pass.cost_hi += part.cost_hi;
       pass.cheapest.add(part.cheapest);
@@ -872,6 +876,9 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.active.resize(pass.active_count);
   ws.option_lo.resize(pass.active_count);
   ws.option_hi.resize(pass.active_count);
+  ws.pass_active.assign(ws.active.begin(), ws.active.end());
+  ws.pass_fixed_cost = pass.fixed_cost_sum;
+  ws.pass_fixed_value = pass.fixed_value;
   min_cost = pass.cheapest.value();
   double fixed_cost = pass.fixed_cost;
   CompensatedSum fixed_value = pass.fixed_value;
