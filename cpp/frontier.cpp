@@ -670,12 +670,13 @@ enum class BracketFit { kInside, kBelow, kAbove, kUnusable };
 // Totals of the first pass over a run of items [begin, end), whose active items it wrote to
 // ws.active / option_lo / option_hi from index `begin` on.
 struct FirstPass {
-  // The fixed totals set the frontier items' budget and add to the bound. A plain sum serves
-  // for the cost (the allocation's totals are summed exactly at the end); the value's is
-  // compensated, as the bound it joins decides "optimal" to a few ulps.
-  double fixed_cost = 0.0;
+  // The fixed totals set the frontier items' budget and add to the bound. The bracket and the
+  // budget left to the frontier items take the cost's plain running sum (fixed_cost.sum, which
+  // is what a plain `+=` in item order gives); with its carry it starts the allocation's exact
+  // total (reduced_allocation_fits). The value's is compensated, as the bound it joins decides
+  // "optimal" to a few ulps.
+  CompensatedSum fixed_cost;
   CompensatedSum fixed_value;
-  CompensatedSum fixed_cost_sum;  // the same costs compensated: the allocation's exact total
   double cost_lo = 0.0, cost_hi = 0.0;  // of the active items, at the bracket ends
   CompensatedSum cheapest;
   std::size_t active_count = 0;
@@ -711,9 +712,7 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
     }
     if (a == b) {
-      const double w = p.cost(i, a);
-      r.fixed_cost += w;
-      r.fixed_cost_sum.add(w);
+      r.fixed_cost.add(p.cost(i, a));
       r.fixed_value.add(p.value(i, a));
     } else {
       active[r.active_count] = static_cast<std::int32_t>(i);
@@ -867,9 +866,8 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     for (std::int64_t r = 0; r < runs; ++r) {
       const FirstPass& part = parts[r];
       if (!part.usable) return BracketFit::kUnusable;
-      pass.fixed_cost += part.fixed_cost;
+      pass.fixed_cost.add(part.fixed_cost);
       pass.fixed_value.add(part.fixed_value);
-      pass.fixed_cost_sum.add(part.fixed_cost_sum);
       pass.cost_lo += part.cost_lo;
       pass.cost_hi += part.cost_hi;
       pass.cheapest.add(part.cheapest);
@@ -887,10 +885,10 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.option_lo.resize(pass.active_count);
   ws.option_hi.resize(pass.active_count);
   ws.pass_active.assign(ws.active.begin(), ws.active.end());
-  ws.pass_fixed_cost = pass.fixed_cost_sum;
+  ws.pass_fixed_cost = pass.fixed_cost;
   ws.pass_fixed_value = pass.fixed_value;
   min_cost = pass.cheapest.value();
-  double fixed_cost = pass.fixed_cost;
+  double fixed_cost = pass.fixed_cost.sum;
   CompensatedSum fixed_value = pass.fixed_value;
   double cost_lo = pass.cost_lo, cost_hi = pass.cost_hi;
   if (!(min_cost <= budget)) return BracketFit::kUnusable;
