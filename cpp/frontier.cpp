@@ -688,6 +688,7 @@ struct FirstPass {
 // 25-27 ms with it (float64: 28-31 ms before, 28-29 after); 64 and 512 measured alike.
 constexpr std::int64_t kPrefetchItems = 64;
 
+
 // The first pass over items [begin, end): W items at a time by pick_block where the rows are
 // unmasked, each item alone by pick_at_two_slopes otherwise; then each item is fixed or made
 // active, in item order. Bad input, or an item with no allowed option, makes the run unusable.
@@ -736,8 +737,9 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
     typename PickVec<W>::I bad = {};
     auto blocks = [&](auto k_known) {
       for (; i + W <= end && rows.readable(i + W - 1); i += W) {
-        __builtin_prefetch(rows.values + (i + kPrefetchItems) * rows.k);
-        if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + (i + kPrefetchItems) * rows.cost_stride);
+        const std::int64_t ahead = std::min(i + kPrefetchItems, rows.n - 1);  // (a pointer inside the rows)
+        __builtin_prefetch(rows.values + ahead * rows.k);
+        if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + ahead * rows.cost_stride);
         std::int64_t item[W];
         for (int l = 0; l < W; ++l) item[l] = i + l;
         const BlockPicks<W> picks = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
@@ -800,6 +802,9 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
     if (p.mask == nullptr) {
       const PickRows<T> rows(p, W);
       for (; a + W <= count; a += W) {
+        for (int l = 0; l < W; ++l) {
+          if (a + l + kPrefetchActive < count) prefetch_row(p, items[a + l + kPrefetchActive]);
+        }
         std::int64_t item[W];
         bool readable = true;
         for (int l = 0; l < W; ++l) {
@@ -818,6 +823,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
     }
 #endif
     for (; a < count; ++a) {
+      if (a + kPrefetchActive < count) prefetch_row(p, items[a + kPrefetchActive]);
       OptionPick at1, at2;
       double cheapest_cost;
       pick_at_two_slopes<false>(p, items[a], t1, t2, at1, at2, cheapest_cost);
@@ -918,6 +924,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     double flattest = INFINITY, steepest = -INFINITY;
     bool rising = true;  // every chord costs more at lo than at hi
     for (std::size_t a = 0; a < count; ++a) {
+      if (a + kPrefetchActive < count) prefetch_row(p, ws.active[a + kPrefetchActive]);
       const std::int32_t i = ws.active[a];
       const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
       const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
@@ -992,6 +999,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     std::size_t kept = 0;
     cost_lo = cost_hi = 0.0;
     for (std::size_t a = 0; a < count; ++a) {
+      if (a + kPrefetchActive < count) prefetch_row(p, ws.active[a + kPrefetchActive]);
       const std::int32_t i = ws.active[a], qa = ws.option_lo[a], qb = ws.option_hi[a];
       if (qa == qb) {
         fix_near(i, qa);

@@ -39,6 +39,30 @@ inline void for_each_option(const InstanceView<T>& p, std::int64_t i, F&& f) {
   }
 }
 
+// Loops over the active items of a reduced LP visit them in item order, but sparsely: their
+// rows are not in cache and the hardware prefetcher cannot guess them. Each such loop asks for
+// the rows of the item this many places ahead (prefetch_row). At routing 1e6 x 8 the bracket
+// narrowing took about as long as the first pass without it. With it, in alternating runs on a
+// loaded 2-core machine: float64 32-37 -> 29-30 ms CPU and 27-28 -> 24-26 ms, float32
+// 29-31 -> 23-24 ms and 23-25 -> 22-24 ms.
+constexpr std::size_t kPrefetchActive = 16;
+
+// Asks for item i's value and cost rows (first and last entry) ahead of their use.
+template <class T>
+inline void prefetch_row(const InstanceView<T>& p, std::int64_t i) {
+#if defined(__GNUC__)
+  const T* vrow = p.values + i * p.k;
+  const T* crow = p.costs + i * p.cost_stride_item;
+  __builtin_prefetch(vrow);
+  __builtin_prefetch(vrow + p.k - 1);
+  __builtin_prefetch(crow);
+  __builtin_prefetch(crow + p.k - 1);
+#else
+  (void)p;
+  (void)i;
+#endif
+}
+
 // An allocator whose resize leaves new elements uninitialised (construct() without arguments
 // default-initialises): the reduced LP's index arrays shrink to the active items and grow back
 // to N on every solve, and each element is written before it is read, so zero-filling them

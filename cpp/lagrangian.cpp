@@ -98,7 +98,10 @@ bool reduced_allocation_fits(const InstanceView<T>& p, const LagrangianWorkspace
                              double& total_value) {
   const std::int32_t* option = ws.item_option.data();
   CompensatedSum cost = ws.pass_fixed_cost, value = ws.pass_fixed_value;
-  for (const std::int32_t i : ws.pass_active) {
+  const std::size_t count = ws.pass_active.size();
+  for (std::size_t a = 0; a < count; ++a) {
+    if (a + kPrefetchActive < count) prefetch_row(p, ws.pass_active[a + kPrefetchActive]);
+    const std::int32_t i = ws.pass_active[a];
     cost.add(p.cost(i, option[i]));
     value.add(p.value(i, option[i]));
   }
