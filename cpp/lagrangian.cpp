@@ -89,6 +89,28 @@ std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace&
   }
 }
 
+// After a reduced LP: whether ws.item_option fits the budget (fits_budget), with its totals,
+// without a second pass over every row: the first pass's fixed items kept their options, so
+// their compensated totals stand, and only the items it left active (ws.pass_active, in item
+// order) are summed again.
+template <class T>
+bool reduced_allocation_fits(const InstanceView<T>& p, const LagrangianWorkspace& ws, double& total_cost,
+                             double& total_value) {
+  const std::int32_t* option = ws.item_option.data();
+  CompensatedSum cost = ws.pass_fixed_cost, value = ws.pass_fixed_value;
+  const std::size_t count = ws.pass_active.size();
+  for (std::size_t a = 0; a < count; ++a) {
+    if (a + kPrefetchActive < count) prefetch_row(p, ws.pass_active[a + kPrefetchActive]);
+    const std::int32_t i = ws.pass_active[a];
+    cost.add(p.cost(i, option[i]));
+    value.add(p.value(i, option[i]));
+  }
+  total_value = value.value();
+  return fits_budget(cost, p.budget, total_cost, [&] {
+    return rounded_sum(p.n, [&](std::int64_t i) { return p.cost(i, option[i]); });
+  });
+}
+
 template <class T>
 std::int64_t complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& ws, double bound, double frontier_cost,
                          double frontier_value, double& total_cost, double& total_value) {
@@ -120,6 +142,7 @@ std::int64_t complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& 
     repair_rounds(ws.item_option, cost, value, p.budget, kRawRepairRounds, ws.repair, best_upgrade,
                   [&](std::int32_t i, std::int32_t q) { return p.cost(i, q); },
                   [&](std::int32_t i, std::int32_t q) { return p.value(i, q); }, enough);
+    if (reduced_allocation_fits(p, ws, total_cost, total_value)) return 0;
   }
   return restore_item_options(p, ws, total_cost, total_value);
 }

@@ -4,6 +4,8 @@ built only for the rest. These tests hold it to the same answers as the definiti
 optimum by HiGHS, the integer optimum by the DP, feasibility of every allocation, on all
 classes and with masks, ties, zero costs, float32, shared costs and the min sense."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -233,3 +235,32 @@ def test_first_pass_runs_on_threads_without_changing_answers(method):
     v.reshape(-1)[flat] = np.nan
     with pytest.raises(ValueError, match=f"values: entry {flat} "):
         apportion.solve(v, costs, budget, method=method, threads=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["routing", "uncorrelated"])
+def test_reduced_totals_are_the_allocations_own(kind, dtype):
+    # After a reduced LP the totals come from the first pass (its fixed items, summed as it went,
+    # in runs past 8192 items) plus the items it left active, not from a second pass over every
+    # row: they must still be the allocation's exactly rounded totals (to the last bits), and the
+    # allocation must fit a budget equal to its own cost, where only an exact sum decides.
+    rng = np.random.default_rng(11)
+    values, costs, budget = workloads.instance(kind, 20000, 8, seed=3)
+    costs = costs * rng.uniform(0.5, 1.5, costs.shape)  # real costs: the sums round
+    values, costs = values.astype(dtype), costs.astype(dtype)
+    lo, hi = float(costs.min(-1).sum()), float(costs.max(-1).sum())
+    for budget in (lo + 0.3 * (hi - lo), lo + 0.7 * (hi - lo)):
+        sol = apportion.solve(values, costs, budget, method="lagrangian", threads=1)
+        rows = np.arange(values.shape[0])
+        cost = math.fsum(costs[rows, sol.choice].astype(np.float64))
+        value = math.fsum(values[rows, sol.choice].astype(np.float64))
+        assert sol.cost == pytest.approx(cost, rel=4e-16, abs=0.0)
+        assert sol.value == pytest.approx(value, rel=4e-16, abs=0.0)
+        assert cost <= budget
+        check_solution(sol, values, costs, budget)
+        # The same allocation at a budget of exactly its cost: fits (decided on the exact sum).
+        again = apportion.solve(values, costs, cost, method="lagrangian", threads=1)
+        again_cost = math.fsum(costs[rows, again.choice].astype(np.float64))
+        assert again_cost <= cost
+        assert again.value >= sol.value - 1e-9 * abs(sol.value)
+        check_solution(again, values, costs, cost)
