@@ -704,7 +704,9 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
   // Item i with its options at the two ends of the bracket; false when it has none.
   auto add = [&](std::int64_t i, const OptionPick& at_lo, const OptionPick& at_hi, double cheapest_cost) {
     const std::int32_t a = at_lo.option, b = at_hi.option;
-    if (a < 0) return false;
+    // No option at an end (every score -inf there, from an overflow of lambda * cost): the
+    // full path decides; b must not index the row.
+    if (a < 0 || b < 0) return false;
     r.cheapest.add(cheapest_cost);
     item_option[i] = a;
     // a is optimal over the whole bracket, so no other option's score falls short of its by
