@@ -11,12 +11,15 @@
 //   compare every level on the same inputs. (No x86-64-v4 copy: an earlier form of the
 //   Lagrangian's first pass, one item per 8-double vector, ran at half the speed of its
 //   x86-64-v3 copy on a Sapphire Rapids core. In the present form, one item per lane, the
-//   scalar work per item after the vector part takes most of the time; 8 lanes were not tried.)
+//   scalar work per item after the vector part takes most of the time; its x86-64-v4 copy
+//   with the same 4 lanes ran 2.5x slower than the x86-64-v3 one; 8 lanes were not tried.)
 //
 // Every level gives the same answers: the core is compiled with -ffp-contract=off (no a*b+c
 // fused into one FMA, which rounds once instead of twice), its vector code is written in
 // GCC's generic vector types, which each level lowers to its own registers without
 // reordering any floating-point operation, and the CUDA kernels build with --fmad=false.
+// The exception is the retraction (retraction.cpp, tangent.cpp, vector_exp.cpp; see
+// CMakeLists.txt): no CUDA kernel, a tolerance, and FMA in its exp.
 #pragma once
 
 #include <atomic>
