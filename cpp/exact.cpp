@@ -24,7 +24,13 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
 #include <type_traits>
+#include <utility>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "frontier.hpp"
 #include "solvers.hpp"
@@ -43,10 +49,89 @@ struct CoreLink {
   std::int32_t parent, pos;
 };
 
+// Large buffers come straight from the kernel, asking for transparent huge pages, and grow by
+// mremap (the pages move, the bytes are not copied). Every link of every core layer is kept,
+// so the link buffer of a strongly correlated 10^4-item solve reaches 200 MB; on 4 KiB pages
+// the kernel's page faults on it (and on the copies of each doubling) took 26% of the solve's
+// CPU time, as the workspace gives such memory back after every call. Elsewhere than Linux
+// they are ordinary heap blocks.
+class PageBlock {
+ public:
+  // Blocks of at least this many bytes are mapped (one huge page on x86-64 and most aarch64).
+  static constexpr std::size_t kMapBytes = std::size_t(2) << 20;
+  PageBlock() = default;
+  PageBlock(const PageBlock&) = delete;
+  PageBlock& operator=(const PageBlock&) = delete;
+  PageBlock(PageBlock&& other) noexcept { swap(other); }
+  PageBlock& operator=(PageBlock&& other) noexcept {
+    PageBlock(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~PageBlock() { release(); }
+  void* data() const { return data_; }
+  std::size_t bytes() const { return bytes_; }
+  // Makes the block `bytes` long (at least), keeping its first `live` bytes. Throws
+  // std::bad_alloc when the memory is not there.
+  void resize(std::size_t bytes, std::size_t live) {
+#if defined(__linux__)
+    if (bytes >= kMapBytes) {
+      bytes = (bytes + kMapBytes - 1) / kMapBytes * kMapBytes;
+      void* p;
+      if (mapped_) {
+        p = mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+      } else {
+        p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+        if (live > 0) std::memcpy(p, data_, live);
+        release();
+      }
+#if defined(MADV_HUGEPAGE)
+      madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without THP, 4 KiB pages as before
+#endif
+      data_ = p;
+      bytes_ = bytes;
+      mapped_ = true;
+      return;
+    }
+#endif
+    void* p = ::operator new(bytes);
+    if (live > 0) std::memcpy(p, data_, live);
+    release();
+    data_ = p;
+    bytes_ = bytes;
+  }
+  void swap(PageBlock& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(bytes_, other.bytes_);
+    std::swap(mapped_, other.mapped_);
+  }
+
+ private:
+  void release() noexcept {
+    if (data_ == nullptr) return;
+#if defined(__linux__)
+    if (mapped_) {
+      munmap(data_, bytes_);
+    } else {
+      ::operator delete(data_);
+    }
+#else
+    ::operator delete(data_);
+#endif
+    data_ = nullptr;
+    bytes_ = 0;
+    mapped_ = false;
+  }
+  void* data_ = nullptr;
+  std::size_t bytes_ = 0;
+  bool mapped_ = false;
+};
+
 // A growable array of trivially copyable T that, unlike std::vector, leaves new elements
-// uninitialised and copies only the live ones when it grows: the core writes every state and
-// link before reading it, and their zeroing and the copies of whole capacities took a fifth of
-// a strongly correlated 10^4-item solve.
+// uninitialised and copies only the live ones when it grows (large ones not even those, see
+// PageBlock): the core writes every state and link before reading it, and their zeroing and the
+// copies of whole capacities took a fifth of a strongly correlated 10^4-item solve.
 template <class T>
 class RawBuffer {
   static_assert(std::is_trivially_copyable<T>::value && std::is_trivially_default_constructible<T>::value,
@@ -54,12 +139,12 @@ class RawBuffer {
 
  public:
   std::size_t size() const { return size_; }
-  std::size_t capacity() const { return capacity_; }
+  std::size_t capacity() const { return block_.bytes() / sizeof(T); }
   bool empty() const { return size_ == 0; }
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
-  T& operator[](std::size_t i) { return data_[i]; }
-  const T& operator[](std::size_t i) const { return data_[i]; }
+  T* data() { return static_cast<T*>(block_.data()); }
+  const T* data() const { return static_cast<const T*>(block_.data()); }
+  T& operator[](std::size_t i) { return data()[i]; }
+  const T& operator[](std::size_t i) const { return data()[i]; }
   T* begin() { return data(); }
   T* end() { return data() + size_; }
   const T* begin() const { return data(); }
@@ -67,7 +152,7 @@ class RawBuffer {
   void clear() { size_ = 0; }
   // New elements (past the old size) are uninitialised.
   void resize(std::size_t n) {
-    if (n > capacity_) grow(n);
+    if (n > capacity()) block_.resize(std::max(n, 2 * capacity()) * sizeof(T), size_ * sizeof(T));
     size_ = n;
   }
   void assign(std::size_t n, const T& x) {
@@ -75,21 +160,13 @@ class RawBuffer {
     std::fill_n(data(), n, x);
   }
   void swap(RawBuffer& other) noexcept {
-    std::swap(data_, other.data_);
+    block_.swap(other.block_);
     std::swap(size_, other.size_);
-    std::swap(capacity_, other.capacity_);
   }
 
  private:
-  void grow(std::size_t n) {
-    const std::size_t c = std::max(n, 2 * capacity_);
-    std::unique_ptr<T[]> bigger(new T[c]);  // default-initialised: left as is
-    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_ * sizeof(T));
-    data_ = std::move(bigger);
-    capacity_ = c;
-  }
-  std::unique_ptr<T[]> data_;
-  std::size_t size_ = 0, capacity_ = 0;
+  PageBlock block_;
+  std::size_t size_ = 0;
 };
 using CoreStates = RawBuffer<CoreState>;
 
