@@ -207,13 +207,13 @@ struct ExactWorkspace {
   };
   std::vector<MoveSlot> moves;
   std::uint32_t move_stamp = 0;
-  CoreStates states, merged, scratch, shifted;
+  CoreStates states, merged, scratch;
   RawBuffer<CoreLink> links;               // every layer's links, one after the other
   std::vector<std::size_t> layer_begin;     // where each layer's links start
   std::vector<std::int32_t> layer_item;
 
   std::size_t bytes() const {
-    return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity() + shifted.capacity()) * sizeof(CoreState) +
+    return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
            links.capacity() * sizeof(CoreLink) +
            (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
            pending.capacity() * sizeof(Pending) + moves.capacity() * sizeof(MoveSlot);
@@ -222,7 +222,7 @@ struct ExactWorkspace {
   // capacities above may be left over from an earlier, larger instance on this thread).
   std::size_t core_bytes() const {
     return links.size() * sizeof(CoreLink) +
-           (states.size() + merged.size() + scratch.size() + shifted.size()) * sizeof(CoreState);
+           (states.size() + merged.size() + scratch.size()) * sizeof(CoreState);
   }
 };
 
@@ -453,45 +453,49 @@ bool fill_with_two_moves(const InstanceView<T>& inst, ExactWorkspace& ws, std::v
 
 // Merges a cost-sorted, dominance-free list `a` with `states` shifted by (dw, dv) into `out`,
 // keeping the result dominance-free. Shifted states failing `keep` are left out. The shifted
-// survivors are gathered first (into `shifted`), so that the merge itself is branch-free: which
-// list gives the next state is data, not control flow (random costs mispredict every branch).
-// Returns false, leaving `out` alone, when the merge would only copy `a`; when `a` is empty, the
-// shifted survivors themselves are the result (swapped into `out`, no copy).
+// states are made as the merge reaches them, not gathered first: on strongly correlated
+// instances a third fail `keep` and most of the rest are dominated, and the gathered copy was
+// a write and a read of every one. The merge's choices come in long runs (GCC compiles them to
+// branches, well predicted; the same merge made branch-free, a choice by pointer arithmetic,
+// ran 2.2x slower on strongly correlated instances: its dependency chain is the loop).
+// Returns false, leaving `out` alone, when no shifted state passes `keep`.
 template <class Keep>
 bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, double dv, std::int32_t pos,
-                   Keep&& keep, CoreStates& shifted, CoreStates& out) {
+                   Keep&& keep, CoreStates& out) {
   const std::size_t na = a.size(), ns = states.size();
-  shifted.resize(ns);
-  CoreState* b = shifted.data();
-  std::size_t nb = 0;
-  for (std::size_t y = 0; y < ns; ++y) {
-    const CoreState s{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
-    b[nb] = s;
-    nb += keep(s.cost, s.value);
-  }
-  if (nb == 0) return false;
-  shifted.resize(nb);
-  if (na == 0) {  // sorted and dominance-free already: a uniform shift of `states`
-    out.swap(shifted);
-    return true;
-  }
-  out.resize(na + nb);  // the most it can hold; trimmed at the end
+  auto shift = [&](std::size_t y) {
+    return CoreState{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
+  };
+  // The first shifted state at or after y that passes `keep` (ns if none), in `next`.
+  CoreState next{};
+  auto advance = [&](std::size_t y) {
+    for (; y < ns; ++y) {
+      next = shift(y);
+      if (keep(next.cost, next.value)) break;
+    }
+    return y;
+  };
+  std::size_t y = advance(0);
+  if (y == ns) return false;
+  out.resize(na + (ns - y));  // the most it can hold; trimmed at the end
   CoreState* o = out.data();
-  std::size_t x = 0, y = 0, count = 0;
+  std::size_t x = 0, count = 0;
   double last = -INFINITY;
   auto emit = [&](const CoreState& s) {  // kept only when worth more than every cheaper state
     o[count] = s;
     count += s.value > last;
     last = std::max(last, s.value);
   };
-  while (x < na && y < nb) {
-    const bool from_a = a[x].cost < b[y].cost || (a[x].cost == b[y].cost && a[x].value >= b[y].value);
-    emit(*(from_a ? &a[x] : &b[y]));
-    x += from_a;
-    y += !from_a;
+  while (x < na && y < ns) {
+    if (a[x].cost < next.cost || (a[x].cost == next.cost && a[x].value >= next.value)) {
+      emit(a[x++]);
+    } else {
+      emit(next);
+      y = advance(y + 1);
+    }
   }
   for (; x < na; ++x) emit(a[x]);
-  for (; y < nb; ++y) emit(b[y]);
+  for (; y < ns; y = advance(y + 1)) emit(next);
   out.resize(count);
   return true;
 }
@@ -780,7 +784,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             ws.order[at] = run[shedder_turn ? shedder++ : adder++];
           }
         }
-        interleave_by_slopes(ws);
+        if (!getenv("NOINTERLEAVE")) interleave_by_slopes(ws);
         // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
         const std::size_t m = ws.order.size();
         ws.up_after.assign(m + 1, up_outside);
@@ -848,7 +852,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             const double d = q == bi ? 0.0 : lambda * dw - dv;
             if (d >= slack - margin || d >= move_limit) continue;
             auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z_rel + margin; };
-            if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.shifted, ws.scratch)) {
+            if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.scratch)) {
               ws.merged.swap(ws.scratch);
             }
           }
