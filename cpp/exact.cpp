@@ -458,7 +458,7 @@ bool fill_with_two_moves(const InstanceView<T>& inst, ExactWorkspace& ws, std::v
 // a write and a read of every one. The merge's choices come in long runs (GCC compiles them to
 // branches, well predicted; the same merge made branch-free, a choice by pointer arithmetic,
 // ran 2.2x slower on strongly correlated instances: its dependency chain is the loop).
-// Returns false, leaving `out` alone, when no shifted state passes `keep`.
+// Returns false, leaving `out` alone, when no shifted state passes `keep` and beats `a`.
 template <class Keep>
 bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, double dv, std::int32_t pos,
                    Keep&& keep, CoreStates& out) {
@@ -475,12 +475,20 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
     }
     return y;
   };
-  std::size_t y = advance(0);
+  // Up to the first shifted state that no state of `a` dominates, the merge would keep `a` as
+  // it is: found by reading alone, and the states of `a` before it then copied as a block. Most
+  // merges end there with nothing to write (strongly correlated 1000 x 100: 60% of them).
+  std::size_t x = 0, y = advance(0);
+  for (; y < ns; y = advance(y + 1)) {
+    while (x < na && (a[x].cost < next.cost || (a[x].cost == next.cost && a[x].value >= next.value))) ++x;
+    if (x == 0 || next.value > a[x - 1].value) break;
+  }
   if (y == ns) return false;
   out.resize(na + (ns - y));  // the most it can hold; trimmed at the end
   CoreState* o = out.data();
-  std::size_t x = 0, count = 0;
-  double last = -INFINITY;
+  std::memcpy(o, a.data(), x * sizeof(CoreState));
+  std::size_t count = x;
+  double last = x > 0 ? a[x - 1].value : -INFINITY;
   auto emit = [&](const CoreState& s) {  // kept only when worth more than every cheaper state
     o[count] = s;
     count += s.value > last;
