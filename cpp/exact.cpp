@@ -208,6 +208,11 @@ struct ExactWorkspace {
   std::vector<MoveSlot> moves;
   std::uint32_t move_stamp = 0;
   CoreStates states, merged, scratch;
+  struct LayerMove {
+    double d, dw, dv;  // reduced cost, cost and value change of the move off b_i
+    std::int32_t option;
+  };
+  std::vector<LayerMove> moves_in_layer;  // the core item's moves that can pay off
   RawBuffer<CoreLink> links;               // every layer's links, one after the other
   std::vector<std::size_t> layer_begin;     // where each layer's links start
   std::vector<std::int32_t> layer_item;
@@ -853,14 +858,24 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           }
           const std::int32_t i = entry.item, bi = ws.lp_option[i];
           const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
-          ws.merged.clear();
+          // The item's moves that can pay off, merged in by rising d: shifted by a move of
+          // reduced cost d, the states lie about d below the list so far (the states' values
+          // rise with cost at about lambda), so the cheapest moves make most of the layer and the
+          // later ones mostly fall under it, which merge_shifted finds by reading alone.
+          ws.moves_in_layer.clear();
           for (std::int32_t q = 0; q < inst.k; ++q) {
             if (!inst.allowed(i, q)) continue;
             const double dw = inst.cost(i, q) - wb, dv = inst.value(i, q) - vb;
             const double d = q == bi ? 0.0 : lambda * dw - dv;
             if (d >= slack - margin || d >= move_limit) continue;
+            ws.moves_in_layer.push_back({d, dw, dv, q});
+          }
+          std::sort(ws.moves_in_layer.begin(), ws.moves_in_layer.end(),
+                    [](const auto& x, const auto& y) { return x.d != y.d ? x.d < y.d : x.option < y.option; });
+          ws.merged.clear();
+          for (const auto& move : ws.moves_in_layer) {
             auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z_rel + margin; };
-            if (merge_shifted(ws.merged, ws.states, dw, dv, q, keep, ws.scratch)) {
+            if (merge_shifted(ws.merged, ws.states, move.dw, move.dv, move.option, keep, ws.scratch)) {
               ws.merged.swap(ws.scratch);
             }
           }
