@@ -505,7 +505,7 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
   for (; y < ns; ++y) {
     const CoreState s = shift(y);
     // (Here the one-compare form, with the shifted state replacing a kept one of its cost, ran
-    // 20-30% slower.)
+    // 15-30% slower.)
     for (; x < na && before(a[x], s); ++x) {  // kept only when worth more than every cheaper state
       o[count] = a[x];
       count += a[x].value > last;
@@ -808,7 +808,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             ws.order[at] = run[shedder_turn ? shedder++ : adder++];
           }
         }
-        if (!getenv("NOINTERLEAVE")) interleave_by_slopes(ws);
+        interleave_by_slopes(ws);
         // Outside-core slopes after layer t: over the items never in the core and order[t+1..].
         const std::size_t m = ws.order.size();
         ws.up_after.assign(m + 1, up_outside);
