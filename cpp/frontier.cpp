@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "cpu_dispatch.hpp"
+#include "float_pick.hpp"
 #include "item_ops.hpp"
 #include "thread_pool.hpp"
 
@@ -726,25 +727,58 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
     const PickRows<T> rows(p, W);
     using D = typename PickVec<W>::D;
     typename PickVec<W>::I bad = {};
+    // The double pick of items first..first+W.
+    auto double_block = [&](std::int64_t first, auto k_known) {
+      std::int64_t item[W];
+      for (int l = 0; l < W; ++l) item[l] = first + l;
+      const BlockPicks<W> b = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
+      bad |= b.bad;
+      const std::int64_t at = first - c0;
+      store_options<W>(b.option_lo, picks.option_lo + at);
+      store_options<W>(b.option_hi, picks.option_hi + at);
+      store_options<W>(b.option_lo, item_option + first);
+      std::memcpy(picks.cheapest + at, &b.cheap, sizeof b.cheap);
+      if constexpr (margins) {  // as pick_at_two_slopes' caller: std::min of the ends' margins
+        const D m_lo = b.best_lo - b.second_lo, m_hi = b.best_hi - b.second_hi;
+        const D m = b.option_lo == b.option_hi ? (m_hi < m_lo ? m_hi : m_lo) : D{};
+        std::memcpy(margin + first, &m, sizeof m);
+      }
+    };
+    auto prefetch_ahead = [&](std::int64_t first) {
+      const std::int64_t ahead = std::min(first + kPrefetchItems, rows.n - 1);  // (a pointer inside the rows)
+      __builtin_prefetch(rows.values + ahead * rows.k);
+      if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + ahead * rows.cost_stride);
+    };
     auto blocks = [&](auto k_known) {
-      for (; i + W <= c1 && rows.readable(i + W - 1); i += W) {
-        const std::int64_t ahead = std::min(i + kPrefetchItems, rows.n - 1);  // (a pointer inside the rows)
-        __builtin_prefetch(rows.values + ahead * rows.k);
-        if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + ahead * rows.cost_stride);
-        std::int64_t item[W];
-        for (int l = 0; l < W; ++l) item[l] = i + l;
-        const BlockPicks<W> b = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
-        bad |= b.bad;
-        const std::int64_t at = i - c0;
-        store_options<W>(b.option_lo, picks.option_lo + at);
-        store_options<W>(b.option_hi, picks.option_hi + at);
-        store_options<W>(b.option_lo, item_option + i);
-        std::memcpy(picks.cheapest + at, &b.cheap, sizeof b.cheap);
-        if constexpr (margins) {  // as pick_at_two_slopes' caller: std::min of the ends' margins
-          const D m_lo = b.best_lo - b.second_lo, m_hi = b.best_hi - b.second_hi;
-          const D m = b.option_lo == b.option_hi ? (m_hi < m_lo ? m_hi : m_lo) : D{};
-          std::memcpy(margin + i, &m, sizeof m);
+#if APPORTION_FLOAT_PICK
+      // Float rows at the x86-64-v3 level (W = 4 doubles, 8 floats): the float pick, 8 items at
+      // a time, where it proves the double pick's options (float_pick.hpp); the double pick
+      // redoes a block with an unproven item. Not for the margins, which are double scores.
+      if constexpr (std::is_same_v<T, float> && W == 4 && !margins) {
+        const FloatSlopes slopes(lo, hi, p.value_sign);
+        const PickRows<T> rows8(p, 8);
+        for (; slopes.usable && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
+          prefetch_ahead(i);
+          const FloatBlockPicks f = float_pick_block<decltype(k_known)::value>(rows.values, rows.costs, rows.cost_stride,
+                                                                               rows.k, i, slopes);
+          if (!all_lanes(f.sure)) {
+            double_block(i, k_known);
+            double_block(i + 4, k_known);
+            continue;
+          }
+          const std::int64_t at = i - c0;
+          std::memcpy(picks.option_lo + at, &f.option_lo, sizeof f.option_lo);
+          std::memcpy(picks.option_hi + at, &f.option_hi, sizeof f.option_hi);
+          std::memcpy(item_option + i, &f.option_lo, sizeof f.option_lo);
+          using Wide = double __attribute__((vector_size(64)));
+          const Wide cheapest = __builtin_convertvector(f.cheapest, Wide);
+          std::memcpy(picks.cheapest + at, &cheapest, sizeof cheapest);
         }
+      }
+#endif
+      for (; i + W <= c1 && rows.readable(i + W - 1); i += W) {
+        prefetch_ahead(i);
+        double_block(i, k_known);
       }
     };
     // The common tier counts get their loops unrolled.
@@ -793,6 +827,12 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
   Sums sum = {}, carry = {};
   std::size_t active_count = 0;
   double cost_lo = 0.0, cost_hi = 0.0;
+  // p's fields as locals: the loop's stores could otherwise alias them (InstanceView::cost and
+  // ::value, read in place).
+  const T* const values = p.values;
+  const T* const costs = p.costs;
+  const std::int64_t k = p.k, cost_stride = p.cost_stride_item;
+  const double sign = p.value_sign;
   for (std::int64_t c0 = begin; c0 < end; c0 += kPassChunk) {
     const std::int64_t c1 = std::min(end, c0 + kPassChunk);
     if (!pick_chunk<W, margins>(p, lo, hi, c0, c1, picks, ws.item_option.data(), ws.margin.data())) {
@@ -807,7 +847,8 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
         r.usable = false;
         return r;
       }
-      const double cost_a = p.cost(i, a), value_a = p.value(i, a);
+      const T* crow = costs + i * cost_stride;
+      const double cost_a = static_cast<double>(crow[a]), value_a = sign * static_cast<double>(values[i * k + a]);
       const bool fixed = a == b;
       two_sum_add(sum, carry, Sums{picks.cheapest[i - c0], fixed ? cost_a : 0.0, fixed ? value_a : 0.0, 0.0});
       if (!fixed) {
@@ -816,7 +857,7 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
         option_hi[active_count] = b;
         ++active_count;
         cost_lo += cost_a;
-        cost_hi += p.cost(i, b);
+        cost_hi += static_cast<double>(crow[b]);
       }
     }
   }
