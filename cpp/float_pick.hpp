@@ -90,12 +90,13 @@ struct FloatBlockPicks {
 
 // Items first..first+8 of unmasked rows (values at stride row_k, costs at cost_stride, 0: one
 // shared row), each row readable for K rounded up to 8 entries. kK: K when known at compile
-// time, 0 otherwise.
-template <int kK>
+// time, 0 otherwise; kShared: cost_stride == 0; kNegate: s.sign == -1 (both known, so that the
+// loop over the options has no branch and no multiply for the sign).
+template <int kK, bool kShared, bool kNegate>
 APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const float* costs, std::int64_t cost_stride,
                                                   std::int64_t row_k, std::int64_t first, const FloatSlopes& s) {
   const std::int64_t k = kK ? kK : row_k;
-  const FloatLanes vlo = FloatLanes{} + s.lo, vhi = FloatLanes{} + s.hi, sign = FloatLanes{} + s.sign;
+  const FloatLanes vlo = FloatLanes{} + s.lo, vhi = FloatLanes{} + s.hi;
   const FloatLanes none = FloatLanes{} - INFINITY;
   FloatLanes best_lo = none, best_hi = none, second_lo = none, second_hi = none;
   IntLanes option_lo = IntLanes{} - 1, option_hi = IntLanes{} - 1;
@@ -105,16 +106,17 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
            cost_min = IntLanes{} + std::numeric_limits<std::int32_t>::max();
   const float* vrow = values + first * row_k;
   const float* crow = costs + first * cost_stride;
+  IntLanes j = {};  // the option index, in every lane
   for (std::int64_t j0 = 0; j0 < k; j0 += 8) {
     FloatLanes v[8], w[8];
     for (int l = 0; l < 8; ++l) v[l] = *reinterpret_cast<const FloatRow*>(vrow + l * row_k + j0);
     transpose8(v);
-    if (cost_stride != 0) {
+    if constexpr (!kShared) {
       for (int l = 0; l < 8; ++l) w[l] = *reinterpret_cast<const FloatRow*>(crow + l * cost_stride + j0);
       transpose8(w);
     }
     for (int m = 0; m < 8 && j0 + m < k; ++m) {
-      const FloatLanes cost = cost_stride != 0 ? w[m] : FloatLanes{} + costs[j0 + m];
+      const FloatLanes cost = kShared ? FloatLanes{} + costs[j0 + m] : w[m];
       IntLanes vb, cb;
       std::memcpy(&vb, &v[m], sizeof vb);
       std::memcpy(&cb, &cost, sizeof cb);
@@ -122,16 +124,16 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
       value_bits = value_bits < vb ? vb : value_bits;
       cost_max = cost_max < cb ? cb : cost_max;
       cost_min = cb < cost_min ? cb : cost_min;
-      const FloatLanes value = sign * v[m];
+      const FloatLanes value = kNegate ? -v[m] : v[m];
       const FloatLanes s_lo = value - vlo * cost, s_hi = value - vhi * cost;
       const FloatLanes floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
       second_lo = second_lo < floor_lo ? floor_lo : second_lo;
       second_hi = second_hi < floor_hi ? floor_hi : second_hi;
-      const IntLanes j = IntLanes{} + static_cast<std::int32_t>(j0 + m);
       option_lo = s_lo > best_lo ? j : option_lo;
       best_lo = s_lo > best_lo ? s_lo : best_lo;
       option_hi = s_hi > best_hi ? j : option_hi;
       best_hi = s_hi > best_hi ? s_hi : best_hi;
+      j += 1;
     }
   }
   FloatLanes value_max, cost_top;
@@ -148,11 +150,25 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
   return out;
 }
 
-// Whether every lane of a mask is set.
+// The lower and upper 4 lanes.
+using FloatHalf = float __attribute__((vector_size(16)));
+APPORTION_INLINE FloatHalf lower_half(FloatLanes x) {
+  FloatHalf h;
+  std::memcpy(&h, &x, sizeof h);
+  return h;
+}
+APPORTION_INLINE FloatHalf upper_half(FloatLanes x) {
+  FloatHalf h;
+  std::memcpy(&h, reinterpret_cast<const char*>(&x) + sizeof h, sizeof h);
+  return h;
+}
+
+// Whether every lane of a mask is set (halves folded together: not a lane at a time).
 APPORTION_INLINE bool all_lanes(IntLanes m) {
-  std::int32_t all = -1;
-  for (int l = 0; l < 8; ++l) all &= m[l];
-  return all == -1;
+  m &= __builtin_shuffle(m, IntLanes{4, 5, 6, 7, 0, 1, 2, 3});
+  m &= __builtin_shuffle(m, IntLanes{2, 3, 0, 1, 2, 3, 0, 1});
+  m &= __builtin_shuffle(m, IntLanes{1, 0, 1, 0, 1, 0, 1, 0});
+  return m[0] == -1;
 }
 
 }  // namespace apportion

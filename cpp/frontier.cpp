@@ -717,7 +717,8 @@ APPORTION_INLINE void store_options(typename PickVec<W>::D option, std::int32_t*
 // The pick phase of the first pass over items [c0, c1) (at most kPassChunk): each item's LP
 // options at lo and hi and its cheapest cost into `picks`, its option at lo into item_option
 // and, with `margins`, its margin. W items at a time by pick_block where the rows are unmasked,
-// each item alone by pick_at_two_slopes otherwise. Returns false on bad input.
+// each item alone by pick_at_two_slopes otherwise. Returns false on bad input or where an item
+// has no option at an end (the full path decides those).
 template <int W, bool margins, class T>
 APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi, std::int64_t c0, std::int64_t c1,
                                  ChunkPicks& picks, std::int32_t* item_option, double* margin) {
@@ -732,7 +733,9 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
       std::int64_t item[W];
       for (int l = 0; l < W; ++l) item[l] = first + l;
       const BlockPicks<W> b = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
-      bad |= b.bad;
+      // No option at an end (every score -inf there, from an overflow of lambda * cost): the
+      // full path decides.
+      bad |= b.bad | (b.option_lo < 0.0) | (b.option_hi < 0.0);
       const std::int64_t at = first - c0;
       store_options<W>(b.option_lo, picks.option_lo + at);
       store_options<W>(b.option_hi, picks.option_hi + at);
@@ -757,10 +760,15 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
       if constexpr (std::is_same_v<T, float> && W == 4 && !margins) {
         const FloatSlopes slopes(lo, hi, p.value_sign);
         const PickRows<T> rows8(p, 8);
+        const bool shared = rows.cost_stride == 0, negate = slopes.sign < 0.0f;
         for (; slopes.usable && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
           prefetch_ahead(i);
-          const FloatBlockPicks f = float_pick_block<decltype(k_known)::value>(rows.values, rows.costs, rows.cost_stride,
-                                                                               rows.k, i, slopes);
+          constexpr int kK = decltype(k_known)::value;
+          const FloatBlockPicks f =
+              shared ? (negate ? float_pick_block<kK, true, true>(rows.values, rows.costs, 0, rows.k, i, slopes)
+                               : float_pick_block<kK, true, false>(rows.values, rows.costs, 0, rows.k, i, slopes))
+                     : (negate ? float_pick_block<kK, false, true>(rows.values, rows.costs, rows.cost_stride, rows.k, i, slopes)
+                               : float_pick_block<kK, false, false>(rows.values, rows.costs, rows.cost_stride, rows.k, i, slopes));
           if (!all_lanes(f.sure)) {
             double_block(i, k_known);
             double_block(i + 4, k_known);
@@ -770,9 +778,11 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
           std::memcpy(picks.option_lo + at, &f.option_lo, sizeof f.option_lo);
           std::memcpy(picks.option_hi + at, &f.option_hi, sizeof f.option_hi);
           std::memcpy(item_option + i, &f.option_lo, sizeof f.option_lo);
-          using Wide = double __attribute__((vector_size(64)));
-          const Wide cheapest = __builtin_convertvector(f.cheapest, Wide);
-          std::memcpy(picks.cheapest + at, &cheapest, sizeof cheapest);
+          // Widened half by half: one 64-byte vector was copied out through general registers.
+          const D low = __builtin_convertvector(lower_half(f.cheapest), D);
+          const D high = __builtin_convertvector(upper_half(f.cheapest), D);
+          std::memcpy(picks.cheapest + at, &low, sizeof low);
+          std::memcpy(picks.cheapest + at + 4, &high, sizeof high);
         }
       }
 #endif
@@ -795,7 +805,10 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
   for (; i < c1; ++i) {
     OptionPick at_lo, at_hi;
     const std::int64_t at = i - c0;
-    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, picks.cheapest[at])) return false;
+    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, picks.cheapest[at]) || at_lo.option < 0 ||
+        at_hi.option < 0) {
+      return false;
+    }
     picks.option_lo[at] = item_option[i] = at_lo.option;
     picks.option_hi[at] = at_hi.option;
     if constexpr (margins) {
@@ -840,13 +853,7 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       return r;
     }
     for (std::int64_t i = c0; i < c1; ++i) {
-      const std::int32_t a = picks.option_lo[i - c0], b = picks.option_hi[i - c0];
-      // No option at an end (every score -inf there, from an overflow of lambda * cost): the
-      // full path decides; b must not index the row.
-      if ((a | b) < 0) {
-        r.usable = false;
-        return r;
-      }
+      const std::int32_t a = picks.option_lo[i - c0], b = picks.option_hi[i - c0];  // both >= 0
       const T* crow = costs + i * cost_stride;
       const double cost_a = static_cast<double>(crow[a]), value_a = sign * static_cast<double>(values[i * k + a]);
       const bool fixed = a == b;
