@@ -88,13 +88,13 @@ struct FloatBlockPicks {
   FloatLanes cheapest;
 };
 
-// Items first..first+8 of unmasked rows (values at stride row_k, costs at cost_stride, 0: one
-// shared row), each row readable for K rounded up to 8 entries. kK: K when known at compile
-// time, 0 otherwise; kShared: cost_stride == 0; kNegate: s.sign == -1 (both known, so that the
-// loop over the options has no branch and no multiply for the sign).
+// Items first..first+8 of unmasked rows of row_k entries (values, and costs unless kShared: one
+// row for all items), each row readable for K rounded up to 8 entries. kK: K when known at
+// compile time (then the rows' offsets are constants), 0 otherwise; kNegate: s.sign == -1 (both
+// known, so that the loop over the options has no branch and no multiply for the sign).
 template <int kK, bool kShared, bool kNegate>
-APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const float* costs, std::int64_t cost_stride,
-                                                  std::int64_t row_k, std::int64_t first, const FloatSlopes& s) {
+APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const float* costs, std::int64_t row_k,
+                                                  std::int64_t first, const FloatSlopes& s) {
   const std::int64_t k = kK ? kK : row_k;
   const FloatLanes vlo = FloatLanes{} + s.lo, vhi = FloatLanes{} + s.hi;
   const FloatLanes none = FloatLanes{} - INFINITY;
@@ -104,15 +104,15 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
   // (a negative cost, -0.0 included, has the sign bit: a negative minimum).
   IntLanes value_bits = {}, cost_max = IntLanes{} + std::numeric_limits<std::int32_t>::min(),
            cost_min = IntLanes{} + std::numeric_limits<std::int32_t>::max();
-  const float* vrow = values + first * row_k;
-  const float* crow = costs + first * cost_stride;
+  const float* vrow = values + first * k;
+  const float* crow = costs + (kShared ? 0 : first * k);
   IntLanes j = {};  // the option index, in every lane
   for (std::int64_t j0 = 0; j0 < k; j0 += 8) {
     FloatLanes v[8], w[8];
-    for (int l = 0; l < 8; ++l) v[l] = *reinterpret_cast<const FloatRow*>(vrow + l * row_k + j0);
+    for (int l = 0; l < 8; ++l) v[l] = *reinterpret_cast<const FloatRow*>(vrow + l * k + j0);
     transpose8(v);
     if constexpr (!kShared) {
-      for (int l = 0; l < 8; ++l) w[l] = *reinterpret_cast<const FloatRow*>(crow + l * cost_stride + j0);
+      for (int l = 0; l < 8; ++l) w[l] = *reinterpret_cast<const FloatRow*>(crow + l * k + j0);
       transpose8(w);
     }
     for (int m = 0; m < 8 && j0 + m < k; ++m) {

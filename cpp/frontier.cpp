@@ -761,14 +761,15 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
         const FloatSlopes slopes(lo, hi, p.value_sign);
         const PickRows<T> rows8(p, 8);
         const bool shared = rows.cost_stride == 0, negate = slopes.sign < 0.0f;
-        for (; slopes.usable && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
+        // (per-item cost rows have the values' stride K)
+        for (; slopes.usable && (shared || rows.cost_stride == rows.k) && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
           prefetch_ahead(i);
           constexpr int kK = decltype(k_known)::value;
           const FloatBlockPicks f =
-              shared ? (negate ? float_pick_block<kK, true, true>(rows.values, rows.costs, 0, rows.k, i, slopes)
-                               : float_pick_block<kK, true, false>(rows.values, rows.costs, 0, rows.k, i, slopes))
-                     : (negate ? float_pick_block<kK, false, true>(rows.values, rows.costs, rows.cost_stride, rows.k, i, slopes)
-                               : float_pick_block<kK, false, false>(rows.values, rows.costs, rows.cost_stride, rows.k, i, slopes));
+              shared ? (negate ? float_pick_block<kK, true, true>(rows.values, rows.costs, rows.k, i, slopes)
+                               : float_pick_block<kK, true, false>(rows.values, rows.costs, rows.k, i, slopes))
+                     : (negate ? float_pick_block<kK, false, true>(rows.values, rows.costs, rows.k, i, slopes)
+                               : float_pick_block<kK, false, false>(rows.values, rows.costs, rows.k, i, slopes));
           if (!all_lanes(f.sure)) {
             double_block(i, k_known);
             double_block(i + 4, k_known);
