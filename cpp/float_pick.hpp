@@ -24,6 +24,7 @@
 // is unproven and the double pick, which also checks the input, takes it.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
