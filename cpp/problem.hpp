@@ -106,7 +106,7 @@ struct BatchOutput {
 // One step of a compensated sum (Knuth's TwoSum): x into the running sum, its rounding error
 // into carry. S is double, or a vector of doubles whose lanes are separate sums.
 template <class S>
-APPORTION_HD inline void two_sum_add(S& sum, S& carry, const S& x) {
+APPORTION_HD inline void two_sum_add(S& sum, S& carry, S x) {
   const S t = sum + x;
   const S x_part = t - sum;
   carry += (sum - (t - x_part)) + (x - x_part);
