@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "cpu_dispatch.hpp"
+#include "float_pick.hpp"
 #include "item_ops.hpp"
 #include "thread_pool.hpp"
 
@@ -429,6 +430,7 @@ template <>
 struct PickVec<2> {
   using D = double __attribute__((vector_size(16)));
   using I = std::int64_t __attribute__((vector_size(16)));  // comparison results
+  using I32 = std::int32_t __attribute__((vector_size(8)));  // option indices
   // Rows r[0..W) of W entries each into columns c[m] = (r[0][m], ..., r[W-1][m]).
   static void transpose(D* r) {
     const D c0 = __builtin_shuffle(r[0], r[1], I{0, 2}), c1 = __builtin_shuffle(r[0], r[1], I{1, 3});
@@ -440,6 +442,7 @@ template <>
 struct PickVec<4> {
   using D = double __attribute__((vector_size(32)));
   using I = std::int64_t __attribute__((vector_size(32)));
+  using I32 = std::int32_t __attribute__((vector_size(16)));
   static void transpose(D* r) {
     const D t0 = __builtin_shuffle(r[0], r[1], I{0, 4, 2, 6}), t1 = __builtin_shuffle(r[0], r[1], I{1, 5, 3, 7});
     const D t2 = __builtin_shuffle(r[2], r[3], I{0, 4, 2, 6}), t3 = __builtin_shuffle(r[2], r[3], I{1, 5, 3, 7});
@@ -689,9 +692,140 @@ struct FirstPass {
 constexpr std::int64_t kPrefetchItems = 64;
 
 
-// The first pass over items [begin, end): W items at a time by pick_block where the rows are
-// unmasked, each item alone by pick_at_two_slopes otherwise; then each item is fixed or made
-// active, in item order. Bad input, or an item with no allowed option, makes the run unusable.
+// Items per chunk of the first pass. A chunk's options are picked first, all at once (the
+// vector code, which wants most registers), then added to the totals in item order (a short
+// loop whose sums stay in registers). In one loop the sums' carries were spilled to the stack,
+// and each item waited on a store and a reload.
+constexpr std::int64_t kPassChunk = 256;
+
+// What the pick phase leaves per item of a chunk: its options at the two ends of the bracket
+// (-1: none there) and its cheapest cost.
+struct ChunkPicks {
+  std::int32_t option_lo[kPassChunk], option_hi[kPassChunk];
+  double cheapest[kPassChunk];
+};
+
+#if APPORTION_VECTOR_PICK
+// Stores W lanes of option indices (held as doubles) as int32.
+template <int W>
+APPORTION_INLINE void store_options(typename PickVec<W>::D option, std::int32_t* to) {
+  const typename PickVec<W>::I32 narrow = __builtin_convertvector(option, typename PickVec<W>::I32);
+  std::memcpy(to, &narrow, sizeof narrow);
+}
+#endif
+
+// The pick phase of the first pass over items [c0, c1) (at most kPassChunk): each item's LP
+// options at lo and hi and its cheapest cost into `picks`, its option at lo into item_option
+// and, with `margins`, its margin. W items at a time by pick_block where the rows are unmasked,
+// each item alone by pick_at_two_slopes otherwise. Returns false on bad input or where an item
+// has no option at an end (the full path decides those).
+template <int W, bool margins, class T>
+APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi, std::int64_t c0, std::int64_t c1,
+                                 ChunkPicks& picks, std::int32_t* item_option, double* margin) {
+  std::int64_t i = c0;
+#if APPORTION_VECTOR_PICK
+  if (p.mask == nullptr) {
+    const PickRows<T> rows(p, W);
+    using D = typename PickVec<W>::D;
+    typename PickVec<W>::I bad = {};
+    // The double pick of items first..first+W.
+    auto double_block = [&](std::int64_t first, auto k_known) {
+      std::int64_t item[W];
+      for (int l = 0; l < W; ++l) item[l] = first + l;
+      const BlockPicks<W> b = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
+      // No option at an end (every score -inf there, from an overflow of lambda * cost): the
+      // full path decides.
+      bad |= b.bad | (b.option_lo < 0.0) | (b.option_hi < 0.0);
+      const std::int64_t at = first - c0;
+      store_options<W>(b.option_lo, picks.option_lo + at);
+      store_options<W>(b.option_hi, picks.option_hi + at);
+      store_options<W>(b.option_lo, item_option + first);
+      std::memcpy(picks.cheapest + at, &b.cheap, sizeof b.cheap);
+      if constexpr (margins) {  // as pick_at_two_slopes' caller: std::min of the ends' margins
+        const D m_lo = b.best_lo - b.second_lo, m_hi = b.best_hi - b.second_hi;
+        const D m = b.option_lo == b.option_hi ? (m_hi < m_lo ? m_hi : m_lo) : D{};
+        std::memcpy(margin + first, &m, sizeof m);
+      }
+    };
+    auto prefetch_ahead = [&](std::int64_t first) {
+      const std::int64_t ahead = std::min(first + kPrefetchItems, rows.n - 1);  // (a pointer inside the rows)
+      __builtin_prefetch(rows.values + ahead * rows.k);
+      if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + ahead * rows.cost_stride);
+    };
+    auto blocks = [&](auto k_known) {
+#if APPORTION_FLOAT_PICK
+      // Float rows at the x86-64-v3 level (W = 4 doubles, 8 floats): the float pick, 8 items at
+      // a time, where it proves the double pick's options (float_pick.hpp); the double pick
+      // redoes a block with an unproven item. Not for the margins, which are double scores.
+      if constexpr (std::is_same_v<T, float> && W == 4 && !margins) {
+        const FloatSlopes slopes(lo, hi, p.value_sign);
+        const PickRows<T> rows8(p, 8);
+        const bool shared = rows.cost_stride == 0, negate = slopes.sign < 0.0f;
+        // (per-item cost rows have the values' stride K)
+        for (; slopes.usable && (shared || rows.cost_stride == rows.k) && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
+          prefetch_ahead(i);
+          constexpr int kK = decltype(k_known)::value;
+          const FloatBlockPicks f =
+              shared ? (negate ? float_pick_block<kK, true, true>(rows.values, rows.costs, rows.k, i, slopes)
+                               : float_pick_block<kK, true, false>(rows.values, rows.costs, rows.k, i, slopes))
+                     : (negate ? float_pick_block<kK, false, true>(rows.values, rows.costs, rows.k, i, slopes)
+                               : float_pick_block<kK, false, false>(rows.values, rows.costs, rows.k, i, slopes));
+          if (!all_lanes(f.sure)) {
+            double_block(i, k_known);
+            double_block(i + 4, k_known);
+            continue;
+          }
+          const std::int64_t at = i - c0;
+          std::memcpy(picks.option_lo + at, &f.option_lo, sizeof f.option_lo);
+          std::memcpy(picks.option_hi + at, &f.option_hi, sizeof f.option_hi);
+          std::memcpy(item_option + i, &f.option_lo, sizeof f.option_lo);
+          // Widened half by half: one 64-byte vector was copied out through general registers.
+          const D low = __builtin_convertvector(lower_half(f.cheapest), D);
+          const D high = __builtin_convertvector(upper_half(f.cheapest), D);
+          std::memcpy(picks.cheapest + at, &low, sizeof low);
+          std::memcpy(picks.cheapest + at + 4, &high, sizeof high);
+        }
+      }
+#endif
+      for (; i + W <= c1 && rows.readable(i + W - 1); i += W) {
+        prefetch_ahead(i);
+        double_block(i, k_known);
+      }
+    };
+    // The common tier counts get their loops unrolled.
+    if (p.k == 4) {
+      blocks(std::integral_constant<int, 4>{});
+    } else if (p.k == 8) {
+      blocks(std::integral_constant<int, 8>{});
+    } else {
+      blocks(std::integral_constant<int, 0>{});
+    }
+    if (any_lane<W>(bad)) return false;
+  }
+#endif
+  for (; i < c1; ++i) {
+    OptionPick at_lo, at_hi;
+    const std::int64_t at = i - c0;
+    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, picks.cheapest[at]) || at_lo.option < 0 ||
+        at_hi.option < 0) {
+      return false;
+    }
+    picks.option_lo[at] = item_option[i] = at_lo.option;
+    picks.option_hi[at] = at_hi.option;
+    if constexpr (margins) {
+      // a is optimal over the whole bracket, so no other option's score falls short of its by
+      // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
+      margin[i] = at_lo.option == at_hi.option
+                      ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second)
+                      : 0.0;
+    }
+  }
+  return true;
+}
+
+// The first pass over items [begin, end), a chunk at a time: the pick phase (pick_chunk), then
+// each item fixed or made active, in item order. Bad input, or an item with no allowed option
+// at an end, makes the run unusable.
 template <int W, bool margins, class T>
 APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
                                          std::int64_t begin, std::int64_t end) {
@@ -699,77 +833,51 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
   std::int32_t* active = ws.active.data() + begin;
   std::int32_t* option_lo = ws.option_lo.data() + begin;
   std::int32_t* option_hi = ws.option_hi.data() + begin;
-  std::int32_t* item_option = ws.item_option.data();
-  double* margin = ws.margin.data();
-  // Item i with its options at the two ends of the bracket; false when it has none.
-  auto add = [&](std::int64_t i, const OptionPick& at_lo, const OptionPick& at_hi, double cheapest_cost) {
-    const std::int32_t a = at_lo.option, b = at_hi.option;
-    // No option at an end (every score -inf there, from an overflow of lambda * cost): the
-    // full path decides; b must not index the row.
-    if (a < 0 || b < 0) return false;
-    r.cheapest.add(cheapest_cost);
-    item_option[i] = a;
-    // a is optimal over the whole bracket, so no other option's score falls short of its by
-    // less than the smaller of the margins at the ends (the shortfall is linear in lambda).
-    if constexpr (margins) {
-      margin[i] = a == b ? std::min(at_lo.score - at_lo.second, at_hi.score - at_hi.second) : 0.0;
+  ChunkPicks picks;
+  // The three compensated sums side by side, lane by lane as CompensatedSum::add: the cheapest
+  // costs, and the fixed items' costs and values (a lane adds 0.0 for an active item, which
+  // leaves its sum and carry as they were: a sum that starts at +0.0 never holds -0.0).
+  using Sums = double __attribute__((vector_size(32)));
+  Sums sum = {}, carry = {};
+  std::size_t active_count = 0;
+  double cost_lo = 0.0, cost_hi = 0.0;
+  // p's fields as locals: the loop's stores could otherwise alias them (InstanceView::cost and
+  // ::value, read in place).
+  const T* const values = p.values;
+  const T* const costs = p.costs;
+  const std::int64_t k = p.k, cost_stride = p.cost_stride_item;
+  const double sign = p.value_sign;
+  for (std::int64_t c0 = begin; c0 < end; c0 += kPassChunk) {
+    const std::int64_t c1 = std::min(end, c0 + kPassChunk);
+    if (!pick_chunk<W, margins>(p, lo, hi, c0, c1, picks, ws.item_option.data(), ws.margin.data())) {
+      r.usable = false;  // bad input: the full path checks the input and reports it
+      return r;
     }
-    if (a == b) {
-      r.fixed_cost.add(p.cost(i, a));
-      r.fixed_value.add(p.value(i, a));
-    } else {
-      active[r.active_count] = static_cast<std::int32_t>(i);
-      option_lo[r.active_count] = a;
-      option_hi[r.active_count] = b;
-      ++r.active_count;
-      r.cost_lo += p.cost(i, a);
-      r.cost_hi += p.cost(i, b);
-    }
-    return true;
-  };
-  // Bad input or no allowed option: the full path checks the input and reports it.
-  auto unusable = [&] {
-    r.usable = false;
-    return r;
-  };
-  std::int64_t i = begin;
-#if APPORTION_VECTOR_PICK
-  if (p.mask == nullptr) {
-    const PickRows<T> rows(p, W);
-    typename PickVec<W>::I bad = {};
-    auto blocks = [&](auto k_known) {
-      for (; i + W <= end && rows.readable(i + W - 1); i += W) {
-        const std::int64_t ahead = std::min(i + kPrefetchItems, rows.n - 1);  // (a pointer inside the rows)
-        __builtin_prefetch(rows.values + ahead * rows.k);
-        if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + ahead * rows.cost_stride);
-        std::int64_t item[W];
-        for (int l = 0; l < W; ++l) item[l] = i + l;
-        const BlockPicks<W> picks = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
-        bad |= picks.bad;
-        for (int l = 0; l < W; ++l) {
-          OptionPick at_lo, at_hi;
-          double cheapest_cost;
-          picks.get(l, at_lo, at_hi, cheapest_cost);
-          if (!add(i + l, at_lo, at_hi, cheapest_cost)) return false;
-        }
+    for (std::int64_t i = c0; i < c1; ++i) {
+      const std::int32_t a = picks.option_lo[i - c0], b = picks.option_hi[i - c0];  // both >= 0
+      const T* crow = costs + i * cost_stride;
+      const double cost_a = static_cast<double>(crow[a]), value_a = sign * static_cast<double>(values[i * k + a]);
+      const bool fixed = a == b;
+      two_sum_add(sum, carry, Sums{picks.cheapest[i - c0], fixed ? cost_a : 0.0, fixed ? value_a : 0.0, 0.0});
+      if (!fixed) {
+        active[active_count] = static_cast<std::int32_t>(i);
+        option_lo[active_count] = a;
+        option_hi[active_count] = b;
+        ++active_count;
+        cost_lo += cost_a;
+        cost_hi += static_cast<double>(crow[b]);
       }
-      return true;
-    };
-    // The common tier counts get their loops unrolled.
-    const bool ok = p.k == 4   ? blocks(std::integral_constant<int, 4>{})
-                    : p.k == 8 ? blocks(std::integral_constant<int, 8>{})
-                               : blocks(std::integral_constant<int, 0>{});
-    if (!ok || any_lane<W>(bad)) return unusable();
-  }
-#endif
-  for (; i < end; ++i) {
-    OptionPick at_lo, at_hi;
-    double cheapest_cost;
-    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, cheapest_cost) ||
-        !add(i, at_lo, at_hi, cheapest_cost)) {
-      return unusable();
     }
   }
+  r.cheapest.sum = sum[0];
+  r.cheapest.carry = carry[0];
+  r.fixed_cost.sum = sum[1];
+  r.fixed_cost.carry = carry[1];
+  r.fixed_value.sum = sum[2];
+  r.fixed_value.carry = carry[2];
+  r.cost_lo = cost_lo;
+  r.cost_hi = cost_hi;
+  r.active_count = active_count;
   return r;
 }
 

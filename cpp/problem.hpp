@@ -103,16 +103,21 @@ struct BatchOutput {
   }
 };
 
+// One step of a compensated sum (Knuth's TwoSum): x into the running sum, its rounding error
+// into carry. S is double, or a vector of doubles whose lanes are separate sums.
+template <class S>
+APPORTION_HD inline void two_sum_add(S& sum, S& carry, S x) {
+  const S t = sum + x;
+  const S x_part = t - sum;
+  carry += (sum - (t - x_part)) + (x - x_part);
+  sum = t;
+}
+
 // Compensated sum (Knuth's TwoSum per addition): totals and feasibility tests are decided on
 // (nearly) exactly rounded sums, not on an order-dependent running sum. Branch-free.
 struct CompensatedSum {
   double sum = 0.0, carry = 0.0;
-  APPORTION_HD void add(double x) {
-    const double t = sum + x;
-    const double x_part = t - sum;
-    carry += (sum - (t - x_part)) + (x - x_part);
-    sum = t;
-  }
+  APPORTION_HD void add(double x) { two_sum_add(sum, carry, x); }
   APPORTION_HD void add(const CompensatedSum& other) {  // another sum's total, carry and all
     add(other.sum);
     carry += other.carry;

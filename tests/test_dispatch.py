@@ -37,9 +37,9 @@ def test_set_simd_level_caps_at_the_cpu_and_names_a_bad_level(levels):
         _core._set_simd_level("avx9000")
 
 
-def _answers(values, costs, budget, **kw):
+def _answers(values, costs, budget, methods=("lagrangian", "exact"), **kw):
     out = []
-    for method in ("lagrangian", "exact"):
+    for method in methods:
         s = apportion.solve(values, costs, budget, method=method, threads=1, **kw)
         out.append((s.status, s.value, s.bound, s.cost, s.shadow_price, s.min_budget, s.choice.tolist()))
     return out
@@ -105,3 +105,111 @@ def test_bad_input_is_reported_at_every_level(levels):
             apportion.solve(v, c, b, method="lagrangian")
         with pytest.raises(ValueError, match="costs"):
             apportion.solve(np.nan_to_num(v), c2, b, method="lagrangian")
+
+
+# Float32 input: at the x86-64-v3 level the first pass picks in float, 8 items per vector, and
+# hands every item it cannot prove to the double pick (cpp/float_pick.hpp); the baseline level
+# always picks in double. These rows are built to reach that hand-over: exact and near ties at
+# the break, magnitudes where float products and scores round coarsely, underflow to subnormals,
+# slopes beyond float's range, shared cost rows, the min sense, masks, and K that fill 8 lanes
+# partly (3), exactly (8) and over two vectors (13).
+def _float32_rows(case, n, k, seed):
+    rng = np.random.default_rng(seed)
+    costs = np.sort(rng.random((n, k)) * 10.0 + 0.5, axis=1)
+    values = np.sort(rng.random((n, k)), axis=1) * np.exp(rng.standard_normal((n, 1)))
+    if case == "near_ties":
+        # every option on the line v = 0.5 w, off it by a few float ulps: every score ties
+        # nearly at the break slope 0.5
+        values = 0.5 * costs * (1.0 + rng.integers(-3, 4, (n, k)) * 2.0**-24)
+    elif case == "exact_ties":
+        values[:, 1] = values[:, 0]  # two options alike in value and cost in every item
+        costs[:, 1] = costs[:, 0]
+        values[: n // 2, -1] = values[: n // 2, 0] + 0.125 * (costs[: n // 2, -1] - costs[: n // 2, 0])
+    elif case == "ulp_pairs":
+        # options in pairs of one cost and values one float ulp apart, on a large common cost:
+        # lambda w dwarfs v, float scores of a pair round to one number (the float pick would
+        # take the first), double scores keep them apart (the double pick takes the second)
+        levels = np.sort(rng.random((n, (k + 1) // 2)) * 10.0, axis=1)
+        costs = 1e4 + np.repeat(levels, 2, axis=1)[:, :k]
+        tops = np.sort(rng.random((n, (k + 1) // 2)), axis=1).astype(np.float32)
+        pairs = np.stack([tops, np.nextafter(tops, np.float32(np.inf))], axis=2).reshape(n, -1)[:, :k]
+        return pairs.astype(np.float32), costs.astype(np.float32)
+    elif case == "huge":
+        values, costs = values * 1e36, costs * 1e36
+    elif case == "tiny":
+        values = values * 1e-36  # slopes near 1e-37: products and scores round to subnormals
+    elif case == "subnormal":
+        values = values * 1e-41
+    elif case == "steep":
+        values, costs = values * 1e30, costs * 1e-15  # slopes near 1e45, beyond float
+    elif case == "mixed":
+        values = values * 10.0 ** rng.integers(-30, 30, (n, 1))
+    return values.astype(np.float32), costs.astype(np.float32)
+
+
+@pytest.mark.parametrize("case", ["ulp_pairs", "near_ties", "exact_ties", "huge", "tiny", "subnormal", "steep", "mixed"])
+@pytest.mark.parametrize("k", [3, 8, 13])
+def test_float32_first_pass_gives_the_same_answers_at_every_level(levels, case, k):
+    n = 1003  # not a whole number of 8-item blocks
+    # (exact, which takes the double pick for its margins, only where it proves quickly: near
+    # ties make it enumerate until its time limit, whose answer depends on the machine's speed)
+    methods = ("lagrangian",) if "ties" in case or "ulp" in case else ("lagrangian", "exact")
+    for seed in range(4 if case == "near_ties" else 2):
+        values, costs = _float32_rows(case, n, k, seed)
+        lo, hi = costs.astype(float).min(axis=1).sum(), costs.astype(float).max(axis=1).sum()
+        budget = lo + (0.3 + 0.4 * (seed % 2)) * (hi - lo)
+        _same_at_every_level(levels, values, costs, budget, methods=methods)
+        _same_at_every_level(levels, -values, costs, budget, methods=methods, sense="min")
+        _same_at_every_level(levels, values, costs[7].copy(), costs[7].astype(float).sum() * n * 0.4, methods=methods)
+        mask = np.random.default_rng(seed).random(values.shape) < 0.8
+        mask[:, 0] = True
+        _same_at_every_level(levels, values, costs, budget, methods=methods, mask=mask)
+
+
+def test_float32_first_pass_over_several_runs_gives_the_same_answers_at_every_level(levels):
+    # Over 8192 items the pass runs in pieces whose totals are added in run order.
+    v, c, b = workloads.instance("routing", 20000, 8, seed=2)
+    _same_at_every_level(levels, v.astype(np.float32), c.astype(np.float32), b)
+
+
+def test_float32_bad_input_is_reported_at_every_level(levels):
+    v, c, b = workloads.instance("routing", 1000, 8, seed=0)
+    v, c = v.astype(np.float32), c.astype(np.float32)
+    for level in levels:
+        _core._set_simd_level(level)
+        for bad, name in [(np.nan, "values"), (np.inf, "values"), (-np.inf, "values")]:
+            v2 = v.copy()
+            v2[517, 3] = bad
+            with pytest.raises(ValueError, match=name):
+                apportion.solve(v2, c, b, method="lagrangian")
+        for bad in (np.nan, np.inf, -1.0):
+            c2 = c.copy()
+            c2[517, 3] = bad
+            with pytest.raises(ValueError, match="costs"):
+                apportion.solve(v, c2, b, method="lagrangian")
+        # -0.0 is a cost of zero (the float pick leaves it to the double pick)
+        c2 = c.copy()
+        c2[517, 0] = -0.0
+        _core._set_simd_level(levels[0])
+        first = _answers(v, c2, b)
+        _core._set_simd_level(level)
+        assert repr(_answers(v, c2, b)) == repr(first)
+
+
+@pytest.mark.parametrize("kind", workloads.CLASSES)
+def test_float32_input_gives_the_answers_of_the_same_data_widened(kind):
+    # The float pick changes how the options are found, never which: a float32 instance is
+    # solved as the float64 instance with the same numbers (field for field).
+    for n, k, seed in [(300, 3, 0), (1000, 8, 1), (600, 13, 2), (5000, 8, 0)]:
+        v, c, b = workloads.instance(kind, n, k, seed=seed)
+        v32, c32 = v.astype(np.float32), c.astype(np.float32)
+        for sense, values in (("max", v32), ("min", -v32)):
+            narrow = _answers(values, c32, b, sense=sense)
+            wide = _answers(values.astype(np.float64), c32.astype(np.float64), b, sense=sense)
+            assert repr(narrow) == repr(wide), (n, k, seed, sense)
+    for case in ("ulp_pairs", "near_ties", "tiny", "steep"):
+        values, costs = _float32_rows(case, 1000, 8, 0)
+        budget = costs.astype(float).sum() * 0.4
+        wide = values.astype(np.float64), costs.astype(np.float64)
+        assert repr(_answers(values, costs, budget, methods=("lagrangian",))) == repr(
+            _answers(*wide, budget, methods=("lagrangian",))), case

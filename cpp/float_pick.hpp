@@ -1,0 +1,177 @@
+// The first pass's option pick for float input, computed in float: 8 items per 256-bit vector
+// instead of 4 doubles, and a test that proves, item by item, that the double pick (OptionPick
+// in frontier.cpp: argmax of v - lambda w in double, ties to the lower index) chooses the same
+// option at both slopes. Items it cannot prove go to the double pick, so every number the pass
+// reports is the double path's.
+//
+// The proof. For option j with value v and cost w (floats, exact; 0 <= w), slope lambda >= 0
+// rounded to float lf = fl(lambda) with dl = |lambda - lf|, the exact score s = v - lambda w
+// and u = 2^-24:
+//   float   S = fl(v - fl(lf w)):  |S - s| <= u |v| + u (2 + u) lf w + dl w + a,
+//   double  D = fl(v - fl(lambda w)) (u' = 2^-53): |D - s| <= u' (|v| + 2.01 lambda w) + a',
+// where a and a' are the absolute errors of a result in the subnormal range (float: 2^-150
+// per operation, or 2^-126 per operation where the CPU flushes such results to zero; double:
+// 2^-1075). With V = max |v|, C = max w over the item's options and P = lf C, every option's
+// float and double scores are within e = u V + 2.01 u P + 1.01 dl C + 2^-125 of s (a loose
+// sum of the terms above). If the float best beats the float runner-up by G > 2e, then for
+// every other option D_best - D_j >= G - 2e > 0: the double pick takes the same option, strictly
+// (so ties to the lower index are never in question). The test is
+//   fl(S_best - S_second) > T,  T = 2^-22 V + 2^-21 fl(hf C) + L C + 2^-122  (in float),
+// with hf = fl(hi) >= lf at either slope and L >= 4 dl rounded up: T is at least twice 2e in
+// each term, which also covers the rounding of T and of the gap itself (a few u relative,
+// a few flushed results absolute). The test needs finite inputs, costs >= +0.0, and no
+// overflow (V + fl(hf C) finite, so that no product or score is infinite); otherwise the item
+// is unproven and the double pick, which also checks the input, takes it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu_dispatch.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define APPORTION_FLOAT_PICK 1
+
+namespace apportion {
+
+// The two slopes of a pass in float, with a bound on their rounding (see the top of the file).
+struct FloatSlopes {
+  float lo = 0.0f, hi = 0.0f, sign = 1.0f;
+  float lambda_error = 0.0f;  // >= 4 max(|lo - fl(lo)|, |hi - fl(hi)|)
+  bool usable = false;        // false: the slopes or the value sign do not fit (the double pick runs)
+
+  FloatSlopes(double lo_d, double hi_d, double sign_d) {
+    lo = static_cast<float>(lo_d);
+    hi = static_cast<float>(hi_d);
+    sign = static_cast<float>(sign_d);
+    usable = (sign_d == 1.0 || sign_d == -1.0) && lo_d >= 0.0 && lo_d <= hi_d && std::isfinite(hi);
+    if (!usable) return;
+    // lo_d - lo is exact in double (the bits of lo_d that float rounding dropped), and so is 4 x.
+    const double err = 4.0 * std::max(std::fabs(lo_d - static_cast<double>(lo)), std::fabs(hi_d - static_cast<double>(hi)));
+    lambda_error = static_cast<float>(err);
+    if (static_cast<double>(lambda_error) < err) lambda_error = std::nextafter(lambda_error, INFINITY);
+    usable = std::isfinite(lambda_error);
+  }
+};
+
+using FloatLanes = float __attribute__((vector_size(32)));
+using IntLanes = std::int32_t __attribute__((vector_size(32)));
+// 8 floats read from any float address (one unaligned load; a memcpy into FloatLanes was
+// copied through the stack in two halves, and the full-width reload stalled on them).
+using FloatRow = float __attribute__((vector_size(32), aligned(4), may_alias));
+
+// Rows r[0..8) of 8 floats into columns: r[m] = (r[0][m], ..., r[7][m]).
+APPORTION_INLINE void transpose8(FloatLanes* r) {
+  FloatLanes t[8], q[8];
+  for (int a = 0; a < 8; a += 2) {  // unpacklo / unpackhi
+    t[a] = __builtin_shuffle(r[a], r[a + 1], IntLanes{0, 8, 1, 9, 4, 12, 5, 13});
+    t[a + 1] = __builtin_shuffle(r[a], r[a + 1], IntLanes{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int a = 0; a < 8; a += 4) {  // shufps 0x44 / 0xee
+    for (int b = 0; b < 2; ++b) {
+      q[a + 2 * b] = __builtin_shuffle(t[a + b], t[a + b + 2], IntLanes{0, 1, 8, 9, 4, 5, 12, 13});
+      q[a + 2 * b + 1] = __builtin_shuffle(t[a + b], t[a + b + 2], IntLanes{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  }
+  for (int m = 0; m < 4; ++m) {  // vperm2f128 0x20 / 0x31
+    r[m] = __builtin_shuffle(q[m], q[m + 4], IntLanes{0, 1, 2, 3, 8, 9, 10, 11});
+    r[m + 4] = __builtin_shuffle(q[m], q[m + 4], IntLanes{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
+// The float pick of 8 consecutive items: their options at both slopes, their cheapest costs,
+// and which lanes are proven (all lanes set: every item's options are the double pick's).
+struct FloatBlockPicks {
+  IntLanes option_lo, option_hi, sure;
+  FloatLanes cheapest;
+};
+
+// Items first..first+8 of unmasked rows of row_k entries (values, and costs unless kShared: one
+// row for all items), each row readable for K rounded up to 8 entries. kK: K when known at
+// compile time (then the rows' offsets are constants), 0 otherwise; kNegate: s.sign == -1 (both
+// known, so that the loop over the options has no branch and no multiply for the sign).
+template <int kK, bool kShared, bool kNegate>
+APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const float* costs, std::int64_t row_k,
+                                                  std::int64_t first, const FloatSlopes& s) {
+  const std::int64_t k = kK ? kK : row_k;
+  const FloatLanes vlo = FloatLanes{} + s.lo, vhi = FloatLanes{} + s.hi;
+  const FloatLanes none = FloatLanes{} - INFINITY;
+  FloatLanes best_lo = none, best_hi = none, second_lo = none, second_hi = none;
+  IntLanes option_lo = IntLanes{} - 1, option_hi = IntLanes{} - 1;
+  // Bit patterns as int32: max |v| (a NaN's lies above inf's, so it sticks), max and min cost
+  // (a negative cost, -0.0 included, has the sign bit: a negative minimum).
+  IntLanes value_bits = {}, cost_max = IntLanes{} + std::numeric_limits<std::int32_t>::min(),
+           cost_min = IntLanes{} + std::numeric_limits<std::int32_t>::max();
+  const float* vrow = values + first * k;
+  const float* crow = costs + (kShared ? 0 : first * k);
+  IntLanes j = {};  // the option index, in every lane
+  for (std::int64_t j0 = 0; j0 < k; j0 += 8) {
+    FloatLanes v[8], w[8];
+    for (int l = 0; l < 8; ++l) v[l] = *reinterpret_cast<const FloatRow*>(vrow + l * k + j0);
+    transpose8(v);
+    if constexpr (!kShared) {
+      for (int l = 0; l < 8; ++l) w[l] = *reinterpret_cast<const FloatRow*>(crow + l * k + j0);
+      transpose8(w);
+    }
+    for (int m = 0; m < 8 && j0 + m < k; ++m) {
+      const FloatLanes cost = kShared ? FloatLanes{} + costs[j0 + m] : w[m];
+      IntLanes vb, cb;
+      std::memcpy(&vb, &v[m], sizeof vb);
+      std::memcpy(&cb, &cost, sizeof cb);
+      vb &= 0x7fffffff;
+      value_bits = value_bits < vb ? vb : value_bits;
+      cost_max = cost_max < cb ? cb : cost_max;
+      cost_min = cb < cost_min ? cb : cost_min;
+      const FloatLanes value = kNegate ? -v[m] : v[m];
+      const FloatLanes s_lo = value - vlo * cost, s_hi = value - vhi * cost;
+      const FloatLanes floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
+      second_lo = second_lo < floor_lo ? floor_lo : second_lo;
+      second_hi = second_hi < floor_hi ? floor_hi : second_hi;
+      option_lo = s_lo > best_lo ? j : option_lo;
+      best_lo = s_lo > best_lo ? s_lo : best_lo;
+      option_hi = s_hi > best_hi ? j : option_hi;
+      best_hi = s_hi > best_hi ? s_hi : best_hi;
+      j += 1;
+    }
+  }
+  FloatLanes value_max, cost_top;
+  std::memcpy(&value_max, &value_bits, sizeof value_max);
+  std::memcpy(&cost_top, &cost_max, sizeof cost_top);
+  const IntLanes finite = (value_bits < 0x7f800000) & (cost_max < 0x7f800000) & (cost_min >= 0);
+  const FloatLanes reach = vhi * cost_top;  // >= fl(lf w) at either slope, for every option
+  const FloatLanes tol = 0x1p-22f * value_max + 0x1p-21f * reach + s.lambda_error * cost_top + 0x1p-122f;
+  FloatBlockPicks out;
+  out.sure = finite & (value_max + reach < INFINITY) & (best_lo - second_lo > tol) & (best_hi - second_hi > tol);
+  out.option_lo = option_lo;
+  out.option_hi = option_hi;
+  std::memcpy(&out.cheapest, &cost_min, sizeof out.cheapest);  // the least cost, where sure
+  return out;
+}
+
+// The lower and upper 4 lanes.
+using FloatHalf = float __attribute__((vector_size(16)));
+APPORTION_INLINE FloatHalf lower_half(FloatLanes x) {
+  FloatHalf h;
+  std::memcpy(&h, &x, sizeof h);
+  return h;
+}
+APPORTION_INLINE FloatHalf upper_half(FloatLanes x) {
+  FloatHalf h;
+  std::memcpy(&h, reinterpret_cast<const char*>(&x) + sizeof h, sizeof h);
+  return h;
+}
+
+// Whether every lane of a mask is set (halves folded together: not a lane at a time).
+APPORTION_INLINE bool all_lanes(IntLanes m) {
+  m &= __builtin_shuffle(m, IntLanes{4, 5, 6, 7, 0, 1, 2, 3});
+  m &= __builtin_shuffle(m, IntLanes{2, 3, 0, 1, 2, 3, 0, 1});
+  m &= __builtin_shuffle(m, IntLanes{1, 0, 1, 0, 1, 0, 1, 0});
+  return m[0] == -1;
+}
+
+}  // namespace apportion
+
+#endif
