@@ -499,7 +499,8 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
   if (x > 0 && a[x - 1].cost == shift(y).cost) --x;
   out.resize(na + (ns - y));  // the most it can hold; trimmed at the end
   CoreState* o = out.data();
-  std::memcpy(o, a.data(), x * sizeof(CoreState));
+  // (a may be empty, its data() null: memcpy from null is undefined even for 0 bytes)
+  if (x > 0) std::memcpy(o, a.data(), x * sizeof(CoreState));
   std::size_t count = x;
   double last = x > 0 ? a[x - 1].value : -INFINITY;  // the value of the last state kept
   for (; y < ns; ++y) {
@@ -518,7 +519,7 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
   }
   // The rest of `a`: past those the last kept state dominates, all kept.
   while (x < na && !(a[x].value > last)) ++x;
-  std::memcpy(o + count, a.data() + x, (na - x) * sizeof(CoreState));
+  if (na > x) std::memcpy(o + count, a.data() + x, (na - x) * sizeof(CoreState));
   count += na - x;
   out.resize(count);
   return true;
