@@ -146,6 +146,9 @@ struct LagrangianWorkspace {
                                            // are <= first_lo above and >= first_hi below
   IndexScratch option_lo, option_hi, option_mid, option_mid2;  // per active item
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
+  std::vector<HullIncrement> sample_sorted;  // sort_steepest_first's output
+  std::vector<std::uint64_t> sort_key, sort_key2;    // its radix sort: keys and item positions,
+  std::vector<std::uint32_t> sort_index, sort_index2;  // two of each for the passes
   double fixed_cost = 0.0, fixed_value = 0.0;
   // The first pass's own split (before the narrowing): the items it fixed, with the compensated
   // totals of their options in item order, and the items it left active, in item order. Only
@@ -166,7 +169,10 @@ struct LagrangianWorkspace {
            (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
             option_mid.capacity() + option_mid2.capacity() + pass_active.capacity()) * sizeof(std::int32_t) +
            margin.capacity() * sizeof(double) +
-           sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double));
+           sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double)) +
+           sample_sorted.capacity() * sizeof(HullIncrement) +
+           (sort_key.capacity() + sort_key2.capacity()) * sizeof(std::uint64_t) +
+           (sort_index.capacity() + sort_index2.capacity()) * sizeof(std::uint32_t);
   }
 };
 
