@@ -606,91 +606,72 @@ struct SampleGuess {
   }
 };
 
-// Increments below this count are sorted by std::sort alone in sort_steepest_first.
-constexpr std::size_t kRadixMin = 64;
+// Increments below this count are sorted by std::sort alone in sort_steepest_first, and so are
+// more than its packed words can index.
+constexpr std::size_t kRadixMin = 64, kRadixMax = std::size_t(1) << 16;
 
 // Sorts inc steepest first, into exactly the sequence std::sort(slope >) gives, with few
 // data-dependent branches. std::sort's comparisons mispredicted about 1100 times a solve of
 // routing 1000 x 8 (the sample's ~300 increments: 45% of the solve's mispredicted branches,
 // callgrind --branch-sim), which costs most where the predictor cannot learn the data: a batch
-// of distinct instances. Here: a stable radix sort (8 bits a pass) on the high 24 bits of an
-// order-preserving key of the slope (sign, exponent, 12 bits of mantissa), skipping bytes every
-// key shares, then an insertion sort on the whole key, which has little left to move. Why the sequence is std::sort's: a sorted
-// sequence is unique except for the order among equal slopes, so the output is checked to be
-// sorted and every run of equal slopes to hold identical increments; otherwise (ties that
-// differ, NaN) inc goes to std::sort itself.
+// of distinct instances. Here each increment is a word: the high 48 bits of an order-preserving
+// key of its slope, then its position. A stable radix sort (8 bits a pass) on the top 24 bits
+// (sign, exponent, 12 bits of mantissa), skipping bytes every word shares, then an insertion
+// sort of the whole words, which has little left to move. Why the sequence is std::sort's: a
+// sorted sequence is unique except for the order among equal slopes, so the output is checked
+// to be sorted (slopes equal in their 48 key bits may not be) and every run of equal slopes to
+// hold identical increments; otherwise (ties that differ, NaN) inc goes to std::sort itself.
 void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& ws) {
   auto steeper = [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; };
   const std::size_t m = inc.size();
-  if (m < kRadixMin) {
+  if (m < kRadixMin || m > kRadixMax) {
     std::sort(inc.begin(), inc.end(), steeper);
     return;
   }
-  ws.sort_key.resize(m);
-  ws.sort_key2.resize(m);
-  ws.sort_index.resize(m);
-  ws.sort_index2.resize(m);
-  std::uint64_t* key = ws.sort_key.data();
-  std::uint64_t* key2 = ws.sort_key2.data();
-  std::uint32_t* index = ws.sort_index.data();
-  std::uint32_t* index2 = ws.sort_index2.data();
-  constexpr std::uint64_t kSign = std::uint64_t(1) << 63;
+  ws.sort_word.resize(m);
+  ws.sort_word2.resize(m);
+  std::uint64_t* word = ws.sort_word.data();
+  std::uint64_t* word2 = ws.sort_word2.data();
+  constexpr std::uint64_t kSign = std::uint64_t(1) << 63, kPosition = 0xffff;
   std::uint64_t all_or = 0, all_and = ~std::uint64_t(0);
-  bool nan = false;
   for (std::size_t a = 0; a < m; ++a) {
     std::uint64_t u;
     std::memcpy(&u, &inc[a].slope, sizeof u);
-    nan |= inc[a].slope != inc[a].slope;
     // Ascending in the slope: negative slopes with every bit flipped, the others with the
     // sign bit set; the complement, so that ascending keys are descending slopes.
     const std::uint64_t up = (u & kSign) ? ~u : (u | kSign);
-    key[a] = ~up;
-    index[a] = static_cast<std::uint32_t>(a);
-    all_or |= key[a];
-    all_and &= key[a];
-  }
-  if (nan) {
-    std::sort(inc.begin(), inc.end(), steeper);
-    return;
+    word[a] = (~up & ~kPosition) | a;
+    all_or |= word[a];
+    all_and &= word[a];
   }
   const std::uint64_t varies = all_or ^ all_and;
   for (int shift = 40; shift < 64; shift += 8) {
     if (((varies >> shift) & 0xff) == 0) continue;
     std::uint32_t start[256] = {};
-    for (std::size_t a = 0; a < m; ++a) ++start[(key[a] >> shift) & 0xff];
+    for (std::size_t a = 0; a < m; ++a) ++start[(word[a] >> shift) & 0xff];
     std::uint32_t at = 0;
     for (int d = 0; d < 256; ++d) {
       const std::uint32_t count = start[d];
       start[d] = at;
       at += count;
     }
-    for (std::size_t a = 0; a < m; ++a) {
-      const std::uint32_t to = start[(key[a] >> shift) & 0xff]++;
-      key2[to] = key[a];
-      index2[to] = index[a];
-    }
-    std::swap(key, key2);
-    std::swap(index, index2);
+    for (std::size_t a = 0; a < m; ++a) word2[start[(word[a] >> shift) & 0xff]++] = word[a];
+    std::swap(word, word2);
   }
-  for (std::size_t a = 1; a < m; ++a) {  // the low 40 bits: nearly sorted already
-    const std::uint64_t x = key[a];
-    const std::uint32_t xi = index[a];
+  for (std::size_t a = 1; a < m; ++a) {  // the low 24 key bits: nearly sorted already
+    const std::uint64_t x = word[a];
     std::size_t b = a;
-    for (; b > 0 && key[b - 1] > x; --b) {
-      key[b] = key[b - 1];
-      index[b] = index[b - 1];
-    }
-    key[b] = x;
-    index[b] = xi;
+    for (; b > 0 && word[b - 1] > x; --b) word[b] = word[b - 1];
+    word[b] = x;
   }
   std::vector<HullIncrement>& out = ws.sample_sorted;
   out.resize(m);
-  for (std::size_t a = 0; a < m; ++a) out[a] = inc[index[a]];
-  bool same_as_std_sort = true;
+  for (std::size_t a = 0; a < m; ++a) out[a] = inc[word[a] & kPosition];
+  bool same_as_std_sort = true;  // (a NaN slope fails `!steeper(y, x)` against some neighbour)
   for (std::size_t a = 1; a < m; ++a) {
     const HullIncrement &x = out[a - 1], &y = out[a];
     const bool tie_differs = x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0;
-    same_as_std_sort &= !steeper(y, x) && !tie_differs;
+    same_as_std_sort &= x.slope >= y.slope && !tie_differs;
   }
   if (same_as_std_sort) {
     inc.swap(out);
@@ -802,6 +783,8 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
   std::int32_t* option_lo = ws.option_lo.data() + begin;
   std::int32_t* option_hi = ws.option_hi.data() + begin;
   std::int32_t* item_option = ws.item_option.data();
+  std::int32_t* fixed_items = ws.pass_fixed.data() + begin;
+  std::size_t fixed_count = 0;
   double* margin = ws.margin.data();
   // Item i with its options at the two ends of the bracket; false when it has none.
   auto add = [&](std::int64_t i, const OptionPick& at_lo, const OptionPick& at_hi, double cheapest_cost) {
@@ -818,20 +801,19 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
     }
     // Fixed (a == b) or active, without a branch: about 40% of the items stay active, in no
     // pattern the predictor learns across instances (490 mispredictions a solve of 1000 x 8,
-    // a third of the rest). Each item adds to both kinds of totals, +0.0 to those it is not
-    // counted in, which leaves every sum as the branch left it: the sums start at +0.0 and never
-    // become -0.0 (round to nearest), so s + 0.0 == s bit for bit, and a compensated sum's carry
-    // gains (s - s) + 0.0 = +0.0; its entries are written always and kept when active.
+    // a third of the rest). Both lists are appended to always, and their counts advance by
+    // one of them. The fixed items' totals are summed after the pass, in item order (below).
+    // The active items add +0.0 to the plain sums they are not counted in, which leaves them
+    // bit for bit: they start at +0.0 and never become -0.0 (round to nearest).
     const bool fixed = a == b;
-    const double cost_a = p.cost(i, a), cost_b = p.cost(i, b);
-    r.fixed_cost.add(kept_or_zero(fixed, cost_a));
-    r.fixed_value.add(kept_or_zero(fixed, p.value(i, a)));
+    fixed_items[fixed_count] = static_cast<std::int32_t>(i);
+    fixed_count += fixed;
     active[r.active_count] = static_cast<std::int32_t>(i);
     option_lo[r.active_count] = a;
     option_hi[r.active_count] = b;
     r.active_count += !fixed;
-    r.cost_lo += kept_or_zero(!fixed, cost_a);
-    r.cost_hi += kept_or_zero(!fixed, cost_b);
+    r.cost_lo += kept_or_zero(!fixed, p.cost(i, a));
+    r.cost_hi += kept_or_zero(!fixed, p.cost(i, b));
     return true;
   };
   // Bad input or no allowed option: the full path checks the input and reports it.
@@ -877,6 +859,11 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       return unusable();
     }
   }
+  for (std::size_t f = 0; f < fixed_count; ++f) {
+    const std::int32_t i = fixed_items[f], q = item_option[i];
+    r.fixed_cost.add(p.cost(i, q));
+    r.fixed_value.add(p.value(i, q));
+  }
   return r;
 }
 
@@ -910,24 +897,35 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
 #if APPORTION_VECTOR_PICK
     if (p.mask == nullptr) {
       const PickRows<T> rows(p, W);
-      for (; a + W <= count; a += W) {
-        for (int l = 0; l < W; ++l) {
-          if (a + l + kPrefetchActive < count) prefetch_row(p, items[a + l + kPrefetchActive]);
+      auto blocks = [&](auto k_known) {
+        for (; a + W <= count; a += W) {
+          for (int l = 0; l < W; ++l) {
+            if (a + l + kPrefetchActive < count) prefetch_row(p, items[a + l + kPrefetchActive]);
+          }
+          std::int64_t item[W];
+          bool readable = true;
+          for (int l = 0; l < W; ++l) {
+            item[l] = items[a + l];
+            readable &= rows.readable(item[l]);
+          }
+          if (!readable) break;
+          const BlockPicks<W> picks = pick_block<W, false, decltype(k_known)::value>(rows, item, t1, t2);
+          for (int l = 0; l < W; ++l) {
+            OptionPick at1, at2;
+            double cheapest_cost;
+            picks.get(l, at1, at2, cheapest_cost);
+            add(a + l, at1, at2);
+          }
         }
-        std::int64_t item[W];
-        bool readable = true;
-        for (int l = 0; l < W; ++l) {
-          item[l] = items[a + l];
-          readable &= rows.readable(item[l]);
-        }
-        if (!readable) break;
-        const BlockPicks<W> picks = pick_block<W, false, 0>(rows, item, t1, t2);
-        for (int l = 0; l < W; ++l) {
-          OptionPick at1, at2;
-          double cheapest_cost;
-          picks.get(l, at1, at2, cheapest_cost);
-          add(a + l, at1, at2);
-        }
+      };
+      // The common tier counts get their loops unrolled, as in the first pass (a loop over
+      // K / W vectors also mispredicted its exit).
+      if (p.k == 4) {
+        blocks(std::integral_constant<int, 4>{});
+      } else if (p.k == 8) {
+        blocks(std::integral_constant<int, 8>{});
+      } else {
+        blocks(std::integral_constant<int, 0>{});
       }
     }
 #endif
@@ -959,6 +957,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.first_hi = hi;
   ws.near.clear();
   ws.active.resize(n);  // sized for every item, cut to the active ones after the pass
+  ws.pass_fixed.resize(n);
   ws.option_lo.resize(n);
   ws.option_hi.resize(n);
   FirstPass pass;

@@ -147,8 +147,7 @@ struct LagrangianWorkspace {
   IndexScratch option_lo, option_hi, option_mid, option_mid2;  // per active item
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
   std::vector<HullIncrement> sample_sorted;  // sort_steepest_first's output
-  std::vector<std::uint64_t> sort_key, sort_key2;    // its radix sort: keys and item positions,
-  std::vector<std::uint32_t> sort_index, sort_index2;  // two of each for the passes
+  std::vector<std::uint64_t> sort_word, sort_word2;  // its radix sort's words (key bits, position)
   double fixed_cost = 0.0, fixed_value = 0.0;
   // The first pass's own split (before the narrowing): the items it fixed, with the compensated
   // totals of their options in item order, and the items it left active, in item order. Only
@@ -156,6 +155,7 @@ struct LagrangianWorkspace {
   // (allocation_fits_reduced).
   CompensatedSum pass_fixed_cost, pass_fixed_value;
   IndexScratch pass_active;
+  IndexScratch pass_fixed;                 // the first pass's fixed items (its scratch)
   double frontier_budget = 0.0;            // budget left to the frontier items
   bool reduced = false;                    // false: every item has its full frontier
 
@@ -167,12 +167,11 @@ struct LagrangianWorkspace {
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
            repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
            (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
-            option_mid.capacity() + option_mid2.capacity() + pass_active.capacity()) * sizeof(std::int32_t) +
+            option_mid.capacity() + option_mid2.capacity() + pass_active.capacity() + pass_fixed.capacity()) * sizeof(std::int32_t) +
            margin.capacity() * sizeof(double) +
            sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double)) +
            sample_sorted.capacity() * sizeof(HullIncrement) +
-           (sort_key.capacity() + sort_key2.capacity()) * sizeof(std::uint64_t) +
-           (sort_index.capacity() + sort_index2.capacity()) * sizeof(std::uint32_t);
+           (sort_word.capacity() + sort_word2.capacity()) * sizeof(std::uint64_t);
   }
 };
 
