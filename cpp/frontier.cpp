@@ -884,6 +884,7 @@ FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
 template <class T>
 void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_t count, double t1, double t2,
                  std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
+  const std::size_t ahead = active_prefetch_ahead(p);
   simd_dispatch([&](auto target) {
     constexpr int W = decltype(target)::kLanes;
     auto add = [&](std::size_t a, const OptionPick& at1, const OptionPick& at2) {
@@ -900,7 +901,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
       auto blocks = [&](auto k_known) {
         for (; a + W <= count; a += W) {
           for (int l = 0; l < W; ++l) {
-            if (a + l + kPrefetchActive < count) prefetch_row(p, items[a + l + kPrefetchActive]);
+            if (a + l + ahead < count) prefetch_row(p, items[a + l + ahead]);
           }
           std::int64_t item[W];
           bool readable = true;
@@ -930,7 +931,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
     }
 #endif
     for (; a < count; ++a) {
-      if (a + kPrefetchActive < count) prefetch_row(p, items[a + kPrefetchActive]);
+      if (a + ahead < count) prefetch_row(p, items[a + ahead]);
       OptionPick at1, at2;
       double cheapest_cost;
       pick_at_two_slopes<false>(p, items[a], t1, t2, at1, at2, cheapest_cost);
@@ -1016,6 +1017,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   // ends are LP options at the two ends), interpolated inside the bucket where the chords,
   // steepest first, pass the budget: a guess needs no exact selection.
   constexpr int kBuckets = 64;
+  const std::size_t ahead = active_prefetch_ahead(p);
   // An active item fixed at option q while the bracket narrows: its totals join the fixed ones,
   // and it joins `near`, whose raw options the primal's repair still scans.
   auto fix_near = [&](std::int32_t i, std::int32_t q) {
@@ -1032,7 +1034,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     double flattest = INFINITY, steepest = -INFINITY;
     bool rising = true;  // every chord costs more at lo than at hi
     for (std::size_t a = 0; a < count; ++a) {
-      if (a + kPrefetchActive < count) prefetch_row(p, ws.active[a + kPrefetchActive]);
+      if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
       const std::int32_t i = ws.active[a];
       const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
       const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
@@ -1107,7 +1109,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     std::size_t kept = 0;
     cost_lo = cost_hi = 0.0;
     for (std::size_t a = 0; a < count; ++a) {
-      if (a + kPrefetchActive < count) prefetch_row(p, ws.active[a + kPrefetchActive]);
+      if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
       const std::int32_t i = ws.active[a], qa = ws.option_lo[a], qb = ws.option_hi[a];
       if (qa == qb) {
         fix_near(i, qa);
