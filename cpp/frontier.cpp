@@ -633,6 +633,8 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
   std::uint64_t* word = ws.sort_word.data();
   std::uint64_t* word2 = ws.sort_word2.data();
   constexpr std::uint64_t kSign = std::uint64_t(1) << 63, kPosition = 0xffff;
+  constexpr int kFirstShift = 40, kPasses = 3;
+  std::uint32_t start[kPasses][256] = {};  // each pass's digit counts, then where its digits start
   std::uint64_t all_or = 0, all_and = ~std::uint64_t(0);
   for (std::size_t a = 0; a < m; ++a) {
     std::uint64_t u;
@@ -640,22 +642,24 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
     // Ascending in the slope: negative slopes with every bit flipped, the others with the
     // sign bit set; the complement, so that ascending keys are descending slopes.
     const std::uint64_t up = (u & kSign) ? ~u : (u | kSign);
-    word[a] = (~up & ~kPosition) | a;
-    all_or |= word[a];
-    all_and &= word[a];
+    const std::uint64_t w = (~up & ~kPosition) | a;
+    word[a] = w;
+    all_or |= w;
+    all_and &= w;
+    for (int pass = 0; pass < kPasses; ++pass) ++start[pass][(w >> (kFirstShift + 8 * pass)) & 0xff];
   }
   const std::uint64_t varies = all_or ^ all_and;
-  for (int shift = 40; shift < 64; shift += 8) {
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int shift = kFirstShift + 8 * pass;
     if (((varies >> shift) & 0xff) == 0) continue;
-    std::uint32_t start[256] = {};
-    for (std::size_t a = 0; a < m; ++a) ++start[(word[a] >> shift) & 0xff];
+    std::uint32_t* first = start[pass];
     std::uint32_t at = 0;
     for (int d = 0; d < 256; ++d) {
-      const std::uint32_t count = start[d];
-      start[d] = at;
+      const std::uint32_t count = first[d];
+      first[d] = at;
       at += count;
     }
-    for (std::size_t a = 0; a < m; ++a) word2[start[(word[a] >> shift) & 0xff]++] = word[a];
+    for (std::size_t a = 0; a < m; ++a) word2[first[(word[a] >> shift) & 0xff]++] = word[a];
     std::swap(word, word2);
   }
   for (std::size_t a = 1; a < m; ++a) {  // the low 24 key bits: nearly sorted already
