@@ -326,7 +326,10 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
   const std::int64_t bi = lp.break_item;
   if (bi < 0) return false;
   auto hull_pos = [&](std::int64_t i, std::int32_t step) { return f.hull[i * f.k + step]; };
-  std::vector<std::int32_t> steps(ws.taken.begin(), ws.taken.begin() + f.n);
+  // The hull steps taken, in `position` until they become positions at the end (no allocation
+  // per solve; position is undefined when this returns false).
+  std::vector<std::int32_t>& steps = position;
+  steps.assign(ws.taken.begin(), ws.taken.begin() + f.n);
   if (steps[bi] + 1 >= f.hull_count[bi]) return false;
   ++steps[bi];
   double total = 0.0, value = 0.0;
@@ -354,7 +357,6 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
              f.pvalue(flattest, hull_pos(flattest, steps[flattest] - 1));
     --steps[flattest];
   }
-  position.resize(f.n);
   for (std::int64_t i = 0; i < f.n; ++i) position[i] = hull_pos(i, steps[i]);
   total_cost = total;
   total_value = value;

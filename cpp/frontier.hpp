@@ -233,7 +233,8 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
 // The other rounding of the LP: take the break item's step and make room by stepping other
 // items down their hulls, flattest step (least value lost per unit cost) first. On success
 // writes the Pareto positions into `position`, their totals (running sums) into total_cost
-// and total_value, and returns true.
+// and total_value, and returns true; otherwise `position` is left undefined. `position` must
+// not be ws.taken.
 bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const LagrangianWorkspace& ws,
                     double budget, std::vector<std::int32_t>& position, double& total_cost,
                     double& total_value);
