@@ -623,11 +623,32 @@ constexpr std::size_t kRadixMin = 64, kRadixMax = std::size_t(1) << 16;
 // sorted sequence is unique except for the order among equal slopes, so the output is checked
 // to be sorted (slopes equal in their 48 key bits may not be) and every run of equal slopes to
 // hold identical increments; otherwise (ties that differ, NaN) inc goes to std::sort itself.
+//
+// Integer data (every class of workloads.CLASSES but routing) ties slopes with different
+// dcosts, and then paid for both sorts: after such a sample, the thread's next sample goes to
+// std::sort directly, and back to the radix sort once a sample sorts without such ties (either
+// way the sequence is std::sort's, so this changes no answer).
 void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& ws) {
   auto steeper = [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; };
+  // Whether a sequence is sorted and holds only identical increments among equal slopes (a NaN
+  // slope fails `>=` against a neighbour).
+  auto unique_order = [](const std::vector<HullIncrement>& seq) {
+    bool unique = true;
+    for (std::size_t a = 1; a < seq.size(); ++a) {
+      const HullIncrement &x = seq[a - 1], &y = seq[a];
+      const bool tie_differs = x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0;
+      unique &= x.slope >= y.slope && !tie_differs;
+    }
+    return unique;
+  };
   const std::size_t m = inc.size();
   if (m < kRadixMin || m > kRadixMax) {
     std::sort(inc.begin(), inc.end(), steeper);
+    return;
+  }
+  if (ws.sample_ties) {
+    std::sort(inc.begin(), inc.end(), steeper);
+    ws.sample_ties = !unique_order(inc);
     return;
   }
   ws.sort_word.resize(m);
@@ -673,16 +694,11 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
   std::vector<HullIncrement>& out = ws.sample_sorted;
   out.resize(m);
   for (std::size_t a = 0; a < m; ++a) out[a] = inc[word[a] & kPosition];
-  bool same_as_std_sort = true;  // (a NaN slope fails `!steeper(y, x)` against some neighbour)
-  for (std::size_t a = 1; a < m; ++a) {
-    const HullIncrement &x = out[a - 1], &y = out[a];
-    const bool tie_differs = x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0;
-    same_as_std_sort &= x.slope >= y.slope && !tie_differs;
-  }
-  if (same_as_std_sort) {
+  if (unique_order(out)) {
     inc.swap(out);
   } else {
     std::sort(inc.begin(), inc.end(), steeper);
+    ws.sample_ties = true;
   }
 }
 

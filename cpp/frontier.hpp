@@ -163,6 +163,7 @@ struct LagrangianWorkspace {
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
   std::vector<HullIncrement> sample_sorted;  // sort_steepest_first's output
   std::vector<std::uint64_t> sort_word, sort_word2;  // its radix sort's words (key bits, position)
+  bool sample_ties = false;                // the last sample it sorted tied unequal increments
   double fixed_cost = 0.0, fixed_value = 0.0;
   // The first pass's own split (before the narrowing): the items it fixed, with the compensated
   // totals of their options in item order, and the items it left active, in item order. Only
