@@ -712,6 +712,10 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
   const std::int64_t s = std::min<std::int64_t>(n, 16 + static_cast<std::int64_t>(1.5 * std::sqrt(double(n))));
   IndexScratch& items = ws.option_mid;  // free until the narrowing
   items.resize(s);
+  // The sampled rows are spread over the instance, each a miss where it is not in cache (a
+  // batch streams from memory): asked for all at once, their misses overlap (routing
+  // B=1000 x (1000x8) f64: 48-49 -> 44 ms CPU).
+  for (std::int64_t a = 0; a < s; ++a) prefetch_row(p, a * n / s);
   for (std::int64_t a = 0; a < s; ++a) {
     items[a] = static_cast<std::int32_t>(a * n / s);
     bool valid = true;  // checked before sorting: NaN breaks the comparisons of std::sort
