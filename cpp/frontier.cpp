@@ -789,15 +789,6 @@ struct FirstPass {
 constexpr std::int64_t kPrefetchItems = 64;
 
 
-// x where `keep`, else +0.0, by a bit mask: GCC made `keep ? x : 0.0` a branch.
-inline double kept_or_zero(bool keep, double x) {
-  std::uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits &= -static_cast<std::uint64_t>(keep);
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
 // The first pass over items [begin, end): W items at a time by pick_block where the rows are
 // unmasked, each item alone by pick_at_two_slopes otherwise; then each item is fixed or made
 // active, in item order. Bad input, or an item with no allowed option, makes the run unusable.
@@ -828,9 +819,7 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
     // Fixed (a == b) or active, without a branch: about 40% of the items stay active, in no
     // pattern the predictor learns across instances (490 mispredictions a solve of 1000 x 8,
     // a third of the rest). Both lists are appended to always, and their counts advance by
-    // one of them. The fixed items' totals are summed after the pass, in item order (below).
-    // The active items add +0.0 to the plain sums they are not counted in, which leaves them
-    // bit for bit: they start at +0.0 and never become -0.0 (round to nearest).
+    // one of them. Each list's totals are summed after the pass, in item order (below).
     const bool fixed = a == b;
     fixed_items[fixed_count] = static_cast<std::int32_t>(i);
     fixed_count += fixed;
@@ -838,8 +827,6 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
     option_lo[r.active_count] = a;
     option_hi[r.active_count] = b;
     r.active_count += !fixed;
-    r.cost_lo += kept_or_zero(!fixed, p.cost(i, a));
-    r.cost_hi += kept_or_zero(!fixed, p.cost(i, b));
     return true;
   };
   // Bad input or no allowed option: the full path checks the input and reports it.
@@ -889,6 +876,10 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
     const std::int32_t i = fixed_items[f], q = item_option[i];
     r.fixed_cost.add(p.cost(i, q));
     r.fixed_value.add(p.value(i, q));
+  }
+  for (std::size_t a = 0; a < r.active_count; ++a) {
+    r.cost_lo += p.cost(active[a], option_lo[a]);
+    r.cost_hi += p.cost(active[a], option_hi[a]);
   }
   return r;
 }
