@@ -1,7 +1,8 @@
 """method="exact" side by side with Pisinger's mcknap (EJOR 1995), on the same instances.
 
     APPORTION_MCKNAP_SRC=/path/to/mcknap.c python bench/mcknap_side_by_side.py \
-        [--seeds 5] [--cases all|quick] [--classes strongly,subset_sum] [--min-time 0.05]
+        [--seeds 5] [--cases all|quick] [--classes strongly,subset_sum] [--min-time 0.05] \
+        [--rounds 3] [--per-seed]
 
 APPORTION_MCKNAP_SRC is a local copy of Pisinger's public mcknap.c (the reduced harness whose
 main takes `k n r type [first last]`). Without it the script says so and exits 0. Nothing of it
@@ -18,9 +19,14 @@ K = 2 with option 0 set to (0, 0). Seeds 0..S-1 per case.
 Timing, the same on both sides: CPU time of the solve alone (mcknap: from its own start to its
 end timer, inside its process; ours: process_time around `apportion.solve(..., method="exact",
 threads=1)`, the Python call included), one untimed call first, then calls until `--min-time`
-has passed (at least 3, or 1 once a call takes over 0.2 s); an instance's time is the median
-of its calls. Per case: median and worst over the seeds on each side, and the ratios
-ours/mcknap of the medians, of the worsts, and the largest per-seed ratio.
+has passed (at least 3, or 1 once a call takes over 0.2 s); a round's time is the median of
+its calls. The two sides take turns on each instance, `--rounds` times (mcknap, ours, mcknap,
+ours, ...), and an instance's time on each side is the median over its rounds: on a machine
+shared with other work, the load then weighs on both sides alike (one pass of mcknap over all
+instances, then one of ours, read strongly correlated 10000 x 10 seed 2 at 1.01 in one run and
+1.40 in the next). Per case: median and
+worst over the seeds on each side, and the ratios ours/mcknap of the medians, of the worsts,
+and the largest per-seed ratio.
 
 Both must find the same optimum on every instance (ours with status "optimal", mcknap with
 its own solution check passed); a mismatch raises.
@@ -248,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", choices=("all", "quick"), default="all")
     parser.add_argument("--classes", default="", help="comma-separated kinds to keep (default: all)")
     parser.add_argument("--min-time", type=float, default=0.05, help="CPU seconds of timed calls per instance")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="turns of (mcknap, ours) per instance; each side's time is the median over them")
     parser.add_argument("--per-seed", action="store_true", help="also print every seed's times")
     args = parser.parse_args(argv)
 
@@ -270,8 +278,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             wide = any(max(np.abs(v).max(), np.abs(c).max()) > SHORT_MAX for v, c, _ in instances)
             if wide not in binaries:
                 binaries[wide] = build_mcknap(src, folder, wide)
-            theirs = time_mcknap(binaries[wide], instances, args.min_time)
-            ours = [time_ours(v, c, b, args.min_time) for v, c, b in instances]
+            theirs: List[Tuple[int, float]] = []
+            ours: List[Tuple[float, float]] = []
+            for inst in instances:
+                rounds_theirs, rounds_ours = [], []
+                for _ in range(max(1, args.rounds)):
+                    rounds_theirs.append(time_mcknap(binaries[wide], [inst], args.min_time)[0])
+                    rounds_ours.append(time_ours(*inst, args.min_time))
+                theirs.append((rounds_theirs[0][0], statistics.median(t for _, t in rounds_theirs)))
+                ours.append((rounds_ours[0][0], statistics.median(t for _, t in rounds_ours)))
             for seed, ((z_ours, _), (z_theirs, _)) in enumerate(zip(ours, theirs)):
                 if z_ours != z_theirs:
                     raise RuntimeError(f"{kind} {n}x{k} R={r} seed {seed}: ours {z_ours} != mcknap {z_theirs}")

@@ -1,6 +1,8 @@
 """Exact solvers: the core enumeration (method="exact") and the dense DP (method="dp", the
 frontier), against brute force and CP-SAT."""
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -117,6 +119,30 @@ def test_exact_with_many_core_candidates_equals_dp(kind, n, k, R, seed, shift):
     assert exact.status == dp.status
     if dp.status == "optimal":
         assert exact.value == pytest.approx(dp.value, rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("n, k, R, seed", [(2000, 4, 8, 3), (2000, 6, 24, 1), (1500, 8, 32, 3)])
+def test_exact_core_past_two_mib_of_links_equals_dp(n, k, R, seed):
+    # Strongly correlated with small costs: many equal costs across a layer's moves (the merge's
+    # ties) and a core of more than 300,000 states, the optimum found only past them; the core's
+    # links (8 bytes a state) pass 2 MiB, from where its buffers are mapped pages grown in
+    # place. The solve runs on a new thread, whose workspace (one per thread, kept between
+    # calls) starts empty, so that the buffers move to mapped pages during this solve. The
+    # dense DP is cheap here.
+    values, costs, budget = workloads.instance("strongly", n, k, R=R, seed=seed)
+    solved = {}
+    worker = threading.Thread(
+        target=lambda: solved.setdefault("exact", apportion.solve(values, costs, budget, method="exact", threads=1)))
+    worker.start()
+    worker.join()
+    exact = solved["exact"]
+    capped = apportion.solve(values, costs, budget, method="exact", max_states=300_000)
+    assert capped.status == "feasible" and capped.info["stopped_by"] == "max_states"
+    assert capped.value < exact.value  # the optimum was found past 300,000 states
+    dp = apportion.solve(values, costs, budget, method="dp")
+    check_solution(exact, values, costs, budget)
+    assert exact.status == dp.status == "optimal"
+    assert exact.value == dp.value
 
 
 @pytest.mark.parametrize("method", ["exact", "dp"])
