@@ -17,6 +17,11 @@ using DArray = pybind11::array_t<double, pybind11::array::c_style | pybind11::ar
 inline void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
 }
+// The same for a literal, which then becomes a std::string only when it is thrown (a message
+// past 15 characters cost a malloc and a free on every call: most of a solve's allocations).
+inline void require(bool ok, const char* message) {
+  if (!ok) throw std::invalid_argument(message);
+}
 
 // Whether an array's dtype is T. Compared by equivalence, not identity: an unpickled array
 // (multiprocessing, Ray's object store) carries its own dtype object, equal to numpy's float64

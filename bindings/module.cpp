@@ -36,8 +36,9 @@ namespace {
 
 
 void require_c_contiguous(const py::array& a, const char* name) {
-  require((a.flags() & py::array::c_style) != 0,
-          std::string(name) + ": expected a C-contiguous array (internal error in the Python layer)");
+  if ((a.flags() & py::array::c_style) == 0) {  // (the message built only when it is thrown)
+    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array (internal error in the Python layer)");
+  }
 }
 
 // The arrays a batched solve reads, checked for shape, dtype and layout.

@@ -327,7 +327,10 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
   const std::int64_t bi = lp.break_item;
   if (bi < 0) return false;
   auto hull_pos = [&](std::int64_t i, std::int32_t step) { return f.hull[i * f.k + step]; };
-  std::vector<std::int32_t> steps(ws.taken.begin(), ws.taken.begin() + f.n);
+  // The hull steps taken, in `position` until they become positions at the end (no allocation
+  // per solve; position is undefined when this returns false).
+  std::vector<std::int32_t>& steps = position;
+  steps.assign(ws.taken.begin(), ws.taken.begin() + f.n);
   if (steps[bi] + 1 >= f.hull_count[bi]) return false;
   ++steps[bi];
   double total = 0.0, value = 0.0;
@@ -355,7 +358,6 @@ bool round_up_break(const ItemFrontiers& f, const LpRelaxation& lp, const Lagran
              f.pvalue(flattest, hull_pos(flattest, steps[flattest] - 1));
     --steps[flattest];
   }
-  position.resize(f.n);
   for (std::int64_t i = 0; i < f.n; ++i) position[i] = hull_pos(i, steps[i]);
   total_cost = total;
   total_value = value;
@@ -609,6 +611,100 @@ struct SampleGuess {
   }
 };
 
+// Increments below this count are sorted by std::sort alone in sort_steepest_first, and so are
+// more than its packed words can index.
+constexpr std::size_t kRadixMin = 64, kRadixMax = std::size_t(1) << 16;
+
+// Sorts inc steepest first, into exactly the sequence std::sort(slope >) gives, with few
+// data-dependent branches. std::sort's comparisons mispredicted about 1100 times a solve of
+// routing 1000 x 8 (the sample's ~300 increments: 45% of the solve's mispredicted branches,
+// callgrind --branch-sim), which costs most where the predictor cannot learn the data: a batch
+// of distinct instances. Here each increment is a word: the high 48 bits of an order-preserving
+// key of its slope, then its position. A stable radix sort (8 bits a pass) on the top 24 bits
+// (sign, exponent, 12 bits of mantissa), skipping bytes every word shares, then an insertion
+// sort of the whole words, which has little left to move. Why the sequence is std::sort's: a
+// sorted sequence is unique except for the order among equal slopes, so the output is checked
+// to be sorted (slopes equal in their 48 key bits may not be) and every run of equal slopes to
+// hold identical increments; otherwise (ties that differ, NaN) inc goes to std::sort itself.
+//
+// Integer data (every class of workloads.CLASSES but routing) ties slopes with different
+// dcosts, and then paid for both sorts: after such a sample, the thread's next sample goes to
+// std::sort directly, and back to the radix sort once a sample sorts without such ties (either
+// way the sequence is std::sort's, so this changes no answer).
+void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& ws) {
+  auto steeper = [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; };
+  // Whether a sequence is sorted and holds only identical increments among equal slopes (a NaN
+  // slope fails `>=` against a neighbour).
+  auto unique_order = [](const std::vector<HullIncrement>& seq) {
+    bool unique = true;
+    for (std::size_t a = 1; a < seq.size(); ++a) {
+      const HullIncrement &x = seq[a - 1], &y = seq[a];
+      const bool tie_differs = x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0;
+      unique &= x.slope >= y.slope && !tie_differs;
+    }
+    return unique;
+  };
+  const std::size_t m = inc.size();
+  if (m < kRadixMin || m > kRadixMax) {
+    std::sort(inc.begin(), inc.end(), steeper);
+    return;
+  }
+  if (ws.sample_ties) {
+    std::sort(inc.begin(), inc.end(), steeper);
+    ws.sample_ties = !unique_order(inc);
+    return;
+  }
+  ws.sort_word.resize(m);
+  ws.sort_word2.resize(m);
+  std::uint64_t* word = ws.sort_word.data();
+  std::uint64_t* word2 = ws.sort_word2.data();
+  constexpr std::uint64_t kSign = std::uint64_t(1) << 63, kPosition = 0xffff;
+  constexpr int kFirstShift = 40, kPasses = 3;
+  std::uint32_t start[kPasses][256] = {};  // each pass's digit counts, then where its digits start
+  std::uint64_t all_or = 0, all_and = ~std::uint64_t(0);
+  for (std::size_t a = 0; a < m; ++a) {
+    std::uint64_t u;
+    std::memcpy(&u, &inc[a].slope, sizeof u);
+    // Ascending in the slope: negative slopes with every bit flipped, the others with the
+    // sign bit set; the complement, so that ascending keys are descending slopes.
+    const std::uint64_t up = (u & kSign) ? ~u : (u | kSign);
+    const std::uint64_t w = (~up & ~kPosition) | a;
+    word[a] = w;
+    all_or |= w;
+    all_and &= w;
+    for (int pass = 0; pass < kPasses; ++pass) ++start[pass][(w >> (kFirstShift + 8 * pass)) & 0xff];
+  }
+  const std::uint64_t varies = all_or ^ all_and;
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int shift = kFirstShift + 8 * pass;
+    if (((varies >> shift) & 0xff) == 0) continue;
+    std::uint32_t* first = start[pass];
+    std::uint32_t at = 0;
+    for (int d = 0; d < 256; ++d) {
+      const std::uint32_t count = first[d];
+      first[d] = at;
+      at += count;
+    }
+    for (std::size_t a = 0; a < m; ++a) word2[first[(word[a] >> shift) & 0xff]++] = word[a];
+    std::swap(word, word2);
+  }
+  for (std::size_t a = 1; a < m; ++a) {  // the low 24 key bits: nearly sorted already
+    const std::uint64_t x = word[a];
+    std::size_t b = a;
+    for (; b > 0 && word[b - 1] > x; --b) word[b] = word[b - 1];
+    word[b] = x;
+  }
+  std::vector<HullIncrement>& out = ws.sample_sorted;
+  out.resize(m);
+  for (std::size_t a = 0; a < m; ++a) out[a] = inc[word[a] & kPosition];
+  if (unique_order(out)) {
+    inc.swap(out);
+  } else {
+    std::sort(inc.begin(), inc.end(), steeper);
+    ws.sample_ties = true;
+  }
+}
+
 // Guesses a bracket (lo, hi) of the break slope from the hulls of evenly spaced items: the
 // slope where their increments, scaled to all items, would use up the budget, widened by a
 // few standard errors of that sample quantile. Returns false when the sample cannot tell.
@@ -619,6 +715,10 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
   const std::int64_t s = std::min<std::int64_t>(n, 16 + static_cast<std::int64_t>(1.5 * std::sqrt(double(n))));
   IndexScratch& items = ws.option_mid;  // free until the narrowing
   items.resize(s);
+  // The sampled rows are spread over the instance, each a miss where it is not in cache (a
+  // batch streams from memory): asked for all at once, their misses overlap (routing
+  // B=1000 x (1000x8) f64: 48-49 -> 44 ms CPU).
+  for (std::int64_t a = 0; a < s; ++a) prefetch_row(p, a * n / s);
   for (std::int64_t a = 0; a < s; ++a) {
     items[a] = static_cast<std::int32_t>(a * n / s);
     bool valid = true;  // checked before sorting: NaN breaks the comparisons of std::sort
@@ -643,7 +743,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
     }
   }
   if (inc.size() < 8) return false;
-  std::sort(inc.begin(), inc.end(), [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; });
+  sort_steepest_first(inc, ws);
   const double target = p.budget * static_cast<double>(s) / static_cast<double>(n) - cheapest;
   const std::int64_t m = static_cast<std::int64_t>(inc.size());
   std::int64_t at = 0;
@@ -839,7 +939,7 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
   // leaves its sum and carry as they were: a sum that starts at +0.0 never holds -0.0).
   using Sums = double __attribute__((vector_size(32)));
   Sums sum = {}, carry = {};
-  std::size_t active_count = 0;
+  std::size_t active_count = 0, active_summed = 0;
   double cost_lo = 0.0, cost_hi = 0.0;
   // p's fields as locals: the loop's stores could otherwise alias them (InstanceView::cost and
   // ::value, read in place).
@@ -859,14 +959,20 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       const double cost_a = static_cast<double>(crow[a]), value_a = sign * static_cast<double>(values[i * k + a]);
       const bool fixed = a == b;
       two_sum_add(sum, carry, Sums{picks.cheapest[i - c0], fixed ? cost_a : 0.0, fixed ? value_a : 0.0, 0.0});
-      if (!fixed) {
-        active[active_count] = static_cast<std::int32_t>(i);
-        option_lo[active_count] = a;
-        option_hi[active_count] = b;
-        ++active_count;
-        cost_lo += cost_a;
-        cost_hi += static_cast<double>(crow[b]);
-      }
+      // Active (a != b) without a branch: about 40% of the items stay active, in no pattern the
+      // predictor learns across instances (490 mispredictions a solve of 1000 x 8, a third of
+      // the rest). The entry is always written; the count advances only for an active item.
+      active[active_count] = static_cast<std::int32_t>(i);
+      option_lo[active_count] = a;
+      option_hi[active_count] = b;
+      active_count += !fixed;
+    }
+    // The chunk's active items' costs at the two ends, in item order, while their rows are in L1.
+    for (; active_summed < active_count; ++active_summed) {
+      const std::int64_t i = active[active_summed];
+      const T* crow = costs + i * cost_stride;
+      cost_lo += static_cast<double>(crow[option_lo[active_summed]]);
+      cost_hi += static_cast<double>(crow[option_hi[active_summed]]);
     }
   }
   r.cheapest.sum = sum[0];
@@ -898,6 +1004,7 @@ FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
 template <class T>
 void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_t count, double t1, double t2,
                  std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
+  const std::size_t ahead = active_prefetch_ahead(p);
   simd_dispatch([&](auto target) {
     constexpr int W = decltype(target)::kLanes;
     auto add = [&](std::size_t a, const OptionPick& at1, const OptionPick& at2) {
@@ -911,29 +1018,40 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
 #if APPORTION_VECTOR_PICK
     if (p.mask == nullptr) {
       const PickRows<T> rows(p, W);
-      for (; a + W <= count; a += W) {
-        for (int l = 0; l < W; ++l) {
-          if (a + l + kPrefetchActive < count) prefetch_row(p, items[a + l + kPrefetchActive]);
+      auto blocks = [&](auto k_known) {
+        for (; a + W <= count; a += W) {
+          for (int l = 0; l < W; ++l) {
+            if (a + l + ahead < count) prefetch_row(p, items[a + l + ahead]);
+          }
+          std::int64_t item[W];
+          bool readable = true;
+          for (int l = 0; l < W; ++l) {
+            item[l] = items[a + l];
+            readable &= rows.readable(item[l]);
+          }
+          if (!readable) break;
+          const BlockPicks<W> picks = pick_block<W, false, decltype(k_known)::value>(rows, item, t1, t2);
+          for (int l = 0; l < W; ++l) {
+            OptionPick at1, at2;
+            double cheapest_cost;
+            picks.get(l, at1, at2, cheapest_cost);
+            add(a + l, at1, at2);
+          }
         }
-        std::int64_t item[W];
-        bool readable = true;
-        for (int l = 0; l < W; ++l) {
-          item[l] = items[a + l];
-          readable &= rows.readable(item[l]);
-        }
-        if (!readable) break;
-        const BlockPicks<W> picks = pick_block<W, false, 0>(rows, item, t1, t2);
-        for (int l = 0; l < W; ++l) {
-          OptionPick at1, at2;
-          double cheapest_cost;
-          picks.get(l, at1, at2, cheapest_cost);
-          add(a + l, at1, at2);
-        }
+      };
+      // The common tier counts get their loops unrolled, as in the first pass (a loop over
+      // K / W vectors also mispredicted its exit).
+      if (p.k == 4) {
+        blocks(std::integral_constant<int, 4>{});
+      } else if (p.k == 8) {
+        blocks(std::integral_constant<int, 8>{});
+      } else {
+        blocks(std::integral_constant<int, 0>{});
       }
     }
 #endif
     for (; a < count; ++a) {
-      if (a + kPrefetchActive < count) prefetch_row(p, items[a + kPrefetchActive]);
+      if (a + ahead < count) prefetch_row(p, items[a + ahead]);
       OptionPick at1, at2;
       double cheapest_cost;
       pick_at_two_slopes<false>(p, items[a], t1, t2, at1, at2, cheapest_cost);
@@ -1018,6 +1136,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   // ends are LP options at the two ends), interpolated inside the bucket where the chords,
   // steepest first, pass the budget: a guess needs no exact selection.
   constexpr int kBuckets = 64;
+  const std::size_t ahead = active_prefetch_ahead(p);
   // An active item fixed at option q while the bracket narrows: its totals join the fixed ones,
   // and it joins `near`, whose raw options the primal's repair still scans.
   auto fix_near = [&](std::int32_t i, std::int32_t q) {
@@ -1034,7 +1153,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     double flattest = INFINITY, steepest = -INFINITY;
     bool rising = true;  // every chord costs more at lo than at hi
     for (std::size_t a = 0; a < count; ++a) {
-      if (a + kPrefetchActive < count) prefetch_row(p, ws.active[a + kPrefetchActive]);
+      if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
       const std::int32_t i = ws.active[a];
       const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
       const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
@@ -1109,7 +1228,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     std::size_t kept = 0;
     cost_lo = cost_hi = 0.0;
     for (std::size_t a = 0; a < count; ++a) {
-      if (a + kPrefetchActive < count) prefetch_row(p, ws.active[a + kPrefetchActive]);
+      if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
       const std::int32_t i = ws.active[a], qa = ws.option_lo[a], qb = ws.option_hi[a];
       if (qa == qb) {
         fix_near(i, qa);

@@ -98,9 +98,9 @@ bool reduced_allocation_fits(const InstanceView<T>& p, const LagrangianWorkspace
                              double& total_value) {
   const std::int32_t* option = ws.item_option.data();
   CompensatedSum cost = ws.pass_fixed_cost, value = ws.pass_fixed_value;
-  const std::size_t count = ws.pass_active.size();
+  const std::size_t count = ws.pass_active.size(), ahead = active_prefetch_ahead(p);
   for (std::size_t a = 0; a < count; ++a) {
-    if (a + kPrefetchActive < count) prefetch_row(p, ws.pass_active[a + kPrefetchActive]);
+    if (a + ahead < count) prefetch_row(p, ws.pass_active[a + ahead]);
     const std::int32_t i = ws.pass_active[a];
     cost.add(p.cost(i, option[i]));
     value.add(p.value(i, option[i]));
@@ -169,7 +169,8 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
       r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound, dual_offset(lp.lambda, inst.budget)))
                      ? kOptimal
                      : kFeasible;
-      for (std::int64_t i = 0; i < p.n; ++i) choice[i] = ws.item_option[i];
+      const std::int32_t* option = ws.item_option.data();  // (hoisted: the copy vectorises)
+      for (std::int64_t i = 0; i < p.n; ++i) choice[i] = option[i];
     } else {  // only an instance whose every item has a frontier is found infeasible
       allocation_totals(f, ws.position, r.cost, r.value);
       r.bound = kNaN;

@@ -1,6 +1,8 @@
 """The dense DP and the online simulation give the same answers as before their row update and
 step were rewritten for speed (issue 17, items 5 and 6): digests of the allocations, values,
 frontiers and every online decision on seeded instances, recorded with the build of f97609a.
+The Lagrangian and exact answers (every field, every class, float64 and float32, masks, the
+min sense, batches and one instance) likewise, recorded with the build of e742423.
 
 A digest that changes means an answer changed: find out why before re-recording it."""
 
@@ -71,3 +73,54 @@ def test_online_decisions_as_before(mirror, skip, R, dtype, shared):
 @pytest.mark.parametrize("seed", range(len(DP)))
 def test_dp_answers_as_before(seed):
     assert dp_digest(seed) == DP[seed]
+
+
+def lagrangian_digest(kind, dtype, method):
+    """A batch of seeded instances of one class through `method`: real budgets at 5%, 30% and 80%
+    of the way from the cheapest to the dearest allocation (1000 x 8, past the reduced LP's
+    threshold), integer and real-valued costs, a mask and the min sense."""
+    v, c, _ = apportion.workloads.instance(kind, 1000, 8, batch=3, seed=4)
+    rng = np.random.default_rng([13, len(kind)])
+    real = c * rng.uniform(0.5, 1.5, c.shape)
+    parts = []
+    for costs in (c, real):
+        lo, hi = costs.min(-1).sum(-1), costs.max(-1).sum(-1)
+        budget = lo + np.array([0.05, 0.3, 0.8]) * (hi - lo) + 0.37
+        vv, cc = v.astype(dtype), costs.astype(dtype)
+        options = dict(method=method, threads=1)
+        if method == "exact":
+            options.update(max_states=100000, time_limit=1e6)  # a count, not a time: the same stop on every run
+        mask = rng.random(v.shape) > 0.1
+        mask[..., 0] = True
+        for sol in (apportion.solve(vv, cc, budget, **options),
+                    apportion.solve(vv, cc, budget, mask=mask, **options),
+                    apportion.solve(-vv, cc, budget, sense="min", **options),
+                    apportion.solve(vv[0], cc[0], float(budget[0]), **options)):
+            status = [STATUSES.index(s) for s in np.atleast_1d(sol.status)]
+            parts += [sol.choice, sol.value, sol.cost, sol.bound, sol.shadow_price, sol.min_budget, status]
+    return _digest(*parts)
+
+
+STATUSES = ["optimal", "feasible", "infeasible", "unknown"]
+
+
+# Recorded with the build of e742423, before issue 17's small-instance work (the sample's sort,
+# the Python fast path): class by class of workloads.CLASSES, float64 then float32. The exact
+# digests of the weakly correlated class were recorded again with c9b0688, whose exact core
+# (issue 17, item 4) stops elsewhere under max_states there.
+LAGRANGIAN = {
+    "lagrangian": """a0c81a8746e8601c cfe4f1fa336d6849 57f578384e6ed576 965943d42610c546 85f936f69c095bb0
+        42e5b01370d424b5 cbee590ecb4114ba 30198136776b1d7d 2406da320721966d 141de185866ed4fd
+        1fe1e83e8b728a8e 877fee62055653ed""".split(),
+    "exact": """aa01a46bf8caa496 346d6e58b2ab69b4 0f251c5ead5fee12 bbe336bc1fec0225 e0d347f79c8ce01a
+        a4fa5ebae8ed37be 1e3d5fa624b7b8dd 26c9664751791207 67e551722fb563ae 5fabc511f259de46
+        0c5ffa35798abee1 17f141a68e781d34""".split(),
+}
+
+
+@pytest.mark.parametrize("method", list(LAGRANGIAN))
+@pytest.mark.parametrize("kind", apportion.workloads.CLASSES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lagrangian_and_exact_answers_as_before(method, kind, dtype):
+    at = 2 * apportion.workloads.CLASSES.index(kind) + (dtype == "float32")
+    assert lagrangian_digest(kind, getattr(np, dtype), method) == LAGRANGIAN[method][at]

@@ -44,6 +44,8 @@ def check_threads(threads: Any, zero_is_all: bool = False) -> int:
     that was checked once already) 0; otherwise an int in 1..MAX_THREADS."""
     if threads is None:
         return 0
+    if type(threads) is int and 1 <= threads <= MAX_THREADS:  # the common call, without the ABC check
+        return threads
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
         raise TypeError(f"threads: expected a positive int or None (all cores), got {threads!r:.40}")
     if not (0 if zero_is_all else 1) <= int(threads) <= MAX_THREADS:
@@ -237,7 +239,8 @@ def fast_budget(values: Any, costs: Any, budget: Any) -> Optional[float]:
         return None
     if not (values.flags.c_contiguous and costs.flags.c_contiguous):
         return None
-    if costs.shape != values.shape and costs.shape != values.shape[1:]:
+    shape, cost_shape = values.shape, costs.shape
+    if cost_shape != shape and cost_shape != (shape[1],):
         return None
     kind = type(budget)
     if not (kind is float or kind is int or kind is np.float64
@@ -598,7 +601,7 @@ def one_solution(raw: tuple[Any, ...], sign: float, method: str, started: float,
     min_budget, status code) as Python scalars in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
     value, bound = sign * value, sign * bound
-    info = dict(info or {})
+    info = dict(info) if info else {}
     if status >= _FIRST_STOPPED:
         info["stopped_by"] = _STOPPED_BY[status]
         logger.warning("method %r stopped at its %s before proving the optimum (status "

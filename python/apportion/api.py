@@ -264,8 +264,11 @@ def _solve_one(values: np.ndarray, costs: np.ndarray, budget: float, method: str
     _check_exact_only(method, time_limit, max_states)
     checked = check_sense(sense)
     sign = 1.0 if checked == "max" else -1.0
-    tl, ms, mb = _exact_limits(time_limit, max_states, None, 1)
-    raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads, mb)
+    if method == "lagrangian":  # (the exact limits go unused: no need to compute them)
+        raw = _core.solve_one(method, values, costs, budget, sign, 1.0, 1, nthreads, 0)
+    else:
+        tl, ms, mb = _exact_limits(time_limit, max_states, None, 1)
+        raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads, mb)
     return one_solution(raw, sign, method, started, checked)
 
 
