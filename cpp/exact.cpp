@@ -28,7 +28,23 @@
 #include <type_traits>
 #include <utility>
 
+// Under AddressSanitizer the large buffers stay on the heap, where it checks every access (it
+// does not watch mapped pages).
+#if defined(__SANITIZE_ADDRESS__)
+#define APPORTION_MAPPED_BUFFERS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define APPORTION_MAPPED_BUFFERS 0
+#endif
+#endif
+#if !defined(APPORTION_MAPPED_BUFFERS)
 #if defined(__linux__)
+#define APPORTION_MAPPED_BUFFERS 1
+#else
+#define APPORTION_MAPPED_BUFFERS 0
+#endif
+#endif
+#if APPORTION_MAPPED_BUFFERS
 #include <sys/mman.h>
 #endif
 
@@ -54,7 +70,8 @@ struct CoreLink {
 // so the link buffer of a strongly correlated 10^4 x 10 solve reaches 200 MB; on 4 KiB pages
 // the kernel's page faults on it (and on the copies of each doubling) took 26% of the CPU
 // time (perf), as the workspace gives such memory back after every call; on huge pages, 13-16%
-// (clearing them) and that solve ran 8% faster. Elsewhere than Linux: ordinary heap blocks.
+// (clearing them) and that solve ran 8% faster. Elsewhere than Linux, and under
+// AddressSanitizer: ordinary heap blocks.
 class PageBlock {
  public:
   // Blocks of at least this many bytes are mapped (one huge page on x86-64 and most aarch64).
@@ -73,7 +90,7 @@ class PageBlock {
   // Makes the block `bytes` long (at least), keeping its first `live` bytes. Throws
   // std::bad_alloc when the memory is not there.
   void resize(std::size_t bytes, std::size_t live) {
-#if defined(__linux__)
+#if APPORTION_MAPPED_BUFFERS
     if (bytes >= kMapBytes) {
       bytes = (bytes + kMapBytes - 1) / kMapBytes * kMapBytes;
       void* p;
@@ -110,7 +127,7 @@ class PageBlock {
  private:
   void release() noexcept {
     if (data_ == nullptr) return;
-#if defined(__linux__)
+#if APPORTION_MAPPED_BUFFERS
     if (mapped_) {
       munmap(data_, bytes_);
     } else {
@@ -221,7 +238,8 @@ struct ExactWorkspace {
     return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
            links.capacity() * sizeof(CoreLink) +
            (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
-           pending.capacity() * sizeof(Pending) + moves.capacity() * sizeof(MoveSlot);
+           pending.capacity() * sizeof(Pending) + moves.capacity() * sizeof(MoveSlot) +
+           moves_in_layer.capacity() * sizeof(LayerMove);
   }
   // What the core holds for the instance in hand: its links and the live layer buffers (the
   // capacities above may be left over from an earlier, larger instance on this thread).

@@ -213,3 +213,29 @@ def test_float32_input_gives_the_answers_of_the_same_data_widened(kind):
         wide = values.astype(np.float64), costs.astype(np.float64)
         assert repr(_answers(values, costs, budget, methods=("lagrangian",))) == repr(
             _answers(*wide, budget, methods=("lagrangian",))), case
+
+
+def test_float32_first_pass_with_subnormals_flushed_gives_the_same_answers(levels):
+    """A thread that flushes subnormals (FTZ/DAZ, as torch.set_flush_denormal(True) sets) reads a
+    subnormal slope as 0 in float: the float pick must leave such a thread to the double pick.
+    Here the shadow price is about 3e-40, subnormal as a float."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    costs = (rng.random((256, 2)) * 3e38).astype(np.float32)
+    values = (rng.random((256, 2)) * 0.1).astype(np.float32)
+    costs[:, 0] = 0
+    values[:, 0] = 0
+    budget = float(costs.astype(np.float64).sum() * 0.3)
+    unflushed = {}
+    for level in levels:
+        _core._set_simd_level(level)
+        unflushed[level] = _answers(values, costs, budget, methods=("lagrangian",))
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        for level in levels:
+            _core._set_simd_level(level)
+            assert repr(_answers(values, costs, budget, methods=("lagrangian",))) == repr(unflushed[levels[0]]), level
+    finally:
+        torch.set_flush_denormal(False)
+    assert all(repr(a) == repr(unflushed[levels[0]]) for a in unflushed.values())
