@@ -806,6 +806,19 @@ struct ChunkPicks {
 };
 
 #if APPORTION_VECTOR_PICK
+// Calls blocks(std::integral_constant<int, K>{}) with K = k for the common tier counts 4 and 8,
+// so that their loops over the options unroll, and K = 0 (k known at run time) otherwise.
+template <class Blocks>
+APPORTION_INLINE void with_unrolled_k(std::int64_t k, Blocks&& blocks) {
+  if (k == 4) {
+    blocks(std::integral_constant<int, 4>{});
+  } else if (k == 8) {
+    blocks(std::integral_constant<int, 8>{});
+  } else {
+    blocks(std::integral_constant<int, 0>{});
+  }
+}
+
 // Stores W lanes of option indices (held as doubles) as int32.
 template <int W>
 APPORTION_INLINE void store_options(typename PickVec<W>::D option, std::int32_t* to) {
@@ -892,14 +905,7 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
         double_block(i, k_known);
       }
     };
-    // The common tier counts get their loops unrolled.
-    if (p.k == 4) {
-      blocks(std::integral_constant<int, 4>{});
-    } else if (p.k == 8) {
-      blocks(std::integral_constant<int, 8>{});
-    } else {
-      blocks(std::integral_constant<int, 0>{});
-    }
+    with_unrolled_k(p.k, blocks);
     if (any_lane<W>(bad)) return false;
   }
 #endif
@@ -1039,15 +1045,8 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
           }
         }
       };
-      // The common tier counts get their loops unrolled, as in the first pass (a loop over
-      // K / W vectors also mispredicted its exit).
-      if (p.k == 4) {
-        blocks(std::integral_constant<int, 4>{});
-      } else if (p.k == 8) {
-        blocks(std::integral_constant<int, 8>{});
-      } else {
-        blocks(std::integral_constant<int, 0>{});
-      }
+      // (Unrolled as in the first pass: a loop over K / W vectors also mispredicted its exit.)
+      with_unrolled_k(p.k, blocks);
     }
 #endif
     for (; a < count; ++a) {
