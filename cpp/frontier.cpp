@@ -688,11 +688,20 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
     for (std::size_t a = 0; a < m; ++a) word2[first[(word[a] >> shift) & 0xff]++] = word[a];
     std::swap(word, word2);
   }
-  for (std::size_t a = 1; a < m; ++a) {  // the low 24 key bits: nearly sorted already
+  // The low 24 key bits: nearly sorted already, unless most slopes share their top 24 bits
+  // (all within about 2^-12 of each other): past 16 moves a word, std::sort takes over, so the
+  // sort stays O(m log m) on any data.
+  std::size_t moves = 0;
+  for (std::size_t a = 1; a < m; ++a) {
     const std::uint64_t x = word[a];
     std::size_t b = a;
     for (; b > 0 && word[b - 1] > x; --b) word[b] = word[b - 1];
     word[b] = x;
+    moves += a - b;
+    if (moves > 16 * m) {
+      std::sort(inc.begin(), inc.end(), steeper);
+      return;
+    }
   }
   std::vector<HullIncrement>& out = ws.sample_sorted;
   out.resize(m);

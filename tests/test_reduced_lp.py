@@ -264,3 +264,24 @@ def test_reduced_totals_are_the_allocations_own(kind, dtype):
         assert again_cost <= cost
         assert again.value >= sol.value - 1e-9 * abs(sol.value)
         check_solution(again, values, costs, cost)
+
+
+def _close_slope_items(n, k, seed):
+    """Concave items whose hull slopes all lie within 1e-6 of 1, in random order across items:
+    the sample's increments share the top bits of their slopes, which the radix sort of the
+    sample (frontier.cpp, sort_steepest_first) leaves to its insertion sort, or to std::sort."""
+    rng = np.random.default_rng(seed)
+    steps = rng.random((n, k)) * 10 + 1
+    slopes = 1 + 1e-6 * np.sort(rng.random((n, k)), axis=1)[:, ::-1]
+    costs = np.cumsum(steps, axis=1)
+    values = np.cumsum(steps * slopes, axis=1)
+    return values, costs, float(costs[:, k // 2].sum())
+
+
+@pytest.mark.parametrize("n,k", [(2000, 16), (300, 8)])
+def test_sample_slopes_within_a_millionth_give_the_lp(n, k):
+    values, costs, budget = _close_slope_items(n, k, seed=n)
+    lag = apportion.solve(values, costs, budget, method="lagrangian")
+    check_solution(lag, values, costs, budget)
+    assert lag.bound == pytest.approx(lp_optimum(values, costs, budget), rel=1e-9)
+    assert lag.value <= lag.bound
