@@ -675,6 +675,12 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
     for (int pass = 0; pass < kPasses; ++pass) ++start[pass][(w >> (kFirstShift + 8 * pass)) & 0xff];
   }
   const std::uint64_t varies = all_or ^ all_and;
+  // No radix pass to run (every slope shares the top 24 key bits): the insertion sort would do
+  // all the work, so std::sort does it.
+  if (((varies >> kFirstShift) & 0xffffff) == 0) {
+    std::sort(inc.begin(), inc.end(), steeper);
+    return;
+  }
   for (int pass = 0; pass < kPasses; ++pass) {
     const int shift = kFirstShift + 8 * pass;
     if (((varies >> shift) & 0xff) == 0) continue;
@@ -688,9 +694,9 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
     for (std::size_t a = 0; a < m; ++a) word2[first[(word[a] >> shift) & 0xff]++] = word[a];
     std::swap(word, word2);
   }
-  // The low 24 key bits: nearly sorted already, unless most slopes share their top 24 bits
-  // (all within about 2^-12 of each other): past 16 moves a word, std::sort takes over, so the
-  // sort stays O(m log m) on any data.
+  // The low 24 key bits: nearly sorted already, unless many slopes share their top 24 bits
+  // (within about 2^-12 of each other): past 16 moves a word so far, std::sort takes over, so
+  // the sort stays O(m log m) on any data and gives up early where it would not pay.
   std::size_t moves = 0;
   for (std::size_t a = 1; a < m; ++a) {
     const std::uint64_t x = word[a];
@@ -698,7 +704,7 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
     for (; b > 0 && word[b - 1] > x; --b) word[b] = word[b - 1];
     word[b] = x;
     moves += a - b;
-    if (moves > 16 * m) {
+    if (moves > 16 * a) {
       std::sort(inc.begin(), inc.end(), steeper);
       return;
     }
