@@ -700,7 +700,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         double up = 0.0, down = static_cast<double>(INFINITY);
         bool cheaper = false;
         for_each_option(inst, i, [&](std::int32_t j, double w, double v, bool ok) {
-          const double score = ok & (j != bi) ? (v - vb) - lambda * (w - wb) : -INFINITY;
+          const double score = (ok & (j != bi)) ? (v - vb) - lambda * (w - wb) : -INFINITY;
           best_other = std::max(best_other, score);
           if (ok & (w > wb) & (v - vb > up * (w - wb))) up = (v - vb) / (w - wb);
           if (ok & (w < wb) & (vb - v < down * (wb - w))) down = (vb - v) / (wb - w);
