@@ -162,7 +162,8 @@ struct LagrangianWorkspace {
   IndexScratch option_lo, option_hi, option_mid, option_mid2;  // per active item
   ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
   std::vector<HullIncrement> sample_sorted;  // sort_steepest_first's output
-  std::vector<std::uint64_t> sort_word, sort_word2;  // its radix sort's words (key bits, position)
+  std::vector<std::uint64_t> sort_word, sort_word2;  // its words (key bits, position)
+  std::vector<std::uint32_t> sort_count;   // its buckets' counts and starts
   bool sample_ties = false;                // the last sample it sorted tied unequal increments
   double fixed_cost = 0.0, fixed_value = 0.0;
   // The first pass's own split (before the narrowing): the items it fixed, with the compensated
@@ -186,7 +187,8 @@ struct LagrangianWorkspace {
            margin.capacity() * sizeof(double) +
            sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double)) +
            sample_sorted.capacity() * sizeof(HullIncrement) +
-           (sort_word.capacity() + sort_word2.capacity()) * sizeof(std::uint64_t);
+           (sort_word.capacity() + sort_word2.capacity()) * sizeof(std::uint64_t) +
+           sort_count.capacity() * sizeof(std::uint32_t);
   }
 };
 
