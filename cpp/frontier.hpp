@@ -160,7 +160,7 @@ struct LagrangianWorkspace {
                                            // option over it, so their hull slopes around it
                                            // are <= first_lo above and >= first_hi below
   IndexScratch option_lo, option_hi, option_mid, option_mid2;  // per active item
-  ItemFrontiers sample_frontiers;          // items sampled to guess the bracket
+  std::vector<double> sample_stack;        // (2K) a sampled item's hull (append_hull_steps)
   std::vector<HullIncrement> sample_sorted;  // sort_steepest_first's output
   std::vector<std::uint64_t> sort_word, sort_word2;  // its words (key bits, position)
   std::vector<std::uint32_t> sort_count;   // its buckets' counts and starts
@@ -185,7 +185,7 @@ struct LagrangianWorkspace {
            (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
             option_mid.capacity() + option_mid2.capacity() + pass_active.capacity()) * sizeof(std::int32_t) +
            margin.capacity() * sizeof(double) +
-           sample_frontiers.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double)) +
+           sample_stack.capacity() * sizeof(double) +
            sample_sorted.capacity() * sizeof(HullIncrement) +
            (sort_word.capacity() + sort_word2.capacity()) * sizeof(std::uint64_t) +
            sort_count.capacity() * sizeof(std::uint32_t);
