@@ -119,6 +119,48 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads, bo
 template void build_frontiers<float>(const InstanceView<float>&, ItemFrontiers&, int, bool);
 template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers&, int, bool);
 
+template <class T>
+double append_hull_steps(const InstanceView<T>& p, std::int64_t i, const std::int32_t* order, double* stack_cost,
+                         double* stack_value, std::vector<HullIncrement>& inc) {
+  const std::int64_t k = p.k;
+  const T* vrow = p.values + i * k;
+  const T* crow = p.costs + i * p.cost_stride_item;
+  const std::uint8_t* mrow = p.mask ? p.mask + i * k : nullptr;
+  const double sign = p.value_sign;
+  std::int32_t hc = 0;  // hull points on the stack
+  auto join_hull = [&](double w, double v) {
+    while (hc >= 2 && below_chord(stack_cost[hc - 2], stack_value[hc - 2], stack_cost[hc - 1], stack_value[hc - 1], w, v)) {
+      --hc;
+    }
+    stack_cost[hc] = w;
+    stack_value[hc] = v;
+    ++hc;
+  };
+  bool any = false;  // a Pareto entry is pending: (last_cost, last_value), not yet on the hull
+  double last_cost = 0.0, last_value = -INFINITY;
+  for (std::int64_t a = 0; a < k; ++a) {
+    const std::int32_t j = order != nullptr ? order[a] : static_cast<std::int32_t>(a);
+    const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
+    if ((mrow != nullptr && mrow[j] == 0) || !(v > last_value)) continue;
+    if (any && w != last_cost) join_hull(last_cost, last_value);  // (same cost: replaced)
+    any = true;
+    last_cost = w;
+    last_value = v;
+  }
+  if (!any) return kNaN;
+  join_hull(last_cost, last_value);
+  for (std::int32_t h = 0; h + 1 < hc; ++h) {
+    const double dw = stack_cost[h + 1] - stack_cost[h], dv = stack_value[h + 1] - stack_value[h];
+    inc.push_back(HullIncrement{dv / dw, dw, 0, 0});
+  }
+  return stack_cost[0];
+}
+
+template double append_hull_steps<float>(const InstanceView<float>&, std::int64_t, const std::int32_t*, double*,
+                                        double*, std::vector<HullIncrement>&);
+template double append_hull_steps<double>(const InstanceView<double>&, std::int64_t, const std::int32_t*, double*,
+                                         double*, std::vector<HullIncrement>&);
+
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
   CompensatedSum total;  // "optimal" is decided against it to a few ulps
   total.add(dual_offset(lambda, budget));
@@ -725,52 +767,6 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
   }
 }
 
-// Appends item i's hull steps (slope, dcost), in hull order, to inc and returns the cost of its
-// cheapest hull point, visiting its options in cost order `order`: the steps of build_item's
-// frontier, without the frontier. Pareto entries are kept by pareto_filter's rule (worth more
-// than every cheaper one; at equal cost the most valuable, first on ties), and each joins the
-// hull by upper_hull's test (below_chord) once the next kept option's cost differs, so the hull
-// points, and the differences between them, are the same numbers. No Pareto arrays and no
-// second pass: the sample's hulls of a routing 1000 x 8 solve took 41k instructions of 330k
-// (x86-64-v3) through build_item, 24k here. Returns NaN for an item with no allowed option.
-// `order` nullptr: index order.
-// `stack_cost` and `stack_value` hold K entries.
-template <class T>
-double append_hull_steps(const InstanceView<T>& p, std::int64_t i, const std::int32_t* order, double* stack_cost,
-                         double* stack_value, std::vector<HullIncrement>& inc) {
-  const std::int64_t k = p.k;
-  const T* vrow = p.values + i * k;
-  const T* crow = p.costs + i * p.cost_stride_item;
-  const std::uint8_t* mrow = p.mask ? p.mask + i * k : nullptr;
-  const double sign = p.value_sign;
-  std::int32_t hc = 0;  // hull points on the stack
-  auto join_hull = [&](double w, double v) {
-    while (hc >= 2 && below_chord(stack_cost[hc - 2], stack_value[hc - 2], stack_cost[hc - 1], stack_value[hc - 1], w, v)) {
-      --hc;
-    }
-    stack_cost[hc] = w;
-    stack_value[hc] = v;
-    ++hc;
-  };
-  bool any = false;  // a Pareto entry is pending: (last_cost, last_value), not yet on the hull
-  double last_cost = 0.0, last_value = -INFINITY;
-  for (std::int64_t a = 0; a < k; ++a) {
-    const std::int32_t j = order != nullptr ? order[a] : static_cast<std::int32_t>(a);
-    const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
-    if ((mrow != nullptr && mrow[j] == 0) || !(v > last_value)) continue;
-    if (any && w != last_cost) join_hull(last_cost, last_value);  // (same cost: replaced)
-    any = true;
-    last_cost = w;
-    last_value = v;
-  }
-  if (!any) return kNaN;
-  join_hull(last_cost, last_value);
-  for (std::int32_t h = 0; h + 1 < hc; ++h) {
-    const double dw = stack_cost[h + 1] - stack_cost[h], dv = stack_value[h + 1] - stack_value[h];
-    inc.push_back(HullIncrement{dv / dw, dw, 0, 0});
-  }
-  return stack_cost[0];
-}
 
 // Guesses a bracket (lo, hi) of the break slope from the hulls of evenly spaced items: the
 // slope where their increments, scaled to all items, would use up the budget, widened by a
