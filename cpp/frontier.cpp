@@ -666,11 +666,12 @@ constexpr std::size_t kRadixMin = 64, kRadixMax = std::size_t(1) << 16;
 // key of its slope, then its position. One stable bucket pass spreads the words over at least m
 // buckets of equal width between the smallest and the largest word (a bucket's index only grows
 // with the word), then an insertion sort of the whole words moves what shares a bucket. (A radix
-// sort on the top 24 key bits, 3 passes of 8 bits, took twice the instructions: 37k of a 330k
-// routing 1000 x 8 solve.) Why the sequence is std::sort's: a sorted sequence is unique except
-// for the order among equal slopes, so the output is checked to be sorted (slopes equal in their
-// 48 key bits may not be) and every run of equal slopes to hold identical increments; otherwise
-// (ties that differ, NaN) inc goes to std::sort itself.
+// sort on the top 24 key bits, 3 passes of 8 bits, took 38k instructions of a 330k routing
+// 1000 x 8 solve at x86-64-v3; this one 26k.) Why the sequence is std::sort's: a sorted sequence
+// is unique except for the order among equal slopes. Words with distinct keys, in ascending
+// order, are strictly falling slopes; where two share their 48 key bits, or NaN shows at an end,
+// the output is checked to be sorted and every run of equal slopes to hold identical
+// increments; otherwise (ties that differ, NaN) inc goes to std::sort itself.
 //
 // Integer data (every class of workloads.CLASSES but routing) ties slopes with different
 // dcosts, and then paid for both sorts: after such a sample, the thread's next sample goes to
