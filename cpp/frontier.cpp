@@ -31,6 +31,10 @@ void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
   });
 }
 
+[[noreturn]] void throw_no_option(std::int64_t i) {
+  throw std::invalid_argument("mask: item " + std::to_string(i) + " has no allowed option; allow at least one per item");
+}
+
 // Builds item i's Pareto list and hull into frontier slot `slot`, visiting its options in cost
 // order `order`.
 template <class T>
@@ -44,10 +48,7 @@ void build_item(const InstanceView<T>& p, ItemFrontiers& f, std::int64_t i, std:
   const std::int32_t c = pareto_filter(p.values + base, p.costs + i * p.cost_stride_item,
                                        p.mask ? p.mask + base : nullptr, p.value_sign, k, order,
                                        keep_dominated, opt, cost, value);
-  if (c == 0) {
-    throw std::invalid_argument("mask: item " + std::to_string(i) +
-                                " has no allowed option; allow at least one per item");
-  }
+  if (c == 0) throw_no_option(i);
   f.count[slot] = c;
   f.hull_count[slot] = upper_hull(cost, value, c, &f.hull[at]);
 }
@@ -117,6 +118,48 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads, bo
 
 template void build_frontiers<float>(const InstanceView<float>&, ItemFrontiers&, int, bool);
 template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers&, int, bool);
+
+template <class T>
+double append_hull_steps(const InstanceView<T>& p, std::int64_t i, const std::int32_t* order, double* stack_cost,
+                         double* stack_value, std::vector<HullIncrement>& inc) {
+  const std::int64_t k = p.k;
+  const T* vrow = p.values + i * k;
+  const T* crow = p.costs + i * p.cost_stride_item;
+  const std::uint8_t* mrow = p.mask ? p.mask + i * k : nullptr;
+  const double sign = p.value_sign;
+  std::int32_t hc = 0;  // hull points on the stack
+  auto join_hull = [&](double w, double v) {
+    while (hc >= 2 && below_chord(stack_cost[hc - 2], stack_value[hc - 2], stack_cost[hc - 1], stack_value[hc - 1], w, v)) {
+      --hc;
+    }
+    stack_cost[hc] = w;
+    stack_value[hc] = v;
+    ++hc;
+  };
+  bool any = false;  // a Pareto entry is pending: (last_cost, last_value), not yet on the hull
+  double last_cost = 0.0, last_value = -INFINITY;
+  for (std::int64_t a = 0; a < k; ++a) {
+    const std::int32_t j = order != nullptr ? order[a] : static_cast<std::int32_t>(a);
+    const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
+    if ((mrow != nullptr && mrow[j] == 0) || !(v > last_value)) continue;
+    if (any && w != last_cost) join_hull(last_cost, last_value);  // (same cost: replaced)
+    any = true;
+    last_cost = w;
+    last_value = v;
+  }
+  if (!any) return kNaN;
+  join_hull(last_cost, last_value);
+  for (std::int32_t h = 0; h + 1 < hc; ++h) {
+    const double dw = stack_cost[h + 1] - stack_cost[h], dv = stack_value[h + 1] - stack_value[h];
+    inc.push_back(HullIncrement{dv / dw, dw, 0, 0});
+  }
+  return stack_cost[0];
+}
+
+template double append_hull_steps<float>(const InstanceView<float>&, std::int64_t, const std::int32_t*, double*,
+                                        double*, std::vector<HullIncrement>&);
+template double append_hull_steps<double>(const InstanceView<double>&, std::int64_t, const std::int32_t*, double*,
+                                         double*, std::vector<HullIncrement>&);
 
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
   CompensatedSum total;  // "optimal" is decided against it to a few ulps
@@ -620,17 +663,20 @@ constexpr std::size_t kRadixMin = 64, kRadixMax = std::size_t(1) << 16;
 // routing 1000 x 8 (the sample's ~300 increments: 45% of the solve's mispredicted branches,
 // callgrind --branch-sim), which costs most where the predictor cannot learn the data: a batch
 // of distinct instances. Here each increment is a word: the high 48 bits of an order-preserving
-// key of its slope, then its position. A stable radix sort (8 bits a pass) on the top 24 bits
-// (sign, exponent, 12 bits of mantissa), skipping bytes every word shares, then an insertion
-// sort of the whole words, which has little left to move. Why the sequence is std::sort's: a
-// sorted sequence is unique except for the order among equal slopes, so the output is checked
-// to be sorted (slopes equal in their 48 key bits may not be) and every run of equal slopes to
-// hold identical increments; otherwise (ties that differ, NaN) inc goes to std::sort itself.
+// key of its slope, then its position. One stable bucket pass spreads the words over at least m
+// buckets of equal width between the smallest and the largest word (a bucket's index only grows
+// with the word), then an insertion sort of the whole words moves what shares a bucket. (A radix
+// sort on the top 24 key bits, 3 passes of 8 bits, took 38k instructions of a 330k routing
+// 1000 x 8 solve at x86-64-v3; this one 26k.) Why the sequence is std::sort's: a sorted sequence
+// is unique except for the order among equal slopes. Words with distinct keys, in ascending
+// order, are strictly falling slopes; where two share their 48 key bits, or NaN shows at an end,
+// the output is checked to be sorted and every run of equal slopes to hold identical
+// increments; otherwise (ties that differ, NaN) inc goes to std::sort itself.
 //
 // Integer data (every class of workloads.CLASSES but routing) ties slopes with different
 // dcosts, and then paid for both sorts: after such a sample, the thread's next sample goes to
-// std::sort directly, and back to the radix sort once a sample sorts without such ties (either
-// way the sequence is std::sort's, so this changes no answer).
+// std::sort directly, and back to this sort once a sample sorts without such ties (either way
+// the sequence is std::sort's, so this changes no answer).
 void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& ws) {
   auto steeper = [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; };
   // Whether a sequence is sorted and holds only identical increments among equal slopes (a NaN
@@ -659,9 +705,7 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
   std::uint64_t* word = ws.sort_word.data();
   std::uint64_t* word2 = ws.sort_word2.data();
   constexpr std::uint64_t kSign = std::uint64_t(1) << 63, kPosition = 0xffff;
-  constexpr int kFirstShift = 40, kPasses = 3;
-  std::uint32_t start[kPasses][256] = {};  // each pass's digit counts, then where its digits start
-  std::uint64_t all_or = 0, all_and = ~std::uint64_t(0);
+  std::uint64_t lowest = ~std::uint64_t(0), highest = 0;
   for (std::size_t a = 0; a < m; ++a) {
     std::uint64_t u;
     std::memcpy(&u, &inc[a].slope, sizeof u);
@@ -670,33 +714,28 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
     const std::uint64_t up = (u & kSign) ? ~u : (u | kSign);
     const std::uint64_t w = (~up & ~kPosition) | a;
     word[a] = w;
-    all_or |= w;
-    all_and &= w;
-    for (int pass = 0; pass < kPasses; ++pass) ++start[pass][(w >> (kFirstShift + 8 * pass)) & 0xff];
+    lowest = std::min(lowest, w);
+    highest = std::max(highest, w);
   }
-  const std::uint64_t varies = all_or ^ all_and;
-  // No radix pass to run (every slope shares the top 24 key bits): the insertion sort would do
-  // all the work, so std::sort does it.
-  if (((varies >> kFirstShift) & 0xffffff) == 0) {
-    std::sort(inc.begin(), inc.end(), steeper);
-    return;
+  // Buckets: a power of two, at least m; the shift maps highest - lowest below their count.
+  int bucket_bits = 6;
+  while ((std::size_t(1) << bucket_bits) < m) ++bucket_bits;
+  int shift = 0;
+  for (std::uint64_t span = (highest - lowest) >> bucket_bits; span != 0; span >>= 1) ++shift;
+  std::vector<std::uint32_t>& start = ws.sort_count;
+  start.assign(std::size_t(1) << bucket_bits, 0);  // each bucket's count, then where it starts
+  for (std::size_t a = 0; a < m; ++a) ++start[(word[a] - lowest) >> shift];
+  std::uint32_t at = 0;
+  for (std::uint32_t& first : start) {
+    const std::uint32_t count = first;
+    first = at;
+    at += count;
   }
-  for (int pass = 0; pass < kPasses; ++pass) {
-    const int shift = kFirstShift + 8 * pass;
-    if (((varies >> shift) & 0xff) == 0) continue;
-    std::uint32_t* first = start[pass];
-    std::uint32_t at = 0;
-    for (int d = 0; d < 256; ++d) {
-      const std::uint32_t count = first[d];
-      first[d] = at;
-      at += count;
-    }
-    for (std::size_t a = 0; a < m; ++a) word2[first[(word[a] >> shift) & 0xff]++] = word[a];
-    std::swap(word, word2);
-  }
-  // The low 24 key bits: nearly sorted already, unless many slopes share their top 24 bits
-  // (within about 2^-12 of each other): past 16 moves a word so far, std::sort takes over, so
-  // the sort stays O(m log m) on any data and gives up early where it would not pay.
+  for (std::size_t a = 0; a < m; ++a) word2[start[(word[a] - lowest) >> shift]++] = word[a];
+  std::swap(word, word2);
+  // Within a bucket: nearly sorted already, unless many slopes share one (a few slopes far from
+  // the rest widen every bucket): past 16 moves a word so far, std::sort takes over, so the sort
+  // stays O(m log m) on any data and gives up early where it would not pay.
   std::size_t moves = 0;
   for (std::size_t a = 1; a < m; ++a) {
     const std::uint64_t x = word[a];
@@ -711,8 +750,17 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
   }
   std::vector<HullIncrement>& out = ws.sample_sorted;
   out.resize(m);
-  for (std::size_t a = 0; a < m; ++a) out[a] = inc[word[a] & kPosition];
-  if (unique_order(out)) {
+  bool key_ties = false;  // two words share their 48 key bits
+  out[0] = inc[word[0] & kPosition];
+  for (std::size_t a = 1; a < m; ++a) {
+    out[a] = inc[word[a] & kPosition];
+    key_ties |= ((word[a] ^ word[a - 1]) >> 16) == 0;
+  }
+  // Distinct keys in ascending order are strictly falling slopes, except for NaN, whose keys
+  // sort past every number's (first with the sign bit clear, last with it set): where neither
+  // shows, the sequence is the unique sorted one without comparing slopes.
+  const bool ends_numbers = !std::isnan(out[0].slope) && !std::isnan(out[m - 1].slope);
+  if ((ends_numbers && !key_ties) || unique_order(out)) {
     inc.swap(out);
   } else {
     std::sort(inc.begin(), inc.end(), steeper);
@@ -720,43 +768,48 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
   }
 }
 
+
 // Guesses a bracket (lo, hi) of the break slope from the hulls of evenly spaced items: the
 // slope where their increments, scaled to all items, would use up the budget, widened by a
 // few standard errors of that sample quantile. Returns false when the sample cannot tell.
 template <class T>
 bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGuess& guess, double& lo,
                    double& hi) {
-  const std::int64_t n = p.n;
+  const std::int64_t n = p.n, k = p.k;
   const std::int64_t s = std::min<std::int64_t>(n, 16 + static_cast<std::int64_t>(1.5 * std::sqrt(double(n))));
-  IndexScratch& items = ws.option_mid;  // free until the narrowing
-  items.resize(s);
   // The sampled rows are spread over the instance, each a miss where it is not in cache (a
   // batch streams from memory): asked for all at once, their misses overlap (routing
   // B=1000 x (1000x8) f64: 48-49 -> 44 ms CPU).
   for (std::int64_t a = 0; a < s; ++a) prefetch_row(p, a * n / s);
-  for (std::int64_t a = 0; a < s; ++a) {
-    items[a] = static_cast<std::int32_t>(a * n / s);
-    bool valid = true;  // checked before sorting: NaN breaks the comparisons of std::sort
-    for_each_option(p, items[a], [&](std::int32_t, double w, double v, bool ok) {
-      valid &= (!ok || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
-    });
-    if (!valid) return false;
-  }
-  ItemFrontiers& f = ws.sample_frontiers;
-  size_frontiers(f, s, p.k);
-  build_item_list(p, f, items.data(), nullptr, s);
+  std::int32_t small_order[kMaxSmallSort];
+  std::vector<std::int32_t> long_order;
+  std::int32_t* order = k <= kMaxSmallSort ? small_order : (long_order.resize(k), long_order.data());
+  const bool shared_costs = p.cost_stride_item == 0;
+  if (shared_costs) sort_by_cost(k, p.costs, order);
+  std::vector<double>& stack = ws.sample_stack;
+  stack.resize(2 * k);
   std::vector<HullIncrement>& inc = ws.sample;
   inc.clear();
+  bool valid = true;  // checked before sorting: NaN breaks the comparisons of std::sort
+  std::int64_t no_option = -1;  // the first sampled item with no allowed option
   double cheapest = 0.0;
   for (std::int64_t a = 0; a < s; ++a) {
-    const std::int64_t base = a * f.k;
-    cheapest += f.cost[base];
-    for (std::int32_t h = 0; h + 1 < f.hull_count[a]; ++h) {
-      double dw, dv;
-      hull_step(&f.cost[base], &f.value[base], &f.hull[base], h, dw, dv);
-      inc.push_back(HullIncrement{dv / dw, dw, 0, 0});
-    }
+    const std::int64_t i = a * n / s;
+    bool ascending = true;  // (then sort_by_cost's order is the index order)
+    double previous = -INFINITY;
+    for_each_option(p, i, [&](std::int32_t, double w, double v, bool ok) {
+      valid &= (!ok || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
+      ascending &= previous <= w;
+      previous = w;
+    });
+    if (!shared_costs && !ascending) sort_by_cost(k, p.costs + i * p.cost_stride_item, order);
+    const std::int32_t* visit = shared_costs || !ascending ? order : nullptr;
+    const double cheapest_cost = append_hull_steps(p, i, visit, stack.data(), stack.data() + k, inc);
+    if (std::isnan(cheapest_cost) && no_option < 0) no_option = i;
+    cheapest += cheapest_cost;
   }
+  if (!valid) return false;
+  if (no_option >= 0) throw_no_option(no_option);
   if (inc.size() < 8) return false;
   sort_steepest_first(inc, ws);
   const double target = p.budget * static_cast<double>(s) / static_cast<double>(n) - cheapest;

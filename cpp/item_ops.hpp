@@ -150,18 +150,20 @@ APPORTION_HD inline std::int32_t pareto_filter(const T* vrow, const T* crow, con
 // Upper concave hull over a Pareto list of `c` entries (monotone chain); collinear points are
 // dropped so that hull slopes strictly decrease. Writes Pareto positions to h, returns the
 // number of hull points.
+// Whether hull point (w1, v1), after (w0, v0), falls on or below the segment from (w0, v0) to
+// the next Pareto entry (wa, va) (costs increasing), and so leaves the upper hull: the one test
+// of upper_hull and of the sample's hull steps in frontier.cpp.
+APPORTION_HD inline bool below_chord(double w0, double v0, double w1, double v1, double wa, double va) {
+  return (v1 - v0) * (wa - w1) <= (va - v1) * (w1 - w0);
+}
+
 APPORTION_HD inline std::int32_t upper_hull(const double* cost, const double* value, std::int32_t c,
                                             std::int32_t* h) {
   std::int32_t hc = 0;
   for (std::int32_t a = 0; a < c; ++a) {
-    while (hc >= 2) {
-      const double w0 = cost[h[hc - 2]], v0 = value[h[hc - 2]];
-      const double w1 = cost[h[hc - 1]], v1 = value[h[hc - 1]];
-      if ((v1 - v0) * (cost[a] - w1) <= (value[a] - v1) * (w1 - w0)) {
-        --hc;
-      } else {
-        break;
-      }
+    while (hc >= 2 && below_chord(cost[h[hc - 2]], value[h[hc - 2]], cost[h[hc - 1]], value[h[hc - 1]], cost[a],
+                                  value[a])) {
+      --hc;
     }
     h[hc++] = a;
   }

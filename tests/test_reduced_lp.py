@@ -268,8 +268,9 @@ def test_reduced_totals_are_the_allocations_own(kind, dtype):
 
 def _close_slope_items(n, k, seed):
     """Concave items whose hull slopes all lie within 1e-6 of 1, in random order across items:
-    the sample's increments share the top bits of their slopes, which the radix sort of the
-    sample (frontier.cpp, sort_steepest_first) leaves to its insertion sort, or to std::sort."""
+    the sample's increments share the top bits of their slopes, which the bucket pass of the
+    sample's sort (frontier.cpp, sort_steepest_first) leaves to its insertion sort, or to
+    std::sort."""
     rng = np.random.default_rng(seed)
     steps = rng.random((n, k)) * 10 + 1
     slopes = 1 + 1e-6 * np.sort(rng.random((n, k)), axis=1)[:, ::-1]
@@ -285,3 +286,76 @@ def test_sample_slopes_within_a_millionth_give_the_lp(n, k):
     check_solution(lag, values, costs, budget)
     assert lag.bound == pytest.approx(lp_optimum(values, costs, budget), rel=1e-9)
     assert lag.value <= lag.bound
+
+
+@pytest.mark.parametrize("far", [1e12, 1e-12])
+def test_a_sample_slope_far_from_the_rest_gives_the_lp(far):
+    """One item whose hull slope is far from every other's, which all lie within 1e-6 of 1:
+    it widens every bucket of the sample's sort, so that its insertion sort gives up and
+    std::sort orders the sample."""
+    values, costs, budget = _close_slope_items(2000, 16, seed=7)
+    values[0] = costs[0] * far
+    lag = apportion.solve(values, costs, budget, method="lagrangian")
+    check_solution(lag, values, costs, budget)
+    assert lag.bound == pytest.approx(lp_optimum(values, costs, budget), rel=1e-9)
+    assert lag.value <= lag.bound
+
+
+def _reference_pareto(values, costs, mask, sign):
+    """One item's Pareto list [(cost, value)] by the definition: the options in cost order
+    (ties by index), an entry for each one worth more than every cheaper one (at equal cost
+    the later, more valuable one replaces it)."""
+    pareto = []
+    for j in sorted(range(len(costs)), key=lambda j: (costs[j], j)):
+        w, v = float(costs[j]), sign * float(values[j])
+        if (mask is not None and not mask[j]) or (pareto and not v > pareto[-1][1]):
+            continue
+        if pareto and w == pareto[-1][0]:
+            pareto[-1] = (w, v)
+        else:
+            pareto.append((w, v))
+    return pareto
+
+
+def _reference_hull_steps(values, costs, mask, sign):
+    """One item's hull steps [(slope, dcost)] and cheapest hull cost: the upper hull of its
+    Pareto list by the monotone chain, dropping a point on or below the chord of its
+    neighbours."""
+    pareto = _reference_pareto(values, costs, mask, sign)
+    if not pareto:
+        return [], math.nan
+    hull = []
+    for wa, va in pareto:
+        while len(hull) >= 2:
+            (w0, v0), (w1, v1) = hull[-2], hull[-1]
+            if (v1 - v0) * (wa - w1) <= (va - v1) * (w1 - w0):
+                hull.pop()
+            else:
+                break
+        hull.append((wa, va))
+    steps = [((v1 - v0) / (w1 - w0), w1 - w0) for (w0, v0), (w1, v1) in zip(hull, hull[1:])]
+    return steps, hull[0][0]
+
+
+_entry = st.one_of(st.sampled_from([0.0, -0.0, 1.0, 2.0, 2.5, 3.0, 4.0]),
+                   st.floats(0, 100, allow_subnormal=False))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 10).flatmap(lambda k: st.tuples(
+    st.lists(_entry, min_size=k, max_size=k), st.lists(_entry, min_size=k, max_size=k),
+    st.one_of(st.none(), st.lists(st.booleans(), min_size=k, max_size=k)),
+    st.sampled_from([1.0, -1.0]))))
+def test_sample_hull_steps_are_the_definitions(item):
+    """The sample's one-pass hull steps (frontier.cpp, append_hull_steps) are, bit for bit, those
+    of the definitions, with equal costs, equal values, collinear points, masks and both
+    senses; and the reference's Pareto list is the kernels' (pareto_filter) where they meet."""
+    values, costs, mask, sign = item
+    values, costs = np.array(values), np.array(costs)
+    steps, cheapest = apportion._core._hull_steps(values, costs, None if mask is None else np.array(mask), sign)
+    want_steps, want_cheapest = _reference_hull_steps(values, costs, mask, sign)
+    assert steps == want_steps
+    assert cheapest == want_cheapest or (math.isnan(cheapest) and math.isnan(want_cheapest))
+    if mask is None and sign == 1.0:
+        kernels = [(c, v) for _, c, v in apportion._core._item_frontier(values, costs)]
+        assert kernels == _reference_pareto(values, costs, None, 1.0)
