@@ -632,10 +632,11 @@ APPORTION_INLINE bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t 
   for (std::int64_t j = 0; j < p.k; ++j) {
     const double w = static_cast<double>(crow[j]), v = p.value_sign * static_cast<double>(vrow[j]);
     const bool allowed = mrow == nullptr || mrow[j] != 0;
-    valid &= (!allowed || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
+    const bool finite_v = std::isfinite(v), finite_w = std::isfinite(w);  // no call inside the &s
+    valid &= (!allowed | finite_v) & finite_w & (w >= 0.0);
     at_lo.offer(v - lo * w, static_cast<std::int32_t>(j), allowed);
     at_hi.offer(v - hi * w, static_cast<std::int32_t>(j), allowed);
-    cheapest_cost = allowed & (w < cheapest_cost) ? w : cheapest_cost;
+    cheapest_cost = (allowed & (w < cheapest_cost)) ? w : cheapest_cost;
   }
   return valid;
 }
@@ -798,7 +799,8 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
     bool ascending = true;  // (then sort_by_cost's order is the index order)
     double previous = -INFINITY;
     for_each_option(p, i, [&](std::int32_t, double w, double v, bool ok) {
-      valid &= (!ok || std::isfinite(v)) & std::isfinite(w) & (w >= 0.0);
+      const bool finite_v = std::isfinite(v), finite_w = std::isfinite(w);
+      valid &= (!ok | finite_v) & finite_w & (w >= 0.0);
       ascending &= previous <= w;
       previous = w;
     });
