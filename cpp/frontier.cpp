@@ -1040,9 +1040,11 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
       // items[from..from+lanes) into item (prefetching rows ahead); false where a block may
       // not read one of their rows.
       auto gather = [&](std::size_t from, int lanes, const PickRows<T>& block_rows, std::int64_t* item) {
-        bool readable = true;
         for (int l = 0; l < lanes; ++l) {
           if (from + l + ahead < count) prefetch_row(p, items[from + l + ahead]);
+        }
+        bool readable = true;
+        for (int l = 0; l < lanes; ++l) {
           item[l] = items[from + l];
           readable &= block_rows.readable(item[l]);
         }
@@ -1079,8 +1081,11 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
           }
         }
 #endif
-        std::int64_t item[W];
-        for (; a + W <= count && gather(a, W, rows, item); a += W) double_block(a, item, k_known);
+        for (; a + W <= count; a += W) {
+          std::int64_t item[W];
+          if (!gather(a, W, rows, item)) break;
+          double_block(a, item, k_known);
+        }
       };
       // (Unrolled as in the first pass: a loop over K / W vectors also mispredicted its exit.)
       with_unrolled_k(p.k, blocks);
