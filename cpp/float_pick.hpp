@@ -121,7 +121,10 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
   const FloatLanes vlo = FloatLanes{} + s.lo, vhi = FloatLanes{} + s.hi;
   const FloatLanes none = FloatLanes{} - INFINITY;
   FloatLanes best_lo = none, best_hi = none, second_lo = none, second_hi = none;
-  IntLanes option_lo = IntLanes{} - 1, option_hi = IntLanes{} - 1;
+  // The best options so far, plus 1 (0: none yet). Options come in rising order, so the one
+  // that beats the best so far is also the largest index so far: a mask and a max take it,
+  // two single-micro-op instructions where a variable blend takes three.
+  IntLanes option_lo = {}, option_hi = {};
   // Bit patterns as int32: max |v| (a NaN's lies above inf's, so it sticks), max and min cost
   // (a negative cost, -0.0 included, has the sign bit: a negative minimum).
   IntLanes value_bits = {}, cost_max = IntLanes{} + std::numeric_limits<std::int32_t>::min(),
@@ -133,7 +136,7 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
     if constexpr (!kShared) load_columns4(costs, item, k, j0, w);
     for (int m = 0; m < 4 && j0 + m < k; ++m) {
       const FloatLanes cost = kShared ? FloatLanes{} + costs[j0 + m] : w[m];
-      const IntLanes j = IntLanes{} + static_cast<std::int32_t>(j0 + m);  // the option, in every lane
+      const IntLanes j = IntLanes{} + static_cast<std::int32_t>(j0 + m + 1);  // the option + 1, in every lane
       IntLanes vb, cb;
       std::memcpy(&vb, &v[m], sizeof vb);
       std::memcpy(&cb, &cost, sizeof cb);
@@ -146,9 +149,10 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
       const FloatLanes floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
       second_lo = second_lo < floor_lo ? floor_lo : second_lo;
       second_hi = second_hi < floor_hi ? floor_hi : second_hi;
-      option_lo = s_lo > best_lo ? j : option_lo;
+      const IntLanes up_lo = (s_lo > best_lo) & j, up_hi = (s_hi > best_hi) & j;
+      option_lo = option_lo < up_lo ? up_lo : option_lo;
       best_lo = s_lo > best_lo ? s_lo : best_lo;
-      option_hi = s_hi > best_hi ? j : option_hi;
+      option_hi = option_hi < up_hi ? up_hi : option_hi;
       best_hi = s_hi > best_hi ? s_hi : best_hi;
     }
   }
@@ -160,8 +164,8 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
   const FloatLanes tol = 0x1p-22f * value_max + 0x1p-21f * reach + s.lambda_error * cost_top + 0x1p-122f;
   FloatBlockPicks out;
   out.sure = finite & (value_max + reach < INFINITY) & (best_lo - second_lo > tol) & (best_hi - second_hi > tol);
-  out.option_lo = option_lo;
-  out.option_hi = option_hi;
+  out.option_lo = option_lo - 1;
+  out.option_hi = option_hi - 1;
   std::memcpy(&out.cheapest, &cost_min, sizeof out.cheapest);  // the least cost, where sure
   return out;
 }
