@@ -74,65 +74,69 @@ struct FloatSlopes {
 
 using FloatLanes = float __attribute__((vector_size(32)));
 using IntLanes = std::int32_t __attribute__((vector_size(32)));
-// 8 floats read from any float address (one unaligned load; a memcpy into FloatLanes was
-// copied through the stack in two halves, and the full-width reload stalled on them).
-using FloatRow = float __attribute__((vector_size(32), aligned(4), may_alias));
 
-// Rows r[0..8) of 8 floats into columns: r[m] = (r[0][m], ..., r[7][m]).
-APPORTION_INLINE void transpose8(FloatLanes* r) {
-  FloatLanes t[8], q[8];
-  for (int a = 0; a < 8; a += 2) {  // unpacklo / unpackhi
-    t[a] = __builtin_shuffle(r[a], r[a + 1], IntLanes{0, 8, 1, 9, 4, 12, 5, 13});
-    t[a + 1] = __builtin_shuffle(r[a], r[a + 1], IntLanes{2, 10, 3, 11, 6, 14, 7, 15});
+// 4 floats read from any float address (a may_alias vector load: a memcpy into a vector
+// was copied through the stack).
+using FloatQuad = float __attribute__((vector_size(16), aligned(4), may_alias));
+
+// Entries j0..j0+4 of the 8 rows base + item[l] * stride (l < 8) as 4 columns, one per entry:
+// c[m] = (row 0's entry j0 + m, ..., row 7's). Rows l and l + 4 share a register (lower and
+// upper half), so a 4 x 4 transpose inside each half makes the columns: 8 shuffles for 4
+// columns, and only 4 columns live at a time. (A full 8 x 8 transpose took 24 shuffles for 8
+// columns, and the 16 columns of values and costs did not fit the 16 vector registers beside
+// the pick's own: they were spilled to the stack and reloaded.)
+APPORTION_INLINE void load_columns4(const float* base, const std::int64_t* item, std::int64_t stride, std::int64_t j0,
+                                    FloatLanes* c) {
+  FloatLanes r[4];
+  for (int l = 0; l < 4; ++l) {
+    const FloatQuad lower = *reinterpret_cast<const FloatQuad*>(base + item[l] * stride + j0);
+    const FloatQuad upper = *reinterpret_cast<const FloatQuad*>(base + item[l + 4] * stride + j0);
+    r[l] = __builtin_shufflevector(lower, upper, 0, 1, 2, 3, 4, 5, 6, 7);  // one vinsertf128
   }
-  for (int a = 0; a < 8; a += 4) {  // shufps 0x44 / 0xee
-    for (int b = 0; b < 2; ++b) {
-      q[a + 2 * b] = __builtin_shuffle(t[a + b], t[a + b + 2], IntLanes{0, 1, 8, 9, 4, 5, 12, 13});
-      q[a + 2 * b + 1] = __builtin_shuffle(t[a + b], t[a + b + 2], IntLanes{2, 3, 10, 11, 6, 7, 14, 15});
-    }
-  }
-  for (int m = 0; m < 4; ++m) {  // vperm2f128 0x20 / 0x31
-    r[m] = __builtin_shuffle(q[m], q[m + 4], IntLanes{0, 1, 2, 3, 8, 9, 10, 11});
-    r[m + 4] = __builtin_shuffle(q[m], q[m + 4], IntLanes{4, 5, 6, 7, 12, 13, 14, 15});
-  }
+  const FloatLanes t0 = __builtin_shuffle(r[0], r[1], IntLanes{0, 8, 1, 9, 4, 12, 5, 13});  // unpacklo
+  const FloatLanes t1 = __builtin_shuffle(r[0], r[1], IntLanes{2, 10, 3, 11, 6, 14, 7, 15});  // unpackhi
+  const FloatLanes t2 = __builtin_shuffle(r[2], r[3], IntLanes{0, 8, 1, 9, 4, 12, 5, 13});
+  const FloatLanes t3 = __builtin_shuffle(r[2], r[3], IntLanes{2, 10, 3, 11, 6, 14, 7, 15});
+  c[0] = __builtin_shuffle(t0, t2, IntLanes{0, 1, 8, 9, 4, 5, 12, 13});  // shufps 0x44
+  c[1] = __builtin_shuffle(t0, t2, IntLanes{2, 3, 10, 11, 6, 7, 14, 15});  // shufps 0xee
+  c[2] = __builtin_shuffle(t1, t3, IntLanes{0, 1, 8, 9, 4, 5, 12, 13});
+  c[3] = __builtin_shuffle(t1, t3, IntLanes{2, 3, 10, 11, 6, 7, 14, 15});
 }
 
-// The float pick of 8 consecutive items: their options at both slopes, their cheapest costs,
-// and which lanes are proven (all lanes set: every item's options are the double pick's).
+// The float pick of 8 items: their options at both slopes, their cheapest costs, and which
+// lanes are proven (all lanes set: every item's options are the double pick's).
 struct FloatBlockPicks {
   IntLanes option_lo, option_hi, sure;
   FloatLanes cheapest;
 };
 
-// Items first..first+8 of unmasked rows of row_k entries (values, and costs unless kShared: one
-// row for all items), each row readable for K rounded up to 8 entries. kK: K when known at
+// Items item[0..8) of unmasked rows of row_k entries (values, and costs unless kShared: one
+// row for all items), each row readable for K rounded up to 4 entries. kK: K when known at
 // compile time (then the rows' offsets are constants), 0 otherwise; kNegate: s.sign == -1 (both
 // known, so that the loop over the options has no branch and no multiply for the sign).
 template <int kK, bool kShared, bool kNegate>
 APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const float* costs, std::int64_t row_k,
-                                                  std::int64_t first, const FloatSlopes& s) {
+                                                  const std::int64_t* item, const FloatSlopes& s) {
   const std::int64_t k = kK ? kK : row_k;
   const FloatLanes vlo = FloatLanes{} + s.lo, vhi = FloatLanes{} + s.hi;
   const FloatLanes none = FloatLanes{} - INFINITY;
   FloatLanes best_lo = none, best_hi = none, second_lo = none, second_hi = none;
-  IntLanes option_lo = IntLanes{} - 1, option_hi = IntLanes{} - 1;
+  // The best options so far, plus 1 (0: none yet). Options come in rising order, so the one
+  // that beats the best so far is also the largest index so far: a mask and a max take it,
+  // two single-micro-op instructions where a variable blend takes three.
+  IntLanes option_lo = {}, option_hi = {};
   // Bit patterns as int32: max |v| (a NaN's lies above inf's, so it sticks), max and min cost
   // (a negative cost, -0.0 included, has the sign bit: a negative minimum).
   IntLanes value_bits = {}, cost_max = IntLanes{} + std::numeric_limits<std::int32_t>::min(),
            cost_min = IntLanes{} + std::numeric_limits<std::int32_t>::max();
-  const float* vrow = values + first * k;
-  const float* crow = costs + (kShared ? 0 : first * k);
-  IntLanes j = {};  // the option index, in every lane
-  for (std::int64_t j0 = 0; j0 < k; j0 += 8) {
-    FloatLanes v[8], w[8];
-    for (int l = 0; l < 8; ++l) v[l] = *reinterpret_cast<const FloatRow*>(vrow + l * k + j0);
-    transpose8(v);
-    if constexpr (!kShared) {
-      for (int l = 0; l < 8; ++l) w[l] = *reinterpret_cast<const FloatRow*>(crow + l * k + j0);
-      transpose8(w);
-    }
-    for (int m = 0; m < 8 && j0 + m < k; ++m) {
+#pragma GCC unroll 4
+  for (std::int64_t j0 = 0; j0 < k; j0 += 4) {
+    FloatLanes v[4], w[4];
+    load_columns4(values, item, k, j0, v);
+    if constexpr (!kShared) load_columns4(costs, item, k, j0, w);
+    for (int m = 0; m < 4 && j0 + m < k; ++m) {
       const FloatLanes cost = kShared ? FloatLanes{} + costs[j0 + m] : w[m];
+      const IntLanes j = IntLanes{} + static_cast<std::int32_t>(j0 + m + 1);  // the option + 1, in every lane
       IntLanes vb, cb;
       std::memcpy(&vb, &v[m], sizeof vb);
       std::memcpy(&cb, &cost, sizeof cb);
@@ -145,11 +149,11 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
       const FloatLanes floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
       second_lo = second_lo < floor_lo ? floor_lo : second_lo;
       second_hi = second_hi < floor_hi ? floor_hi : second_hi;
-      option_lo = s_lo > best_lo ? j : option_lo;
+      const IntLanes up_lo = (s_lo > best_lo) & j, up_hi = (s_hi > best_hi) & j;
+      option_lo = option_lo < up_lo ? up_lo : option_lo;
       best_lo = s_lo > best_lo ? s_lo : best_lo;
-      option_hi = s_hi > best_hi ? j : option_hi;
+      option_hi = option_hi < up_hi ? up_hi : option_hi;
       best_hi = s_hi > best_hi ? s_hi : best_hi;
-      j += 1;
     }
   }
   FloatLanes value_max, cost_top;
@@ -160,10 +164,22 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
   const FloatLanes tol = 0x1p-22f * value_max + 0x1p-21f * reach + s.lambda_error * cost_top + 0x1p-122f;
   FloatBlockPicks out;
   out.sure = finite & (value_max + reach < INFINITY) & (best_lo - second_lo > tol) & (best_hi - second_hi > tol);
-  out.option_lo = option_lo;
-  out.option_hi = option_hi;
+  out.option_lo = option_lo - 1;
+  out.option_hi = option_hi - 1;
   std::memcpy(&out.cheapest, &cost_min, sizeof out.cheapest);  // the least cost, where sure
   return out;
+}
+
+// float_pick_block for rows whose costs are shared (cost_stride 0) or per item (stride K), of
+// either value sign: the four forms, each with no branch in its loop over the options.
+template <int kK>
+APPORTION_INLINE FloatBlockPicks float_pick_items(const float* values, const float* costs, std::int64_t cost_stride,
+                                                  std::int64_t row_k, const std::int64_t* item, const FloatSlopes& s) {
+  const bool shared = cost_stride == 0, negate = s.sign < 0.0f;
+  return shared ? (negate ? float_pick_block<kK, true, true>(values, costs, row_k, item, s)
+                          : float_pick_block<kK, true, false>(values, costs, row_k, item, s))
+                : (negate ? float_pick_block<kK, false, true>(values, costs, row_k, item, s)
+                          : float_pick_block<kK, false, false>(values, costs, row_k, item, s));
 }
 
 // The lower and upper 4 lanes.

@@ -943,16 +943,14 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
       if constexpr (std::is_same_v<T, float> && W == 4 && !margins) {
         const FloatSlopes slopes(lo, hi, p.value_sign);
         const PickRows<T> rows8(p, 8);
-        const bool shared = rows.cost_stride == 0, negate = slopes.sign < 0.0f;
         // (per-item cost rows have the values' stride K)
-        for (; slopes.usable && (shared || rows.cost_stride == rows.k) && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
+        const bool float_rows = rows.cost_stride == 0 || rows.cost_stride == rows.k;
+        for (; slopes.usable && float_rows && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
           prefetch_ahead(i);
-          constexpr int kK = decltype(k_known)::value;
-          const FloatBlockPicks f =
-              shared ? (negate ? float_pick_block<kK, true, true>(rows.values, rows.costs, rows.k, i, slopes)
-                               : float_pick_block<kK, true, false>(rows.values, rows.costs, rows.k, i, slopes))
-                     : (negate ? float_pick_block<kK, false, true>(rows.values, rows.costs, rows.k, i, slopes)
-                               : float_pick_block<kK, false, false>(rows.values, rows.costs, rows.k, i, slopes));
+          std::int64_t item[8];
+          for (int l = 0; l < 8; ++l) item[l] = i + l;
+          const FloatBlockPicks f = float_pick_items<decltype(k_known)::value>(rows.values, rows.costs,
+                                                                               rows.cost_stride, rows.k, item, slopes);
           if (!all_lanes(f.sure)) {
             double_block(i, k_known);
             double_block(i + 4, k_known);
@@ -1083,36 +1081,65 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
   const std::size_t ahead = active_prefetch_ahead(p);
   simd_dispatch([&](auto target) {
     constexpr int W = decltype(target)::kLanes;
-    auto add = [&](std::size_t a, const OptionPick& at1, const OptionPick& at2) {
+    auto add = [&](std::size_t a, std::int32_t at1, std::int32_t at2) {
       const std::int32_t i = items[a];
-      option1[a] = at1.option;
-      option2[a] = at2.option;
-      cost1 += p.cost(i, at1.option);
-      cost2 += p.cost(i, at2.option);
+      option1[a] = at1;
+      option2[a] = at2;
+      cost1 += p.cost(i, at1);
+      cost2 += p.cost(i, at2);
     };
     std::size_t a = 0;
 #if APPORTION_VECTOR_PICK
     if (p.mask == nullptr) {
       const PickRows<T> rows(p, W);
+      // items[from..from+lanes) into item (prefetching rows ahead); false where a block may
+      // not read one of their rows.
+      auto gather = [&](std::size_t from, int lanes, const PickRows<T>& block_rows, std::int64_t* item) {
+        for (int l = 0; l < lanes; ++l) {
+          if (from + l + ahead < count) prefetch_row(p, items[from + l + ahead]);
+        }
+        bool readable = true;
+        for (int l = 0; l < lanes; ++l) {
+          item[l] = items[from + l];
+          readable &= block_rows.readable(item[l]);
+        }
+        return readable;
+      };
+      // The double pick of items[from..from+W) (their rows: item[0..W)).
+      auto double_block = [&](std::size_t from, const std::int64_t* item, auto k_known) {
+        const BlockPicks<W> picks = pick_block<W, false, decltype(k_known)::value>(rows, item, t1, t2);
+        for (int l = 0; l < W; ++l) {
+          OptionPick at1, at2;
+          double cheapest_cost;
+          picks.get(l, at1, at2, cheapest_cost);
+          add(from + l, at1.option, at2.option);
+        }
+      };
       auto blocks = [&](auto k_known) {
+#if APPORTION_FLOAT_PICK
+        // Float rows at x86-64-v3: the float pick of 8 items, as in the first pass (pick_chunk),
+        // where it proves the double pick's options at t1 and t2; otherwise the double pick.
+        if constexpr (std::is_same_v<T, float> && W == 4) {
+          const FloatSlopes slopes(t1, t2, p.value_sign);
+          const PickRows<T> rows8(p, 8);
+          const bool float_rows = rows.cost_stride == 0 || rows.cost_stride == rows.k;
+          std::int64_t item[8];
+          for (; slopes.usable && float_rows && a + 8 <= count && gather(a, 8, rows8, item); a += 8) {
+            const FloatBlockPicks f = float_pick_items<decltype(k_known)::value>(rows.values, rows.costs,
+                                                                                 rows.cost_stride, rows.k, item, slopes);
+            if (!all_lanes(f.sure)) {
+              double_block(a, item, k_known);
+              double_block(a + 4, item + 4, k_known);
+              continue;
+            }
+            for (int l = 0; l < 8; ++l) add(a + l, f.option_lo[l], f.option_hi[l]);
+          }
+        }
+#endif
         for (; a + W <= count; a += W) {
-          for (int l = 0; l < W; ++l) {
-            if (a + l + ahead < count) prefetch_row(p, items[a + l + ahead]);
-          }
           std::int64_t item[W];
-          bool readable = true;
-          for (int l = 0; l < W; ++l) {
-            item[l] = items[a + l];
-            readable &= rows.readable(item[l]);
-          }
-          if (!readable) break;
-          const BlockPicks<W> picks = pick_block<W, false, decltype(k_known)::value>(rows, item, t1, t2);
-          for (int l = 0; l < W; ++l) {
-            OptionPick at1, at2;
-            double cheapest_cost;
-            picks.get(l, at1, at2, cheapest_cost);
-            add(a + l, at1, at2);
-          }
+          if (!gather(a, W, rows, item)) break;
+          double_block(a, item, k_known);
         }
       };
       // (Unrolled as in the first pass: a loop over K / W vectors also mispredicted its exit.)
@@ -1124,7 +1151,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
       OptionPick at1, at2;
       double cheapest_cost;
       pick_at_two_slopes<false>(p, items[a], t1, t2, at1, at2, cheapest_cost);
-      add(a, at1, at2);
+      add(a, at1.option, at2.option);
     }
   });
 }
