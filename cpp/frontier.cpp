@@ -859,7 +859,7 @@ struct FirstPass {
 // How many items ahead of its block the first pass prefetches rows. The hardware prefetcher
 // alone left the pass waiting on loads: routing 1e6 x 8 float32 took 38-42 ms CPU without it,
 // 25-27 ms with it (float64: 28-31 ms before, 28-29 after); 64 and 512 measured alike.
-constexpr std::int64_t kPrefetchItems = 64;
+[[maybe_unused]] constexpr std::int64_t kPrefetchItems = 64;  // (no vector pick: unused)
 
 
 // Items per chunk of the first pass. A chunk's options are picked first, all at once (the
@@ -1080,7 +1080,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
                  std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
   const std::size_t ahead = active_prefetch_ahead(p);
   simd_dispatch([&](auto target) {
-    constexpr int W = decltype(target)::kLanes;
+    [[maybe_unused]] constexpr int W = decltype(target)::kLanes;  // (no vector pick: unused)
     auto add = [&](std::size_t a, std::int32_t at1, std::int32_t at2) {
       const std::int32_t i = items[a];
       option1[a] = at1;
