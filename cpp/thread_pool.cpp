@@ -90,6 +90,10 @@ void ThreadPool::worker_loop(int worker_index) {
       wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && worker_index < job_workers_); });
       if (stopping_) return;
       seen = generation_;
+      // Else a worker keeps the environment of the thread that created the pool: after one
+      // first call under torch.set_flush_denormal(True), flushed subnormals gave answers that
+      // depended on which thread solved which instance.
+      std::fesetenv(&env_);
     }
     run_chunks();
     {
@@ -110,9 +114,12 @@ void ThreadPool::parallel_for(std::int64_t n, std::int64_t grain, int max_thread
     fn(0, n);
     return;
   }
+  std::fenv_t env;
+  std::fegetenv(&env);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = &fn;
+    env_ = env;
     n_ = n;
     // A few chunks per thread balances uneven work without much locking.
     const std::int64_t chunks = static_cast<std::int64_t>(threads) * std::max(1, chunks_per_thread);

@@ -4,8 +4,11 @@
 // solve of a few microseconds can still be dispatched. Nested calls, and calls made while
 // another caller holds the pool, run serially on the calling thread instead of waiting.
 // The child of a fork() gets a fresh pool on first use (the parent's workers are not copied).
+// Workers run each job in the caller's floating-point environment (rounding mode, and on x86
+// whether subnormals are flushed: FTZ/DAZ), so a job gives the answers of a serial run.
 #pragma once
 
+#include <cfenv>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -50,6 +53,7 @@ class ThreadPool {
 
   // The job in flight.
   const RangeFn* fn_ = nullptr;
+  std::fenv_t env_{};  // the caller's floating-point environment
   std::int64_t n_ = 0, chunk_ = 1;
   int job_workers_ = 0;    // workers asked to take part
   int busy_workers_ = 0;   // of those, still running

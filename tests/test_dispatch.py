@@ -1,6 +1,9 @@
 """Run-time CPU dispatch (cpp/cpu_dispatch.hpp): build_info, and the same answers, bit for bit,
 at every SIMD level the CPU runs."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -239,3 +242,44 @@ def test_float32_first_pass_with_subnormals_flushed_gives_the_same_answers(level
     finally:
         torch.set_flush_denormal(False)
     assert all(repr(a) == repr(unflushed[levels[0]]) for a in unflushed.values())
+
+
+POOL_UNDER_FLUSHED_SUBNORMALS = """
+import numpy as np, torch, apportion
+# Values are subnormal multiples: a thread that flushes subnormals (DAZ) reads them as 0.
+rng = np.random.default_rng(0)
+v = np.repeat(rng.integers(0, 40, (1, 800, 3)) * 5e-324, 8, axis=0)
+c = np.repeat(rng.integers(0, 5, (1, 800, 3)) * 1.0, 8, axis=0)
+b = np.full(8, 1200.0)
+def answers(threads):
+    s = apportion.solve(v, c, b, method="lagrangian", threads=threads)
+    return [(str(s.status[i]), s.value[i].tobytes(), s.cost[i].tobytes(), s.choice[i].tobytes())
+            for i in range(len(b))]
+if not torch.set_flush_denormal(True):
+    print("no flush"); raise SystemExit
+# The pool's workers start in this (flushed) thread.
+apportion.solve(np.ones((2, 300, 3)), np.ones((2, 300, 3)), np.full(2, 300.0), method="lagrangian", threads=2)
+flushed = answers(1)
+for _ in range(10):
+    assert answers(2) == flushed, "flushed caller"
+torch.set_flush_denormal(False)
+plain = answers(1)
+assert plain != flushed  # the data tells the two modes apart
+for _ in range(10):
+    assert answers(2) == plain, "unflushed caller"
+print("ok")
+"""
+
+
+def test_pool_workers_take_the_callers_floating_point_environment():
+    """The native pool's workers run each job in the caller's floating-point environment. They
+    kept the environment of the thread that started the pool: after one first call under
+    torch.set_flush_denormal(True), a batch's answers depended on which thread solved which
+    instance. A fresh process, so that its pool starts under flushed subnormals."""
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-c", POOL_UNDER_FLUSHED_SUBNORMALS], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if out.stdout.strip() == "no flush":
+        pytest.skip("this CPU cannot flush subnormals")
+    assert out.stdout.strip() == "ok"
