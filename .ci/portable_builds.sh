@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Compile every C++ translation unit of the extension with the compilers that take the portable
-# path of cpp/cpu_dispatch.hpp (one plain copy, no target_clones): GCC for aarch64 and clang.
+# path of cpp/cpu_dispatch.hpp (one plain copy, no target_clones): GCC for aarch64, clang, and
+# GCC 11 (the per-CPU copies and the float pick need GCC 12).
 # Warnings are errors (except -Wpsabi: GCC-vector arguments of inline helpers, which never cross
 # a library boundary). Each build is linked into one shared object. Nothing runs: this checks the
 # build, not the answers. A compiler that is not installed is reported "skipped"
-# (Debian: apt-get install g++-aarch64-linux-gnu clang), so .ci/run can always call this.
+# (Debian: apt-get install g++-aarch64-linux-gnu clang g++-11), so .ci/run can always call this.
 # Python's and pybind11's headers come from the python on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +33,4 @@ build() {  # build NAME COMPILER
 build aarch64 "${CXX_AARCH64:-aarch64-linux-gnu-g++}"
 clang=${CXX_CLANG:-$(compgen -c clang++ | sort -V | tail -1)}
 build clang "${clang:-clang++}"
+build gcc11 "${CXX_GCC11:-g++-11}"

@@ -342,7 +342,8 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "_hull_steps",
       [](py::array_t<double, py::array::c_style | py::array::forcecast> values,
-         py::array_t<double, py::array::c_style | py::array::forcecast> costs, py::object mask, double value_sign) {
+         py::array_t<double, py::array::c_style | py::array::forcecast> costs, py::object mask, double value_sign,
+         bool shared_costs) {
         require(values.ndim() == 1 && costs.ndim() == 1 && values.size() == costs.size() && values.size() > 0,
                 "values, costs: expected two 1-d arrays of the same positive length");
         const std::int64_t k = costs.size();
@@ -352,23 +353,26 @@ PYBIND11_MODULE(_core, m) {
         p.costs = costs.data();
         p.n = 1;
         p.k = k;
+        p.cost_stride_item = shared_costs ? 0 : k;
         p.value_sign = value_sign;
         if (!mask.is_none()) {
           allowed = mask.cast<py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>>();
           require(allowed.ndim() == 1 && allowed.size() == k, "mask: expected the shape of values (K,)");
           p.mask = allowed.data();
         }
-        std::vector<std::int32_t> order(k);
-        sort_by_cost_any(k, costs.data(), order.data());
+        std::vector<std::int32_t> order(k);  // shared costs: their cost order, as guess_bracket sorts it
+        if (shared_costs) sort_by_cost_any(k, costs.data(), order.data());
         std::vector<double> stack(2 * k);  // exactly what the function may use
         std::vector<HullIncrement> steps;
-        const double cheapest = append_hull_steps(p, 0, order.data(), stack.data(), stack.data() + k, steps);
+        bool valid = true;
+        const double cheapest = sample_hull_steps(p, 0, order.data(), stack.data(), steps, valid);
         py::list out;
         for (const HullIncrement& x : steps) out.append(py::make_tuple(x.slope, x.dcost));
-        return py::make_tuple(out, cheapest);
+        return py::make_tuple(out, cheapest, valid);
       },
-      py::arg("values"), py::arg("costs"), py::arg("mask"), py::arg("value_sign"),
-      "Test hook: one item's hull steps [(slope, dcost)] and its cheapest hull cost as the reduced "
+      py::arg("values"), py::arg("costs"), py::arg("mask"), py::arg("value_sign"), py::arg("shared_costs") = false,
+      "Test hook: one item's hull steps [(slope, dcost)], its cheapest hull cost (NaN: no allowed "
+      "option) and whether its input is valid, as the reduced "
       "LP's sample takes them (NaN: no allowed option).");
 
   bind_online(m);

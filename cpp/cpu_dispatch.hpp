@@ -24,7 +24,8 @@
 
 #include <atomic>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+// GCC 12 on: older GCC does not know the level names of __builtin_cpu_supports("x86-64-v3").
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__linux__) && \
     !defined(__CUDACC__)
 #define APPORTION_X86_DISPATCH 1
 #define APPORTION_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))

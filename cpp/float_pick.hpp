@@ -34,7 +34,8 @@
 
 #include "cpu_dispatch.hpp"
 
-#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+// GCC 12 on: __builtin_shufflevector (load_columns4) is new in GCC 12.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && !defined(__CUDACC__)
 #define APPORTION_FLOAT_PICK 1
 
 namespace apportion {

@@ -121,7 +121,7 @@ template void build_frontiers<double>(const InstanceView<double>&, ItemFrontiers
 
 namespace {
 
-// append_hull_steps' arithmetic: item i's hull steps written to out[0..), returning their count,
+// sample_hull_steps' arithmetic: item i's hull steps written to out[0..), returning their count,
 // with the cost of its cheapest hull point in `cheapest` (NaN: no allowed option). With kCheck,
 // it also does the sample's input checks in the same pass over the row: valid &= every allowed
 // value finite and every cost finite and >= 0; ascending &= the costs ascend in the visiting
@@ -177,25 +177,43 @@ APPORTION_INLINE std::int32_t hull_steps_into(const InstanceView<T>& p, std::int
   return hc - 1;
 }
 
+// A sampled item's hull steps, as guess_bracket takes them (sample_hull_steps in frontier.hpp):
+// one pass checks the row and takes its steps, in the shared costs' order (p.cost_stride_item
+// 0: `order` holds it), or in index order, which is sort_by_cost's where the costs ascend
+// (their usual layout); where they do not, the steps are taken again in cost order (`order`:
+// scratch of K). `stack`: 2K doubles.
+template <class T>
+APPORTION_INLINE std::int32_t sample_steps_into(const InstanceView<T>& p, std::int64_t i, std::int32_t* order,
+                                                double* stack, HullIncrement* out, double& cheapest, bool& valid) {
+  const std::int64_t k = p.k;
+  const bool shared_costs = p.cost_stride_item == 0;
+  bool ascending = true;
+  std::int32_t steps = hull_steps_into<true>(p, i, shared_costs ? order : nullptr, stack, stack + k, out, cheapest,
+                                             valid, ascending);
+  if (!shared_costs && !ascending && valid) {
+    sort_by_cost(k, p.costs + i * p.cost_stride_item, order);
+    steps = hull_steps_into<false>(p, i, order, stack, stack + k, out, cheapest, valid, ascending);
+  }
+  return steps;
+}
+
 }  // namespace
 
 template <class T>
-double append_hull_steps(const InstanceView<T>& p, std::int64_t i, const std::int32_t* order, double* stack_cost,
-                         double* stack_value, std::vector<HullIncrement>& inc) {
+double sample_hull_steps(const InstanceView<T>& p, std::int64_t i, std::int32_t* order, double* stack,
+                         std::vector<HullIncrement>& inc, bool& valid) {
   const std::size_t at = inc.size();
   inc.resize(at + static_cast<std::size_t>(p.k));  // room for K - 1 steps
   double cheapest;
-  bool unused_valid = true, unused_ascending = true;
-  const std::int32_t steps = hull_steps_into<false>(p, i, order, stack_cost, stack_value, inc.data() + at, cheapest,
-                                                   unused_valid, unused_ascending);
+  const std::int32_t steps = sample_steps_into(p, i, order, stack, inc.data() + at, cheapest, valid);
   inc.resize(at + static_cast<std::size_t>(steps));
   return cheapest;
 }
 
-template double append_hull_steps<float>(const InstanceView<float>&, std::int64_t, const std::int32_t*, double*,
-                                        double*, std::vector<HullIncrement>&);
-template double append_hull_steps<double>(const InstanceView<double>&, std::int64_t, const std::int32_t*, double*,
-                                         double*, std::vector<HullIncrement>&);
+template double sample_hull_steps<float>(const InstanceView<float>&, std::int64_t, std::int32_t*, double*,
+                                         std::vector<HullIncrement>&, bool&);
+template double sample_hull_steps<double>(const InstanceView<double>&, std::int64_t, std::int32_t*, double*,
+                                          std::vector<HullIncrement>&, bool&);
 
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
   CompensatedSum total;  // "optimal" is decided against it to a few ulps
@@ -693,7 +711,7 @@ struct SampleGuess {
 
 // Increments below this count are sorted by std::sort alone in sort_steepest_first, and so are
 // more than its packed words can index.
-constexpr std::size_t kRadixMin = 64, kRadixMax = std::size_t(1) << 16;
+constexpr std::size_t kBucketSortMin = 64, kBucketSortMax = std::size_t(1) << 16;
 
 // Sorts inc steepest first, into exactly the sequence std::sort(slope >) gives, with few
 // data-dependent branches. std::sort's comparisons mispredicted about 1100 times a solve of
@@ -728,7 +746,7 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
     return unique;
   };
   const std::size_t m = inc.size();
-  if (m < kRadixMin || m > kRadixMax) {
+  if (m < kBucketSortMin || m > kBucketSortMax) {
     std::sort(inc.begin(), inc.end(), steeper);
     return;
   }
@@ -805,7 +823,6 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
   }
 }
 
-
 // Guesses a bracket (lo, hi) of the break slope from the hulls of evenly spaced items: the
 // slope where their increments, scaled to all items, would use up the budget, widened by a
 // few standard errors of that sample quantile. Returns false when the sample cannot tell.
@@ -835,25 +852,24 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
   double cheapest = 0.0;
   for (std::int64_t a = 0; a < s; ++a) {
     const std::int64_t i = a * n / s;
-    // One pass checks the row and takes its steps: in the shared costs' order, or in index
-    // order, which is sort_by_cost's where the costs ascend (their usual layout); where they
-    // do not, the steps are taken again in cost order.
-    bool ascending = true;
     double cheapest_cost;
-    std::int32_t steps = hull_steps_into<true>(p, i, shared_costs ? order : nullptr, stack.data(), stack.data() + k,
-                                               inc.data() + count, cheapest_cost, valid, ascending);
-    if (!shared_costs && !ascending && valid) {
-      sort_by_cost(k, p.costs + i * p.cost_stride_item, order);
-      steps = hull_steps_into<false>(p, i, order, stack.data(), stack.data() + k, inc.data() + count, cheapest_cost,
-                                     valid, ascending);
-    }
+    const std::int32_t steps = sample_steps_into(p, i, order, stack.data(), inc.data() + count, cheapest_cost, valid);
     count += static_cast<std::size_t>(steps);
     if (std::isnan(cheapest_cost) && no_option < 0) no_option = i;
     cheapest += cheapest_cost;
   }
   inc.resize(count);
   if (!valid) return false;
-  if (no_option >= 0) throw_no_option(no_option);
+  if (no_option >= 0) {
+    // Name the first item with no allowed option, as the full path does, not the first sampled
+    // one (only a mask leaves an item none).
+    auto allows_some = [&](std::int64_t i) {
+      return p.mask != nullptr && std::any_of(p.mask + i * k, p.mask + (i + 1) * k, [](std::uint8_t x) { return x != 0; });
+    };
+    std::int64_t first = 0;
+    while (first < no_option && allows_some(first)) ++first;
+    throw_no_option(first);
+  }
   if (inc.size() < 8) return false;
   sort_steepest_first(inc, ws);
   const double target = p.budget * static_cast<double>(s) / static_cast<double>(n) - cheapest;
@@ -902,7 +918,6 @@ struct FirstPass {
 // alone left the pass waiting on loads: routing 1e6 x 8 float32 took 38-42 ms CPU without it,
 // 25-27 ms with it (float64: 28-31 ms before, 28-29 after); 64 and 512 measured alike.
 [[maybe_unused]] constexpr std::int64_t kPrefetchItems = 64;  // (no vector pick: unused)
-
 
 // Items per chunk of the first pass. A chunk's options are picked first, all at once (the
 // vector code, which wants most registers), then added to the totals in item order (a short

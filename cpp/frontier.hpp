@@ -160,7 +160,7 @@ struct LagrangianWorkspace {
                                            // option over it, so their hull slopes around it
                                            // are <= first_lo above and >= first_hi below
   IndexScratch option_lo, option_hi, option_mid, option_mid2;  // per active item
-  std::vector<double> sample_stack;        // (2K) a sampled item's hull (append_hull_steps)
+  std::vector<double> sample_stack;        // (2K) a sampled item's hull (sample_hull_steps)
   std::vector<HullIncrement> sample_sorted;  // sort_steepest_first's output
   std::vector<std::uint64_t> sort_word, sort_word2;  // its words (key bits, position)
   std::vector<std::uint32_t> sort_count;   // its buckets' counts and starts
@@ -211,18 +211,20 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
                      bool keep_dominated = false);
 
 // Appends item i's hull steps (slope, dcost), in hull order, to inc and returns the cost of its
-// cheapest hull point, visiting its options in cost order `order`: the steps of build_item's
-// frontier, without the frontier. Pareto entries are kept by pareto_filter's rule (worth more
-// than every cheaper one; at equal cost the most valuable, first on ties), and each joins the
-// hull by upper_hull's test (below_chord) once the next kept option's cost differs, so the hull
-// points, and the differences between them, are the same numbers. No Pareto arrays and no
-// second pass: the sample's hull steps of a routing 1000 x 8 solve took 44k instructions of
+// cheapest hull point, as the reduced LP's sample (guess_bracket) takes them: the steps of
+// build_item's frontier, without the frontier. Pareto entries are kept by pareto_filter's rule
+// (worth more than every cheaper one; at equal cost the most valuable, first on ties), and each
+// joins the hull by upper_hull's test (below_chord) once the next kept option's cost differs, so
+// the hull points, and the differences between them, are the same numbers. No Pareto arrays and
+// no second pass: the sample's hull steps of a routing 1000 x 8 solve took 44k instructions of
 // 330k (x86-64-v3) through build_item, 32k here. Returns NaN for an item with no allowed option.
-// `order` nullptr: index order. `stack_cost` and `stack_value` hold K entries. (Test hook:
-// apportion._core._hull_steps.)
+// The options are visited in index order where the costs ascend, else in cost order: with
+// shared costs (p.cost_stride_item 0) `order` holds it (K entries); otherwise `order` is scratch
+// of K entries. `stack` holds 2K doubles. valid &= every allowed value finite and every cost
+// finite and >= 0. (Test hook: apportion._core._hull_steps.)
 template <class T>
-double append_hull_steps(const InstanceView<T>& p, std::int64_t i, const std::int32_t* order, double* stack_cost,
-                         double* stack_value, std::vector<HullIncrement>& inc);
+double sample_hull_steps(const InstanceView<T>& p, std::int64_t i, std::int32_t* order, double* stack,
+                         std::vector<HullIncrement>& inc, bool& valid);
 
 // Solves the LP of instance p without building every item's frontier: guesses a bracket of
 // the break slope from a sample of items, fixes every item whose LP option is the same at both

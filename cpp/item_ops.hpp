@@ -147,9 +147,6 @@ APPORTION_HD inline std::int32_t pareto_filter(const T* vrow, const T* crow, con
   return c;
 }
 
-// Upper concave hull over a Pareto list of `c` entries (monotone chain); collinear points are
-// dropped so that hull slopes strictly decrease. Writes Pareto positions to h, returns the
-// number of hull points.
 // Whether hull point (w1, v1), after (w0, v0), falls on or below the segment from (w0, v0) to
 // the next Pareto entry (wa, va) (costs increasing), and so leaves the upper hull: the one test
 // of upper_hull and of the sample's hull steps in frontier.cpp.
@@ -157,6 +154,9 @@ APPORTION_HD inline bool below_chord(double w0, double v0, double w1, double v1,
   return (v1 - v0) * (wa - w1) <= (va - v1) * (w1 - w0);
 }
 
+// Upper concave hull over a Pareto list of `c` entries (monotone chain); collinear points are
+// dropped so that hull slopes strictly decrease. Writes Pareto positions to h, returns the
+// number of hull points.
 APPORTION_HD inline std::int32_t upper_hull(const double* cost, const double* value, std::int32_t c,
                                             std::int32_t* h) {
   std::int32_t hc = 0;
