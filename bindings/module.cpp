@@ -363,7 +363,7 @@ PYBIND11_MODULE(_core, m) {
         std::vector<std::int32_t> order(k);  // shared costs: their cost order, as guess_bracket sorts it
         if (shared_costs) sort_by_cost_any(k, costs.data(), order.data());
         std::vector<double> stack(2 * k);  // exactly what the function may use
-        std::vector<HullIncrement> steps;
+        HullSteps steps;
         bool valid = true;
         const double cheapest = sample_hull_steps(p, 0, order.data(), stack.data(), steps, valid);
         py::list out;

@@ -201,7 +201,7 @@ APPORTION_INLINE std::int32_t sample_steps_into(const InstanceView<T>& p, std::i
 
 template <class T>
 double sample_hull_steps(const InstanceView<T>& p, std::int64_t i, std::int32_t* order, double* stack,
-                         std::vector<HullIncrement>& inc, bool& valid) {
+                         HullSteps& inc, bool& valid) {
   const std::size_t at = inc.size();
   inc.resize(at + static_cast<std::size_t>(p.k));  // room for K - 1 steps
   double cheapest;
@@ -211,9 +211,9 @@ double sample_hull_steps(const InstanceView<T>& p, std::int64_t i, std::int32_t*
 }
 
 template double sample_hull_steps<float>(const InstanceView<float>&, std::int64_t, std::int32_t*, double*,
-                                         std::vector<HullIncrement>&, bool&);
+                                         HullSteps&, bool&);
 template double sample_hull_steps<double>(const InstanceView<double>&, std::int64_t, std::int32_t*, double*,
-                                          std::vector<HullIncrement>&, bool&);
+                                          HullSteps&, bool&);
 
 double lagrangian_bound(const ItemFrontiers& f, double lambda, double budget) {
   CompensatedSum total;  // "optimal" is decided against it to a few ulps
@@ -702,7 +702,7 @@ struct SampleGuess {
   bool tied = false;  // every sampled slope around the break is the same
   // The bracket of positions at +- `widths` margins around `at`, as slopes; past either end of
   // the sample, 0 below and twice the steepest slope above.
-  void bracket(const std::vector<HullIncrement>& inc, std::int64_t widths, double& lo, double& hi) const {
+  void bracket(const HullSteps& inc, std::int64_t widths, double& lo, double& hi) const {
     const std::int64_t m = static_cast<std::int64_t>(inc.size()), d = widths * margin;
     hi = at - d >= 0 ? inc[at - d].slope : 2.0 * inc[0].slope;
     lo = at + d < m ? inc[at + d].slope : 0.0;
@@ -732,11 +732,11 @@ constexpr std::size_t kBucketSortMin = 64, kBucketSortMax = std::size_t(1) << 16
 // dcosts, and then paid for both sorts: after such a sample, the thread's next sample goes to
 // std::sort directly, and back to this sort once a sample sorts without such ties (either way
 // the sequence is std::sort's, so this changes no answer).
-void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& ws) {
+void sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
   auto steeper = [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; };
   // Whether a sequence is sorted and holds only identical increments among equal slopes (a NaN
   // slope fails `>=` against a neighbour).
-  auto unique_order = [](const std::vector<HullIncrement>& seq) {
+  auto unique_order = [](const HullSteps& seq) {
     bool unique = true;
     for (std::size_t a = 1; a < seq.size(); ++a) {
       const HullIncrement &x = seq[a - 1], &y = seq[a];
@@ -803,7 +803,7 @@ void sort_steepest_first(std::vector<HullIncrement>& inc, LagrangianWorkspace& w
       return;
     }
   }
-  std::vector<HullIncrement>& out = ws.sample_sorted;
+  HullSteps& out = ws.sample_sorted;
   out.resize(m);
   bool key_ties = false;  // two words share their 48 key bits
   out[0] = inc[word[0] & kPosition];
@@ -842,7 +842,7 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
   if (shared_costs) sort_by_cost(k, p.costs, order);
   std::vector<double>& stack = ws.sample_stack;
   stack.resize(2 * k);
-  std::vector<HullIncrement>& inc = ws.sample;
+  HullSteps& inc = ws.sample;
   // Room for every sampled item's K - 1 steps, written in place (without push_back's checks),
   // then cut to those taken.
   inc.resize(static_cast<std::size_t>(s) * static_cast<std::size_t>(k));

@@ -122,6 +122,10 @@ struct HullIncrement {
   std::int32_t item;
   std::int32_t step;
 };
+// Hull increments whose resize leaves new entries unwritten: the sample's buffers are sized to
+// their room (s x K) on every solve and then written in place (zero-filling them cost 279k
+// instructions of a 256 x 1000 solve).
+using HullSteps = std::vector<HullIncrement, UninitAllocator<HullIncrement>>;
 
 // A candidate move of the repair pass: item `item` up to Pareto position `to`.
 struct Upgrade {
@@ -140,7 +144,7 @@ struct RepairScratch {
 struct LagrangianWorkspace {
   ItemFrontiers frontiers;
   std::vector<HullIncrement> increments;
-  std::vector<HullIncrement> sample, middle;  // break-slope bracketing
+  HullSteps sample, middle;  // break-slope bracketing
   std::size_t middle_count = 0;               // increments of `middle` in use
   std::vector<std::int32_t> position;  // (N) current Pareto position of each item
   std::vector<std::int32_t> taken;     // (N) hull steps taken by the LP
@@ -161,7 +165,7 @@ struct LagrangianWorkspace {
                                            // are <= first_lo above and >= first_hi below
   IndexScratch option_lo, option_hi, option_mid, option_mid2;  // per active item
   std::vector<double> sample_stack;        // (2K) a sampled item's hull (sample_hull_steps)
-  std::vector<HullIncrement> sample_sorted;  // sort_steepest_first's output
+  HullSteps sample_sorted;  // sort_steepest_first's output
   std::vector<std::uint64_t> sort_word, sort_word2;  // its words (key bits, position)
   std::vector<std::uint32_t> sort_count;   // its buckets' counts and starts
   bool sample_ties = false;                // the last sample it sorted tied unequal increments
@@ -224,7 +228,7 @@ void build_frontiers(const InstanceView<T>& p, ItemFrontiers& f, int threads,
 // finite and >= 0. (Test hook: apportion._core._hull_steps.)
 template <class T>
 double sample_hull_steps(const InstanceView<T>& p, std::int64_t i, std::int32_t* order, double* stack,
-                         std::vector<HullIncrement>& inc, bool& valid);
+                         HullSteps& inc, bool& valid);
 
 // Solves the LP of instance p without building every item's frontier: guesses a bracket of
 // the break slope from a sample of items, fixes every item whose LP option is the same at both

@@ -43,6 +43,30 @@ ThreadPool& ThreadPool::instance() {
   return *pool;
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+ThreadPool::FloatControl ThreadPool::FloatControl::current() {
+  FloatControl c;
+  c.mxcsr = __builtin_ia32_stmxcsr();
+  __asm__ volatile("fnstcw %0" : "=m"(c.x87));
+  return c;
+}
+
+void ThreadPool::FloatControl::apply() const {
+  const FloatControl now = current();
+  constexpr unsigned kFlags = 0x3f;  // MXCSR's sticky exception flags: not control
+  if ((now.mxcsr ^ mxcsr) & ~kFlags) __builtin_ia32_ldmxcsr((now.mxcsr & kFlags) | (mxcsr & ~kFlags));
+  if (now.x87 != x87) __asm__ volatile("fldcw %0" : : "m"(x87));
+}
+#else
+ThreadPool::FloatControl ThreadPool::FloatControl::current() {
+  FloatControl c;
+  std::fegetenv(&c.env);
+  return c;
+}
+
+void ThreadPool::FloatControl::apply() const { std::fesetenv(&env); }
+#endif
+
 ThreadPool::ThreadPool(int workers) {
   workers_.reserve(workers);
   for (int w = 0; w < workers; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
@@ -84,17 +108,19 @@ void ThreadPool::run_chunks() {
 void ThreadPool::worker_loop(int worker_index) {
   tl_inside_pool = true;
   std::uint64_t seen = 0;
+  FloatControl control;
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && worker_index < job_workers_); });
       if (stopping_) return;
       seen = generation_;
-      // Else a worker keeps the environment of the thread that created the pool: after one
-      // first call under torch.set_flush_denormal(True), flushed subnormals gave answers that
-      // depended on which thread solved which instance.
-      std::fesetenv(&env_);
+      control = float_control_;
     }
+    // Else a worker keeps the state of the thread that created the pool: after one first call
+    // under torch.set_flush_denormal(True), flushed subnormals gave answers that depended on
+    // which thread solved which instance.
+    control.apply();
     run_chunks();
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -114,12 +140,11 @@ void ThreadPool::parallel_for(std::int64_t n, std::int64_t grain, int max_thread
     fn(0, n);
     return;
   }
-  std::fenv_t env;
-  std::fegetenv(&env);
+  const FloatControl control = FloatControl::current();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = &fn;
-    env_ = env;
+    float_control_ = control;
     n_ = n;
     // A few chunks per thread balances uneven work without much locking.
     const std::int64_t chunks = static_cast<std::int64_t>(threads) * std::max(1, chunks_per_thread);

@@ -244,8 +244,10 @@ def test_float32_first_pass_with_subnormals_flushed_gives_the_same_answers(level
     assert all(repr(a) == repr(unflushed[levels[0]]) for a in unflushed.values())
 
 
-POOL_UNDER_FLUSHED_SUBNORMALS = """
+POOL_AND_FLUSHED_SUBNORMALS = """
+import sys
 import numpy as np, torch, apportion
+pool_started_flushed = sys.argv[1] == "flushed"
 # Values are subnormal multiples: a thread that flushes subnormals (DAZ) reads them as 0.
 rng = np.random.default_rng(0)
 v = np.repeat(rng.integers(0, 40, (1, 800, 3)) * 5e-324, 8, axis=0)
@@ -255,31 +257,36 @@ def answers(threads):
     s = apportion.solve(v, c, b, method="lagrangian", threads=threads)
     return [(str(s.status[i]), s.value[i].tobytes(), s.cost[i].tobytes(), s.choice[i].tobytes())
             for i in range(len(b))]
-if not torch.set_flush_denormal(True):
+if not torch.set_flush_denormal(pool_started_flushed) and pool_started_flushed:
     print("no flush"); raise SystemExit
-# The pool's workers start in this (flushed) thread.
+# The pool's workers start here (num_threads() would start them too).
 apportion.solve(np.ones((2, 300, 3)), np.ones((2, 300, 3)), np.full(2, 300.0), method="lagrangian", threads=2)
-flushed = answers(1)
-for _ in range(10):
-    assert answers(2) == flushed, "flushed caller"
-torch.set_flush_denormal(False)
-plain = answers(1)
-assert plain != flushed  # the data tells the two modes apart
-for _ in range(10):
-    assert answers(2) == plain, "unflushed caller"
+if apportion._core.num_threads() < 2:
+    print("no workers"); raise SystemExit
+for flush in (True, False, True):
+    torch.set_flush_denormal(flush)
+    serial = answers(1)
+    for _ in range(10):
+        assert answers(2) == serial, ("flushed" if flush else "unflushed") + " caller"
+    if flush:
+        flushed = serial
+    else:
+        assert serial != flushed  # the data tells the two modes apart
 print("ok")
 """
 
 
-def test_pool_workers_take_the_callers_floating_point_environment():
+@pytest.mark.parametrize("pool_started", ["flushed", "unflushed"])
+def test_pool_workers_take_the_callers_floating_point_environment(pool_started):
     """The native pool's workers run each job in the caller's floating-point environment. They
     kept the environment of the thread that started the pool: after one first call under
     torch.set_flush_denormal(True), a batch's answers depended on which thread solved which
-    instance. A fresh process, so that its pool starts under flushed subnormals."""
+    instance (and, the other way round, a flushing caller got unflushed workers). A fresh
+    process, so that its pool starts in the given mode."""
     pytest.importorskip("torch")
-    out = subprocess.run([sys.executable, "-c", POOL_UNDER_FLUSHED_SUBNORMALS], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", POOL_AND_FLUSHED_SUBNORMALS, pool_started], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    if out.stdout.strip() == "no flush":
-        pytest.skip("this CPU cannot flush subnormals")
+    if out.stdout.strip() in ("no flush", "no workers"):
+        pytest.skip(out.stdout.strip())
     assert out.stdout.strip() == "ok"
