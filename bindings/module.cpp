@@ -372,8 +372,7 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("values"), py::arg("costs"), py::arg("mask"), py::arg("value_sign"), py::arg("shared_costs") = false,
       "Test hook: one item's hull steps [(slope, dcost)], its cheapest hull cost (NaN: no allowed "
-      "option) and whether its input is valid, as the reduced "
-      "LP's sample takes them (NaN: no allowed option).");
+      "option) and whether its input is valid, as the reduced LP's sample takes them.");
 
   bind_online(m);
   bind_retraction(m);

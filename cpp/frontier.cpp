@@ -339,7 +339,10 @@ bool bracket_break(const HullIncrement* inc, std::size_t m, double total_dcost, 
   const double hi = at >= margin ? sample[at - margin].slope : INFINITY;
   const double lo = at + margin < samples ? sample[at + margin].slope : -INFINITY;
   double above = 0.0, inside = 0.0;
-  if (ws.middle.size() < m) ws.middle.resize(m);  // grown once, never shrunk: no refill
+  if (ws.middle.size() < m) {  // grown once, never shrunk: no refill
+    ws.middle.clear();           // (nothing to move: its entries are rewritten before use)
+    ws.middle.resize(m);
+  }
   std::size_t count = 0;
   for (std::size_t a = 0; a < m; ++a) {
     const HullIncrement& x = inc[a];
