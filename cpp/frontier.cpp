@@ -31,6 +31,13 @@ void sort_by_cost(std::int64_t k, const T* crow, std::int32_t* order) {
   });
 }
 
+// Whether one option's input is valid: its value finite where it is allowed, its cost finite and
+// >= 0. Without && or ||: the row loops that ask it stay branch-free.
+APPORTION_INLINE bool option_input_ok(bool allowed, double w, double v) {
+  const bool finite_v = std::isfinite(v), finite_w = std::isfinite(w);  // (no call inside the &s)
+  return (!allowed | finite_v) & finite_w & (w >= 0.0);
+}
+
 [[noreturn]] void throw_no_option(std::int64_t i) {
   throw std::invalid_argument("mask: item " + std::to_string(i) + " has no allowed option; allow at least one per item");
 }
@@ -153,8 +160,7 @@ APPORTION_INLINE std::int32_t hull_steps_into(const InstanceView<T>& p, std::int
     const double w = static_cast<double>(crow[j]), v = sign * static_cast<double>(vrow[j]);
     const bool allowed = mrow == nullptr || mrow[j] != 0;
     if constexpr (kCheck) {
-      const bool finite_v = std::isfinite(v), finite_w = std::isfinite(w);  // no call inside the &s
-      valid &= (!allowed | finite_v) & finite_w & (w >= 0.0);
+      valid &= option_input_ok(allowed, w, v);
       ascending &= previous <= w;
       previous = w;
     }
@@ -598,16 +604,6 @@ template <int W>
 struct BlockPicks {
   typename PickVec<W>::D best_lo, best_hi, second_lo, second_hi, option_lo, option_hi, cheap;
   typename PickVec<W>::I bad;  // lanes whose scores at lo sum to a non-finite or whose cheapest cost is < 0
-
-  void get(int lane, OptionPick& at_lo, OptionPick& at_hi, double& cheapest_cost) const {
-    at_lo.score = best_lo[lane];
-    at_lo.second = second_lo[lane];
-    at_lo.option = static_cast<std::int32_t>(option_lo[lane]);
-    at_hi.score = best_hi[lane];
-    at_hi.second = second_hi[lane];
-    at_hi.option = static_cast<std::int32_t>(option_hi[lane]);
-    cheapest_cost = cheap[lane];
-  }
 };
 
 // The LP options of the W items item[0..W) (unmasked rows that rows.readable) at slopes lo and
@@ -689,8 +685,7 @@ APPORTION_INLINE bool pick_at_two_slopes(const InstanceView<T>& p, std::int64_t 
   for (std::int64_t j = 0; j < p.k; ++j) {
     const double w = static_cast<double>(crow[j]), v = p.value_sign * static_cast<double>(vrow[j]);
     const bool allowed = mrow == nullptr || mrow[j] != 0;
-    const bool finite_v = std::isfinite(v), finite_w = std::isfinite(w);  // no call inside the &s
-    valid &= (!allowed | finite_v) & finite_w & (w >= 0.0);
+    valid &= option_input_ok(allowed, w, v);
     at_lo.offer(v - lo * w, static_cast<std::int32_t>(j), allowed);
     at_hi.offer(v - hi * w, static_cast<std::int32_t>(j), allowed);
     cheapest_cost = (allowed & (w < cheapest_cost)) ? w : cheapest_cost;
@@ -917,11 +912,6 @@ struct FirstPass {
   bool usable = true;  // false: bad input, or an item with no allowed option
 };
 
-// How many items ahead of its block the first pass prefetches rows. The hardware prefetcher
-// alone left the pass waiting on loads: routing 1e6 x 8 float32 took 38-42 ms CPU without it,
-// 25-27 ms with it (float64: 28-31 ms before, 28-29 after); 64 and 512 measured alike.
-[[maybe_unused]] constexpr std::int64_t kPrefetchItems = 64;  // (no vector pick: unused)
-
 // Items per chunk of the first pass. A chunk's options are picked first, all at once (the
 // vector code, which wants most registers), then added to the totals in item order (a short
 // loop whose sums stay in registers). In one loop the sums' carries were spilled to the stack,
@@ -936,6 +926,11 @@ struct ChunkPicks {
 };
 
 #if APPORTION_VECTOR_PICK
+// How many items ahead of its block the first pass prefetches rows. The hardware prefetcher
+// alone left the pass waiting on loads: routing 1e6 x 8 float32 took 38-42 ms CPU without it,
+// 25-27 ms with it (float64: 28-31 ms before, 28-29 after); 64 and 512 measured alike.
+constexpr std::int64_t kPrefetchItems = 64;
+
 // Calls blocks(std::integral_constant<int, K>{}) with K = k for the common tier counts 4 and 8,
 // so that their loops over the options unroll, and K = 0 (k known at run time) otherwise.
 template <class Blocks>
@@ -1109,12 +1104,9 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       cost_hi += static_cast<double>(crow[option_hi[active_summed]]);
     }
   }
-  r.cheapest.sum = sum[0];
-  r.cheapest.carry = carry[0];
-  r.fixed_cost.sum = sum[1];
-  r.fixed_cost.carry = carry[1];
-  r.fixed_value.sum = sum[2];
-  r.fixed_value.carry = carry[2];
+  r.cheapest = lane_sum(sum, carry, 0);
+  r.fixed_cost = lane_sum(sum, carry, 1);
+  r.fixed_value = lane_sum(sum, carry, 2);
   r.cost_lo = cost_lo;
   r.cost_hi = cost_hi;
   r.active_count = active_count;
@@ -1169,10 +1161,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
       auto double_block = [&](std::size_t from, const std::int64_t* item, auto k_known) {
         const BlockPicks<W> picks = pick_block<W, false, decltype(k_known)::value>(rows, item, t1, t2);
         for (int l = 0; l < W; ++l) {
-          OptionPick at1, at2;
-          double cheapest_cost;
-          picks.get(l, at1, at2, cheapest_cost);
-          add(from + l, at1.option, at2.option);
+          add(from + l, static_cast<std::int32_t>(picks.option_lo[l]), static_cast<std::int32_t>(picks.option_hi[l]));
         }
       };
       auto blocks = [&](auto k_known) {

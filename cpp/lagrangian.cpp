@@ -109,11 +109,7 @@ bool reduced_allocation_fits(const InstanceView<T>& p, const LagrangianWorkspace
     const std::int32_t i = active[a];
     two_sum_add(sum, carry, Sums{p.cost(i, option[i]), p.value(i, option[i])});
   }
-  CompensatedSum cost, value;
-  cost.sum = sum[0];
-  cost.carry = carry[0];
-  value.sum = sum[1];
-  value.carry = carry[1];
+  const CompensatedSum cost = lane_sum(sum, carry, 0), value = lane_sum(sum, carry, 1);
   total_value = value.value();
   return fits_budget(cost, p.budget, total_cost, [&] {
     return rounded_sum(p.n, [&](std::int64_t i) { return p.cost(i, option[i]); });

@@ -126,6 +126,15 @@ struct CompensatedSum {
   APPORTION_HD double value() const { return sum - sum == 0.0 ? sum + carry : sum; }
 };
 
+// Lane l of sums kept side by side in vectors by two_sum_add, as a CompensatedSum.
+template <class S>
+inline CompensatedSum lane_sum(const S& sum, const S& carry, int l) {
+  CompensatedSum c;
+  c.sum = sum[l];
+  c.carry = carry[l];
+  return c;
+}
+
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // "Optimal" is claimed when the bound exceeds the value by no more than the rounding their
