@@ -1125,20 +1125,23 @@ FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
 }
 
 // The LP options of the active items at slopes t1 and t2 (the bracket's narrowing), and their
-// total costs, at the CPU's SIMD level. The items passed the first pass, so their input is
-// valid.
+// total costs (summed in item order), at the CPU's SIMD level. The items passed the first
+// pass, so their input is valid.
 template <class T>
 void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_t count, double t1, double t2,
                  std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
   const std::size_t ahead = active_prefetch_ahead(p);
   simd_dispatch([&](auto target) {
     [[maybe_unused]] constexpr int W = decltype(target)::kLanes;  // (no vector pick: unused)
+    // Local sums, stored once at the end: added through the references, they were loaded and
+    // stored for every item, each addition waiting on the last one's store.
+    double sum1 = 0.0, sum2 = 0.0;
     auto add = [&](std::size_t a, std::int32_t at1, std::int32_t at2) {
       const std::int32_t i = items[a];
       option1[a] = at1;
       option2[a] = at2;
-      cost1 += p.cost(i, at1);
-      cost2 += p.cost(i, at2);
+      sum1 += p.cost(i, at1);
+      sum2 += p.cost(i, at2);
     };
     std::size_t a = 0;
 #if APPORTION_VECTOR_PICK
@@ -1202,6 +1205,8 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
       pick_at_two_slopes<false>(p, items[a], t1, t2, at1, at2, cheapest_cost);
       add(a, at1.option, at2.option);
     }
+    cost1 = sum1;
+    cost2 = sum2;
   });
 }
 
@@ -1297,18 +1302,29 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     const double scale = kBuckets / (hi - lo);
     double flattest = INFINITY, steepest = -INFINITY;
     bool rising = true;  // every chord costs more at lo than at hi
-    for (std::size_t a = 0; a < count; ++a) {
-      if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
-      const std::int32_t i = ws.active[a];
-      const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
-      const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
-      const double slope = dw > 0.0 ? dv / dw : 0.5 * (lo + hi);
-      rising &= dw > 0.0;
-      flattest = std::min(flattest, slope);
-      steepest = std::max(steepest, slope);
-      const double at = (hi - slope) * scale;  // bucket 0 holds the steepest
-      // Capped in double before the cast: `at` is inf when hi - lo is subnormal.
-      bucket[at > 0.0 ? static_cast<int>(std::min(static_cast<double>(kBuckets - 1), at)) : 0] += std::max(dw, 0.0);
+    // A block's buckets and weights first, then added to the buckets in item order (the same
+    // sums): added as each was found, a bucket's address waited on the chord's division, and
+    // the bucket's store took a sixth of this function's time in a profile of routing 1000 x 8.
+    constexpr std::size_t kHistogramBlock = 64;
+    std::int32_t block_bucket[kHistogramBlock];
+    double block_weight[kHistogramBlock];
+    for (std::size_t a0 = 0; a0 < count; a0 += kHistogramBlock) {
+      const std::size_t a1 = std::min(count, a0 + kHistogramBlock);
+      for (std::size_t a = a0; a < a1; ++a) {
+        if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
+        const std::int32_t i = ws.active[a];
+        const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
+        const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
+        const double slope = dw > 0.0 ? dv / dw : 0.5 * (lo + hi);
+        rising &= dw > 0.0;
+        flattest = std::min(flattest, slope);
+        steepest = std::max(steepest, slope);
+        const double at = (hi - slope) * scale;  // bucket 0 holds the steepest
+        // Capped in double before the cast: `at` is inf when hi - lo is subnormal.
+        block_bucket[a - a0] = at > 0.0 ? static_cast<std::int32_t>(std::min(static_cast<double>(kBuckets - 1), at)) : 0;
+        block_weight[a - a0] = std::max(dw, 0.0);
+      }
+      for (std::size_t a = a0; a < a1; ++a) bucket[block_bucket[a - a0]] += block_weight[a - a0];
     }
     if (flattest == steepest) {
       // All tied (as p = w makes every item): no slope between splits them, and at the break
@@ -1356,7 +1372,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     if (!(t1 > lo && t1 < t2 && t2 < hi)) break;
     ws.option_mid.resize(count);
     ws.option_mid2.resize(count);
-    double cost1 = 0.0, cost2 = 0.0;
+    double cost1, cost2;
     pick_active(p, ws.active.data(), count, t1, t2, ws.option_mid.data(), ws.option_mid2.data(), cost1, cost2);
     if (fixed_cost + cost1 <= budget) {  // the break is in [lo, t1]
       hi = t1;
