@@ -127,3 +127,100 @@ def test_accepted_forms_still_accepted():
     assert f.choices.shape == (2, 2)
     sol = apportion.solve(V.tolist(), C[:, None], [4.0], method="mirror")  # one resource, (R,)
     assert sol.cost[0] <= 4.0
+
+
+def _python_fast_budget(values, costs, budget):
+    """The rule _problem.fast_budget kept in Python before it moved into the bindings (issue
+    target: the common call's overhead), as the oracle of the native one."""
+    if type(values) is not np.ndarray or type(costs) is not np.ndarray or values.ndim != 2:
+        return None
+    dtype = values.dtype
+    if dtype not in (np.dtype(np.float64), np.dtype(np.float32)) or costs.dtype != dtype or values.size == 0:
+        return None
+    if not (values.flags.c_contiguous and costs.flags.c_contiguous):
+        return None
+    shape, cost_shape = values.shape, costs.shape
+    if cost_shape != shape and cost_shape != (shape[1],):
+        return None
+    kind = type(budget)
+    if not (kind is float or kind is int or kind is np.float64
+            or (kind is np.ndarray and budget.ndim == 0 and budget.dtype.kind in "fiu")):
+        return None
+    try:
+        real = float(budget)
+    except OverflowError:
+        return None
+    if real != real:
+        raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+    return real
+
+
+class _FloatSubclass(float):
+    pass
+
+
+def _fast_budget_arrays():
+    import pickle
+
+    v = np.arange(6.0).reshape(2, 3)
+    yield v, v[0].copy()
+    yield v, v.copy()
+    yield v.astype(np.float32), v[0].astype(np.float32)
+    yield v.astype(np.float32), v[0].copy()  # dtypes differ
+    yield v, v[0].astype(np.float32)
+    yield pickle.loads(pickle.dumps(v)), v[0].copy()  # an equal dtype that is another object
+    yield v.astype(">f8"), v[0].astype(">f8")  # byte-swapped
+    yield v.astype(np.float16), v[0].astype(np.float16)
+    yield v.astype(np.int64), v[0].astype(np.int64)
+    yield v.astype(np.longdouble), v[0].astype(np.longdouble)
+    yield v.astype(bool), v[0].astype(bool)
+    yield v.astype(complex), v[0].astype(complex)
+    yield v.astype(object), v[0].astype(object)
+    yield np.asfortranarray(v), v[0].copy()
+    yield v, v.T.copy().T  # costs (N,K) in Fortran order
+    yield v[:, ::2].copy(), v[0, ::2]  # costs a strided view
+    yield v[:, :2], v[0, :2].copy()  # values a non-contiguous view
+    yield np.asfortranarray(v[:1]), v[0].copy()  # (1,K) is C-contiguous in either order
+    yield v, v[:1].copy()  # (1,K): broadcasts, but not the common form
+    yield v, v[:, :1].copy()
+    yield v, v[0, :2].copy()
+    yield v, v[None].copy()
+    yield v[None].copy(), v[0].copy()
+    yield v[0].copy(), v[0].copy()
+    yield np.zeros((0, 3)), v[0].copy()
+    yield np.zeros((2, 0)), np.zeros(0)
+    yield v.view(np.matrix), v[0].copy()  # ndarray subclasses
+    yield v, np.ma.array(v[0])
+    yield v.tolist(), v[0].copy()
+    yield v, v[0].tolist()
+    yield None, None
+
+
+_FAST_BUDGETS = [4.0, -0.0, float("inf"), -float("inf"), float("nan"), 4, -3, 0, 10**400, -10**400,
+                 True, np.True_, np.float64(4.5), np.float64("nan"), np.float64(-0.0),
+                 np.float32(4.0), np.int64(4), np.uint8(4), np.longdouble(4),
+                 np.array(4.0), np.array(np.nan), np.array(4), np.array(4, np.uint64),
+                 np.array(2**64 - 1, np.uint64), np.array(4.0, np.float32), np.array(4.0, ">f8"),
+                 np.array(4.0, np.longdouble), np.array(True), np.array(4 + 0j), np.array("4"),
+                 np.array([4.0]), np.array(4.0).view(np.matrix), _FloatSubclass(4.0), "4", None,
+                 1 + 2j, [4.0]]
+
+
+def test_native_fast_budget_keeps_the_python_rule():
+    from apportion import _problem
+
+    for values, costs in _fast_budget_arrays():
+        for budget in _FAST_BUDGETS:
+            try:
+                want = _python_fast_budget(values, costs, budget)
+            except ValueError as exc:
+                with pytest.raises(ValueError) as got:
+                    _problem.fast_budget(values, costs, budget)
+                assert str(got.value) == str(exc)
+                continue
+            got = _problem.fast_budget(values, costs, budget)
+            where = (type(values), getattr(values, "dtype", None), getattr(costs, "shape", None), budget)
+            if want is None:
+                assert got is None, where
+            else:
+                assert type(got) is float and str(got) == str(want), where  # -0.0 and inf too

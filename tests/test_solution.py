@@ -139,3 +139,63 @@ def test_stopped_by_the_workspace_bytes_limit():
     assert int(raw[6][0]) == 6  # kStoppedByBytes
     sol = make_solution(problem, raw, "exact", time.perf_counter())
     assert sol.status == "feasible" and sol.info["stopped_by"] == "max_bytes"
+
+
+def _same_solution(fast, general):
+    """fast and general are the same Solution but for `seconds`: type, every field's type and
+    value (NaN and -0.0 by repr), the choice array's dtype, repr and pickle."""
+    import dataclasses
+    import pickle
+
+    assert type(fast) is type(general) is apportion.Solution
+    assert type(fast.choice) is np.ndarray and fast.choice.dtype == general.choice.dtype == np.int64
+    assert fast.choice.tolist() == general.choice.tolist()
+    # A new array of its own (the general path's is a row of its (1,N) output).
+    fresh = np.empty(fast.choice.shape, np.int64)
+    assert fast.choice.flags == fresh.flags and fast.choice.strides == fresh.strides
+    for field in dataclasses.fields(apportion.Solution):
+        if field.name in ("choice", "seconds"):
+            continue
+        a, b = getattr(fast, field.name), getattr(general, field.name)
+        assert type(a) is type(b) and repr(a) == repr(b), field.name
+    assert type(fast.seconds) is float and fast.seconds > 0
+    same_time = dataclasses.replace(fast, seconds=general.seconds)
+    assert repr(same_time) == repr(general)
+    assert pickle.loads(pickle.dumps(same_time)).to_dict() == general.to_dict()
+    assert same_time.to_dict() == general.to_dict()
+
+
+@pytest.mark.parametrize("method", ["auto", "lagrangian", "exact"])
+@pytest.mark.parametrize("sense", ["max", "min"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("per_item_costs", [False, True])
+def test_the_one_instance_path_gives_the_general_paths_solution(method, sense, dtype, per_item_costs,
+                                                                monkeypatch):
+    # device="cpu" takes the general path (make_problem, the batched core, make_solution) with
+    # the same arrays.
+    from apportion import _core
+
+    taken = []
+    one = _core.solve_one
+    monkeypatch.setattr(_core, "solve_one", lambda *args: taken.append(1) or one(*args))
+    values, costs, budget = workloads.instance("routing", 40, 5, seed=3)
+    values = (values if sense == "max" else -values).astype(dtype)
+    costs = (np.broadcast_to(costs, values.shape).copy() if per_item_costs else costs).astype(dtype)
+    for b in (budget, float(budget), int(budget), 0.0, float("inf"), np.float64(budget) / 3):
+        fast = apportion.solve(values, costs, b, method=method, sense=sense)
+        general = apportion.solve(values, costs, b, method=method, sense=sense, device="cpu")
+        _same_solution(fast, general)
+    assert len(taken) == 6
+    assert apportion.solve(values, costs, 0.0, method=method, sense=sense).status == "infeasible"
+
+
+@pytest.mark.parametrize("limit", [dict(max_states=5), dict(time_limit=1e-9)])
+def test_the_one_instance_path_reports_a_stopped_solve_as_the_general_path(limit):
+    values, costs, budget = workloads.instance("strongly", 3000, 10, seed=0)
+    fast = apportion.solve(values, costs, budget, method="exact", **limit)
+    general = apportion.solve(values, costs, budget, method="exact", device="cpu", **limit)
+    assert fast.status == "feasible" and "stopped_by" in fast.info
+    if "max_states" in limit:  # (a time limit stops where the clock says)
+        _same_solution(fast, general)
+    else:
+        assert general.info == fast.info

@@ -18,6 +18,8 @@ from typing import Any, Dict, Literal, Optional
 import numpy as np
 import numpy.typing as npt
 
+from . import _core
+
 #: Status codes of the native core, by code. "unknown": no feasible allocation was found and
 #: infeasibility was not proven (only a method that cannot decide feasibility reports it).
 #: Codes 4 to 6 are "feasible" where method "exact" stopped at its time_limit, max_states or
@@ -207,9 +209,6 @@ class Problem:
         return self.mask
 
 
-_FAST_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
-
-
 def check_sense(sense: Any) -> Sense:
     """sense as the Literal type, checked (see value_sign for the errors)."""
     return "max" if value_sign(sense) > 0 else "min"
@@ -227,32 +226,12 @@ def value_sign(sense: str) -> float:
     raise ValueError(f"sense: expected 'max' or 'min', got {sense!r}")
 
 
-def fast_budget(values: Any, costs: Any, budget: Any) -> Optional[float]:
-    """The budget as a float when the call is the common one the native core takes as it is:
-    one instance as C-contiguous float64 (or float32) arrays, values (N,K), costs (K,) or
-    (N,K) of the same dtype, a real scalar budget (no mask is checked here). None for anything
-    else: the general path then checks and converts it."""
-    if type(values) is not np.ndarray or type(costs) is not np.ndarray or values.ndim != 2:
-        return None
-    dtype = values.dtype
-    if dtype not in _FAST_DTYPES or costs.dtype != dtype or values.size == 0:
-        return None
-    if not (values.flags.c_contiguous and costs.flags.c_contiguous):
-        return None
-    shape, cost_shape = values.shape, costs.shape
-    if cost_shape != shape and cost_shape != (shape[1],):
-        return None
-    kind = type(budget)
-    if not (kind is float or kind is int or kind is np.float64
-            or (kind is np.ndarray and budget.ndim == 0 and budget.dtype.kind in "fiu")):
-        return None
-    try:  # inline, not _budget_float: this is the microsecond path
-        real = float(budget)
-    except OverflowError:  # a Python int past the float range
-        return None  # the general path names it
-    if real != real:
-        raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
-    return real
+#: fast_budget(values, costs, budget): the budget as a float when the call is the common one
+#: the native core takes as it is (one C-contiguous float64 or float32 numpy instance, costs
+#: (K,) or (N,K) of its dtype, a real scalar budget; no mask is checked here), None for anything
+#: else, which the general path then checks and converts; a ValueError for a NaN budget. Native,
+#: as the checks cost several times more in Python; its docstring gives the exact rule.
+fast_budget = _core.fast_budget
 
 
 def mirror_values(values: Any) -> Any:
@@ -600,7 +579,8 @@ def one_solution(raw: tuple[Any, ...], sign: float, method: str, started: float,
     """The Solution of one instance from (choice (N,), value, cost, bound, shadow_price,
     min_budget, status code) as Python scalars in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
-    value, bound = sign * value, sign * bound
+    if sign < 0:  # (for "max", 1.0 * x is x)
+        value, bound = sign * value, sign * bound
     info = dict(info) if info else {}
     if status >= _FIRST_STOPPED:
         info["stopped_by"] = _STOPPED_BY[status]

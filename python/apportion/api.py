@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core, _device
-from ._problem import (MAX_THREADS, Problem, Solution, check_sense, check_threads, cost_resolution_value, fast_budget,
+from ._problem import (MAX_THREADS, Problem, Solution, check_threads, cost_resolution_value, fast_budget,
                        grid_costs, grid_down, logger, make_problem, make_solution, one_solution,
                        value_sign)
 from ._problem import FloatArray, IntArray, Method, Sense, _to_numpy, mirror_values
@@ -250,26 +250,8 @@ def device_table_limit(max_memory: Optional[float]) -> int:
 
 _INFEASIBLE = 2  # the core's status code (problem.hpp)
 
-# The methods of _solve_one, which takes the common call (see _problem.fast_budget).
+# The methods of the common call, which skips the general path (see _problem.fast_budget).
 _ONE_METHODS = ("auto", "lagrangian", "exact")
-
-
-def _solve_one(values: np.ndarray, costs: np.ndarray, budget: float, method: str, sense: str,
-               nthreads: int, time_limit: Optional[float], max_states: Optional[int],
-               started: float) -> Solution:
-    """solve() for one unmasked numpy instance on the CPU as the native core reads it: the
-    general path's answer with less work per call (no Problem, scalars instead of arrays)."""
-    if method == "auto":
-        method = _auto_method(values.size)
-    _check_exact_only(method, time_limit, max_states)
-    checked = check_sense(sense)
-    sign = 1.0 if checked == "max" else -1.0
-    if method == "lagrangian":  # (the exact limits go unused: no need to compute them)
-        raw = _core.solve_one(method, values, costs, budget, sign, 1.0, 1, nthreads, 0)
-    else:
-        tl, ms, mb = _exact_limits(time_limit, max_states, None, 1)
-        raw = _core.solve_one(method, values, costs, budget, sign, tl, ms, nthreads, mb)
-    return one_solution(raw, sign, method, started, checked)
 
 
 def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask: Any = None,
@@ -361,8 +343,20 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
             and cost_resolution is None and max_memory is None):
         one_budget = fast_budget(values, costs, budget)
         if one_budget is not None:
-            return _solve_one(values, costs, one_budget, method, sense, nthreads, time_limit,
-                              max_states, started)
+            # One unmasked numpy instance as the native core reads it: the general path's answer
+            # with less work per call (no Problem, scalars instead of arrays). Inline, not a
+            # function: this is the microsecond path.
+            if method == "auto":
+                method = _auto_method(values.size)
+            if time_limit is not None or max_states is not None:  # (the common call: neither)
+                _check_exact_only(method, time_limit, max_states)
+            sign = value_sign(sense)
+            if method == "lagrangian":  # (the exact limits go unused: no need to compute them)
+                raw = _core.solve_one(method, values, costs, one_budget, sign, 1.0, 1, nthreads, 0)
+            else:
+                tl, ms, mb = _exact_limits(time_limit, max_states, None, 1)
+                raw = _core.solve_one(method, values, costs, one_budget, sign, tl, ms, nthreads, mb)
+            return one_solution(raw, sign, method, started, "max" if sign > 0 else "min")
     where = _device.target(device, values)
     if where is not None:
         method = _device.device_method(method, exact_spend, cost_resolution, where)
