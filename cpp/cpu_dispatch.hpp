@@ -31,10 +31,12 @@
 #define APPORTION_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 // A helper inlined into each clone, so that it is compiled for the clone's target.
 #define APPORTION_INLINE inline __attribute__((always_inline))
+#define APPORTION_INLINE_LAMBDA __attribute__((always_inline))  // after a lambda's parameters
 #else
 #define APPORTION_X86_DISPATCH 0
 #define APPORTION_SIMD_CLONES
 #define APPORTION_INLINE inline
+#define APPORTION_INLINE_LAMBDA
 #endif
 
 namespace apportion {

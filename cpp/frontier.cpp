@@ -11,6 +11,7 @@
 #include "cpu_dispatch.hpp"
 #include "float_pick.hpp"
 #include "item_ops.hpp"
+#include "solvers.hpp"
 #include "thread_pool.hpp"
 
 namespace apportion {
@@ -896,6 +897,62 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
 // budget below the cheapest allocation (the full path reports each).
 enum class BracketFit { kInside, kBelow, kAbove, kUnusable };
 
+// Instances whose rows (values and costs) take more than this many bytes have the rows of the
+// items the first pass leaves active copied side by side as it finds them, while they are in L1
+// (fix_items): scattered over the whole input, they missed cache again on every later pass over
+// them (the chords' histogram, pick_active and the fix loop of every round, then
+// reduced_allocation_fits). Twice the L2 of the machine measured (2 MB a core): routing x 8
+// native solves, copies against none, alternating (us CPU): 20000 float64 (2.6 MB) 360-375
+// against 351-355, 30000 float64 (3.8 MB) 1109-1117 against 1038-1131, 40000 float64 (5.1 MB)
+// 539-541 against 551-563, 70000 float32 (4.5 MB) 967-999 against 1067-1085.
+constexpr std::size_t kCompactMinBytes = std::size_t(4) << 20;
+
+// The room for the copied rows is for this share of the items (1/5: at 100000 x K, K = 4, 8,
+// 13, every class but subset_sum, whose break ties every item, leaves 7-18% active, strongly
+// and weakly at K = 13 23% and 28%, which then read p). Room for every item (64 MB at routing
+// 1e6 x 8 float32) was a new mapping on every solve, whose page faults made it take 19-22 ms
+// CPU instead of 15-16.
+constexpr std::int64_t kCompactShare = 5;
+
+// How many active items' rows fix_items has room to copy (0: none): a share of the items
+// (kCompactShare) of a large unmasked instance (a mask would need its rows copied too), where
+// the room keeps the workspace within kKeepWorkspaceBytes. (A workspace past it is dropped after
+// the call, and the next solve faults the pages of a new one in again: with room for up to 1/4
+// of the items, routing 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22.) The rest of the
+// workspace is taken as it is (the active items' arrays as the last solve left them).
+template <class T>
+std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& ws) {
+  if (p.mask != nullptr || row_bytes(p) <= kCompactMinBytes) return 0;
+  const std::size_t held = ws.bytes() - ws.compact.of<T>().bytes();  // (the copies' room is resized)
+  const std::size_t per_row = static_cast<std::size_t>(p.k) * (p.cost_stride_item != 0 ? 2 : 1) * sizeof(T);
+  const std::int64_t room = p.n / kCompactShare;
+  return held + static_cast<std::size_t>(room) * per_row <= kKeepWorkspaceBytes ? room : 0;
+}
+
+// Where the first pass over a run copies the rows of the items it leaves active (values nullptr:
+// nowhere): arrays of values and costs (costs nullptr where they are shared) of rows of K, the
+// run's first active item's at row `row`, the next ones after it, up to row `end` (those past
+// it are not copied).
+template <class T>
+struct RowSink {
+  T* values = nullptr;
+  T* costs = nullptr;
+  std::int64_t row = 0, end = 0;
+};
+
+// Copies one row of k entries; k = 4 and 8 (the common tier counts) as fixed-size copies, a few
+// moves instead of a call of memcpy per row.
+template <class T>
+APPORTION_INLINE void copy_row(T* to, const T* from, std::int64_t k) {
+  if (k == 8) {
+    std::memcpy(to, from, 8 * sizeof(T));
+  } else if (k == 4) {
+    std::memcpy(to, from, 4 * sizeof(T));
+  } else {
+    std::memcpy(to, from, static_cast<std::size_t>(k) * sizeof(T));
+  }
+}
+
 // Totals of the first pass over a run of items [begin, end), whose active items it wrote to
 // ws.active / option_lo / option_hi from index `begin` on.
 struct FirstPass {
@@ -1057,7 +1114,7 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
 // at an end, makes the run unusable.
 template <int W, bool margins, class T>
 APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
-                                         std::int64_t begin, std::int64_t end) {
+                                         std::int64_t begin, std::int64_t end, RowSink<T> sink) {
   FirstPass r;
   std::int32_t* active = ws.active.data() + begin;
   std::int32_t* option_lo = ws.option_lo.data() + begin;
@@ -1096,12 +1153,22 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       option_hi[active_count] = b;
       active_count += !fixed;
     }
-    // The chunk's active items' costs at the two ends, in item order, while their rows are in L1.
+    // The chunk's active items' costs at the two ends, in item order, then their copies, while
+    // their rows are in L1.
+    const std::size_t chunk_active = active_summed;
     for (; active_summed < active_count; ++active_summed) {
       const std::int64_t i = active[active_summed];
       const T* crow = costs + i * cost_stride;
       cost_lo += static_cast<double>(crow[option_lo[active_summed]]);
       cost_hi += static_cast<double>(crow[option_hi[active_summed]]);
+    }
+    if (sink.values != nullptr) {
+      const std::size_t room = sink.end > sink.row ? static_cast<std::size_t>(sink.end - sink.row) : 0;
+      for (std::size_t a = chunk_active; a < std::min(active_count, room); ++a) {
+        const std::int64_t i = active[a], at = (sink.row + static_cast<std::int64_t>(a)) * k;
+        copy_row(sink.values + at, values + i * k, k);
+        if (sink.costs != nullptr) copy_row(sink.costs + at, costs + i * cost_stride, k);
+      }
     }
   }
   r.cheapest = lane_sum(sum, carry, 0);
@@ -1116,21 +1183,21 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
 // The first pass at the CPU's SIMD level (cpu_dispatch.hpp).
 template <class T>
 FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
-                     std::int64_t begin, std::int64_t end) {
+                     std::int64_t begin, std::int64_t end, RowSink<T> sink) {
   return simd_dispatch([&](auto target) {
     constexpr int W = decltype(target)::kLanes;
-    return margins ? first_pass_at<W, true>(p, ws, lo, hi, begin, end)
-                   : first_pass_at<W, false>(p, ws, lo, hi, begin, end);
+    return margins ? first_pass_at<W, true>(p, ws, lo, hi, begin, end, sink)
+                   : first_pass_at<W, false>(p, ws, lo, hi, begin, end, sink);
   });
 }
 
 // The LP options of the active items at slopes t1 and t2 (the bracket's narrowing), and their
 // total costs (summed in item order), at the CPU's SIMD level. The items passed the first
-// pass, so their input is valid.
+// pass, so their input is valid. Their rows are prefetched `ahead` items ahead (kNoPrefetch:
+// none, for rows read in order).
 template <class T>
-void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_t count, double t1, double t2,
-                 std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
-  const std::size_t ahead = active_prefetch_ahead(p);
+void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_t count, std::size_t ahead, double t1,
+                 double t2, std::int32_t* option1, std::int32_t* option2, double& cost1, double& cost2) {
   simd_dispatch([&](auto target) {
     [[maybe_unused]] constexpr int W = decltype(target)::kLanes;  // (no vector pick: unused)
     // Local sums, stored once at the end: added through the references, they were loaded and
@@ -1216,10 +1283,11 @@ constexpr std::int64_t kPassRun = 8192;
 
 // Fixes the items whose LP option is the same over [lo, hi] and narrows the bracket over the
 // others (option_lo / option_hi: their options at the ends) until few are left in ws.active.
-// Only kInside leaves a usable reduction.
+// Only kInside leaves a usable reduction. With copy_rows, the active items' rows may be copied
+// side by side (ws.compact) for the narrowing and reduced_allocation_fits to read.
 template <class T>
 BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
-                     int threads, double& min_cost) {
+                     bool copy_rows, int threads, double& min_cost) {
   const std::int64_t n = p.n;
   const double budget = p.budget;
   ws.item_option.resize(n);
@@ -1227,19 +1295,51 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.first_lo = lo;
   ws.first_hi = hi;
   ws.near.clear();
+  ws.compact.rows = 0;
   ws.active.resize(n);  // sized for every item, cut to the active ones after the pass
   ws.option_lo.resize(n);
   ws.option_hi.resize(n);
+  // The active items' rows are copied as the first pass finds them, into room for some
+  // (compact_room); where more are active, they are read from p.
+  const std::int64_t copy_room = copy_rows ? compact_room(p, ws) : 0;
+  bool compact = copy_room > static_cast<std::int64_t>(kFewActive);
+  RowSink<T> sink;
+  if (compact) {
+    RowCopies<T>& copies = ws.compact.of<T>();
+    const std::size_t entries = static_cast<std::size_t>(copy_room) * static_cast<std::size_t>(p.k);
+    copies.values.clear();  // (so that growing them moves no old rows)
+    copies.values.resize(entries);
+    sink.values = copies.values.data();
+    if (p.cost_stride_item != 0) {
+      copies.costs.clear();
+      copies.costs.resize(entries);
+      sink.costs = copies.costs.data();
+    }
+    sink.end = copy_room;
+  }
+  const std::size_t row_size = static_cast<std::size_t>(p.k);  // entries a row
   FirstPass pass;
   if (n <= kPassRun) {
-    pass = first_pass(p, ws, lo, hi, margins, 0, n);
+    pass = first_pass(p, ws, lo, hi, margins, 0, n, sink);
     if (!pass.usable) return BracketFit::kUnusable;
+    compact = compact && static_cast<std::int64_t>(pass.active_count) <= copy_room;
   } else {
     const std::int64_t runs = (n + kPassRun - 1) / kPassRun;
     std::vector<FirstPass> parts(runs);
+    // The copies of a range of runs (one thread's share) go one run after the other into the
+    // range's share of the room: in place where one thread takes every run, and a later range's
+    // moved after the earlier ones' on threads.
+    std::vector<std::int64_t> part_row(runs);
+    std::vector<char> part_copied(runs);  // whether all of the run's active rows fit its room
     auto range = [&](std::int64_t first, std::int64_t last) {
+      RowSink<T> run_sink = sink;
+      run_sink.row = first * kPassRun * copy_room / n;  // (< 2^62: n < 2^31)
+      run_sink.end = std::min(n, last * kPassRun) * copy_room / n;
       for (std::int64_t r = first; r < last; ++r) {
-        parts[r] = first_pass(p, ws, lo, hi, margins, r * kPassRun, std::min(n, (r + 1) * kPassRun));
+        parts[r] = first_pass(p, ws, lo, hi, margins, r * kPassRun, std::min(n, (r + 1) * kPassRun), run_sink);
+        part_row[r] = run_sink.row;
+        run_sink.row += static_cast<std::int64_t>(parts[r].active_count);
+        part_copied[r] = run_sink.row <= run_sink.end;
       }
     };
     if (threads > 1) {
@@ -1262,6 +1362,16 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
         ws.option_lo[to + a] = ws.option_lo[from + a];
         ws.option_hi[to + a] = ws.option_hi[from + a];
       }
+      // Their copied rows likewise (the ranges may overlap).
+      compact = compact && part_copied[r];
+      const std::size_t from_row = static_cast<std::size_t>(part_row[r]);
+      if (compact && to != from_row) {
+        const std::size_t bytes = part.active_count * row_size * sizeof(T);
+        std::memmove(sink.values + to * row_size, sink.values + from_row * row_size, bytes);
+        if (sink.costs != nullptr) {
+          std::memmove(sink.costs + to * row_size, sink.costs + from_row * row_size, bytes);
+        }
+      }
       pass.active_count += part.active_count;
     }
   }
@@ -1269,6 +1379,11 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.option_lo.resize(pass.active_count);
   ws.option_hi.resize(pass.active_count);
   ws.pass_active.assign(ws.active.begin(), ws.active.end());
+  if (compact) {
+    ws.compact.rows = static_cast<std::int64_t>(pass.active_count);
+    ws.compact_row.resize(pass.active_count);
+    for (std::size_t a = 0; a < pass.active_count; ++a) ws.compact_row[a] = static_cast<std::int32_t>(a);
+  }
   ws.pass_fixed_cost = pass.fixed_cost;
   ws.pass_fixed_value = pass.fixed_value;
   min_cost = pass.cheapest.value();
@@ -1286,127 +1401,145 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   // ends are LP options at the two ends), interpolated inside the bucket where the chords,
   // steepest first, pass the budget: a guess needs no exact selection.
   constexpr int kBuckets = 64;
-  const std::size_t ahead = active_prefetch_ahead(p);
-  // An active item fixed at option q while the bracket narrows: its totals join the fixed ones,
-  // and it joins `near`, whose raw options the primal's repair still scans.
-  auto fix_near = [&](std::int32_t i, std::int32_t q) {
+  // The active items' rows: in `rows` at row[a] for active slot a, their copies side by side
+  // (read in order, no prefetches needed) or p's own (row[a] is the item).
+  const InstanceView<T> rows = compact ? ws.compact.view(p) : p;
+  const std::size_t ahead = compact ? kNoPrefetch : active_prefetch_ahead(p);
+  // An active item i (in `rows` at r) fixed at option q while the bracket narrows: its totals
+  // join the fixed ones, and it joins `near`, whose raw options the primal's repair still scans.
+  auto fix_near = [&](std::int32_t i, std::int32_t r, std::int32_t q) {
     ws.item_option[i] = q;
-    fixed_cost += p.cost(i, q);
-    fixed_value.add(p.value(i, q));
+    fixed_cost += rows.cost(r, q);
+    fixed_value.add(rows.value(r, q));
     ws.near.push_back(i);
     if (margins) ws.margin[i] = 0.0;  // its margins were of other options
   };
-  for (int round = 0; round < 16 && ws.active.size() > kFewActive; ++round) {
-    const std::size_t count = ws.active.size();
-    double bucket[kBuckets] = {};
-    const double scale = kBuckets / (hi - lo);
-    double flattest = INFINITY, steepest = -INFINITY;
-    bool rising = true;  // every chord costs more at lo than at hi
-    // A block's buckets and weights first, then added to the buckets in item order (the same
-    // sums): added as each was found, a bucket's address waited on the chord's division, and
-    // the bucket's store took a sixth of this function's time in a profile of routing 1000 x 8.
-    constexpr std::size_t kHistogramBlock = 64;
-    std::int32_t block_bucket[kHistogramBlock];
-    double block_weight[kHistogramBlock];
-    for (std::size_t a0 = 0; a0 < count; a0 += kHistogramBlock) {
-      const std::size_t a1 = std::min(count, a0 + kHistogramBlock);
-      for (std::size_t a = a0; a < a1; ++a) {
-        if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
-        const std::int32_t i = ws.active[a];
-        const double dw = p.cost(i, ws.option_lo[a]) - p.cost(i, ws.option_hi[a]);
-        const double dv = p.value(i, ws.option_lo[a]) - p.value(i, ws.option_hi[a]);
-        const double slope = dw > 0.0 ? dv / dw : 0.5 * (lo + hi);
-        rising &= dw > 0.0;
-        flattest = std::min(flattest, slope);
-        steepest = std::max(steepest, slope);
-        const double at = (hi - slope) * scale;  // bucket 0 holds the steepest
-        // Capped in double before the cast: `at` is inf when hi - lo is subnormal.
-        block_bucket[a - a0] = at > 0.0 ? static_cast<std::int32_t>(std::min(static_cast<double>(kBuckets - 1), at)) : 0;
-        block_weight[a - a0] = std::max(dw, 0.0);
-      }
-      for (std::size_t a = a0; a < a1; ++a) bucket[block_bucket[a - a0]] += block_weight[a - a0];
-    }
-    if (flattest == steepest) {
-      // All tied (as p = w makes every item): no slope between splits them, and at the break
-      // any split of the items between their two ends is optimal. The LP takes tied steps in
-      // item order, so the items before the break are fixed at their costlier end and those
-      // after it at their cheaper end, all but kFewActive around it. As `near` items, the raw
-      // repair still sees their other options (subset-sum needs them to fill the budget).
-      if (rising && count > kManyTied) {
-        const double room = budget - fixed_cost - cost_hi;
-        std::size_t brk = 0;
-        for (double taken = 0.0; brk < count; ++brk) {
-          const std::int32_t i = ws.active[brk];
-          taken += p.cost(i, ws.option_lo[brk]) - p.cost(i, ws.option_hi[brk]);
-          if (taken > room) break;
+  // The rounds, over copied rows or p's own (kCopied a constant, so that p's own keep their
+  // loops as they were). Inlined: called, the lambda kept the bracket and the totals in memory
+  // (routing 1000 x 8 float64: 1.063M instructions in fix_items for 21 solves, against 0.936M).
+  auto narrow = [&](auto copied) APPORTION_INLINE_LAMBDA {
+    constexpr bool kCopied = decltype(copied)::value;
+    for (int round = 0; round < 16 && ws.active.size() > kFewActive; ++round) {
+      const std::size_t count = ws.active.size();
+      std::int32_t* const row = kCopied ? ws.compact_row.data() : ws.active.data();
+      double bucket[kBuckets] = {};
+      const double scale = kBuckets / (hi - lo);
+      double flattest = INFINITY, steepest = -INFINITY;
+      bool rising = true;  // every chord costs more at lo than at hi
+      // A block's buckets and weights first, then added to the buckets in item order (the same
+      // sums): added as each was found, a bucket's address waited on the chord's division, and
+      // the bucket's store took a sixth of this function's time in a profile of routing 1000 x 8.
+      constexpr std::size_t kHistogramBlock = 64;
+      std::int32_t block_bucket[kHistogramBlock];
+      double block_weight[kHistogramBlock];
+      for (std::size_t a0 = 0; a0 < count; a0 += kHistogramBlock) {
+        const std::size_t a1 = std::min(count, a0 + kHistogramBlock);
+        for (std::size_t a = a0; a < a1; ++a) {
+          if (a + ahead < count) prefetch_row(rows, row[a + ahead]);
+          const std::int32_t r = row[a];
+          const double dw = rows.cost(r, ws.option_lo[a]) - rows.cost(r, ws.option_hi[a]);
+          const double dv = rows.value(r, ws.option_lo[a]) - rows.value(r, ws.option_hi[a]);
+          const double slope = dw > 0.0 ? dv / dw : 0.5 * (lo + hi);
+          rising &= dw > 0.0;
+          flattest = std::min(flattest, slope);
+          steepest = std::max(steepest, slope);
+          const double at = (hi - slope) * scale;  // bucket 0 holds the steepest
+          // Capped in double before the cast: `at` is inf when hi - lo is subnormal.
+          block_bucket[a - a0] = at > 0.0 ? static_cast<std::int32_t>(std::min(static_cast<double>(kBuckets - 1), at)) : 0;
+          block_weight[a - a0] = std::max(dw, 0.0);
         }
-        if (brk < count) {  // (no break in the sum only by rounding: then all stay active)
-          const std::size_t first = brk > kFewActive / 2 ? brk - kFewActive / 2 : 0;
-          const std::size_t last = std::min(count, first + kFewActive);
-          // Those at their cheaper end first: the repair scans `near` in order, and only they
-          // have upgrades (their costlier end is their costliest option on the line).
-          for (std::size_t a = last; a < count; ++a) fix_near(ws.active[a], ws.option_hi[a]);
-          for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], ws.option_lo[a]);
-          auto keep_window = [&](IndexScratch& v) {
-            v.erase(v.begin() + last, v.end());
-            v.erase(v.begin(), v.begin() + first);
-          };
-          keep_window(ws.active);
-          keep_window(ws.option_lo);
-          keep_window(ws.option_hi);
-        }
+        for (std::size_t a = a0; a < a1; ++a) bucket[block_bucket[a - a0]] += block_weight[a - a0];
       }
-      break;
-    }
-    double guess = lo, rem = budget - fixed_cost - cost_hi;
-    for (int x = 0; x < kBuckets; ++x) {
-      if (bucket[x] > rem) {
-        guess = hi - (x + rem / bucket[x]) / scale;
+      if (flattest == steepest) {
+        // All tied (as p = w makes every item): no slope between splits them, and at the break
+        // any split of the items between their two ends is optimal. The LP takes tied steps in
+        // item order, so the items before the break are fixed at their costlier end and those
+        // after it at their cheaper end, all but kFewActive around it. As `near` items, the raw
+        // repair still sees their other options (subset-sum needs them to fill the budget).
+        if (rising && count > kManyTied) {
+          const double room = budget - fixed_cost - cost_hi;
+          std::size_t brk = 0;
+          for (double taken = 0.0; brk < count; ++brk) {
+            const std::int32_t r = row[brk];
+            taken += rows.cost(r, ws.option_lo[brk]) - rows.cost(r, ws.option_hi[brk]);
+            if (taken > room) break;
+          }
+          if (brk < count) {  // (no break in the sum only by rounding: then all stay active)
+            const std::size_t first = brk > kFewActive / 2 ? brk - kFewActive / 2 : 0;
+            const std::size_t last = std::min(count, first + kFewActive);
+            // Those at their cheaper end first: the repair scans `near` in order, and only they
+            // have upgrades (their costlier end is their costliest option on the line).
+            for (std::size_t a = last; a < count; ++a) fix_near(ws.active[a], row[a], ws.option_hi[a]);
+            for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], row[a], ws.option_lo[a]);
+            auto keep_window = [&](IndexScratch& v) {
+              v.erase(v.begin() + last, v.end());
+              v.erase(v.begin(), v.begin() + first);
+            };
+            keep_window(ws.active);
+            keep_window(ws.option_lo);
+            keep_window(ws.option_hi);
+            if constexpr (kCopied) keep_window(ws.compact_row);
+          }
+        }
         break;
       }
-      rem -= bucket[x];
-    }
-    if (!(guess > lo && guess < hi)) guess = 0.5 * (lo + hi);
-    const double spread = 0.05 * (hi - lo);
-    const double t1 = std::max(guess - spread, lo + 0.5 * spread), t2 = std::min(guess + spread, hi - 0.5 * spread);
-    if (!(t1 > lo && t1 < t2 && t2 < hi)) break;
-    ws.option_mid.resize(count);
-    ws.option_mid2.resize(count);
-    double cost1, cost2;
-    pick_active(p, ws.active.data(), count, t1, t2, ws.option_mid.data(), ws.option_mid2.data(), cost1, cost2);
-    if (fixed_cost + cost1 <= budget) {  // the break is in [lo, t1]
-      hi = t1;
-      ws.option_hi.swap(ws.option_mid);
-    } else if (fixed_cost + cost2 > budget) {  // in [t2, hi]
-      lo = t2;
-      ws.option_lo.swap(ws.option_mid2);
-    } else {  // in [t1, t2]
-      lo = t1;
-      hi = t2;
-      ws.option_lo.swap(ws.option_mid);
-      ws.option_hi.swap(ws.option_mid2);
-    }
-    std::size_t kept = 0;
-    cost_lo = cost_hi = 0.0;
-    for (std::size_t a = 0; a < count; ++a) {
-      if (a + ahead < count) prefetch_row(p, ws.active[a + ahead]);
-      const std::int32_t i = ws.active[a], qa = ws.option_lo[a], qb = ws.option_hi[a];
-      if (qa == qb) {
-        fix_near(i, qa);
-        continue;
+      double guess = lo, rem = budget - fixed_cost - cost_hi;
+      for (int x = 0; x < kBuckets; ++x) {
+        if (bucket[x] > rem) {
+          guess = hi - (x + rem / bucket[x]) / scale;
+          break;
+        }
+        rem -= bucket[x];
       }
-      ws.active[kept] = i;
-      ws.option_lo[kept] = qa;
-      ws.option_hi[kept] = qb;
-      cost_lo += p.cost(i, qa);
-      cost_hi += p.cost(i, qb);
-      ++kept;
+      if (!(guess > lo && guess < hi)) guess = 0.5 * (lo + hi);
+      const double spread = 0.05 * (hi - lo);
+      const double t1 = std::max(guess - spread, lo + 0.5 * spread), t2 = std::min(guess + spread, hi - 0.5 * spread);
+      if (!(t1 > lo && t1 < t2 && t2 < hi)) break;
+      ws.option_mid.resize(count);
+      ws.option_mid2.resize(count);
+      double cost1, cost2;
+      pick_active(rows, row, count, ahead, t1, t2, ws.option_mid.data(), ws.option_mid2.data(), cost1, cost2);
+      if (fixed_cost + cost1 <= budget) {  // the break is in [lo, t1]
+        hi = t1;
+        ws.option_hi.swap(ws.option_mid);
+      } else if (fixed_cost + cost2 > budget) {  // in [t2, hi]
+        lo = t2;
+        ws.option_lo.swap(ws.option_mid2);
+      } else {  // in [t1, t2]
+        lo = t1;
+        hi = t2;
+        ws.option_lo.swap(ws.option_mid);
+        ws.option_hi.swap(ws.option_mid2);
+      }
+      std::size_t kept = 0;
+      cost_lo = cost_hi = 0.0;
+      for (std::size_t a = 0; a < count; ++a) {
+        if (a + ahead < count) prefetch_row(rows, row[a + ahead]);
+        const std::int32_t i = ws.active[a], r = kCopied ? row[a] : i, qa = ws.option_lo[a], qb = ws.option_hi[a];
+        if (qa == qb) {
+          fix_near(i, r, qa);
+          continue;
+        }
+        ws.active[kept] = i;
+        if constexpr (kCopied) row[kept] = r;
+        ws.option_lo[kept] = qa;
+        ws.option_hi[kept] = qb;
+        cost_lo += rows.cost(r, qa);
+        cost_hi += rows.cost(r, qb);
+        ++kept;
+      }
+      const bool slow = kept * 10 > count * 9;  // less than a tenth fixed: not worth another pass
+      if constexpr (kCopied) ws.compact_row.resize(kept);
+      ws.active.resize(kept);
+      ws.option_lo.resize(kept);
+      ws.option_hi.resize(kept);
+      if (slow) break;
     }
-    const bool slow = kept * 10 > count * 9;  // less than a tenth fixed: not worth another pass
-    ws.active.resize(kept);
-    ws.option_lo.resize(kept);
-    ws.option_hi.resize(kept);
-    if (slow) break;
+  };
+  if (compact) {
+    narrow(std::true_type{});
+  } else {
+    narrow(std::false_type{});
   }
   ws.fixed_cost = fixed_cost;
   ws.fixed_value = fixed_value.value();
@@ -1470,7 +1603,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
     // active item's margin is 0 anyway: the runner-up scores would cost the pass 6% for nothing.
     margins = margins && !guess.tied;
     if (margins_asked && !margins) ws.margin.assign(p.n, 0.0);  // unknown
-    fit = fix_items(p, ws, lo, hi, margins, threads, min_cost);
+    fit = fix_items(p, ws, lo, hi, margins, !guess.tied, threads, min_cost);
   }
   if (fit == BracketFit::kBelow || fit == BracketFit::kAbove) {
     // The sample missed (3-20% of the instances of 1000 x 8): the side the pass found, out to
@@ -1484,7 +1617,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
       lo = hi;
       hi = std::max(far_hi, hi);
     }
-    fit = lo < hi ? fix_items(p, ws, lo, hi, margins, threads, min_cost) : BracketFit::kUnusable;
+    fit = lo < hi ? fix_items(p, ws, lo, hi, margins, !guess.tied, threads, min_cost) : BracketFit::kUnusable;
   }
   if (fit == BracketFit::kInside) {
     build_active_frontiers(p, ws);
@@ -1500,6 +1633,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   // Every item gets a frontier slot, after the input checks the reduced path did in passing.
   check_input();
   ws.reduced = false;
+  ws.compact.rows = 0;
   build_frontiers(p, ws.frontiers, threads);
   ws.active.resize(p.n);
   for (std::int64_t i = 0; i < p.n; ++i) ws.active[i] = static_cast<std::int32_t>(i);

@@ -14,6 +14,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -53,13 +54,21 @@ constexpr std::size_t kPrefetchActive = 16;
 // 3% of a routing 1000 x 8 solve).
 constexpr std::size_t kPrefetchMinBytes = std::size_t(256) << 10;
 
+// The bytes of p's value and cost rows (the shared cost row not counted).
+template <class T>
+inline std::size_t row_bytes(const InstanceView<T>& p) {
+  return static_cast<std::size_t>(p.n) * static_cast<std::size_t>(p.k + (p.cost_stride_item != 0 ? p.k : 0)) *
+         sizeof(T);
+}
+
+// A prefetch distance past every count: no prefetches.
+constexpr std::size_t kNoPrefetch = std::numeric_limits<std::size_t>::max() / 2;
+
 // How far ahead the loops over the active items of p prefetch rows (prefetch_row): past any
 // count where the rows fit in L2.
 template <class T>
 inline std::size_t active_prefetch_ahead(const InstanceView<T>& p) {
-  const std::size_t rows = static_cast<std::size_t>(p.n) *
-                           static_cast<std::size_t>(p.k + (p.cost_stride_item != 0 ? p.k : 0)) * sizeof(T);
-  return rows > kPrefetchMinBytes ? kPrefetchActive : std::numeric_limits<std::size_t>::max() / 2;
+  return row_bytes(p) > kPrefetchMinBytes ? kPrefetchActive : kNoPrefetch;
 }
 
 // Asks for item i's value and cost rows (first and last entry) ahead of their use.
@@ -101,6 +110,48 @@ struct UninitAllocator : std::allocator<T> {
   }
 };
 using IndexScratch = std::vector<std::int32_t, UninitAllocator<std::int32_t>>;
+
+// Copies of some items' value rows and cost rows, in the input's type (every number read from
+// them is the input's own), each array a row of K entries per item.
+template <class T>
+struct RowCopies {
+  std::vector<T, UninitAllocator<T>> values, costs;  // costs: unused where they are shared
+  std::size_t bytes() const { return (values.capacity() + costs.capacity()) * sizeof(T); }
+};
+
+// The rows of the items the first pass left active, side by side (fix_items; not for masked
+// instances), of the input's type.
+struct CompactRows {
+  RowCopies<float> f32;
+  RowCopies<double> f64;
+  std::int64_t rows = 0;  // 0: not in use
+
+  template <class T>
+  RowCopies<T>& of() {
+    if constexpr (std::is_same_v<T, float>) {
+      return f32;
+    } else {
+      return f64;
+    }
+  }
+  template <class T>
+  const RowCopies<T>& of() const {
+    return const_cast<CompactRows*>(this)->of<T>();
+  }
+  // The copied rows as an instance of `rows` items: p's sign and budget, p's costs where they
+  // are shared, no mask.
+  template <class T>
+  InstanceView<T> view(const InstanceView<T>& p) const {
+    const RowCopies<T>& c = of<T>();
+    InstanceView<T> v = p;
+    v.values = c.values.data();
+    if (p.cost_stride_item != 0) v.costs = c.costs.data();
+    v.mask = nullptr;
+    v.n = rows;
+    return v;
+  }
+  std::size_t bytes() const { return f32.bytes() + f64.bytes(); }
+};
 
 // Frontiers of all items of one instance, in flat arrays with a fixed stride K per item.
 struct ItemFrontiers {
@@ -178,6 +229,12 @@ struct LagrangianWorkspace {
   IndexScratch pass_active;
   double frontier_budget = 0.0;            // budget left to the frontier items
   bool reduced = false;                    // false: every item has its full frontier
+  // The first pass's active items' rows, copied side by side as it finds them (fix_items) where
+  // the instance is large: row a holds item pass_active[a]; compact_row maps an active
+  // slot (active / option_lo / option_hi) to its row. The narrowing and the allocation's totals
+  // read them there instead of scattered over the whole input.
+  CompactRows compact;
+  IndexScratch compact_row;                // per active item, while compact.rows > 0
 
   std::size_t bytes() const {
     const ItemFrontiers& f = frontiers;
@@ -187,7 +244,9 @@ struct LagrangianWorkspace {
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
            repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
            (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
-            option_mid.capacity() + option_mid2.capacity() + pass_active.capacity()) * sizeof(std::int32_t) +
+            option_mid.capacity() + option_mid2.capacity() + pass_active.capacity() + compact_row.capacity()) *
+               sizeof(std::int32_t) +
+           compact.bytes() +
            margin.capacity() * sizeof(double) +
            sample_stack.capacity() * sizeof(double) +
            sample_sorted.capacity() * sizeof(HullIncrement) +

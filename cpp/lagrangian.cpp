@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "frontier.hpp"
 #include "item_ops.hpp"
@@ -92,22 +93,29 @@ std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace&
 // After a reduced LP: whether ws.item_option fits the budget (fits_budget), with its totals,
 // without a second pass over every row: the first pass's fixed items kept their options, so
 // their compensated totals stand, and only the items it left active (ws.pass_active, in item
-// order) are summed again.
+// order) are summed again, from their copied rows where fix_items made them (ws.compact: row a
+// holds item pass_active[a]).
 template <class T>
 bool reduced_allocation_fits(const InstanceView<T>& p, const LagrangianWorkspace& ws, double& total_cost,
                              double& total_value) {
   const std::int32_t* option = ws.item_option.data();
   const std::int32_t* active = ws.pass_active.data();
+  const std::size_t count = ws.pass_active.size();
+  const bool compact = ws.compact.rows > 0;
+  if (compact && static_cast<std::size_t>(ws.compact.rows) != count) {
+    throw std::logic_error("reduced_allocation_fits: the copied rows are not the first pass's active items");
+  }
+  const InstanceView<T> rows = compact ? ws.compact.view(p) : p;
+  const std::size_t ahead = compact ? kNoPrefetch : active_prefetch_ahead(p);
   // The cost's and the value's compensated sums side by side in one vector, lane by lane as
   // CompensatedSum::add (the same numbers, half the additions).
   using Sums = double __attribute__((vector_size(16)));
   Sums sum = {ws.pass_fixed_cost.sum, ws.pass_fixed_value.sum};
   Sums carry = {ws.pass_fixed_cost.carry, ws.pass_fixed_value.carry};
-  const std::size_t count = ws.pass_active.size(), ahead = active_prefetch_ahead(p);
   for (std::size_t a = 0; a < count; ++a) {
     if (a + ahead < count) prefetch_row(p, active[a + ahead]);
-    const std::int32_t i = active[a];
-    two_sum_add(sum, carry, Sums{p.cost(i, option[i]), p.value(i, option[i])});
+    const std::int32_t i = active[a], r = compact ? static_cast<std::int32_t>(a) : i;
+    two_sum_add(sum, carry, Sums{rows.cost(r, option[i]), rows.value(r, option[i])});
   }
   const CompensatedSum cost = lane_sum(sum, carry, 0), value = lane_sum(sum, carry, 1);
   total_value = value.value();

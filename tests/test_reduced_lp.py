@@ -378,3 +378,34 @@ def test_sample_hull_steps_are_the_definitions(item):
     if mask is None and sign == 1.0:
         kernels = [(c, v) for _, c, v in apportion._core._item_frontier(values, costs)]
         assert kernels == _reference_pareto(values, costs, None, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,k,shared,sense", [("routing", 8, False, "max"), ("strongly", 8, True, "max"),
+                                                 ("uncorrelated", 13, False, "min"), ("strongly", 13, False, "max")])
+@pytest.mark.parametrize("method", ["lagrangian", "exact"])
+def test_copied_active_rows_give_the_answers_of_the_rows_in_place(method, kind, k, shared, sense, dtype):
+    # Past 4 MB of rows, the rows of the items the first pass leaves active are copied side by
+    # side for the narrowing and the allocation's totals (frontier.cpp, fix_items), unless a mask
+    # is given; an all-True mask keeps them in place. The numbers are the same, read from another
+    # place: every field must be the same to the last bit, whether the runs of the first pass go
+    # to threads or not, where more items are active than the room for copies (strongly, K = 13,
+    # at the smaller budget: more than a fifth), and where the sample's bracket misses (routing,
+    # at the smaller budget).
+    values, costs, budget = workloads.instance(kind, 140000, k, R=1000, seed=k)
+    if shared:
+        costs = np.sort(costs.reshape(-1, k)[0])
+    if sense == "min":
+        values = -values
+    values, costs = values.astype(dtype), costs.astype(dtype)
+    limits = {"max_states": 20000} if method == "exact" else {}
+    for scale in (1.0, 0.6):
+        for threads in (1, 3):
+            args = (values, costs, scale * float(budget))
+            copied = apportion.solve(*args, method=method, sense=sense, threads=threads, **limits)
+            in_place = apportion.solve(*args, method=method, sense=sense, threads=threads, **limits,
+                                       mask=np.ones(values.shape, bool))
+            np.testing.assert_array_equal(copied.choice, in_place.choice)
+            for field in ("value", "cost", "bound", "shadow_price", "min_budget", "status"):
+                assert np.asarray(getattr(copied, field)).tobytes() == np.asarray(getattr(in_place, field)).tobytes(), field
+            check_solution(copied, values, costs, scale * float(budget), sense=sense)
