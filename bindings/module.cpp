@@ -483,6 +483,19 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("level"),
       "Test hook: run the dispatched kernels at `level` (capped at the CPU's); returns the level run.");
+  m.def(
+      "_lagrangian_workspace",
+      [] {
+        const LagrangianWorkspace& ws = thread_workspace<LagrangianWorkspace>();
+        py::dict state;
+        state["bytes"] = ws.bytes();
+        state["copied_rows"] = ws.compact.rows;
+        state["keep_bytes"] = kKeepWorkspaceBytes;
+        return state;
+      },
+      "Test hook: the calling thread's Lagrangian workspace as the last solve in it left it: "
+      "bytes held (0 after a solve that grew it past keep_bytes, which drops it), and how many "
+      "active items' rows its first pass copied (0: none).");
 
 #ifdef APPORTION_WITH_CUDA
   m.def("built_with_cuda", [] { return true; });

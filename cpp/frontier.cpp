@@ -916,17 +916,27 @@ constexpr std::int64_t kCompactShare = 5;
 
 // How many active items' rows fix_items has room to copy (0: none): a share of the items
 // (kCompactShare) of a large unmasked instance (a mask would need its rows copied too), where
-// the room keeps the workspace within kKeepWorkspaceBytes. (A workspace past it is dropped after
-// the call, and the next solve faults the pages of a new one in again: with room for up to 1/4
-// of the items, routing 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22.) The rest of the
-// workspace is taken as it is (the active items' arrays as the last solve left them).
+// the workspace, with the copies and the arrays that grow with the active items after the pass,
+// stays within kKeepWorkspaceBytes. A workspace past it is dropped after the call, and the next
+// solve faults the pages of a new one in again: with room for up to 1/4 of the items, routing
+// 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22; with the room counted alone (not the
+// arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms instead of 19.4-20.3 (review).
+// The item arrays are already sized for p (fix_items resizes them first); the copies of either
+// dtype are left out of what is held, as fix_items frees the other dtype's.
 template <class T>
 std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& ws) {
   if (p.mask != nullptr || row_bytes(p) <= kCompactMinBytes) return 0;
-  const std::size_t held = ws.bytes() - ws.compact.of<T>().bytes();  // (the copies' room is resized)
-  const std::size_t per_row = static_cast<std::size_t>(p.k) * (p.cost_stride_item != 0 ? 2 : 1) * sizeof(T);
+  const std::size_t held = ws.bytes() - ws.compact.bytes();
+  // Per copied row: its values and costs, an int32 in each array that grows with the active
+  // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, repair.items)
+  // and the repair's candidate upgrade.
+  constexpr std::size_t kActiveArrays = 6;
+  const std::size_t per_row = static_cast<std::size_t>(p.k) * (p.cost_stride_item != 0 ? 2 : 1) * sizeof(T) +
+                              kActiveArrays * sizeof(std::int32_t) + sizeof(Upgrade);
+  // What else the reduced path allocates (the few frontier items' arrays, the sample): small.
+  constexpr std::size_t kRest = std::size_t(1) << 20;
   const std::int64_t room = p.n / kCompactShare;
-  return held + static_cast<std::size_t>(room) * per_row <= kKeepWorkspaceBytes ? room : 0;
+  return held + static_cast<std::size_t>(room) * per_row + kRest <= kKeepWorkspaceBytes ? room : 0;
 }
 
 // Where the first pass over a run copies the rows of the items it leaves active (values nullptr:
@@ -1305,7 +1315,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   bool compact = copy_room > static_cast<std::int64_t>(kFewActive);
   RowSink<T> sink;
   if (compact) {
-    RowCopies<T>& copies = ws.compact.of<T>();
+    RowCopies<T>& copies = ws.compact.only<T>();
     const std::size_t entries = static_cast<std::size_t>(copy_room) * static_cast<std::size_t>(p.k);
     copies.values.clear();  // (so that growing them moves no old rows)
     copies.values.resize(entries);

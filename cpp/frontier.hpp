@@ -138,6 +138,16 @@ struct CompactRows {
   const RowCopies<T>& of() const {
     return const_cast<CompactRows*>(this)->of<T>();
   }
+  // The copies of T, the other dtype's freed (compact_room leaves them out of what is held).
+  template <class T>
+  RowCopies<T>& only() {
+    if constexpr (std::is_same_v<T, float>) {
+      f64 = RowCopies<double>();
+    } else {
+      f32 = RowCopies<float>();
+    }
+    return of<T>();
+  }
   // The copied rows as an instance of `rows` items: p's sign and budget, p's costs where they
   // are shared, no mask.
   template <class T>
