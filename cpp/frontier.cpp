@@ -1417,11 +1417,18 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   const std::size_t ahead = compact ? kNoPrefetch : active_prefetch_ahead(p);
   // An active item i (in `rows` at r) fixed at option q while the bracket narrows: its totals
   // join the fixed ones, and it joins `near`, whose raw options the primal's repair still scans.
-  auto fix_near = [&](std::int32_t i, std::int32_t r, std::int32_t q) {
+  // The totals are the caller's (the fix loop's locals: GCC kept the captured ones in memory,
+  // each item's addition waiting on the last one's store). `near` has room for every active
+  // item (each is fixed once at most): no call in the loop.
+  ws.near.resize(ws.active.size());
+  std::int32_t* const near = ws.near.data();
+  std::size_t near_count = 0;
+  auto fix_near = [&](std::int32_t i, std::int32_t r, std::int32_t q, double& cost_total,
+                      CompensatedSum& value_total) {
     ws.item_option[i] = q;
-    fixed_cost += rows.cost(r, q);
-    fixed_value.add(rows.value(r, q));
-    ws.near.push_back(i);
+    cost_total += rows.cost(r, q);
+    value_total.add(rows.value(r, q));
+    near[near_count++] = i;
     if (margins) ws.margin[i] = 0.0;  // its margins were of other options
   };
   // The rounds, over copied rows or p's own (kCopied a constant, so that p's own keep their
@@ -1479,8 +1486,12 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
             const std::size_t last = std::min(count, first + kFewActive);
             // Those at their cheaper end first: the repair scans `near` in order, and only they
             // have upgrades (their costlier end is their costliest option on the line).
-            for (std::size_t a = last; a < count; ++a) fix_near(ws.active[a], row[a], ws.option_hi[a]);
-            for (std::size_t a = 0; a < first; ++a) fix_near(ws.active[a], row[a], ws.option_lo[a]);
+            for (std::size_t a = last; a < count; ++a) {
+              fix_near(ws.active[a], row[a], ws.option_hi[a], fixed_cost, fixed_value);
+            }
+            for (std::size_t a = 0; a < first; ++a) {
+              fix_near(ws.active[a], row[a], ws.option_lo[a], fixed_cost, fixed_value);
+            }
             auto keep_window = [&](IndexScratch& v) {
               v.erase(v.begin() + last, v.end());
               v.erase(v.begin(), v.begin() + first);
@@ -1522,22 +1533,28 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
         ws.option_hi.swap(ws.option_mid2);
       }
       std::size_t kept = 0;
-      cost_lo = cost_hi = 0.0;
+      // The totals in locals through the loop (see fix_near), the same additions in the same order.
+      double cost_fixed = fixed_cost, cost_at_lo = 0.0, cost_at_hi = 0.0;
+      CompensatedSum value_fixed = fixed_value;
       for (std::size_t a = 0; a < count; ++a) {
         if (a + ahead < count) prefetch_row(rows, row[a + ahead]);
         const std::int32_t i = ws.active[a], r = kCopied ? row[a] : i, qa = ws.option_lo[a], qb = ws.option_hi[a];
         if (qa == qb) {
-          fix_near(i, r, qa);
+          fix_near(i, r, qa, cost_fixed, value_fixed);
           continue;
         }
         ws.active[kept] = i;
         if constexpr (kCopied) row[kept] = r;
         ws.option_lo[kept] = qa;
         ws.option_hi[kept] = qb;
-        cost_lo += rows.cost(r, qa);
-        cost_hi += rows.cost(r, qb);
+        cost_at_lo += rows.cost(r, qa);
+        cost_at_hi += rows.cost(r, qb);
         ++kept;
       }
+      fixed_cost = cost_fixed;
+      fixed_value = value_fixed;
+      cost_lo = cost_at_lo;
+      cost_hi = cost_at_hi;
       const bool slow = kept * 10 > count * 9;  // less than a tenth fixed: not worth another pass
       if constexpr (kCopied) ws.compact_row.resize(kept);
       ws.active.resize(kept);
@@ -1551,6 +1568,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   } else {
     narrow(std::false_type{});
   }
+  ws.near.resize(near_count);
   ws.fixed_cost = fixed_cost;
   ws.fixed_value = fixed_value.value();
   return BracketFit::kInside;

@@ -217,7 +217,7 @@ struct LagrangianWorkspace {
   // item is fixed at its LP option in `item_option`, with totals fixed_cost / fixed_value.
   std::vector<std::int32_t> item_option;   // (N) option index of each item
   IndexScratch active;                     // item of each frontier slot
-  std::vector<std::int32_t> near;          // items fixed while the bracket narrowed
+  IndexScratch near;                       // items fixed while the bracket narrowed
   // (N) a lower bound on how far any other option's v - lambda w falls short of the item's LP
   // option at the break slope (0 when unknown: frontier items and `near`)
   std::vector<double> margin;
