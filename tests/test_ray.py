@@ -251,7 +251,8 @@ def test_ray_data_parquet_pipeline(ar, tmp_path):
     ray.data.from_items(rows, override_num_blocks=2).write_parquet(str(tmp_path / "instances"))
     ds = ray.data.read_parquet(str(tmp_path / "instances"))
     solved = ds.map_batches(ar.SolveBatches, fn_constructor_kwargs={"method": "exact"},
-                            batch_format="numpy", batch_size=5, concurrency=1)
+                            batch_format="numpy", batch_size=5,
+                            compute=ray.data.ActorPoolStrategy(size=1))
     out = sorted(solved.take_all(), key=lambda r: r["budget"])
     order = np.argsort(budget)
     assert len(out) == 12

@@ -1,8 +1,9 @@
 """Every ```python block of README.md runs as written, each on its own.
 
-A block runs in a fresh namespace, so it must define everything it uses. A block that needs
-something a machine may lack says so in an HTML comment on the line before its fence,
-visible in the README's source:
+A block runs in a fresh namespace, so it must define everything it uses; a block that needs
+Ray runs as a process of its own, as a user's script would (see `_run_as_script`). A block
+that needs something a machine may lack says so in an HTML comment on the line before its
+fence, visible in the README's source:
 
     <!-- readme-test: needs torch -->
 
@@ -14,6 +15,8 @@ import contextlib
 import importlib.util
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -66,13 +69,33 @@ def test_extraction_reads_markers_and_fences():
 
 
 @pytest.mark.parametrize("line, needs, source", BLOCKS, ids=[f"README.md:{b[0]}" for b in BLOCKS])
-def test_readme_block_runs(line, needs, source):
+def test_readme_block_runs(line, needs, source, tmp_path):
     absent = [n for n in needs if missing(n)]
     if absent:
         pytest.skip(f"README.md:{line} needs {', '.join(absent)}, which is not present here")
     code = compile(source, f"README.md:{line}", "exec")
+    if "ray" in needs:
+        _run_as_script(line, source, tmp_path)
+        return
     with _one_torch_thread("torch" in needs):
         exec(code, {"__name__": f"readme_block_{line}"})
+
+
+def _run_as_script(line: int, source: str, cwd: pathlib.Path) -> None:
+    """Runs a block in a child interpreter (the same environment: a sanitizer run's preloaded
+    runtimes and PYTHONPATH carry over) and fails with its output if it exits non-zero.
+
+    CI once died of SIGABRT in the torch block, the first block after the Ray Data block, in
+    the same process after ray.shutdown() had returned; Ray's driver installs its own handler
+    of fatal signals (so faulthandler printed nothing) and what it wrote went to pytest's
+    capture of fd 2, lost with the process. In a process of its own, whatever Ray leaves
+    running after shutdown ends with that process, as for a user's script, and a failure
+    shows what the block printed."""
+    result = subprocess.run([sys.executable, "-c", source], cwd=cwd, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, (
+        f"README.md:{line} exited with {result.returncode}\n"
+        f"--- stdout (end) ---\n{result.stdout[-3000:]}\n--- stderr (end) ---\n{result.stderr[-6000:]}")
 
 
 @contextlib.contextmanager

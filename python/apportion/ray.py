@@ -345,7 +345,8 @@ class SolveBatches:
 
         ds = ray.data.read_parquet(path)
         ds.map_batches(apportion.ray.SolveBatches, fn_constructor_kwargs={"method": "exact"},
-                       batch_format="numpy", concurrency=2)
+                       batch_format="numpy",
+                       compute=ray.data.ActorPoolStrategy(size=2))
 
     Args (constructor):
         method, sense, threads, time_limit, max_states, exact_spend, cost_resolution,
