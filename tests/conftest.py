@@ -1,4 +1,6 @@
+import faulthandler
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -19,6 +21,25 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 if settings is not None:
     settings.register_profile("ci", derandomize=True)
     settings.load_profile("ci")
+
+
+# A duplicate of the real stderr, taken in pytest_configure, when pytest's capture of fd 2 is
+# suspended (as pytest's own faulthandler plugin takes it).
+_stderr_fd = None
+
+
+def pytest_configure(config):
+    global _stderr_fd
+    _stderr_fd = os.dup(2)
+
+
+def restore_faulthandler():
+    """faulthandler's handlers of fatal signals again, after Ray's: ray.init installs Ray's own,
+    which stay after ray.shutdown() and print nothing, so a later test that aborted or crashed
+    ended the run without a word (CI lost a SIGABRT that way). Call after ray.shutdown()."""
+    if _stderr_fd is not None and faulthandler.is_enabled():
+        faulthandler.disable()  # enable() alone keeps Ray's handlers where its own were replaced
+        faulthandler.enable(file=_stderr_fd, all_threads=True)
 
 
 def gpu_skip_reason():

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import apportion
+from conftest import restore_faulthandler
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'apportion[ray]')")
@@ -88,6 +89,7 @@ def cluster(tmp_path_factory):
     _init(fault_dir)
     yield fault_dir
     ray.shutdown()
+    restore_faulthandler()
 
 
 @pytest.fixture
