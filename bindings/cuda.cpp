@@ -53,7 +53,7 @@ struct DeviceBatch {
     n = values->dim(1);
     k = values->dim(2);
     require(b > 0 && n > 0 && k > 0, "values: B, N and K must all be positive");
-    require(k <= (1 << 30), "values: K is too large");
+    require(k <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
     dbl = values->is('f', 8);
     values->require(dbl || values->is('f', 4), "expected float32 or float64");
     costs->require(costs->ndim() == 3, "expected a 3-d array (B|1, N|1, K)");

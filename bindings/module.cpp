@@ -110,7 +110,8 @@ struct BatchArgs {
     n = vn;
     k = vk;
     require(b > 0 && n > 0 && k > 0, "values: B, N and K must all be positive");
-    require(k <= (1 << 30), "values: K is too large");
+    require(n <= kMaxItems, "values: N (the number of items) must be at most 2147483647 (2^31 - 1)");
+    require(k <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
     require((cb == 1 || cb == b) && (cn == 1 || cn == n) && ck == k,
             "costs: shape does not broadcast against values (B,N,K)");
     require(same_dtype(values.dtype(), costs.dtype()), "values and costs must share one dtype");
@@ -222,6 +223,7 @@ py::object fast_budget(py::handle values, py::handle costs, py::handle budget) {
   }
   if ((v.flags() & c.flags() & py::array::c_style) == 0) return py::none();
   const py::ssize_t n = v.shape(0), k = v.shape(1);
+  if (n > kMaxItems || k > kMaxOptions) return py::none();  // the general path names the limit
   if (!(c.ndim() == 1 ? c.shape(0) == k : c.ndim() == 2 && c.shape(0) == n && c.shape(1) == k)) {
     return py::none();
   }
@@ -357,8 +359,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("fast_budget", &fast_budget, py::arg("values"), py::arg("costs"), py::arg("budget"),
         "The budget as a float when the call is the common one the native core takes as it is: "
         "one instance as C-contiguous float64 (or float32) numpy arrays (not subclasses), values "
-        "(N,K) with N, K > 0, costs (K,) or (N,K) of the same dtype, and a budget that is a Python "
-        "float or int, an np.float64 or a 0-d integer or float array (no mask is checked here). "
+        "(N,K) with 0 < N <= 2^31 - 1 and 0 < K <= 2^30 (the core's limits), costs (K,) or (N,K) "
+        "of the same dtype, and a budget that is a Python float or int, an np.float64 or a 0-d "
+        "integer or float array (no mask is checked here). "
         "None for anything else, and for an int past the float range: the general path then "
         "checks and converts it. A ValueError naming the budget where it is NaN.");
 
@@ -387,6 +390,7 @@ PYBIND11_MODULE(_core, m) {
          py::array_t<double, py::array::c_style | py::array::forcecast> costs, bool keep_dominated) {
         require(values.ndim() == 1 && costs.ndim() == 1 && values.size() == costs.size() && values.size() > 0,
                 "values, costs: expected two 1-d arrays of the same positive length");
+        require(costs.size() <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
         const std::int64_t k = costs.size();
         // Exactly k entries each, so that a write out of bounds is one a sanitizer sees.
         std::vector<std::int32_t> option(k);
@@ -409,6 +413,7 @@ PYBIND11_MODULE(_core, m) {
          bool shared_costs) {
         require(values.ndim() == 1 && costs.ndim() == 1 && values.size() == costs.size() && values.size() > 0,
                 "values, costs: expected two 1-d arrays of the same positive length");
+        require(costs.size() <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
         const std::int64_t k = costs.size();
         py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> allowed;
         InstanceView<double> p;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -92,6 +93,12 @@ void backtrack_rows(const ItemFrontiers& f, const Back* back, std::int64_t grid,
 
 void dp_run(const ItemFrontiers& f, std::int64_t grid, bool exact_spend, DpTables& t) {
   if (grid < 1 || grid > kMaxDpGrid) throw std::invalid_argument("dp: budget grid out of range");
+  // N * grid back-pointers: past 2^64 (N >= 2^30 at the largest grid) the count would wrap and
+  // the table be allocated too small.
+  if (static_cast<std::size_t>(f.n) > std::numeric_limits<std::size_t>::max() / static_cast<std::size_t>(grid)) {
+    throw std::invalid_argument("budget: the dp tables would have more cells than memory can address; quantise "
+                                "costs more coarsely (cost_resolution)");
+  }
   t.n = f.n;
   t.grid = grid;
   t.back_bytes = dp_back_bytes(f.k);

@@ -878,7 +878,11 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           if (ws.min_d_from[t] >= slack - margin) break;  // no state can afford any item left
           // Slack only shrinks: an item no state can afford now stays at b_i for good.
           if (entry.smallest_d >= slack - margin) continue;
-          const bool out_of_states = ws.links.size() >= limits.max_states;
+          // A shifted state keeps its parent's index among ws.states as an int32
+          // (CoreState::parent): more states than that holds stop the core as max_states does
+          // (reached only with a max_memory of tens of GiB).
+          constexpr auto kMaxParents = static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max());
+          const bool out_of_states = ws.links.size() >= limits.max_states || ws.states.size() > kMaxParents;
           const bool out_of_bytes = limits.max_bytes > 0 && ws.core_bytes() > limits.max_bytes;
           if (out_of_states || out_of_bytes ||
               std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {

@@ -27,6 +27,14 @@ enum Status : std::int8_t {
   kStoppedByTime = 4, kStoppedByStates = 5, kStoppedByBytes = 6
 };
 
+// The most items (N) and options per item (K) an instance may have. The CPU solvers keep item
+// indices in std::int32_t (active items, hull increments, the exact core's candidates), and
+// every solver keeps option indices and Pareto positions in std::int32_t: past N they would
+// wrap; K stays at the 2^30 the bindings always took, below int32 with room to spare. The
+// bindings check both before any solver runs (the Python layer first, naming the argument).
+constexpr std::int64_t kMaxItems = std::numeric_limits<std::int32_t>::max();  // 2^31 - 1
+constexpr std::int64_t kMaxOptions = std::int64_t(1) << 30;
+
 template <class T>
 struct InstanceView {
   const T* values = nullptr;          // (N,K) row-major

@@ -1,11 +1,13 @@
 """Bad input to solve and frontier gets a ValueError or TypeError that names the argument, not an
 OverflowError, an IndexError, a pybind signature dump or a silent answer."""
 
+import sys
+
 import numpy as np
 import pytest
 
 import apportion
-from apportion import api
+from apportion import _core, api
 
 V = np.array([[0.0, 5.0, 6.0], [0.0, 3.0, 8.0]])
 C = np.array([0.0, 1.0, 3.0])
@@ -83,6 +85,121 @@ def test_bad_input_still_names_the_argument(call, error, name):
         call()
 
 
+# Views of 2^31 items (and of 2^30 + 1 options) that take no memory: N or K past the native
+# core's 32-bit indices must be refused on the shape, before anything copies 8 GiB.
+_MANY_ITEMS = np.broadcast_to(np.zeros((1, 1), np.float32), (2**31, 1))
+_MANY_OPTIONS = np.broadcast_to(np.zeros((1, 1), np.float32), (1, 2**30 + 1))
+_ONE = np.zeros(1, np.float32)
+_TOO_MANY_ITEMS = r"^values: N=2147483648 items, over the limit of 2147483647 \(2\^31 - 1"
+_TOO_MANY_OPTIONS = r"^values: K=1073741825 options per item, over the limit of 1073741824 \(2\^30"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: apportion.solve(_MANY_ITEMS, _ONE, 1.0), _TOO_MANY_ITEMS),
+    (lambda: apportion.solve(_MANY_ITEMS[None], _ONE, [1.0], method="lagrangian"), _TOO_MANY_ITEMS),
+    (lambda: apportion.solve(_MANY_ITEMS, _ONE, 1.0, method="exact"), _TOO_MANY_ITEMS),
+    (lambda: apportion.solve(_MANY_ITEMS, _ONE, 1.0, method="dp"), _TOO_MANY_ITEMS),
+    (lambda: apportion.solve(_MANY_ITEMS, _ONE, 1.0, method="mirror"), _TOO_MANY_ITEMS),
+    (lambda: apportion.solve(_MANY_ITEMS, _ONE, 1.0, mask=np.ones(1, bool)), _TOO_MANY_ITEMS),
+    (lambda: apportion.frontier(_MANY_ITEMS, _ONE, 1.0), _TOO_MANY_ITEMS),
+    (lambda: apportion.solve(_MANY_OPTIONS, _MANY_OPTIONS[0], 1.0), _TOO_MANY_OPTIONS),
+], ids=["auto", "lagrangian-batch", "exact", "dp", "mirror", "mask", "frontier", "options"])
+def test_too_many_items_or_options_refused_before_a_copy(call, message):
+    # np.ascontiguousarray copied the view first (8 GiB), then the core indexed past int32
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_too_many_items_refused_for_torch_input():
+    torch = pytest.importorskip("torch")
+    values = torch.zeros((1, 1)).expand(2**31, 1)  # no memory either
+    with pytest.raises(ValueError, match=_TOO_MANY_ITEMS):
+        apportion.solve(values, torch.zeros(1), 1.0)
+
+
+def test_size_limits_at_the_boundary():
+    from apportion import _problem
+
+    assert (_problem.MAX_ITEMS, _problem.MAX_OPTIONS) == (2**31 - 1, 2**30)
+    _problem.check_sizes(2**31 - 1, 2**30)  # the largest taken
+    with pytest.raises(ValueError, match=_TOO_MANY_ITEMS):
+        _problem.check_sizes(2**31, 1)
+    with pytest.raises(ValueError, match=_TOO_MANY_OPTIONS):
+        _problem.check_sizes(1, 2**30 + 1)
+
+
+def _unbacked(count, dtype):
+    """A C-contiguous read-only array of `count` zeros over an anonymous mapping that is never
+    touched (no memory is committed), for the bindings' checks, which take only C-contiguous
+    arrays. Skips where such a mapping cannot be made."""
+    import mmap
+
+    if not hasattr(mmap, "PROT_READ") or sys.maxsize < 2**62:
+        pytest.skip("needs a 64-bit POSIX mmap")
+    try:
+        mapping = mmap.mmap(-1, count * np.dtype(dtype).itemsize, prot=mmap.PROT_READ)
+    except (OSError, OverflowError, ValueError) as exc:
+        pytest.skip(f"no unbacked mapping of {count} x {np.dtype(dtype)}: {exc}")
+    return np.frombuffer(mapping, dtype)
+
+
+@pytest.fixture(scope="module")
+def many_items():
+    """(2^31, 1) float32, C-contiguous, no memory."""
+    return _unbacked(2**31, np.float32).reshape(2**31, 1)
+
+
+@pytest.fixture(scope="module")
+def many_options():
+    """(2^30 + 1,) float64, C-contiguous, no memory."""
+    return _unbacked(2**30 + 1, np.float64)
+
+
+_NATIVE_TOO_MANY_ITEMS = r"^values: N \(the number of items\) must be at most 2147483647"
+_NATIVE_TOO_MANY_OPTIONS = r"^values: K \(the number of options\) must be at most 1073741824"
+_C, _C3, _B = _ONE, _ONE[None, None], np.ones(1)
+
+
+def test_fast_budget_leaves_too_many_items_to_the_general_path(many_items):
+    # The one-instance path went straight to solve_one with 2^31 items before.
+    assert _core.fast_budget(many_items, _C, 1.0) is None
+    assert _core.fast_budget(many_items[1:], _C, 1.0) == 1.0  # 2^31 - 1 items: still taken
+    with pytest.raises(ValueError, match=_TOO_MANY_ITEMS):
+        apportion.solve(many_items, _C, 1.0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda v: _core.solve_one("lagrangian", v, _C, 1.0, 1.0, 1.0, 1, 1, 0),
+    lambda v: _core.solve_one("exact", v, _C, 1.0, 1.0, 1.0, 1, 1, 0),
+    lambda v: _core.lagrangian(v[None], _C3, _B, None, 1.0, 1),
+    lambda v: _core.dp(v[None], _C3, _B, None, 1.0, False, 1),
+    lambda v: _core.exact(v[None], _C3, _B, None, 1.0, 1.0, 1, 1, 0),
+    lambda v: _core.frontier(v[None], _C3, _B, None, 1.0, False, _B, 1),
+], ids=["solve_one-lagrangian", "solve_one-exact", "lagrangian", "dp", "exact", "frontier"])
+def test_native_core_refuses_too_many_items(many_items, call):
+    # The bindings' own check (the second line of defence): the solvers' int32 item indices
+    # wrapped before.
+    with pytest.raises(ValueError, match=_NATIVE_TOO_MANY_ITEMS):
+        call(many_items)
+
+
+@pytest.mark.parametrize("call", [
+    # (BatchArgs refused it before too, as "K is too large"; the message now gives the limit)
+    lambda w: _core.lagrangian(w[None, None], w[None, None], _B, None, 1.0, 1),
+    lambda w: _core._item_frontier(w, w),
+    lambda w: _core._hull_steps(w, w, None, 1.0),
+], ids=["lagrangian", "_item_frontier", "_hull_steps"])
+def test_native_core_refuses_too_many_options(many_options, call):
+    with pytest.raises(ValueError, match=_NATIVE_TOO_MANY_OPTIONS):
+        call(many_options)
+
+
+def test_too_many_options_left_to_the_general_path(many_options):
+    assert _core.fast_budget(many_options[None], many_options, 1.0) is None
+    with pytest.raises(ValueError, match=_TOO_MANY_OPTIONS):
+        apportion.solve(many_options[None], many_options, 1.0)
+
+
 def test_threads_cap_is_documented_and_allowed():
     assert "MAX_THREADS" in apportion.solve.__doc__
     ref = apportion.solve(V, C, 4.0)
@@ -141,6 +258,8 @@ def _python_fast_budget(values, costs, budget):
         return None
     shape, cost_shape = values.shape, costs.shape
     if cost_shape != shape and cost_shape != (shape[1],):
+        return None
+    if shape[0] > 2**31 - 1 or shape[1] > 2**30:  # past the core's limits: the general path names them
         return None
     kind = type(budget)
     if not (kind is float or kind is int or kind is np.float64

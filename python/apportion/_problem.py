@@ -40,6 +40,23 @@ logger.addHandler(logging.NullHandler())
 #: The most native threads a call may ask for: past it the count is a mistake, not a machine.
 MAX_THREADS = 1 << 16
 
+#: The most items (N) and options per item (K) of an instance: the native core keeps item and
+#: option indices in 32-bit integers (kMaxItems and kMaxOptions in cpp/problem.hpp).
+MAX_ITEMS = (1 << 31) - 1
+MAX_OPTIONS = 1 << 30
+
+
+def check_sizes(N: int, K: int) -> None:
+    """A ValueError naming values where N or K is past the native core's limits; called on the
+    shape alone, before anything copies the data (a broadcast view of 2^31 items is no memory,
+    its copy gigabytes)."""
+    if N > MAX_ITEMS:
+        raise ValueError(f"values: N={N} items, over the limit of {MAX_ITEMS} (2^31 - 1: the "
+                         "native core indexes items with 32-bit integers); split the instance")
+    if K > MAX_OPTIONS:
+        raise ValueError(f"values: K={K} options per item, over the limit of {MAX_OPTIONS} (2^30: the "
+                         "native core indexes options with 32-bit integers)")
+
 
 def check_threads(threads: Any, zero_is_all: bool = False) -> int:
     """threads as the core's int, 0 meaning all cores: None, or (with zero_is_all, for a count
@@ -276,6 +293,7 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
         raise ValueError("values: no items (N=0); pass at least one item")
     if K == 0:
         raise ValueError("values: no options (K=0); pass at least one option per item")
+    check_sizes(N, K)
     # Costs (..., K, R) with a resource axis look like this too: only "mirror" takes them.
     resources = (" (costs with a trailing resource axis, (K,R), (N,K,R) or (B,N,K,R), need "
                  "method='mirror')" if c.ndim >= 2 and c.shape[-2] == K else "")
