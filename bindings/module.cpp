@@ -499,8 +499,9 @@ PYBIND11_MODULE(_core, m) {
         return state;
       },
       "Test hook: the calling thread's Lagrangian workspace as the last solve in it left it: "
-      "bytes held (0 after a solve that grew it past keep_bytes, which drops it), and how many "
-      "active items' rows its first pass copied (0: none).");
+      "bytes held (0 after a solve that grew it past what it keeps: keep_bytes, or half the "
+      "instance's values and costs where more), and how many active items' rows its first pass "
+      "copied (0: none).");
 
 #ifdef APPORTION_WITH_CUDA
   m.def("built_with_cuda", [] { return true; });

@@ -917,10 +917,12 @@ constexpr std::int64_t kCompactShare = 5;
 // How many active items' rows fix_items has room to copy (0: none): a share of the items
 // (kCompactShare) of a large unmasked instance (a mask would need its rows copied too), where
 // the workspace, with the copies and the arrays that grow with the active items after the pass,
-// stays within kKeepWorkspaceBytes. A workspace past it is dropped after the call, and the next
-// solve faults the pages of a new one in again: with room for up to 1/4 of the items, routing
-// 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22; with the room counted alone (not the
-// arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms instead of 19.4-20.3 (review).
+// stays within kKeepWorkspaceBytes, the least a thread keeps (keep_workspace_bytes, solvers.hpp:
+// more for an instance of more than 64 MiB of rows). A workspace past its keep is dropped after
+// the call, and the next solve faults the pages of a new one in again: with room for up to 1/4
+// of the items, routing 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22; with the room
+// counted alone (not the arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms instead of
+// 19.4-20.3 (review).
 // The item arrays are already sized for p (fix_items resizes them first); the copies of either
 // dtype are left out of what is held, as fix_items frees the other dtype's.
 template <class T>
