@@ -496,12 +496,16 @@ PYBIND11_MODULE(_core, m) {
         state["bytes"] = ws.bytes();
         state["copied_rows"] = ws.compact.rows;
         state["keep_bytes"] = kKeepWorkspaceBytes;
+        state["reduced"] = ws.reduced;
+        state["near_items"] = ws.near.size();      // fixed while the bracket narrowed
+        state["frontier_items"] = ws.active.size();  // left to the LP of frontiers
         return state;
       },
       "Test hook: the calling thread's Lagrangian workspace as the last solve in it left it: "
       "bytes held (0 after a solve that grew it past what it keeps: keep_bytes, or half the "
-      "instance's values and costs where more), and how many active items' rows its first pass "
-      "copied (0: none).");
+      "instance's values and costs where more), how many active items' rows its first pass "
+      "copied (0: none), whether the LP was reduced, and how many items were fixed while the "
+      "bracket narrowed (near_items, which the repair scans) and left to the frontiers' LP.");
 
 #ifdef APPORTION_WITH_CUDA
   m.def("built_with_cuda", [] { return true; });
