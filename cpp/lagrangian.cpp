@@ -195,7 +195,7 @@ void solve_lagrangian(const BatchView<T>& p, const BatchOutput& out, int threads
       write_choice(f, ws.position, choice);
     }
     out.store(b, r);
-  }, keep_workspace_bytes(row_bytes(p.instance(0))));
+  }, p.b > 0 ? keep_workspace_bytes(row_bytes(p.instance(0))) : kKeepWorkspaceBytes);
 }
 
 #define APPORTION_INSTANTIATE(T)                                                                  \

@@ -184,9 +184,9 @@ constexpr std::size_t kKeepWorkspaceBytes = std::size_t(32) << 20;
 // costs): kKeepWorkspaceBytes, or half an instance's input where that is more. A workspace past
 // 32 MiB was dropped after every call and faulted in again by the next: routing 2e6 x 8
 // float32 (128 MB of input, a 36.7 MB workspace) took 4328 page faults and 50-56 ms CPU a
-// solve, kept 0 faults and 42-44.5 ms (float64, seed 3: 118-123 ms, kept 111-114). What stays
-// is proportionate to what the caller already holds, and the next call's own keep trims it (a
-// smaller instance: back to 32 MiB).
+// solve; with it kept, 0 faults and 42-44.5 ms (float64, seed 3: 118-123 ms against 111-114).
+// What stays is proportionate to what the caller already holds, and the next call's own keep
+// trims it (a smaller instance: back to 32 MiB).
 inline std::size_t keep_workspace_bytes(std::size_t input_bytes) {
   return std::max(kKeepWorkspaceBytes, input_bytes / 2);
 }
