@@ -4,8 +4,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+
+#include "../cpp/problem.hpp"
 
 namespace apportion {
 namespace bindings {
@@ -21,6 +24,15 @@ inline void require(bool ok, const std::string& message) {
 // past 15 characters cost a malloc and a free on every call: most of a solve's allocations).
 inline void require(bool ok, const char* message) {
   if (!ok) throw std::invalid_argument(message);
+}
+
+// The core's limits on K and N (kMaxOptions, kMaxItems in problem.hpp), as ValueErrors naming
+// values: the core keeps option and item indices in 32-bit integers.
+inline void require_options(std::int64_t k) {
+  require(k <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
+}
+inline void require_items(std::int64_t n) {
+  require(n <= kMaxItems, "values: N (the number of items) must be at most 2147483647 (2^31 - 1)");
 }
 
 // Whether an array's dtype is T. Compared by equivalence, not identity: an unpickled array

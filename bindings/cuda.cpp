@@ -25,6 +25,7 @@ namespace py = pybind11;
 using namespace apportion;
 using bindings::DArray;
 using bindings::require;
+using bindings::require_options;
 using dlpack::ArrayRef;
 
 namespace {
@@ -53,7 +54,7 @@ struct DeviceBatch {
     n = values->dim(1);
     k = values->dim(2);
     require(b > 0 && n > 0 && k > 0, "values: B, N and K must all be positive");
-    require(k <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
+    require_options(k);
     dbl = values->is('f', 8);
     values->require(dbl || values->is('f', 4), "expected float32 or float64");
     costs->require(costs->ndim() == 3, "expected a 3-d array (B|1, N|1, K)");

@@ -26,6 +26,8 @@
 namespace py = pybind11;
 using namespace apportion;
 using bindings::require;
+using bindings::require_items;
+using bindings::require_options;
 using bindings::is_dtype;
 using bindings::same_dtype;
 
@@ -110,8 +112,8 @@ struct BatchArgs {
     n = vn;
     k = vk;
     require(b > 0 && n > 0 && k > 0, "values: B, N and K must all be positive");
-    require(n <= kMaxItems, "values: N (the number of items) must be at most 2147483647 (2^31 - 1)");
-    require(k <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
+    require_items(n);
+    require_options(k);
     require((cb == 1 || cb == b) && (cn == 1 || cn == n) && ck == k,
             "costs: shape does not broadcast against values (B,N,K)");
     require(same_dtype(values.dtype(), costs.dtype()), "values and costs must share one dtype");
@@ -390,7 +392,7 @@ PYBIND11_MODULE(_core, m) {
          py::array_t<double, py::array::c_style | py::array::forcecast> costs, bool keep_dominated) {
         require(values.ndim() == 1 && costs.ndim() == 1 && values.size() == costs.size() && values.size() > 0,
                 "values, costs: expected two 1-d arrays of the same positive length");
-        require(costs.size() <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
+        require_options(costs.size());
         const std::int64_t k = costs.size();
         // Exactly k entries each, so that a write out of bounds is one a sanitizer sees.
         std::vector<std::int32_t> option(k);
@@ -413,7 +415,7 @@ PYBIND11_MODULE(_core, m) {
          bool shared_costs) {
         require(values.ndim() == 1 && costs.ndim() == 1 && values.size() == costs.size() && values.size() > 0,
                 "values, costs: expected two 1-d arrays of the same positive length");
-        require(costs.size() <= kMaxOptions, "values: K (the number of options) must be at most 1073741824 (2^30)");
+        require_options(costs.size());
         const std::int64_t k = costs.size();
         py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> allowed;
         InstanceView<double> p;

@@ -922,9 +922,8 @@ constexpr std::int64_t kCompactShare = 5;
 // the call, and the next solve faults the pages of a new one in again: with room for up to 1/4
 // of the items, routing 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22; with the room
 // counted alone (not the arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms instead of
-// 19.4-20.3 (review).
-// The item arrays are already sized for p (fix_items resizes them first); the copies of either
-// dtype are left out of what is held, as fix_items frees the other dtype's.
+// 19.4-20.3 (review). The item arrays are already sized for p (fix_items resizes them first); the
+// copies of either dtype are left out of what is held, as fix_items frees the other dtype's.
 template <class T>
 std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& ws) {
   if (p.mask != nullptr || row_bytes(p) <= kCompactMinBytes) return 0;

@@ -380,6 +380,13 @@ def test_sample_hull_steps_are_the_definitions(item):
         assert kernels == _reference_pareto(values, costs, None, 1.0)
 
 
+def _assert_same_bits(got, want):
+    """Two Solutions with the same choice and every scalar field the same to the last bit."""
+    np.testing.assert_array_equal(got.choice, want.choice)
+    for field in ("value", "cost", "bound", "shadow_price", "min_budget", "status"):
+        assert np.asarray(getattr(got, field)).tobytes() == np.asarray(getattr(want, field)).tobytes(), field
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind,k,shared,sense", [("routing", 8, False, "max"), ("strongly", 8, True, "max"),
                                                  ("uncorrelated", 13, False, "min"), ("strongly", 13, False, "max")])
@@ -405,9 +412,7 @@ def test_copied_active_rows_give_the_answers_of_the_rows_in_place(method, kind, 
             copied = apportion.solve(*args, method=method, sense=sense, threads=threads, **limits)
             in_place = apportion.solve(*args, method=method, sense=sense, threads=threads, **limits,
                                        mask=np.ones(values.shape, bool))
-            np.testing.assert_array_equal(copied.choice, in_place.choice)
-            for field in ("value", "cost", "bound", "shadow_price", "min_budget", "status"):
-                assert np.asarray(getattr(copied, field)).tobytes() == np.asarray(getattr(in_place, field)).tobytes(), field
+            _assert_same_bits(copied, in_place)
             check_solution(copied, values, costs, scale * float(budget), sense=sense)
 
 
@@ -446,9 +451,7 @@ def test_a_large_instance_keeps_its_workspace_between_solves():
     # (about 8% of the items are fixed while the bracket narrows, a few left to the frontiers)
     assert state["reduced"] and 0 < state["near_items"] < 2_000_000 // 5 and state["frontier_items"] > 0, state
     again = apportion.solve(values, costs, float(budget), method="lagrangian", threads=1)  # in it
-    np.testing.assert_array_equal(again.choice, first.choice)
-    for field in ("value", "cost", "bound", "shadow_price", "min_budget", "status"):
-        assert np.asarray(getattr(again, field)).tobytes() == np.asarray(getattr(first, field)).tobytes(), field
+    _assert_same_bits(again, first)
     small_values, small_costs, small_budget = workloads.instance("routing", 1000, 8, seed=0)
     apportion.solve(small_values, small_costs, float(small_budget), method="lagrangian", threads=1)
     assert _core._lagrangian_workspace()["bytes"] <= state["keep_bytes"]
