@@ -548,6 +548,8 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
 template <class T>
 void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads) {
   using clock = std::chrono::steady_clock;
+  // A thread keeps as much of its workspace as solve_lagrangian's does (keep_workspace_bytes), to
+  // which the reduced LP sizes its copied rows (compact_room, frontier.cpp).
   run_batch<ExactWorkspace>(p.b, threads, [&](std::int64_t b, ExactWorkspace& ws, int inner) {
     const auto started = clock::now();
     InstanceView<T> inst = p.instance(b);
@@ -1006,7 +1008,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     r.status = proven ? kOptimal : stopped_by;
     for (std::int64_t i = 0; i < n; ++i) choice[i] = lw.item_option[i];
     out.store(b, r);
-  });
+  }, p.b > 0 ? keep_workspace_bytes(row_bytes(p.instance(0))) : kKeepWorkspaceBytes);
 }
 
 template void solve_exact<float>(const BatchView<float>&, const BatchOutput&, const ExactLimits&, int);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -915,29 +916,33 @@ constexpr std::size_t kCompactMinBytes = std::size_t(4) << 20;
 constexpr std::int64_t kCompactShare = 5;
 
 // How many active items' rows fix_items has room to copy (0: none): a share of the items
-// (kCompactShare) of a large unmasked instance (a mask would need its rows copied too), where
-// the workspace, with the copies and the arrays that grow with the active items after the pass,
-// stays within kKeepWorkspaceBytes, the least a thread keeps (keep_workspace_bytes, solvers.hpp:
-// more for an instance of more than 64 MiB of rows). A workspace past its keep is dropped after
-// the call, and the next solve faults the pages of a new one in again: with room for up to 1/4
-// of the items, routing 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22; with the room
-// counted alone (not the arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms instead of
-// 19.4-20.3 (review). The item arrays are already sized for p (fix_items resizes them first); the
+// (kCompactShare) of a large unmasked instance (a mask would need its rows copied too), or as
+// many as fit where the workspace, with the copies and the arrays that grow with the active
+// items after the pass, would pass what a thread keeps of it (keep_workspace_bytes, solvers.hpp,
+// for this input: 32 MiB, or half the rows where more). A workspace past its keep is dropped
+// after the call, and the next solve faults the pages of a new one in again: with room for up
+// to 1/4 of the items, routing 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22; with the
+// room counted alone (not the arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms
+// instead of 19.4-20.3 (review). With active_arrays_grow, fix_items' active, option_lo and
+// option_hi grow with the active items (one thread), else they are sized for p already; the
 // copies of either dtype are left out of what is held, as fix_items frees the other dtype's.
 template <class T>
-std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& ws) {
+std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& ws, bool active_arrays_grow) {
   if (p.mask != nullptr || row_bytes(p) <= kCompactMinBytes) return 0;
   const std::size_t held = ws.bytes() - ws.compact.bytes();
   // Per copied row: its values and costs, an int32 in each array that grows with the active
-  // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, repair.items)
-  // and the repair's candidate upgrade.
-  constexpr std::size_t kActiveArrays = 6;
+  // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, repair.items,
+  // and during it active, option_lo and option_hi where they grow) and the repair's candidate
+  // upgrade.
+  const std::size_t active_arrays = active_arrays_grow ? 9 : 6;
   const std::size_t per_row = static_cast<std::size_t>(p.k) * (p.cost_stride_item != 0 ? 2 : 1) * sizeof(T) +
-                              kActiveArrays * sizeof(std::int32_t) + sizeof(Upgrade);
+                              active_arrays * sizeof(std::int32_t) + sizeof(Upgrade);
   // What else the reduced path allocates (the few frontier items' arrays, the sample): small.
   constexpr std::size_t kRest = std::size_t(1) << 20;
-  const std::int64_t room = p.n / kCompactShare;
-  return held + static_cast<std::size_t>(room) * per_row + kRest <= kKeepWorkspaceBytes ? room : 0;
+  const std::size_t keep = keep_workspace_bytes(row_bytes(p));
+  if (held + kRest >= keep) return 0;
+  const std::size_t fits = (keep - held - kRest) / per_row;
+  return static_cast<std::int64_t>(std::min(static_cast<std::size_t>(p.n / kCompactShare), fits));
 }
 
 // Where the first pass over a run copies the rows of the items it leaves active (values nullptr:
@@ -1121,15 +1126,16 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
 }
 
 // The first pass over items [begin, end), a chunk at a time: the pick phase (pick_chunk), then
-// each item fixed or made active, in item order. Bad input, or an item with no allowed option
-// at an end, makes the run unusable.
+// each item fixed or made active, in item order. The active items go to ws.active, option_lo
+// and option_hi from entry `out` on, which need room for end - begin entries there. Bad input,
+// or an item with no allowed option at an end, makes the run unusable.
 template <int W, bool margins, class T>
 APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi,
-                                         std::int64_t begin, std::int64_t end, RowSink<T> sink) {
+                                         std::int64_t begin, std::int64_t end, std::int64_t out, RowSink<T> sink) {
   FirstPass r;
-  std::int32_t* active = ws.active.data() + begin;
-  std::int32_t* option_lo = ws.option_lo.data() + begin;
-  std::int32_t* option_hi = ws.option_hi.data() + begin;
+  std::int32_t* active = ws.active.data() + out;
+  std::int32_t* option_lo = ws.option_lo.data() + out;
+  std::int32_t* option_hi = ws.option_hi.data() + out;
   ChunkPicks picks;
   // The three compensated sums side by side, lane by lane as CompensatedSum::add: the cheapest
   // costs, and the fixed items' costs and values (a lane adds 0.0 for an active item, which
@@ -1194,11 +1200,11 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
 // The first pass at the CPU's SIMD level (cpu_dispatch.hpp).
 template <class T>
 FirstPass first_pass(const InstanceView<T>& p, LagrangianWorkspace& ws, double lo, double hi, bool margins,
-                     std::int64_t begin, std::int64_t end, RowSink<T> sink) {
+                     std::int64_t begin, std::int64_t end, std::int64_t out, RowSink<T> sink) {
   return simd_dispatch([&](auto target) {
     constexpr int W = decltype(target)::kLanes;
-    return margins ? first_pass_at<W, true>(p, ws, lo, hi, begin, end, sink)
-                   : first_pass_at<W, false>(p, ws, lo, hi, begin, end, sink);
+    return margins ? first_pass_at<W, true>(p, ws, lo, hi, begin, end, out, sink)
+                   : first_pass_at<W, false>(p, ws, lo, hi, begin, end, out, sink);
   });
 }
 
@@ -1307,13 +1313,31 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.first_hi = hi;
   ws.near.clear();
   ws.compact.rows = 0;
-  ws.active.resize(n);  // sized for every item, cut to the active ones after the pass
-  ws.option_lo.resize(n);
-  ws.option_hi.resize(n);
+  // One thread takes the runs of the pass in order, each writing its active items right after
+  // the last run's, so the arrays of the active items grow with them (routing 1e6 x 8 leaves 8%
+  // active): sized for every item, they held 12 MB at 1e6 items, which left no room under the
+  // workspace's keep for the copied rows below. Threads write each run at its own offset (the
+  // run's first item) and the runs' active items are moved together after.
+  const bool in_order = threads <= 1 || n <= kPassRun;
+  const std::size_t first_room = static_cast<std::size_t>(in_order ? std::min(n, kPassRun) : n);
+  auto size_active_arrays = [&](std::size_t entries) {
+    for (IndexScratch* a : {&ws.active, &ws.option_lo, &ws.option_hi}) {
+      // Grown by doubling as a vector grows, but never past room for every item.
+      if (a->capacity() < entries) {
+        a->reserve(std::min(static_cast<std::size_t>(n), std::max(entries, 2 * a->capacity())));
+      }
+      a->resize(entries);
+    }
+  };
+  size_active_arrays(first_room);  // cut to the active ones after the pass
   // The active items' rows are copied as the first pass finds them, into room for some
   // (compact_room); where more are active, they are read from p.
-  const std::int64_t copy_room = copy_rows ? compact_room(p, ws) : 0;
+  const std::int64_t copy_room = copy_rows ? compact_room(p, ws, in_order) : 0;
   bool compact = copy_room > static_cast<std::int64_t>(kFewActive);
+  if (compact && in_order) {  // room for as many active items as the copies, as compact_room counted
+    const std::size_t entries = std::min(static_cast<std::size_t>(n), static_cast<std::size_t>(copy_room) + first_room);
+    for (IndexScratch* a : {&ws.active, &ws.option_lo, &ws.option_hi}) a->reserve(entries);
+  }
   RowSink<T> sink;
   if (compact) {
     RowCopies<T>& copies = ws.compact.only<T>();
@@ -1330,9 +1354,31 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   }
   const std::size_t row_size = static_cast<std::size_t>(p.k);  // entries a row
   FirstPass pass;
+  // A later run's totals added to the earlier runs', in run order whatever the thread count.
+  auto add_totals = [&](const FirstPass& part) {
+    pass.fixed_cost.add(part.fixed_cost);
+    pass.fixed_value.add(part.fixed_value);
+    pass.cost_lo += part.cost_lo;
+    pass.cost_hi += part.cost_hi;
+    pass.cheapest.add(part.cheapest);
+  };
   if (n <= kPassRun) {
-    pass = first_pass(p, ws, lo, hi, margins, 0, n, sink);
+    pass = first_pass(p, ws, lo, hi, margins, 0, n, 0, sink);
     if (!pass.usable) return BracketFit::kUnusable;
+    compact = compact && static_cast<std::int64_t>(pass.active_count) <= copy_room;
+  } else if (in_order) {
+    RowSink<T> run_sink = sink;
+    for (std::int64_t begin = 0; begin < n; begin += kPassRun) {
+      const std::int64_t end = std::min(n, begin + kPassRun);
+      const std::size_t entries = pass.active_count + static_cast<std::size_t>(end - begin);
+      if (ws.active.size() < entries) size_active_arrays(entries);
+      const FirstPass part =
+          first_pass(p, ws, lo, hi, margins, begin, end, static_cast<std::int64_t>(pass.active_count), run_sink);
+      if (!part.usable) return BracketFit::kUnusable;
+      add_totals(part);
+      run_sink.row += static_cast<std::int64_t>(part.active_count);
+      pass.active_count += part.active_count;
+    }
     compact = compact && static_cast<std::int64_t>(pass.active_count) <= copy_room;
   } else {
     const std::int64_t runs = (n + kPassRun - 1) / kPassRun;
@@ -1347,25 +1393,18 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       run_sink.row = first * kPassRun * copy_room / n;  // (< 2^62: n < 2^31)
       run_sink.end = std::min(n, last * kPassRun) * copy_room / n;
       for (std::int64_t r = first; r < last; ++r) {
-        parts[r] = first_pass(p, ws, lo, hi, margins, r * kPassRun, std::min(n, (r + 1) * kPassRun), run_sink);
+        parts[r] = first_pass(p, ws, lo, hi, margins, r * kPassRun, std::min(n, (r + 1) * kPassRun), r * kPassRun,
+                              run_sink);
         part_row[r] = run_sink.row;
         run_sink.row += static_cast<std::int64_t>(parts[r].active_count);
         part_copied[r] = run_sink.row <= run_sink.end;
       }
     };
-    if (threads > 1) {
-      parallel_for(runs, 1, threads, range);
-    } else {
-      range(0, runs);
-    }
+    parallel_for(runs, 1, threads, range);
     for (std::int64_t r = 0; r < runs; ++r) {
       const FirstPass& part = parts[r];
       if (!part.usable) return BracketFit::kUnusable;
-      pass.fixed_cost.add(part.fixed_cost);
-      pass.fixed_value.add(part.fixed_value);
-      pass.cost_lo += part.cost_lo;
-      pass.cost_hi += part.cost_hi;
-      pass.cheapest.add(part.cheapest);
+      add_totals(part);
       // This run's active items, after the earlier runs' (in place for the first).
       const std::size_t from = static_cast<std::size_t>(r * kPassRun), to = pass.active_count;
       for (std::size_t a = 0; a < part.active_count; ++a) {
