@@ -548,8 +548,9 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
 template <class T>
 void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads) {
   using clock = std::chrono::steady_clock;
-  // A thread keeps as much of its workspace as solve_lagrangian's does (keep_workspace_bytes), to
-  // which the reduced LP sizes its copied rows (compact_room, frontier.cpp).
+  // A thread keeps as much of its workspace as solve_lagrangian's does (keep_workspace_bytes): the
+  // reduced LP sizes its copied rows to that keep (compact_room, frontier.cpp), which a 32 MiB
+  // keep here would drop after every large solve.
   run_batch<ExactWorkspace>(p.b, threads, [&](std::int64_t b, ExactWorkspace& ws, int inner) {
     const auto started = clock::now();
     InstanceView<T> inst = p.instance(b);

@@ -924,7 +924,7 @@ constexpr std::int64_t kCompactShare = 5;
 // to 1/4 of the items, routing 1e6 x 8 float64 took 26.5-27 ms CPU instead of 21-22; with the
 // room counted alone (not the arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms
 // instead of 19.4-20.3 (review). With active_arrays_grow, fix_items' active, option_lo and
-// option_hi grow with the active items (one thread), else they are sized for p already; the
+// option_hi grow with the active items (one thread takes the pass), else they are sized for p; the
 // copies of either dtype are left out of what is held, as fix_items frees the other dtype's.
 template <class T>
 std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& ws, bool active_arrays_grow) {
@@ -970,7 +970,7 @@ APPORTION_INLINE void copy_row(T* to, const T* from, std::int64_t k) {
 }
 
 // Totals of the first pass over a run of items [begin, end), whose active items it wrote to
-// ws.active / option_lo / option_hi from index `begin` on.
+// ws.active / option_lo / option_hi from index `out` on.
 struct FirstPass {
   // The fixed totals set the frontier items' budget and add to the bound. The bracket and the
   // budget left to the frontier items take the cost's plain running sum (fixed_cost.sum, which
@@ -1434,6 +1434,9 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     ws.compact_row.resize(pass.active_count);
     for (std::size_t a = 0; a < pass.active_count; ++a) ws.compact_row[a] = static_cast<std::int32_t>(a);
   }
+  // (Where more items stayed active than the copies had room for, as on a missed bracket's
+  // retry, the unused copies are kept for the next solve: given back, strongly 1e6 x 8 float32
+  // seed 1 faulted 17 huge pages in again on every solve.)
   ws.pass_fixed_cost = pass.fixed_cost;
   ws.pass_fixed_value = pass.fixed_value;
   min_cost = pass.cheapest.value();
