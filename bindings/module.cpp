@@ -508,6 +508,19 @@ PYBIND11_MODULE(_core, m) {
       "instance's values and costs where more), how many active items' rows its first pass "
       "copied (0: none), whether the LP was reduced, and how many items were fixed while the "
       "bracket narrowed (near_items, which the repair scans) and left to the frontiers' LP.");
+  m.def(
+      "_exact_workspace",
+      [] {
+        const ExactWorkspaceBytes held = exact_workspace_bytes();
+        py::dict state;
+        state["bytes"] = held.total;
+        state["lagrangian_bytes"] = held.lagrangian;
+        state["keep_bytes"] = kKeepWorkspaceBytes;
+        return state;
+      },
+      "Test hook: bytes the calling thread's exact-solver workspace holds, as the last solve in "
+      "it left it, in all and in its Lagrangian part (0 after a solve that grew it past what it "
+      "keeps: keep_bytes, or the instance's values and costs where more).");
 
 #ifdef APPORTION_WITH_CUDA
   m.def("built_with_cuda", [] { return true; });

@@ -234,12 +234,28 @@ struct ExactWorkspace {
   std::vector<std::size_t> layer_begin;     // where each layer's links start
   std::vector<std::int32_t> layer_item;
 
+  // Everything this workspace holds (what run_batch weighs against the thread's keep).
   std::size_t bytes() const {
     return lagrangian.bytes() + (states.capacity() + merged.capacity() + scratch.capacity()) * sizeof(CoreState) +
            links.capacity() * sizeof(CoreLink) +
            (order.capacity() + order_scratch.capacity()) * sizeof(CoreCandidate) +
            pending.capacity() * sizeof(Pending) + moves.capacity() * sizeof(MoveSlot) +
-           moves_in_layer.capacity() * sizeof(LayerMove);
+           moves_in_layer.capacity() * sizeof(LayerMove) +
+           (lp_option.capacity() + best_option.capacity() + trial_option.capacity() + by_up.capacity() +
+            by_down.capacity() + layer_item.capacity()) * sizeof(std::int32_t) +
+           taken.capacity() + layer_begin.capacity() * sizeof(std::size_t) +
+           (up_after.capacity() + down_after.capacity() + min_d_from.capacity() + shed_after.capacity() +
+            add_after.capacity()) * sizeof(double);
+  }
+  // What this workspace will hold beside `lagrangian` in a solve of n items: what it holds now,
+  // and the three option arrays grown to n (lp_option always; best_option and trial_option
+  // where the core finds a better allocation).
+  std::size_t bytes_beside_lagrangian(std::int64_t n) const {
+    const std::size_t items = static_cast<std::size_t>(n);
+    auto growth = [&](const std::vector<std::int32_t>& a) {
+      return (a.capacity() < items ? items - a.capacity() : 0) * sizeof(std::int32_t);
+    };
+    return bytes() - lagrangian.bytes() + growth(lp_option) + growth(best_option) + growth(trial_option);
   }
   // What the core holds for the instance in hand: its links and the live layer buffers (the
   // capacities above may be left over from an earlier, larger instance on this thread).
@@ -548,9 +564,14 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
 template <class T>
 void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads) {
   using clock = std::chrono::steady_clock;
-  // A thread keeps as much of its workspace as solve_lagrangian's does (keep_workspace_bytes): the
-  // reduced LP sizes its copied rows to that keep (compact_room, frontier.cpp), which a 32 MiB
-  // keep here would drop after every large solve.
+  // A thread keeps up to 32 MiB of its workspace, or an instance's whole input (values and
+  // costs) where that is more: twice the Lagrangian's keep, as the exact solver holds per-item
+  // arrays beside its Lagrangian workspace (each item's LP and best options, the core's
+  // candidates): routing 1e6 x 8 seed 1 holds 74 MB in float64, and with half its input kept,
+  // every solve faulted 16,561 pages in again (141-148 ms CPU against 107-131 kept); float32,
+  // 11,890 pages (125-141 ms against 88-97). The reduced LP sizes its copied rows to fit that
+  // keep beside those arrays (compact_room).
+  const std::size_t keep = p.b > 0 ? std::max(kKeepWorkspaceBytes, row_bytes(p.instance(0))) : kKeepWorkspaceBytes;
   run_batch<ExactWorkspace>(p.b, threads, [&](std::int64_t b, ExactWorkspace& ws, int inner) {
     const auto started = clock::now();
     InstanceView<T> inst = p.instance(b);
@@ -569,6 +590,8 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       }
     }
     LagrangianWorkspace& lw = ws.lagrangian;
+    lw.keep_bytes = keep;
+    lw.held_beside = ws.bytes_beside_lagrangian(inst.n);
     const LpRelaxation lp = solve_lp_reduced(inst, lw, inner, /*margins=*/true, [&] { check_instance(p, b); });
     const ItemFrontiers& f = lw.frontiers;
     InstanceResult r;
@@ -1009,10 +1032,15 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     r.status = proven ? kOptimal : stopped_by;
     for (std::int64_t i = 0; i < n; ++i) choice[i] = lw.item_option[i];
     out.store(b, r);
-  }, p.b > 0 ? keep_workspace_bytes(row_bytes(p.instance(0))) : kKeepWorkspaceBytes);
+  }, keep);
 }
 
 template void solve_exact<float>(const BatchView<float>&, const BatchOutput&, const ExactLimits&, int);
 template void solve_exact<double>(const BatchView<double>&, const BatchOutput&, const ExactLimits&, int);
+
+ExactWorkspaceBytes exact_workspace_bytes() {
+  const ExactWorkspace& ws = thread_workspace<ExactWorkspace>();
+  return {ws.bytes(), ws.lagrangian.bytes()};
+}
 
 }  // namespace apportion

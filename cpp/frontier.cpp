@@ -925,11 +925,13 @@ constexpr std::int64_t kCompactShare = 5;
 // room counted alone (not the arrays below), routing 780000 x 8 float64 took 28.5-28.9 ms
 // instead of 19.4-20.3 (review). With active_arrays_grow, fix_items' active, option_lo and
 // option_hi grow with the active items (one thread takes the pass), else they are sized for p; the
-// copies of either dtype are left out of what is held, as fix_items frees the other dtype's.
+// copies of either dtype are left out of what is held, as fix_items frees the other dtype's,
+// and what the workspace's owner holds beside it (held_beside) is counted in, against the
+// owner's keep where it sets one (keep_bytes).
 template <class T>
 std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& ws, bool active_arrays_grow) {
   if (p.mask != nullptr || row_bytes(p) <= kCompactMinBytes) return 0;
-  const std::size_t held = ws.bytes() - ws.compact.bytes();
+  const std::size_t held = ws.bytes() - ws.compact.bytes() + ws.held_beside;
   // Per copied row: its values and costs, an int32 in each array that grows with the active
   // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, repair.items,
   // and during it active, option_lo and option_hi where they grow) and the repair's candidate
@@ -939,7 +941,7 @@ std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& w
                               active_arrays * sizeof(std::int32_t) + sizeof(Upgrade);
   // What else the reduced path allocates (the few frontier items' arrays, the sample): small.
   constexpr std::size_t kRest = std::size_t(1) << 20;
-  const std::size_t keep = keep_workspace_bytes(row_bytes(p));
+  const std::size_t keep = ws.keep_bytes != 0 ? ws.keep_bytes : keep_workspace_bytes(row_bytes(p));
   if (held + kRest >= keep) return 0;
   const std::size_t fits = (keep - held - kRest) / per_row;
   return static_cast<std::int64_t>(std::min(static_cast<std::size_t>(p.n / kCompactShare), fits));

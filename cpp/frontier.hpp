@@ -245,6 +245,11 @@ struct LagrangianWorkspace {
   // read them there instead of scattered over the whole input.
   CompactRows compact;
   IndexScratch compact_row;                // per active item, while compact.rows > 0
+  // What the thread keeps of this workspace and of what its owner holds beside it between calls
+  // (0: keep_workspace_bytes of the input, the Lagrangian's keep), and what that owner holds
+  // beside it (the exact solver's per-item arrays): compact_room fits the copies within the one
+  // and leaves room for the other.
+  std::size_t keep_bytes = 0, held_beside = 0;
 
   std::size_t bytes() const {
     const ItemFrontiers& f = frontiers;

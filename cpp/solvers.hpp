@@ -268,4 +268,11 @@ struct ExactLimits {
 template <class T>
 void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads);
 
+// What the calling thread's exact-solver workspace holds between calls, in bytes: in all, and
+// in its Lagrangian workspace (a test hook).
+struct ExactWorkspaceBytes {
+  std::size_t total, lagrangian;
+};
+ExactWorkspaceBytes exact_workspace_bytes();
+
 }  // namespace apportion

@@ -442,6 +442,25 @@ def test_copied_rows_are_made_and_the_workspace_is_kept(kind, n, k, dtype):
     assert (sol.value, sol.bound, sol.cost) == (in_place.value, in_place.bound, in_place.cost)
 
 
+@pytest.mark.parametrize("dtype,seed", [("float32", 0), ("float32", 1), ("float64", 1)])
+def test_the_exact_workspace_counts_its_item_arrays_and_is_kept(dtype, seed):
+    # What the exact solver holds beside its Lagrangian workspace (each item's LP and best
+    # options, the core's candidates) is counted, and a thread keeps it all up to the instance's
+    # input (values and costs): 4 MB of LP options at 1e6 items had not been counted at all, and
+    # routing 1e6 x 8 float64 seed 1 holds 74 MB, past half its 128 MB input (dropped so, every
+    # solve faulted 16,563 pages in again). Its copied rows fit within that keep beside them.
+    n = 1_000_000
+    values, costs, budget = workloads.instance("routing", n, 8, seed=seed)
+    values, costs = values.astype(dtype), costs.astype(dtype)
+    sol = apportion.solve(values, costs, float(budget), method="exact", threads=1)
+    assert sol.status == "optimal"
+    state = _core._exact_workspace()
+    assert 0 < state["bytes"] <= max(state["keep_bytes"], values.nbytes + costs.nbytes), state
+    assert state["bytes"] - state["lagrangian_bytes"] >= 4 * n, state  # (lp_option alone)
+    again = apportion.solve(values, costs, float(budget), method="exact", threads=1)
+    _assert_same_bits(again, sol)
+
+
 def test_a_large_instance_keeps_its_workspace_between_solves():
     # A workspace past keep_bytes (32 MiB) stays where it is at most half the instance's input:
     # dropped, every solve faulted it in again (routing 2e6 x 8 float32: a 36.7 MB workspace,
