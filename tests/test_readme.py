@@ -115,16 +115,16 @@ def _run_as_script(line: int, source: str, cwd: pathlib.Path) -> None:
     A block that stalls is run once more, and the stall is reported as a warning; a failure
     is never retried. CI once saw the Ray Data block print nothing for 600 s after "Started a
     local Ray instance" (it takes 8 s alone here, 75-85 s with both cores busy, and never
-    stalled in 11 runs); that stall was in Ray's machinery, before any of our code ran, and
-    left no trace. A stall now leaves one: the driver's Python stacks and the ends of Ray's
-    own logs."""
-    first = _run_child(line, source, cwd, timeout=_STALL_SECONDS)
-    if first.stalled:
+    stalled in 11 runs); it stalled in Ray's machinery, before Ray Data logged its first
+    execution, and left nothing else to read. A stall now leaves the driver's Python stacks and
+    the ends of Ray's own logs."""
+    run = _run_child(line, source, cwd, timeout=_STALL_SECONDS)
+    if run.stalled:
         with warnings.catch_warnings():
             warnings.simplefilter("always")  # shown in the summary, not raised as an error
-            warnings.warn(f"README.md:{line} stalled and was run again\n{first.report}", stacklevel=2)
-        first = _run_child(line, source, cwd, timeout=_STALL_SECONDS)
-    assert first.returncode == 0, first.report
+            warnings.warn(f"README.md:{line} stalled and was run again\n{run.report}", stacklevel=2)
+        run = _run_child(line, source, cwd, timeout=_STALL_SECONDS)
+    assert run.returncode == 0, run.report
 
 
 # 8 s alone, 75-85 s on a machine whose two cores are both busy (measured on the Ray Data block).
