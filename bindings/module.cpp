@@ -511,16 +511,18 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "_exact_workspace",
       [] {
-        const ExactWorkspaceBytes held = exact_workspace_bytes();
+        const ExactWorkspaceState held = exact_workspace_state();
         py::dict state;
         state["bytes"] = held.total;
         state["lagrangian_bytes"] = held.lagrangian;
+        state["copied_rows"] = held.copied_rows;
         state["keep_bytes"] = kKeepWorkspaceBytes;
         return state;
       },
       "Test hook: bytes the calling thread's exact-solver workspace holds, as the last solve in "
       "it left it, in all and in its Lagrangian part (0 after a solve that grew it past what it "
-      "keeps: keep_bytes, or the instance's values and costs where more).");
+      "keeps: keep_bytes, or the instance's values and costs where more; its copies given back "
+      "first), and how many active items' rows that part holds copies of.");
 
 #ifdef APPORTION_WITH_CUDA
   m.def("built_with_cuda", [] { return true; });

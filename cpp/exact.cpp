@@ -257,6 +257,7 @@ struct ExactWorkspace {
     };
     return bytes() - lagrangian.bytes() + growth(lp_option) + growth(best_option) + growth(trial_option);
   }
+  void shed_copies() { lagrangian.shed_copies(); }  // (trim_workspace)
   // What the core holds for the instance in hand: its links and the live layer buffers (the
   // capacities above may be left over from an earlier, larger instance on this thread).
   std::size_t core_bytes() const {
@@ -565,7 +566,7 @@ template <class T>
 void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads) {
   using clock = std::chrono::steady_clock;
   // A thread keeps up to 32 MiB of its workspace, or an instance's whole input (values and
-  // costs) where that is more: twice the Lagrangian's keep, as the exact solver holds per-item
+  // costs) where that is more (the Lagrangian keeps half), as the exact solver holds per-item
   // arrays beside its Lagrangian workspace (each item's LP and best options, the core's
   // candidates): routing 1e6 x 8 seed 1 holds 74 MB in float64, and with half its input kept,
   // every solve faulted 16,561 pages in again (141-148 ms CPU against 107-131 kept); float32,
@@ -1038,9 +1039,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
 template void solve_exact<float>(const BatchView<float>&, const BatchOutput&, const ExactLimits&, int);
 template void solve_exact<double>(const BatchView<double>&, const BatchOutput&, const ExactLimits&, int);
 
-ExactWorkspaceBytes exact_workspace_bytes() {
+ExactWorkspaceState exact_workspace_state() {
   const ExactWorkspace& ws = thread_workspace<ExactWorkspace>();
-  return {ws.bytes(), ws.lagrangian.bytes()};
+  return {ws.bytes(), ws.lagrangian.bytes(), ws.lagrangian.compact.rows};
 }
 
 }  // namespace apportion

@@ -251,6 +251,12 @@ struct LagrangianWorkspace {
   // and leaves room for the other.
   std::size_t keep_bytes = 0, held_beside = 0;
 
+  // Gives back the copied rows (trim_workspace, past the thread's keep).
+  void shed_copies() {
+    compact = CompactRows();
+    compact_row = IndexScratch();
+  }
+
   std::size_t bytes() const {
     const ItemFrontiers& f = frontiers;
     return f.option.capacity() * (2 * sizeof(std::int32_t) + 2 * sizeof(double)) +

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -177,7 +178,8 @@ bool fits_budget(const CompensatedSum& sum, double budget, double& total, ExactT
 
 // Per-thread scratch of a solver, kept between calls so that small solves do not pay for
 // allocation; trimmed after a call that grew it past `kKeepWorkspaceBytes`, or past the keep a
-// solver sets for its input (keep_workspace_bytes).
+// solver sets for its input (keep_workspace_bytes for the Lagrangian; the exact solver keeps up
+// to its whole input, see solve_exact).
 constexpr std::size_t kKeepWorkspaceBytes = std::size_t(32) << 20;
 
 // What a thread keeps of a workspace after solving instances of `input_bytes` each (values and
@@ -219,8 +221,21 @@ Workspace& thread_workspace() {
   return ws;
 }
 
+// Whether a workspace has copies it can give back alone (shed_copies): the Lagrangian's and the
+// exact solver's copied rows of active items.
+template <class Workspace, class = void>
+struct ShedsCopies : std::false_type {};
+template <class Workspace>
+struct ShedsCopies<Workspace, std::void_t<decltype(std::declval<Workspace&>().shed_copies())>> : std::true_type {};
+
+// A workspace past `keep_bytes` gives back its copied rows first, and all of it only where it is
+// still past: the copies are sized to fit beside what was held before the solve, and what a
+// solve adds after them (the exact solver's core) can pass the keep; dropped whole, the next
+// solve on the thread would size its copies the same way and pass it again.
 template <class Workspace>
 void trim_workspace(Workspace& ws, std::size_t keep_bytes = kKeepWorkspaceBytes) {
+  if (ws.bytes() <= keep_bytes) return;
+  if constexpr (ShedsCopies<Workspace>::value) ws.shed_copies();
   if (ws.bytes() > keep_bytes) ws = Workspace();
 }
 
@@ -268,11 +283,12 @@ struct ExactLimits {
 template <class T>
 void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimits& limits, int threads);
 
-// What the calling thread's exact-solver workspace holds between calls, in bytes: in all, and
-// in its Lagrangian workspace (a test hook).
-struct ExactWorkspaceBytes {
+// What the calling thread's exact-solver workspace holds between calls (a test hook): bytes in
+// all and in its Lagrangian workspace, and how many active rows that one holds copies of.
+struct ExactWorkspaceState {
   std::size_t total, lagrangian;
+  std::int64_t copied_rows;
 };
-ExactWorkspaceBytes exact_workspace_bytes();
+ExactWorkspaceState exact_workspace_state();
 
 }  // namespace apportion

@@ -457,6 +457,7 @@ def test_the_exact_workspace_counts_its_item_arrays_and_is_kept(dtype, seed):
     state = _core._exact_workspace()
     assert 0 < state["bytes"] <= max(state["keep_bytes"], values.nbytes + costs.nbytes), state
     assert state["bytes"] - state["lagrangian_bytes"] >= 4 * n, state  # (lp_option alone)
+    assert state["copied_rows"] > 0, state  # (the active rows' copies fit beside them)
     again = apportion.solve(values, costs, float(budget), method="exact", threads=1)
     _assert_same_bits(again, sol)
 
