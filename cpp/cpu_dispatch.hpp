@@ -5,14 +5,15 @@
 //
 // - APPORTION_SIMD_CLONES on a function: GCC target_clones for the baseline, x86-64-v3 (AVX2,
 //   FMA, BMI2) and x86-64-v4 (AVX-512 F/BW/CD/DQ/VL); the loader picks the clone (GNU ifunc).
-// - simd_dispatch(f) around a lambda: f is inlined (flatten) into one copy per level, baseline
-//   and x86-64-v3, and the copy of simd_level() runs (the x86-64-v3 one on an x86-64-v4 CPU).
-//   Unlike an ifunc, the level can be lowered at run time (set_simd_level), so the tests
-//   compare every level on the same inputs. (No x86-64-v4 copy: an earlier form of the
-//   Lagrangian's first pass, one item per 8-double vector, ran at half the speed of its
-//   x86-64-v3 copy on a Sapphire Rapids core. In the present form, one item per lane, the
-//   scalar work per item after the vector part takes most of the time; its x86-64-v4 copy
-//   with the same 4 lanes ran 2.5x slower than the x86-64-v3 one; 8 lanes were not tried.)
+// - simd_dispatch(f) around a lambda: f is inlined (flatten) into one copy per level (baseline,
+//   x86-64-v3, x86-64-v4), and the copy of simd_level() runs. Unlike an ifunc, the level can be
+//   lowered at run time (set_simd_level), so the tests compare every level on the same inputs.
+//   At x86-64-v4, GCC 12 makes a vector comparison whose lanes are then used as integers (a
+//   mask register turned into a vector: `(a < b) & m`, a comparison folded into an AND of
+//   masks) into one scalar comparison a lane; the code under simd_dispatch feeds its
+//   comparisons at that level to selects (`a < b ? x : y`, each select of its own values), one
+//   mask and one blend. (A first x86-64-v4 copy with integer-lane comparisons ran 2.5x slower
+//   than the x86-64-v3 one on a Sapphire Rapids core.)
 //
 // Every level gives the same answers: the core is compiled with -ffp-contract=off (no a*b+c
 // fused into one FMA, which rounds once instead of twice), its vector code is written in
@@ -41,8 +42,7 @@
 
 namespace apportion {
 
-// The instruction-set levels the hot loops are compiled for, lowest first (simd_dispatch's
-// copies stop at x86-64-v3).
+// The instruction-set levels the hot loops are compiled for, lowest first.
 enum class SimdLevel : int { kBaseline = 0, kX86_64_V3 = 1, kX86_64_V4 = 2 };
 
 // The highest level compiled into this build (kBaseline where dispatch is not compiled).
@@ -92,11 +92,12 @@ inline SimdLevel set_simd_level(SimdLevel level) {
 }
 
 // The level a copy of simd_dispatch's f is compiled for, as its argument: kLanes doubles fill
-// one vector register of that level (2: SSE2, also the width of the generic code elsewhere).
+// one vector register of that level (2: SSE2, also the width of the generic code elsewhere;
+// 4: AVX2; 8: AVX-512).
 template <SimdLevel L>
 struct SimdTarget {
   static constexpr SimdLevel level = L;
-  static constexpr int kLanes = L == SimdLevel::kX86_64_V3 ? 4 : 2;
+  static constexpr int kLanes = L == SimdLevel::kX86_64_V4 ? 8 : L == SimdLevel::kX86_64_V3 ? 4 : 2;
 };
 
 #if APPORTION_X86_DISPATCH
@@ -109,6 +110,10 @@ template <class F>
 __attribute__((target("arch=x86-64-v3"), flatten)) auto run_x86_64_v3(F& f) {
   return f(SimdTarget<SimdLevel::kX86_64_V3>{});
 }
+template <class F>
+__attribute__((target("arch=x86-64-v4"), flatten)) auto run_x86_64_v4(F& f) {
+  return f(SimdTarget<SimdLevel::kX86_64_V4>{});
+}
 }  // namespace detail
 #endif
 
@@ -119,7 +124,7 @@ template <class F>
 auto simd_dispatch(F&& f) {
 #if APPORTION_X86_DISPATCH
   switch (simd_level()) {
-    case SimdLevel::kX86_64_V4:  // (no copy of its own, see the top of this file)
+    case SimdLevel::kX86_64_V4: return detail::run_x86_64_v4(f);
     case SimdLevel::kX86_64_V3: return detail::run_x86_64_v3(f);
     default: return detail::run_baseline(f);
   }

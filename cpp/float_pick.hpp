@@ -37,6 +37,9 @@
 // GCC 12 on: __builtin_shufflevector (load_columns4) is new in GCC 12.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && !defined(__CUDACC__)
 #define APPORTION_FLOAT_PICK 1
+// These helpers are always inlined into their caller's level (no vector crosses a call), so
+// the ABI note GCC makes for wide vectors passed without their instruction set does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace apportion {
 
@@ -73,98 +76,189 @@ struct FloatSlopes {
   }
 };
 
-using FloatLanes = float __attribute__((vector_size(32)));
-using IntLanes = std::int32_t __attribute__((vector_size(32)));
+// L lanes of floats and of int32: 8 (256 bits, x86-64-v3) or 16 (512 bits, x86-64-v4).
+template <int L>
+struct FloatVec;
+template <>
+struct FloatVec<8> {
+  using F = float __attribute__((vector_size(32)));
+  using I = std::int32_t __attribute__((vector_size(32)));
+};
+template <>
+struct FloatVec<16> {
+  using F = float __attribute__((vector_size(64)));
+  using I = std::int32_t __attribute__((vector_size(64)));
+};
 
 // 4 floats read from any float address (a may_alias vector load: a memcpy into a vector
 // was copied through the stack).
 using FloatQuad = float __attribute__((vector_size(16), aligned(4), may_alias));
 
-// Entries j0..j0+4 of the 8 rows base + item[l] * stride (l < 8) as 4 columns, one per entry:
-// c[m] = (row 0's entry j0 + m, ..., row 7's). Rows l and l + 4 share a register (lower and
-// upper half), so a 4 x 4 transpose inside each half makes the columns: 8 shuffles for 4
+// Entries j0..j0+4 of the L rows base + item[l] * stride (l < L) as 4 columns, one per entry:
+// c[m] = (row 0's entry j0 + m, ..., row L-1's). Rows l, l + 4, ... share a register (one
+// 128-bit lane each), so a 4 x 4 transpose inside each lane makes the columns: 8 shuffles for 4
 // columns, and only 4 columns live at a time. (A full 8 x 8 transpose took 24 shuffles for 8
 // columns, and the 16 columns of values and costs did not fit the 16 vector registers beside
 // the pick's own: they were spilled to the stack and reloaded.)
+template <int L>
 APPORTION_INLINE void load_columns4(const float* base, const std::int64_t* item, std::int64_t stride, std::int64_t j0,
-                                    FloatLanes* c) {
-  FloatLanes r[4];
+                                    typename FloatVec<L>::F* c) {
+  using F = typename FloatVec<L>::F;
+  using I = typename FloatVec<L>::I;
+  F r[4];
   for (int l = 0; l < 4; ++l) {
-    const FloatQuad lower = *reinterpret_cast<const FloatQuad*>(base + item[l] * stride + j0);
-    const FloatQuad upper = *reinterpret_cast<const FloatQuad*>(base + item[l + 4] * stride + j0);
-    r[l] = __builtin_shufflevector(lower, upper, 0, 1, 2, 3, 4, 5, 6, 7);  // one vinsertf128
+    auto quad = [&](int g) { return *reinterpret_cast<const FloatQuad*>(base + item[l + 4 * g] * stride + j0); };
+    const auto low = __builtin_shufflevector(quad(0), quad(1), 0, 1, 2, 3, 4, 5, 6, 7);  // one vinsertf128
+    if constexpr (L == 8) {
+      r[l] = low;
+    } else {
+      const auto high = __builtin_shufflevector(quad(2), quad(3), 0, 1, 2, 3, 4, 5, 6, 7);
+      r[l] = __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    }
   }
-  const FloatLanes t0 = __builtin_shuffle(r[0], r[1], IntLanes{0, 8, 1, 9, 4, 12, 5, 13});  // unpacklo
-  const FloatLanes t1 = __builtin_shuffle(r[0], r[1], IntLanes{2, 10, 3, 11, 6, 14, 7, 15});  // unpackhi
-  const FloatLanes t2 = __builtin_shuffle(r[2], r[3], IntLanes{0, 8, 1, 9, 4, 12, 5, 13});
-  const FloatLanes t3 = __builtin_shuffle(r[2], r[3], IntLanes{2, 10, 3, 11, 6, 14, 7, 15});
-  c[0] = __builtin_shuffle(t0, t2, IntLanes{0, 1, 8, 9, 4, 5, 12, 13});  // shufps 0x44
-  c[1] = __builtin_shuffle(t0, t2, IntLanes{2, 3, 10, 11, 6, 7, 14, 15});  // shufps 0xee
-  c[2] = __builtin_shuffle(t1, t3, IntLanes{0, 1, 8, 9, 4, 5, 12, 13});
-  c[3] = __builtin_shuffle(t1, t3, IntLanes{2, 3, 10, 11, 6, 7, 14, 15});
+  // Within each 128-bit lane: unpacklo, unpackhi, then shufps 0x44 and 0xee.
+  if constexpr (L == 8) {
+    const F t0 = __builtin_shuffle(r[0], r[1], I{0, 8, 1, 9, 4, 12, 5, 13});
+    const F t1 = __builtin_shuffle(r[0], r[1], I{2, 10, 3, 11, 6, 14, 7, 15});
+    const F t2 = __builtin_shuffle(r[2], r[3], I{0, 8, 1, 9, 4, 12, 5, 13});
+    const F t3 = __builtin_shuffle(r[2], r[3], I{2, 10, 3, 11, 6, 14, 7, 15});
+    c[0] = __builtin_shuffle(t0, t2, I{0, 1, 8, 9, 4, 5, 12, 13});
+    c[1] = __builtin_shuffle(t0, t2, I{2, 3, 10, 11, 6, 7, 14, 15});
+    c[2] = __builtin_shuffle(t1, t3, I{0, 1, 8, 9, 4, 5, 12, 13});
+    c[3] = __builtin_shuffle(t1, t3, I{2, 3, 10, 11, 6, 7, 14, 15});
+  } else {
+    const I unpack_lo{0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29};
+    const I unpack_hi{2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31};
+    const I pairs_lo{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+    const I pairs_hi{2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+    const F t0 = __builtin_shuffle(r[0], r[1], unpack_lo), t1 = __builtin_shuffle(r[0], r[1], unpack_hi);
+    const F t2 = __builtin_shuffle(r[2], r[3], unpack_lo), t3 = __builtin_shuffle(r[2], r[3], unpack_hi);
+    c[0] = __builtin_shuffle(t0, t2, pairs_lo);
+    c[1] = __builtin_shuffle(t0, t2, pairs_hi);
+    c[2] = __builtin_shuffle(t1, t3, pairs_lo);
+    c[3] = __builtin_shuffle(t1, t3, pairs_hi);
+  }
 }
 
-// The float pick of 8 items: their options at both slopes, their cheapest costs, and which
+// The float pick of L items: their options at both slopes, their cheapest costs, and which
 // lanes are proven (all lanes set: every item's options are the double pick's).
+template <int L>
 struct FloatBlockPicks {
-  IntLanes option_lo, option_hi, sure;
-  FloatLanes cheapest;
+  typename FloatVec<L>::I option_lo, option_hi;
+  typename FloatVec<L>::F cheapest;
+  bool sure;  // every lane proven
+  // L = 16: each 8-lane half proven (a half is picked again in double only where it has an
+  // unproven lane: a 16-item block had twice an 8-item block's chance of one)
+  bool half_sure[2];
 };
 
-// Items item[0..8) of unmasked rows of row_k entries (values, and costs unless kShared: one
+// Whether every lane of an 8-lane mask is set (halves folded together: not a lane at a time).
+APPORTION_INLINE bool all_lanes(FloatVec<8>::I m) {
+  using I = FloatVec<8>::I;
+  m &= __builtin_shuffle(m, I{4, 5, 6, 7, 0, 1, 2, 3});
+  m &= __builtin_shuffle(m, I{2, 3, 0, 1, 2, 3, 0, 1});
+  m &= __builtin_shuffle(m, I{1, 0, 1, 0, 1, 0, 1, 0});
+  return m[0] == -1;
+}
+
+// Every lane of each 8-lane half ORed together (into lanes 0 and 8), by shuffles.
+APPORTION_INLINE FloatVec<16>::I or_of_halves(FloatVec<16>::I x) {
+  using I = FloatVec<16>::I;
+  x |= __builtin_shuffle(x, I{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+  x |= __builtin_shuffle(x, I{2, 3, 0, 1, 2, 3, 0, 1, 10, 11, 8, 9, 10, 11, 8, 9});
+  x |= __builtin_shuffle(x, I{1, 0, 1, 0, 1, 0, 1, 0, 9, 8, 9, 8, 9, 8, 9, 8});
+  return x;
+}
+
+// Items item[0..L) of unmasked rows of row_k entries (values, and costs unless kShared: one
 // row for all items), each row readable for K rounded up to 4 entries. kK: K when known at
 // compile time (then the rows' offsets are constants), 0 otherwise; kNegate: s.sign == -1 (both
 // known, so that the loop over the options has no branch and no multiply for the sign).
-template <int kK, bool kShared, bool kNegate>
-APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const float* costs, std::int64_t row_k,
-                                                  const std::int64_t* item, const FloatSlopes& s) {
+//
+// L = 16 is for x86-64-v4 only, and every comparison there feeds a select: GCC 12 makes a
+// comparison whose lanes are used as integers (a mask turned into a vector) lane by lane with
+// AVX-512, which ran this pick 5x slower. L = 8 keeps the forms fastest at x86-64-v3.
+template <int L, int kK, bool kShared, bool kNegate>
+APPORTION_INLINE FloatBlockPicks<L> float_pick_block(const float* values, const float* costs, std::int64_t row_k,
+                                                     const std::int64_t* item, const FloatSlopes& s) {
+  using F = typename FloatVec<L>::F;
+  using I = typename FloatVec<L>::I;
   const std::int64_t k = kK ? kK : row_k;
-  const FloatLanes vlo = FloatLanes{} + s.lo, vhi = FloatLanes{} + s.hi;
-  const FloatLanes none = FloatLanes{} - INFINITY;
-  FloatLanes best_lo = none, best_hi = none, second_lo = none, second_hi = none;
+  const F vlo = F{} + s.lo, vhi = F{} + s.hi;
+  const F none = F{} - INFINITY;
+  F best_lo = none, best_hi = none, second_lo = none, second_hi = none;
   // The best options so far, plus 1 (0: none yet). Options come in rising order, so the one
-  // that beats the best so far is also the largest index so far: a mask and a max take it,
-  // two single-micro-op instructions where a variable blend takes three.
-  IntLanes option_lo = {}, option_hi = {};
+  // that beats the best so far is also the largest index so far: at L = 8 a mask and a max
+  // take it, two single-micro-op instructions where a variable blend takes three.
+  I option_lo = {}, option_hi = {};
   // Bit patterns as int32: max |v| (a NaN's lies above inf's, so it sticks), max and min cost
   // (a negative cost, -0.0 included, has the sign bit: a negative minimum).
-  IntLanes value_bits = {}, cost_max = IntLanes{} + std::numeric_limits<std::int32_t>::min(),
-           cost_min = IntLanes{} + std::numeric_limits<std::int32_t>::max();
+  I value_bits = {}, cost_max = I{} + std::numeric_limits<std::int32_t>::min(),
+    cost_min = I{} + std::numeric_limits<std::int32_t>::max();
 #pragma GCC unroll 4
   for (std::int64_t j0 = 0; j0 < k; j0 += 4) {
-    FloatLanes v[4], w[4];
-    load_columns4(values, item, k, j0, v);
-    if constexpr (!kShared) load_columns4(costs, item, k, j0, w);
+    F v[4], w[4];
+    load_columns4<L>(values, item, k, j0, v);
+    if constexpr (!kShared) load_columns4<L>(costs, item, k, j0, w);
     for (int m = 0; m < 4 && j0 + m < k; ++m) {
-      const FloatLanes cost = kShared ? FloatLanes{} + costs[j0 + m] : w[m];
-      const IntLanes j = IntLanes{} + static_cast<std::int32_t>(j0 + m + 1);  // the option + 1, in every lane
-      IntLanes vb, cb;
+      const F cost = kShared ? F{} + costs[j0 + m] : w[m];
+      const I j = I{} + static_cast<std::int32_t>(j0 + m + 1);  // the option + 1, in every lane
+      I vb, cb;
       std::memcpy(&vb, &v[m], sizeof vb);
       std::memcpy(&cb, &cost, sizeof cb);
       vb &= 0x7fffffff;
       value_bits = value_bits < vb ? vb : value_bits;
       cost_max = cost_max < cb ? cb : cost_max;
       cost_min = cb < cost_min ? cb : cost_min;
-      const FloatLanes value = kNegate ? -v[m] : v[m];
-      const FloatLanes s_lo = value - vlo * cost, s_hi = value - vhi * cost;
-      const FloatLanes floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
+      const F value = kNegate ? -v[m] : v[m];
+      const F s_lo = value - vlo * cost, s_hi = value - vhi * cost;
+      const F floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
       second_lo = second_lo < floor_lo ? floor_lo : second_lo;
       second_hi = second_hi < floor_hi ? floor_hi : second_hi;
-      const IntLanes up_lo = (s_lo > best_lo) & j, up_hi = (s_hi > best_hi) & j;
-      option_lo = option_lo < up_lo ? up_lo : option_lo;
+      if constexpr (L == 8) {
+        const I up_lo = (s_lo > best_lo) & j, up_hi = (s_hi > best_hi) & j;
+        option_lo = option_lo < up_lo ? up_lo : option_lo;
+        option_hi = option_hi < up_hi ? up_hi : option_hi;
+      } else {
+        option_lo = s_lo > best_lo ? j : option_lo;
+        option_hi = s_hi > best_hi ? j : option_hi;
+      }
       best_lo = s_lo > best_lo ? s_lo : best_lo;
-      option_hi = option_hi < up_hi ? up_hi : option_hi;
       best_hi = s_hi > best_hi ? s_hi : best_hi;
     }
   }
-  FloatLanes value_max, cost_top;
+  F value_max, cost_top;
   std::memcpy(&value_max, &value_bits, sizeof value_max);
   std::memcpy(&cost_top, &cost_max, sizeof cost_top);
-  const IntLanes finite = (value_bits < 0x7f800000) & (cost_max < 0x7f800000) & (cost_min >= 0);
-  const FloatLanes reach = vhi * cost_top;  // >= fl(lf w) at either slope, for every option
-  const FloatLanes tol = 0x1p-22f * value_max + 0x1p-21f * reach + s.lambda_error * cost_top + 0x1p-122f;
-  FloatBlockPicks out;
-  out.sure = finite & (value_max + reach < INFINITY) & (best_lo - second_lo > tol) & (best_hi - second_hi > tol);
+  const F reach = vhi * cost_top;  // >= fl(lf w) at either slope, for every option
+  const F tol = 0x1p-22f * value_max + 0x1p-21f * reach + s.lambda_error * cost_top + 0x1p-122f;
+  FloatBlockPicks<L> out;
+  if constexpr (L == 8) {
+    const I finite = (value_bits < 0x7f800000) & (cost_max < 0x7f800000) & (cost_min >= 0);
+    out.sure = all_lanes(finite & (value_max + reach < INFINITY) & (best_lo - second_lo > tol) &
+                         (best_hi - second_hi > tol));
+    out.half_sure[0] = out.half_sure[1] = out.sure;
+  } else {
+    // The same tests, as a chain of selects, each failure its own negative constant: a lane stays
+    // positive (best_hi - second_hi > tol > 0) while it passes. (With one constant, GCC merges
+    // the selects into one of the comparisons' lanes ANDed as integers, which it makes lane by
+    // lane with AVX-512.)
+    F sure = best_lo - second_lo > tol ? best_hi - second_hi : F{} - 1.0f;
+    sure = best_hi - second_hi > tol ? sure : F{} - 2.0f;
+    sure = value_max + reach < INFINITY ? sure : F{} - 3.0f;
+    // The integer tests as one lane value, negative where both hold (|v| and cost bits below
+    // inf's, the least cost's sign bit clear); a lane failed where its sign bit is set in
+    // `failed`. (No comparison: GCC folds a float one of converted integers into an integer
+    // one, and an integer comparison that selects floats was made lane by lane too.)
+    const I finite_bits = ((value_bits < cost_max ? cost_max : value_bits) - 0x7f800000) & ~cost_min;
+    I sure_bits;
+    std::memcpy(&sure_bits, &sure, sizeof sure_bits);
+    const I failed = sure_bits | ~finite_bits;
+    const I any = or_of_halves(failed);
+    out.half_sure[0] = any[0] >= 0;
+    out.half_sure[1] = any[8] >= 0;
+    out.sure = out.half_sure[0] && out.half_sure[1];
+  }
   out.option_lo = option_lo - 1;
   out.option_hi = option_hi - 1;
   std::memcpy(&out.cheapest, &cost_min, sizeof out.cheapest);  // the least cost, where sure
@@ -173,35 +267,26 @@ APPORTION_INLINE FloatBlockPicks float_pick_block(const float* values, const flo
 
 // float_pick_block for rows whose costs are shared (cost_stride 0) or per item (stride K), of
 // either value sign: the four forms, each with no branch in its loop over the options.
-template <int kK>
-APPORTION_INLINE FloatBlockPicks float_pick_items(const float* values, const float* costs, std::int64_t cost_stride,
-                                                  std::int64_t row_k, const std::int64_t* item, const FloatSlopes& s) {
+template <int L, int kK>
+APPORTION_INLINE FloatBlockPicks<L> float_pick_items(const float* values, const float* costs, std::int64_t cost_stride,
+                                                     std::int64_t row_k, const std::int64_t* item,
+                                                     const FloatSlopes& s) {
   const bool shared = cost_stride == 0, negate = s.sign < 0.0f;
-  return shared ? (negate ? float_pick_block<kK, true, true>(values, costs, row_k, item, s)
-                          : float_pick_block<kK, true, false>(values, costs, row_k, item, s))
-                : (negate ? float_pick_block<kK, false, true>(values, costs, row_k, item, s)
-                          : float_pick_block<kK, false, false>(values, costs, row_k, item, s));
+  return shared ? (negate ? float_pick_block<L, kK, true, true>(values, costs, row_k, item, s)
+                          : float_pick_block<L, kK, true, false>(values, costs, row_k, item, s))
+                : (negate ? float_pick_block<L, kK, false, true>(values, costs, row_k, item, s)
+                          : float_pick_block<L, kK, false, false>(values, costs, row_k, item, s));
 }
 
-// The lower and upper 4 lanes.
-using FloatHalf = float __attribute__((vector_size(16)));
-APPORTION_INLINE FloatHalf lower_half(FloatLanes x) {
-  FloatHalf h;
-  std::memcpy(&h, &x, sizeof h);
-  return h;
-}
-APPORTION_INLINE FloatHalf upper_half(FloatLanes x) {
-  FloatHalf h;
-  std::memcpy(&h, reinterpret_cast<const char*>(&x) + sizeof h, sizeof h);
-  return h;
-}
-
-// Whether every lane of a mask is set (halves folded together: not a lane at a time).
-APPORTION_INLINE bool all_lanes(IntLanes m) {
-  m &= __builtin_shuffle(m, IntLanes{4, 5, 6, 7, 0, 1, 2, 3});
-  m &= __builtin_shuffle(m, IntLanes{2, 3, 0, 1, 2, 3, 0, 1});
-  m &= __builtin_shuffle(m, IntLanes{1, 0, 1, 0, 1, 0, 1, 0});
-  return m[0] == -1;
+// Lanes at..at+4 of x, widened to doubles (through a copy of 4 floats: one 64-byte vector
+// widened whole was copied out through general registers).
+using FloatQuadValue = float __attribute__((vector_size(16)));
+using DoubleQuad = double __attribute__((vector_size(32)));
+template <int L>
+APPORTION_INLINE DoubleQuad widen_quad(typename FloatVec<L>::F x, int at) {
+  FloatQuadValue part;
+  std::memcpy(&part, reinterpret_cast<const char*>(&x) + at * sizeof(float), sizeof part);
+  return __builtin_convertvector(part, DoubleQuad);
 }
 
 }  // namespace apportion

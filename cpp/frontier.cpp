@@ -563,6 +563,30 @@ struct PickVec<4> {
   }
 };
 
+template <>
+struct PickVec<8> {
+  using D = double __attribute__((vector_size(64)));
+  using I = std::int64_t __attribute__((vector_size(64)));
+  using I32 = std::int32_t __attribute__((vector_size(32)));
+  static void transpose(D* r) {
+    D t[8], u[8];
+    for (int a = 0; a < 8; a += 2) {  // pairs of rows interleaved
+      t[a] = __builtin_shuffle(r[a], r[a + 1], I{0, 8, 2, 10, 4, 12, 6, 14});
+      t[a + 1] = __builtin_shuffle(r[a], r[a + 1], I{1, 9, 3, 11, 5, 13, 7, 15});
+    }
+    for (int a = 0; a < 8; a += 4) {  // then pairs of pairs
+      for (int b = 0; b < 2; ++b) {
+        u[a + b] = __builtin_shuffle(t[a + b], t[a + b + 2], I{0, 1, 8, 9, 4, 5, 12, 13});
+        u[a + b + 2] = __builtin_shuffle(t[a + b], t[a + b + 2], I{2, 3, 10, 11, 6, 7, 14, 15});
+      }
+    }
+    for (int b = 0; b < 4; ++b) {  // then the halves
+      r[b] = __builtin_shuffle(u[b], u[b + 4], I{0, 1, 2, 3, 8, 9, 10, 11});
+      r[b + 4] = __builtin_shuffle(u[b], u[b + 4], I{4, 5, 6, 7, 12, 13, 14, 15});
+    }
+  }
+};
+
 // W entries from src as doubles (exact for float and double).
 template <int W, class T>
 APPORTION_INLINE typename PickVec<W>::D load_lanes(const T* src) {
@@ -577,6 +601,10 @@ APPORTION_INLINE typename PickVec<W>::D load_lanes(const T* src) {
     // __builtin_convertvector on a float vector was lowered to two halves through the stack.
     if constexpr (W == 2) {
       return typename V::D{static_cast<double>(src[0]), static_cast<double>(src[1])};
+    } else if constexpr (W == 8) {
+      return typename V::D{static_cast<double>(src[0]), static_cast<double>(src[1]), static_cast<double>(src[2]),
+                           static_cast<double>(src[3]), static_cast<double>(src[4]), static_cast<double>(src[5]),
+                           static_cast<double>(src[6]), static_cast<double>(src[7])};
     } else {
       return typename V::D{static_cast<double>(src[0]), static_cast<double>(src[1]), static_cast<double>(src[2]),
                            static_cast<double>(src[3])};
@@ -605,7 +633,8 @@ struct PickRows {
 template <int W>
 struct BlockPicks {
   typename PickVec<W>::D best_lo, best_hi, second_lo, second_hi, option_lo, option_hi, cheap;
-  typename PickVec<W>::I bad;  // lanes whose scores at lo sum to a non-finite or whose cheapest cost is < 0
+  // The scores' sum at lo less itself: 0 where it is finite, NaN otherwise.
+  typename PickVec<W>::D finite;
 };
 
 // The LP options of the W items item[0..W) (unmasked rows that rows.readable) at slopes lo and
@@ -634,7 +663,7 @@ APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::in
     crow[l] = rows.costs + item[l] * rows.cost_stride;
   }
   for (std::int64_t j0 = 0; j0 < k; j0 += W) {
-    D v[W], w[W];
+    D v[W], w[W] = {};  // (w unread where the costs are shared)
     for (int l = 0; l < W; ++l) v[l] = load_lanes<W>(vrow[l] + j0);
     V::transpose(v);
     if (rows.cost_stride != 0) {
@@ -659,17 +688,10 @@ APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::in
       out.cheap = cost < out.cheap ? cost : out.cheap;
     }
   }
-  out.bad = ~((sum_lo - sum_lo == 0.0) & (out.cheap >= 0.0));  // x - x: 0 when finite
+  out.finite = sum_lo - sum_lo;
   return out;
 }
 
-// Whether any lane of m is set.
-template <int W, class I>
-APPORTION_INLINE bool any_lane(I m) {
-  std::int64_t any = 0;
-  for (int l = 0; l < W; ++l) any |= m[l];
-  return any != 0;
-}
 #endif
 
 // Item i's LP options at two slopes (with their runner-up scores when `margins`) and its
@@ -1040,15 +1062,22 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
   if (p.mask == nullptr) {
     const PickRows<T> rows(p, W);
     using D = typename PickVec<W>::D;
-    typename PickVec<W>::I bad = {};
+    // The blocks' checks, folded as they come and tested once a chunk: the sum of their `finite`
+    // lanes (NaN where one was) and the least of their cheapest costs and options (< 0 where one
+    // was). Not a comparison per block: GCC 12 lowers one whose lanes are integers (a mask
+    // made into a vector) lane by lane at x86-64-v4.
+    D finite = {}, least = D{} + INFINITY;
     // The double pick of items first..first+W.
-    auto double_block = [&](std::int64_t first, auto k_known) {
+    auto double_block = [&](std::int64_t first, auto k_known) APPORTION_INLINE_LAMBDA {
       std::int64_t item[W];
       for (int l = 0; l < W; ++l) item[l] = first + l;
       const BlockPicks<W> b = pick_block<W, margins, decltype(k_known)::value>(rows, item, lo, hi);
       // No option at an end (every score -inf there, from an overflow of lambda * cost): the
       // full path decides.
-      bad |= b.bad | (b.option_lo < 0.0) | (b.option_hi < 0.0);
+      finite += b.finite;
+      least = b.cheap < least ? b.cheap : least;
+      least = b.option_lo < least ? b.option_lo : least;
+      least = b.option_hi < least ? b.option_hi : least;
       const std::int64_t at = first - c0;
       store_options<W>(b.option_lo, picks.option_lo + at);
       store_options<W>(b.option_hi, picks.option_hi + at);
@@ -1060,41 +1089,57 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
         std::memcpy(margin + first, &m, sizeof m);
       }
     };
-    auto prefetch_ahead = [&](std::int64_t first) {
+    auto prefetch_ahead = [&](std::int64_t first) APPORTION_INLINE_LAMBDA {
       const std::int64_t ahead = std::min(first + kPrefetchItems, rows.n - 1);  // (a pointer inside the rows)
       __builtin_prefetch(rows.values + ahead * rows.k);
       if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + ahead * rows.cost_stride);
     };
-    auto blocks = [&](auto k_known) {
+    // (Every lambda here always inlined: GCC cloned `blocks` for K = 4 out of line, compiled
+    // for the baseline, and the x86-64-v3 pass called it: routing 1e5 x 4 float32 took 3.2 ms,
+    // float64 0.85 ms.)
+    auto blocks = [&](auto k_known) APPORTION_INLINE_LAMBDA {
 #if APPORTION_FLOAT_PICK
-      // Float rows at the x86-64-v3 level (W = 4 doubles, 8 floats): the float pick, 8 items at
-      // a time, where it proves the double pick's options (float_pick.hpp); the double pick
-      // redoes a block with an unproven item. Not for the margins, which are double scores.
-      if constexpr (std::is_same_v<T, float> && W == 4 && !margins) {
+      // Float rows at x86-64-v3 and v4 (W = 4 or 8 doubles a register, L = 8 or 16 floats): the
+      // float pick, L items at a time, where it proves the double pick's options (float_pick.hpp);
+      // the double pick redoes a block with an unproven item. Not for the margins, which are
+      // double scores.
+      if constexpr (std::is_same_v<T, float> && W >= 4 && !margins) {
+        constexpr int L = 2 * W;
         const FloatSlopes slopes(lo, hi, p.value_sign);
         const PickRows<T> rows8(p, 8);
         // (per-item cost rows have the values' stride K)
         const bool float_rows = rows.cost_stride == 0 || rows.cost_stride == rows.k;
-        for (; slopes.usable && float_rows && i + 8 <= c1 && rows8.readable(i + 7); i += 8) {
+        for (; slopes.usable && float_rows && i + L <= c1 && rows8.readable(i + L - 1); i += L) {
           prefetch_ahead(i);
-          std::int64_t item[8];
-          for (int l = 0; l < 8; ++l) item[l] = i + l;
-          const FloatBlockPicks f = float_pick_items<decltype(k_known)::value>(rows.values, rows.costs,
-                                                                               rows.cost_stride, rows.k, item, slopes);
-          if (!all_lanes(f.sure)) {
-            double_block(i, k_known);
-            double_block(i + 4, k_known);
-            continue;
+          std::int64_t item[L];
+          for (int l = 0; l < L; ++l) item[l] = i + l;
+          const FloatBlockPicks<L> f = float_pick_items<L, decltype(k_known)::value>(
+              rows.values, rows.costs, rows.cost_stride, rows.k, item, slopes);
+          // The float picks of lanes [from, from + count) of the block.
+          auto keep = [&](int from, int count) APPORTION_INLINE_LAMBDA {
+            const std::int64_t at = i - c0 + from;
+            const std::size_t bytes = static_cast<std::size_t>(count) * sizeof(std::int32_t);
+            std::memcpy(picks.option_lo + at, reinterpret_cast<const std::int32_t*>(&f.option_lo) + from, bytes);
+            std::memcpy(picks.option_hi + at, reinterpret_cast<const std::int32_t*>(&f.option_hi) + from, bytes);
+            std::memcpy(item_option + i + from, reinterpret_cast<const std::int32_t*>(&f.option_lo) + from, bytes);
+            for (int l = from; l < from + count; l += 4) {  // widened 4 at a time (see widen_quad)
+              const DoubleQuad wide = widen_quad<L>(f.cheapest, l);
+              std::memcpy(picks.cheapest + i - c0 + l, &wide, sizeof wide);
+            }
+          };
+          if (f.sure) {
+            keep(0, L);
+          } else if constexpr (L == 16) {  // each half alone (W = 8 items)
+            for (int h = 0; h < 2; ++h) {
+              if (f.half_sure[h]) {
+                keep(h * W, W);
+              } else {
+                double_block(i + h * W, k_known);
+              }
+            }
+          } else {
+            for (int l = 0; l < L; l += W) double_block(i + l, k_known);
           }
-          const std::int64_t at = i - c0;
-          std::memcpy(picks.option_lo + at, &f.option_lo, sizeof f.option_lo);
-          std::memcpy(picks.option_hi + at, &f.option_hi, sizeof f.option_hi);
-          std::memcpy(item_option + i, &f.option_lo, sizeof f.option_lo);
-          // Widened half by half: one 64-byte vector was copied out through general registers.
-          const D low = __builtin_convertvector(lower_half(f.cheapest), D);
-          const D high = __builtin_convertvector(upper_half(f.cheapest), D);
-          std::memcpy(picks.cheapest + at, &low, sizeof low);
-          std::memcpy(picks.cheapest + at + 4, &high, sizeof high);
         }
       }
 #endif
@@ -1104,7 +1149,9 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
       }
     };
     with_unrolled_k(p.k, blocks);
-    if (any_lane<W>(bad)) return false;
+    for (int l = 0; l < W; ++l) {
+      if (!(finite[l] == 0.0) || least[l] < 0.0) return false;
+    }
   }
 #endif
   for (; i < c1; ++i) {
@@ -1222,7 +1269,7 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
     // Local sums, stored once at the end: added through the references, they were loaded and
     // stored for every item, each addition waiting on the last one's store.
     double sum1 = 0.0, sum2 = 0.0;
-    auto add = [&](std::size_t a, std::int32_t at1, std::int32_t at2) {
+    auto add = [&](std::size_t a, std::int32_t at1, std::int32_t at2) APPORTION_INLINE_LAMBDA {
       const std::int32_t i = items[a];
       option1[a] = at1;
       option2[a] = at2;
@@ -1235,7 +1282,8 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
       const PickRows<T> rows(p, W);
       // items[from..from+lanes) into item (prefetching rows ahead); false where a block may
       // not read one of their rows.
-      auto gather = [&](std::size_t from, int lanes, const PickRows<T>& block_rows, std::int64_t* item) {
+      auto gather = [&](std::size_t from, int lanes, const PickRows<T>& block_rows,
+                        std::int64_t* item) APPORTION_INLINE_LAMBDA {
         for (int l = 0; l < lanes; ++l) {
           if (from + l + ahead < count) prefetch_row(p, items[from + l + ahead]);
         }
@@ -1247,30 +1295,39 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
         return readable;
       };
       // The double pick of items[from..from+W) (their rows: item[0..W)).
-      auto double_block = [&](std::size_t from, const std::int64_t* item, auto k_known) {
+      auto double_block = [&](std::size_t from, const std::int64_t* item, auto k_known) APPORTION_INLINE_LAMBDA {
         const BlockPicks<W> picks = pick_block<W, false, decltype(k_known)::value>(rows, item, t1, t2);
         for (int l = 0; l < W; ++l) {
           add(from + l, static_cast<std::int32_t>(picks.option_lo[l]), static_cast<std::int32_t>(picks.option_hi[l]));
         }
       };
-      auto blocks = [&](auto k_known) {
+      auto blocks = [&](auto k_known) APPORTION_INLINE_LAMBDA {
 #if APPORTION_FLOAT_PICK
-        // Float rows at x86-64-v3: the float pick of 8 items, as in the first pass (pick_chunk),
-        // where it proves the double pick's options at t1 and t2; otherwise the double pick.
-        if constexpr (std::is_same_v<T, float> && W == 4) {
+        // Float rows at x86-64-v3 and v4: the float pick of L items, as in the first pass
+        // (pick_chunk), where it proves the double pick's options at t1 and t2; otherwise the
+        // double pick.
+        if constexpr (std::is_same_v<T, float> && W >= 4) {
+          constexpr int L = 2 * W;
           const FloatSlopes slopes(t1, t2, p.value_sign);
           const PickRows<T> rows8(p, 8);
           const bool float_rows = rows.cost_stride == 0 || rows.cost_stride == rows.k;
-          std::int64_t item[8];
-          for (; slopes.usable && float_rows && a + 8 <= count && gather(a, 8, rows8, item); a += 8) {
-            const FloatBlockPicks f = float_pick_items<decltype(k_known)::value>(rows.values, rows.costs,
-                                                                                 rows.cost_stride, rows.k, item, slopes);
-            if (!all_lanes(f.sure)) {
-              double_block(a, item, k_known);
-              double_block(a + 4, item + 4, k_known);
-              continue;
+          std::int64_t item[L];
+          for (; slopes.usable && float_rows && a + L <= count && gather(a, L, rows8, item); a += L) {
+            const FloatBlockPicks<L> f = float_pick_items<L, decltype(k_known)::value>(
+                rows.values, rows.costs, rows.cost_stride, rows.k, item, slopes);
+            if (f.sure) {
+              for (int l = 0; l < L; ++l) add(a + l, f.option_lo[l], f.option_hi[l]);
+            } else if constexpr (L == 16) {  // each half alone, in item order
+              for (int h = 0; h < L; h += W) {
+                if (f.half_sure[h / W]) {
+                  for (int l = h; l < h + W; ++l) add(a + l, f.option_lo[l], f.option_hi[l]);
+                } else {
+                  double_block(a + h, item + h, k_known);
+                }
+              }
+            } else {
+              for (int l = 0; l < L; l += W) double_block(a + l, item + l, k_known);
             }
-            for (int l = 0; l < 8; ++l) add(a + l, f.option_lo[l], f.option_hi[l]);
           }
         }
 #endif

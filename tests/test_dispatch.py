@@ -110,12 +110,12 @@ def test_bad_input_is_reported_at_every_level(levels):
             apportion.solve(np.nan_to_num(v), c2, b, method="lagrangian")
 
 
-# Float32 input: at the x86-64-v3 level the first pass picks in float, 8 items per vector, and
-# hands every item it cannot prove to the double pick (cpp/float_pick.hpp); the baseline level
-# always picks in double. These rows are built to reach that hand-over: exact and near ties at
-# the break, magnitudes where float products and scores round coarsely, underflow to subnormals,
-# slopes beyond float's range, shared cost rows, the min sense, masks, and K that fill 8 lanes
-# partly (3), exactly (8) and over two vectors (13).
+# Float32 input: at the x86-64-v3 and v4 levels the first pass picks in float, 8 and 16 items
+# per vector, and hands every item it cannot prove to the double pick (cpp/float_pick.hpp); the
+# baseline level always picks in double. These rows are built to reach that hand-over: exact and
+# near ties at the break, magnitudes where float products and scores round coarsely, underflow
+# to subnormals, slopes beyond float's range, shared cost rows, the min sense, masks, and K that
+# fill 8 lanes partly (3), exactly (8) and over two vectors (13).
 def _float32_rows(case, n, k, seed):
     rng = np.random.default_rng(seed)
     costs = np.sort(rng.random((n, k)) * 10.0 + 0.5, axis=1)
@@ -153,7 +153,7 @@ def _float32_rows(case, n, k, seed):
 @pytest.mark.parametrize("case", ["ulp_pairs", "near_ties", "exact_ties", "huge", "tiny", "subnormal", "steep", "mixed"])
 @pytest.mark.parametrize("k", [3, 8, 13])
 def test_float32_first_pass_gives_the_same_answers_at_every_level(levels, case, k):
-    n = 1003  # not a whole number of 8-item blocks
+    n = 1003  # not a whole number of 8- or 16-item blocks
     # (exact, which takes the double pick for its margins, only where it proves quickly: near
     # ties make it enumerate until its time limit, whose answer depends on the machine's speed)
     methods = ("lagrangian",) if "ties" in case or "ulp" in case else ("lagrangian", "exact")

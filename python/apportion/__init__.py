@@ -54,8 +54,7 @@ def build_info() -> _Dict[str, _Any]:
     Returns a dict:
         simd_compiled: the instruction-set levels the hot loops were compiled for, lowest
             first: "baseline" (x86-64 SSE2, or the only level off x86-64 Linux with GCC),
-            "x86-64-v3" (AVX2, FMA, BMI2) and "x86-64-v4" (AVX-512; some loops stop at
-            x86-64-v3 and run that copy here).
+            "x86-64-v3" (AVX2, FMA, BMI2) and "x86-64-v4" (AVX-512).
         simd_cpu: the highest of them this CPU runs.
         simd_running: the level the Lagrangian's pass over every option runs at now
             (simd_cpu, unless lowered for a test). Every level gives the same answers, bit
