@@ -57,7 +57,7 @@ APPORTION_INLINE void dp_item_body(const double* cost, const double* value, std:
   }
 }
 
-// The row update once per back-pointer width, each compiled for the baseline and for AVX2
+// The row update once per back-pointer width, each compiled for the baseline, AVX2 and AVX-512
 // (cpu_dispatch.hpp).
 APPORTION_SIMD_CLONES void dp_item_row(const double* cost, const double* value, std::int32_t count,
                                        std::int64_t grid, const double* best, double* next,

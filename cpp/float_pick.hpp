@@ -1,5 +1,5 @@
-// The first pass's option pick for float input, computed in float: 8 items per 256-bit vector
-// instead of 4 doubles, and a test that proves, item by item, that the double pick (OptionPick
+// The first pass's option pick for float input, computed in float: 8 or 16 items per 256- or
+// 512-bit vector instead of 4 or 8 doubles, and a test that proves, item by item, that the double pick (OptionPick
 // in frontier.cpp: argmax of v - lambda w in double, ties to the lower index) chooses the same
 // option at both slopes. Items it cannot prove go to the double pick, so every number the pass
 // reports is the double path's.
@@ -10,8 +10,9 @@
 //   float   S = fl(v - fl(lf w)):  |S - s| <= u |v| + u (2 + u) lf w + dl w + a,
 //   double  D = fl(v - fl(lambda w)) (u' = 2^-53): |D - s| <= u' (|v| + 2.01 lambda w) + a',
 // where a and a' are the absolute errors of a result in the subnormal range (float: 2^-150
-// per operation; double: 2^-1075). A thread whose CPU flushes subnormals (FTZ or DAZ) does
-// not take the float pick at all (FloatSlopes::flushes_subnormals). With V = max |v|, C = max
+// per operation; double: 2^-1075), all for rounding to nearest. A thread whose CPU flushes
+// subnormals (FTZ or DAZ), or rounds in a directed mode, does not take the float pick at all
+// (FloatSlopes::flushes_subnormals, rounds_to_nearest). With V = max |v|, C = max
 // w over the item's options and P = lf C, the two bounds added give, for every option, the
 // float score's distance from the double one: |S - D| <= e = 1.01 u V + 2.01 u P + 1.01 dl C
 // + 2^-125 (loosely). If the float best beats the float runner-up by G > 2e, then for every
@@ -39,6 +40,7 @@
 #define APPORTION_FLOAT_PICK 1
 // These helpers are always inlined into their caller's level (no vector crosses a call), so
 // the ABI note GCC makes for wide vectors passed without their instruction set does not apply.
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace apportion {
@@ -59,7 +61,18 @@ struct FloatSlopes {
     const double err = 4.0 * std::max(std::fabs(lo_d - static_cast<double>(lo)), std::fabs(hi_d - static_cast<double>(hi)));
     lambda_error = static_cast<float>(err);
     if (static_cast<double>(lambda_error) < err) lambda_error = std::nextafter(lambda_error, INFINITY);
-    usable = std::isfinite(lambda_error) && !flushes_subnormals();
+    usable = std::isfinite(lambda_error) && !flushes_subnormals() && rounds_to_nearest();
+  }
+
+  // Whether this thread's SSE unit rounds to nearest (MXCSR rounding control 0): the proof's
+  // u = 2^-24 is half an ulp; a directed mode (fesetround) errs by up to a whole ulp, past what
+  // the test's tolerance covers. Other modes use the double pick.
+  static bool rounds_to_nearest() {
+#if defined(__x86_64__) || defined(__i386__)
+    return (__builtin_ia32_stmxcsr() & 0x6000u) == 0;  // RC, bits 13-14
+#else
+    return false;  // not measured off x86: keep to the double pick
+#endif
   }
 
   // Whether this thread's SSE unit flushes subnormal results (FTZ) or reads subnormal operands
@@ -107,7 +120,9 @@ APPORTION_INLINE void load_columns4(const float* base, const std::int64_t* item,
   using I = typename FloatVec<L>::I;
   F r[4];
   for (int l = 0; l < 4; ++l) {
-    auto quad = [&](int g) { return *reinterpret_cast<const FloatQuad*>(base + item[l + 4 * g] * stride + j0); };
+    auto quad = [&](int g) APPORTION_INLINE_LAMBDA {
+      return *reinterpret_cast<const FloatQuad*>(base + item[l + 4 * g] * stride + j0);
+    };
     const auto low = __builtin_shufflevector(quad(0), quad(1), 0, 1, 2, 3, 4, 5, 6, 7);  // one vinsertf128
     if constexpr (L == 8) {
       r[l] = low;
@@ -140,8 +155,8 @@ APPORTION_INLINE void load_columns4(const float* base, const std::int64_t* item,
   }
 }
 
-// The float pick of L items: their options at both slopes, their cheapest costs, and which
-// lanes are proven (all lanes set: every item's options are the double pick's).
+// The float pick of L items: their options at both slopes, their cheapest costs, and whether
+// they are proven (sure: every item's options are the double pick's).
 template <int L>
 struct FloatBlockPicks {
   typename FloatVec<L>::I option_lo, option_hi;
@@ -177,7 +192,8 @@ APPORTION_INLINE FloatVec<16>::I or_of_halves(FloatVec<16>::I x) {
 //
 // L = 16 is for x86-64-v4 only, and every comparison there feeds a select: GCC 12 makes a
 // comparison whose lanes are used as integers (a mask turned into a vector) lane by lane with
-// AVX-512, which ran this pick 5x slower. L = 8 keeps the forms fastest at x86-64-v3.
+// AVX-512, which made a routing 1e6 x 8 solve take 53 ms instead of 11. L = 8 keeps the forms
+// fastest at x86-64-v3.
 template <int L, int kK, bool kShared, bool kNegate>
 APPORTION_INLINE FloatBlockPicks<L> float_pick_block(const float* values, const float* costs, std::int64_t row_k,
                                                      const std::int64_t* item, const FloatSlopes& s) {
@@ -290,5 +306,7 @@ APPORTION_INLINE DoubleQuad widen_quad(typename FloatVec<L>::F x, int at) {
 }
 
 }  // namespace apportion
+
+#pragma GCC diagnostic pop
 
 #endif

@@ -539,10 +539,10 @@ struct PickVec;
 template <>
 struct PickVec<2> {
   using D = double __attribute__((vector_size(16)));
-  using I = std::int64_t __attribute__((vector_size(16)));  // comparison results
+  using I = std::int64_t __attribute__((vector_size(16)));  // shuffle indices
   using I32 = std::int32_t __attribute__((vector_size(8)));  // option indices
   // Rows r[0..W) of W entries each into columns c[m] = (r[0][m], ..., r[W-1][m]).
-  static void transpose(D* r) {
+  APPORTION_INLINE static void transpose(D* r) {
     const D c0 = __builtin_shuffle(r[0], r[1], I{0, 2}), c1 = __builtin_shuffle(r[0], r[1], I{1, 3});
     r[0] = c0;
     r[1] = c1;
@@ -553,7 +553,7 @@ struct PickVec<4> {
   using D = double __attribute__((vector_size(32)));
   using I = std::int64_t __attribute__((vector_size(32)));
   using I32 = std::int32_t __attribute__((vector_size(16)));
-  static void transpose(D* r) {
+  APPORTION_INLINE static void transpose(D* r) {
     const D t0 = __builtin_shuffle(r[0], r[1], I{0, 4, 2, 6}), t1 = __builtin_shuffle(r[0], r[1], I{1, 5, 3, 7});
     const D t2 = __builtin_shuffle(r[2], r[3], I{0, 4, 2, 6}), t3 = __builtin_shuffle(r[2], r[3], I{1, 5, 3, 7});
     r[0] = __builtin_shuffle(t0, t2, I{0, 1, 4, 5});
@@ -568,7 +568,7 @@ struct PickVec<8> {
   using D = double __attribute__((vector_size(64)));
   using I = std::int64_t __attribute__((vector_size(64)));
   using I32 = std::int32_t __attribute__((vector_size(32)));
-  static void transpose(D* r) {
+  APPORTION_INLINE static void transpose(D* r) {
     D t[8], u[8];
     for (int a = 0; a < 8; a += 2) {  // pairs of rows interleaved
       t[a] = __builtin_shuffle(r[a], r[a + 1], I{0, 8, 2, 10, 4, 12, 6, 14});
@@ -597,7 +597,7 @@ APPORTION_INLINE typename PickVec<W>::D load_lanes(const T* src) {
     return x;
   } else {
     static_assert(std::is_same_v<T, float>, "values are float or double");
-    // Element by element, which GCC folds into one widening load (vcvtps2pd ymm, mem);
+    // Element by element, which GCC folds into one widening load (vcvtps2pd ymm or zmm, mem);
     // __builtin_convertvector on a float vector was lowered to two halves through the stack.
     if constexpr (W == 2) {
       return typename V::D{static_cast<double>(src[0]), static_cast<double>(src[1])};
@@ -1101,8 +1101,8 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
 #if APPORTION_FLOAT_PICK
       // Float rows at x86-64-v3 and v4 (W = 4 or 8 doubles a register, L = 8 or 16 floats): the
       // float pick, L items at a time, where it proves the double pick's options (float_pick.hpp);
-      // the double pick redoes a block with an unproven item. Not for the margins, which are
-      // double scores.
+      // the double pick redoes a block with an unproven item (at L = 16, only the 8-item half
+      // that holds it). Not for the margins, which are double scores.
       if constexpr (std::is_same_v<T, float> && W >= 4 && !margins) {
         constexpr int L = 2 * W;
         const FloatSlopes slopes(lo, hi, p.value_sign);

@@ -1,6 +1,9 @@
 """Run-time CPU dispatch (cpp/cpu_dispatch.hpp): build_info, and the same answers, bit for bit,
 at every SIMD level the CPU runs."""
 
+import ctypes
+import ctypes.util
+import platform
 import subprocess
 import sys
 
@@ -175,28 +178,60 @@ def test_float32_first_pass_over_several_runs_gives_the_same_answers_at_every_le
     _same_at_every_level(levels, v.astype(np.float32), c.astype(np.float32), b)
 
 
-def test_float32_bad_input_is_reported_at_every_level(levels):
+# Item 517 is in the lower half of its 16-item block (512..527) at x86-64-v4, and in its own
+# 8-item block at x86-64-v3; item 525 is in the upper half.
+@pytest.mark.parametrize("at", [517, 525])
+def test_float32_bad_input_is_reported_at_every_level(levels, at):
     v, c, b = workloads.instance("routing", 1000, 8, seed=0)
     v, c = v.astype(np.float32), c.astype(np.float32)
     for level in levels:
         _core._set_simd_level(level)
         for bad, name in [(np.nan, "values"), (np.inf, "values"), (-np.inf, "values")]:
             v2 = v.copy()
-            v2[517, 3] = bad
+            v2[at, 3] = bad
             with pytest.raises(ValueError, match=name):
                 apportion.solve(v2, c, b, method="lagrangian")
         for bad in (np.nan, np.inf, -1.0):
             c2 = c.copy()
-            c2[517, 3] = bad
+            c2[at, 3] = bad
             with pytest.raises(ValueError, match="costs"):
                 apportion.solve(v, c2, b, method="lagrangian")
         # -0.0 is a cost of zero (the float pick leaves it to the double pick)
         c2 = c.copy()
-        c2[517, 0] = -0.0
+        c2[at, 0] = -0.0
         _core._set_simd_level(levels[0])
         first = _answers(v, c2, b)
         _core._set_simd_level(level)
         assert repr(_answers(v, c2, b)) == repr(first)
+
+
+# A thread that rounds in a directed mode (fesetround) leaves the float pick to the double pick:
+# the proof's rounding bound is for rounding to nearest (cpp/float_pick.hpp). Every level, in
+# each mode, gives the answers of the same data as float64.
+@pytest.mark.skipif(platform.machine() != "x86_64" or not sys.platform.startswith("linux"),
+                    reason="the rounding modes' values are those of glibc on x86-64")
+@pytest.mark.parametrize("mode", [0x400, 0x800, 0xC00])  # FE_DOWNWARD, FE_UPWARD, FE_TOWARDZERO
+def test_float32_first_pass_in_a_directed_rounding_mode_gives_the_float64_answers(levels, mode):
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    cases = [(case, _float32_rows(case, 1003, 8, seed)) for case in ("ulp_pairs", "near_ties", "mixed")
+             for seed in range(2)]
+    answers = {}
+    assert libm.fesetround(mode) == 0
+    try:
+        assert libm.fegetround() == mode
+        for level in levels:
+            _core._set_simd_level(level)
+            for case, (values, costs) in cases:
+                budget = float(costs.astype(np.float64).sum() * 0.4)
+                answers[level, case, "f32"] = repr(_answers(values, costs, budget, methods=("lagrangian",)))
+                answers[level, case, "f64"] = repr(_answers(values.astype(np.float64), costs.astype(np.float64),
+                                                            budget, methods=("lagrangian",)))
+    finally:
+        libm.fesetround(0)
+    for level in levels:
+        for case, _ in cases:
+            assert answers[level, case, "f32"] == answers[level, case, "f64"] == answers[levels[0], case, "f64"], \
+                (level, case)
 
 
 @pytest.mark.parametrize("kind", workloads.CLASSES)
