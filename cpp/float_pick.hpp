@@ -162,8 +162,8 @@ struct FloatBlockPicks {
   typename FloatVec<L>::I option_lo, option_hi;
   typename FloatVec<L>::F cheapest;
   bool sure;  // every lane proven
-  // L = 16: each 8-lane half proven (a half is picked again in double only where it has an
-  // unproven lane: a 16-item block had twice an 8-item block's chance of one)
+  // L = 16: each 8-lane half proven (only a half with an unproven lane is picked again in
+  // double, so that an unproven item costs the double pick of 8 items, as at x86-64-v3, not 16)
   bool half_sure[2];
 };
 
