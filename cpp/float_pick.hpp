@@ -12,11 +12,11 @@
 // where a and a' are the absolute errors of a result in the subnormal range (float: 2^-150
 // per operation; double: 2^-1075), all for rounding to nearest. A thread whose CPU flushes
 // subnormals (FTZ or DAZ), or rounds in a directed mode, does not take the float pick at all
-// (FloatSlopes::flushes_subnormals, rounds_to_nearest). With V = max |v|, C = max
-// w over the item's options and P = lf C, the two bounds added give, for every option, the
-// float score's distance from the double one: |S - D| <= e = 1.01 u V + 2.01 u P + 1.01 dl C
-// + 2^-125 (loosely). If the float best beats the float runner-up by G > 2e, then for every
-// other option j, D_best - D_j >= G - |S_best - D_best| - |S_j - D_j| > 0: the double pick
+// (FloatSlopes::proof_mode). With V = max |v|, C = max w over the item's options and
+// P = lf C, the two bounds added give, for every option, the float score's distance from the
+// double one: |S - D| <= e = 1.01 u V + 2.01 u P + 1.01 dl C + 2^-125 (loosely). If the float
+// best beats the float runner-up by G > 2e, then for every other option j,
+// D_best - D_j >= G - |S_best - D_best| - |S_j - D_j| > 0: the double pick
 // takes the same option, strictly (so ties to the lower index are never in question). The
 // test is
 //   fl(S_best - S_second) > T,  T = 2^-22 V + 2^-21 fl(hf C) + L C + 2^-122  (in float),
@@ -61,30 +61,23 @@ struct FloatSlopes {
     const double err = 4.0 * std::max(std::fabs(lo_d - static_cast<double>(lo)), std::fabs(hi_d - static_cast<double>(hi)));
     lambda_error = static_cast<float>(err);
     if (static_cast<double>(lambda_error) < err) lambda_error = std::nextafter(lambda_error, INFINITY);
-    usable = std::isfinite(lambda_error) && !flushes_subnormals() && rounds_to_nearest();
+    usable = std::isfinite(lambda_error) && proof_mode();
   }
 
-  // Whether this thread's SSE unit rounds to nearest (MXCSR rounding control 0): the proof's
-  // u = 2^-24 is half an ulp; a directed mode (fesetround) errs by up to a whole ulp, past what
-  // the test's tolerance covers. Other modes use the double pick.
-  static bool rounds_to_nearest() {
+  // Whether this thread's SSE unit computes as the proof assumes (one read of its MXCSR):
+  // - it rounds to nearest (rounding control 0): the proof's u = 2^-24 is half an ulp, and a
+  //   directed mode (fesetround) errs by up to a whole ulp, past what the test's tolerance
+  //   covers;
+  // - it neither flushes subnormal results (FTZ) nor reads subnormal operands as zero (DAZ), as
+  //   after torch.set_flush_denormal(True) or in code built with -ffast-math: a subnormal slope,
+  //   error bound or product would read as 0, which the proof does not cover (a shadow price of
+  //   3e-40 gave other choices than the double pick).
+  // Other threads use the double pick, whose numbers stay normal there.
+  static bool proof_mode() {
 #if defined(__x86_64__) || defined(__i386__)
-    return (__builtin_ia32_stmxcsr() & 0x6000u) == 0;  // RC, bits 13-14
+    return (__builtin_ia32_stmxcsr() & 0xE040u) == 0;  // FTZ (bit 15), RC (bits 13-14), DAZ (bit 6)
 #else
     return false;  // not measured off x86: keep to the double pick
-#endif
-  }
-
-  // Whether this thread's SSE unit flushes subnormal results (FTZ) or reads subnormal operands
-  // as zero (DAZ), as after torch.set_flush_denormal(True) or in code built with -ffast-math:
-  // a subnormal slope, error bound or product then reads as 0, which the proof does not cover
-  // (a shadow price of 3e-40 gave other choices than the double pick). Such threads use the
-  // double pick, whose numbers stay normal there.
-  static bool flushes_subnormals() {
-#if defined(__x86_64__) || defined(__i386__)
-    return (__builtin_ia32_stmxcsr() & 0x8040u) != 0;  // FTZ (bit 15) or DAZ (bit 6)
-#else
-    return true;  // not measured off x86: keep to the double pick
 #endif
   }
 };
@@ -162,8 +155,9 @@ struct FloatBlockPicks {
   typename FloatVec<L>::I option_lo, option_hi;
   typename FloatVec<L>::F cheapest;
   bool sure;  // every lane proven
-  // L = 16: each 8-lane half proven (only a half with an unproven lane is picked again in
-  // double, so that an unproven item costs the double pick of 8 items, as at x86-64-v3, not 16)
+  // Each half of the lanes proven: at L = 16, only a half with an unproven lane is picked again
+  // in double, so that an unproven item costs the double pick of 8 items, as at x86-64-v3, not
+  // 16; at L = 8, both are `sure`.
   bool half_sure[2];
 };
 

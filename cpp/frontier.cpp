@@ -1129,16 +1129,14 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
           };
           if (f.sure) {
             keep(0, L);
-          } else if constexpr (L == 16) {  // each half alone (W = 8 items)
-            for (int h = 0; h < 2; ++h) {
-              if (f.half_sure[h]) {
-                keep(h * W, W);
-              } else {
-                double_block(i + h * W, k_known);
-              }
+            continue;
+          }
+          for (int h = 0; h < 2; ++h) {  // each half of W items alone (at L = 8, neither is sure)
+            if (f.half_sure[h]) {
+              keep(h * W, W);
+            } else {
+              double_block(i + h * W, k_known);
             }
-          } else {
-            for (int l = 0; l < L; l += W) double_block(i + l, k_known);
           }
         }
       }
@@ -1315,18 +1313,14 @@ void pick_active(const InstanceView<T>& p, const std::int32_t* items, std::size_
           for (; slopes.usable && float_rows && a + L <= count && gather(a, L, rows8, item); a += L) {
             const FloatBlockPicks<L> f = float_pick_items<L, decltype(k_known)::value>(
                 rows.values, rows.costs, rows.cost_stride, rows.k, item, slopes);
-            if (f.sure) {
-              for (int l = 0; l < L; ++l) add(a + l, f.option_lo[l], f.option_hi[l]);
-            } else if constexpr (L == 16) {  // each half alone, in item order
-              for (int h = 0; h < L; h += W) {
-                if (f.half_sure[h / W]) {
-                  for (int l = h; l < h + W; ++l) add(a + l, f.option_lo[l], f.option_hi[l]);
-                } else {
-                  double_block(a + h, item + h, k_known);
-                }
+            // Each half of W items alone where the block is not sure (at L = 8, neither half is),
+            // in item order.
+            for (int h = 0; h < L; h += W) {
+              if (f.half_sure[h / W]) {
+                for (int l = h; l < h + W; ++l) add(a + l, f.option_lo[l], f.option_hi[l]);
+              } else {
+                double_block(a + h, item + h, k_known);
               }
-            } else {
-              for (int l = 0; l < L; l += W) double_block(a + l, item + l, k_known);
             }
           }
         }
