@@ -553,6 +553,7 @@ struct PickVec<4> {
   using D = double __attribute__((vector_size(32)));
   using I = std::int64_t __attribute__((vector_size(32)));
   using I32 = std::int32_t __attribute__((vector_size(16)));
+  using HalfRow = double __attribute__((vector_size(16), aligned(8), may_alias));  // load_half_rows
   APPORTION_INLINE static void transpose(D* r) {
     const D t0 = __builtin_shuffle(r[0], r[1], I{0, 4, 2, 6}), t1 = __builtin_shuffle(r[0], r[1], I{1, 5, 3, 7});
     const D t2 = __builtin_shuffle(r[2], r[3], I{0, 4, 2, 6}), t3 = __builtin_shuffle(r[2], r[3], I{1, 5, 3, 7});
@@ -568,6 +569,7 @@ struct PickVec<8> {
   using D = double __attribute__((vector_size(64)));
   using I = std::int64_t __attribute__((vector_size(64)));
   using I32 = std::int32_t __attribute__((vector_size(32)));
+  using HalfRow = double __attribute__((vector_size(32), aligned(8), may_alias));
   APPORTION_INLINE static void transpose(D* r) {
     D t[8], u[8];
     for (int a = 0; a < 8; a += 2) {  // pairs of rows interleaved
@@ -610,6 +612,70 @@ APPORTION_INLINE typename PickVec<W>::D load_lanes(const T* src) {
                            static_cast<double>(src[3])};
     }
   }
+}
+
+#if __GNUC__ >= 12  // (__builtin_shufflevector; older GCC takes load_columns' loads and transpose)
+// W = 4 or 8 doubles a vector: t[l] = (row[l]'s entries j0..j0+W/2, then row[l + W/2]'s) and
+// t[l + W/2] = the next W/2 entries of both, for l < W/2, each vector by two loads.
+template <int W>
+APPORTION_INLINE void load_half_rows(const double* const* row, std::int64_t j0, typename PickVec<W>::D* t) {
+  constexpr int kHalf = W / 2;
+  using Half = typename PickVec<W>::HalfRow;
+  for (int l = 0; l < kHalf; ++l) {
+    for (int h = 0; h < 2; ++h) {
+      const Half a = *reinterpret_cast<const Half*>(row[l] + j0 + kHalf * h);
+      const Half b = *reinterpret_cast<const Half*>(row[l + kHalf] + j0 + kHalf * h);
+      if constexpr (W == 4) {
+        t[l + kHalf * h] = __builtin_shufflevector(a, b, 0, 1, 2, 3);
+      } else {
+        t[l + kHalf * h] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+      }
+    }
+  }
+}
+#endif
+
+// Entries j0..j0+W of the rows row[0..W) as W columns c[m] = (row[0][j0 + m], ...,
+// row[W-1][j0 + m]), as doubles: W loads and a transpose. Double rows at 4 and 8 lanes
+// (x86-64-v3 and v4) are loaded in halves instead (load_half_rows), so that the transpose's
+// first step joins halves as they are loaded rather than exchanging them between whole rows.
+// GCC 12 makes as many shuffles of it (it joins the halves in registers: vshuff64x2 at v4,
+// vinsertf128 at v3, where the whole-row form took vperm2f128), but fewer register copies: in
+// the float64 pass, 302 vmovapd against 347 at v4 (and 80 vpermt2pd, which overwrite their
+// table operand, against 96), 288 against 305 at v3. Routing 1000 x 8 float64 took 4% less CPU
+// time at v4; 1000 x 4, 1000 x 8, 1e5 x 8 and 1000 x 13 1.5-3% less with the v3 copy forced.
+template <int W, class T>
+APPORTION_INLINE void load_columns(const T* const* row, std::int64_t j0, typename PickVec<W>::D* c) {
+  using V = PickVec<W>;
+#if __GNUC__ >= 12
+  if constexpr ((W == 4 || W == 8) && std::is_same_v<T, double>) {
+    using D = typename V::D;
+    using I = typename V::I;
+    D t[W];
+    load_half_rows<W>(row, j0, t);
+    if constexpr (W == 4) {
+      for (int h = 0; h < 4; h += 2) {
+        c[h] = __builtin_shuffle(t[h], t[h + 1], I{0, 4, 2, 6});
+        c[h + 1] = __builtin_shuffle(t[h], t[h + 1], I{1, 5, 3, 7});
+      }
+    } else {
+      for (int h = 0; h < 8; h += 4) {
+        // Pairs of rows interleaved: u0 = (r0[0], r1[0], r0[2], r1[2], r4[0], r5[0], r4[2], r5[2]), ...
+        const D u0 = __builtin_shuffle(t[h], t[h + 1], I{0, 8, 2, 10, 4, 12, 6, 14});
+        const D u1 = __builtin_shuffle(t[h], t[h + 1], I{1, 9, 3, 11, 5, 13, 7, 15});
+        const D u2 = __builtin_shuffle(t[h + 2], t[h + 3], I{0, 8, 2, 10, 4, 12, 6, 14});
+        const D u3 = __builtin_shuffle(t[h + 2], t[h + 3], I{1, 9, 3, 11, 5, 13, 7, 15});
+        c[h] = __builtin_shuffle(u0, u2, I{0, 1, 8, 9, 4, 5, 12, 13});
+        c[h + 1] = __builtin_shuffle(u1, u3, I{0, 1, 8, 9, 4, 5, 12, 13});
+        c[h + 2] = __builtin_shuffle(u0, u2, I{2, 3, 10, 11, 6, 7, 14, 15});
+        c[h + 3] = __builtin_shuffle(u1, u3, I{2, 3, 10, 11, 6, 7, 14, 15});
+      }
+    }
+    return;
+  }
+#endif
+  for (int l = 0; l < W; ++l) c[l] = load_lanes<W>(row[l] + j0);
+  V::transpose(c);
 }
 
 // The rows the pass reads: values (N,K), costs at cost_stride (0: one row shared by every item).
@@ -664,11 +730,9 @@ APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::in
   }
   for (std::int64_t j0 = 0; j0 < k; j0 += W) {
     D v[W], w[W] = {};  // (w unread where the costs are shared)
-    for (int l = 0; l < W; ++l) v[l] = load_lanes<W>(vrow[l] + j0);
-    V::transpose(v);
+    load_columns<W>(vrow, j0, v);
     if (rows.cost_stride != 0) {
-      for (int l = 0; l < W; ++l) w[l] = load_lanes<W>(crow[l] + j0);
-      V::transpose(w);
+      load_columns<W>(crow, j0, w);
     }
     for (int m = 0; m < W && j0 + m < k; ++m) {
       const double j = static_cast<double>(j0 + m);
@@ -1023,10 +1087,22 @@ struct ChunkPicks {
 };
 
 #if APPORTION_VECTOR_PICK
-// How many items ahead of its block the first pass prefetches rows. The hardware prefetcher
-// alone left the pass waiting on loads: routing 1e6 x 8 float32 took 38-42 ms CPU without it,
-// 25-27 ms with it (float64: 28-31 ms before, 28-29 after); 64 and 512 measured alike.
+// How far ahead of its block the first pass prefetches rows: the first cache line of the block's
+// value and cost rows kPrefetchItems items ahead, or, where the rows take more than
+// kPassPrefetchAllBytes, every line of them kPrefetchAheadBytes ahead in each array. The
+// hardware prefetcher alone left the pass waiting on loads: routing 1e6 x 8 float32 took 38-42
+// ms CPU without it, 25-27 ms with the first lines; 64 and 512 items ahead measured alike.
 constexpr std::int64_t kPrefetchItems = 64;
+constexpr std::int64_t kCacheLineBytes = 64;
+// Every line (routing, 1 thread, native CPU time, alternating runs): 1e6 x 8 took 11.4-12.4 ms
+// instead of 14.5-15.7 (float64) and 8.4-8.7 instead of 8.9-9.9 (float32); 1e5 x 8 float64
+// (12.8 MB) and 3e5 x 8 float64 (38 MB) took the same time either way; 1000 to 40000 x 8
+// float64 (0.13-5.1 MB) took 2-7% longer, their rows in cache and the prefetches instructions
+// only. 16 MiB lies between the sizes that lost and those that gained; it is not tuned finer.
+constexpr std::size_t kPassPrefetchAllBytes = std::size_t(16) << 20;
+// 64 items of 8 doubles. In items (64 ahead whatever K), 20000 x 200 float64 and 40000 x 100
+// float32 took 7% longer than with the first lines: 100 KB ahead, the lines left L1 before use.
+constexpr std::int64_t kPrefetchAheadBytes = 4096;
 
 // Calls blocks(std::integral_constant<int, K>{}) with K = k for the common tier counts 4 and 8,
 // so that their loops over the options unroll, and K = 0 (k known at run time) otherwise.
@@ -1089,10 +1165,21 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
         std::memcpy(margin + first, &m, sizeof m);
       }
     };
-    auto prefetch_ahead = [&](std::int64_t first) APPORTION_INLINE_LAMBDA {
-      const std::int64_t ahead = std::min(first + kPrefetchItems, rows.n - 1);  // (a pointer inside the rows)
-      __builtin_prefetch(rows.values + ahead * rows.k);
-      if (rows.cost_stride != 0) __builtin_prefetch(rows.costs + ahead * rows.cost_stride);
+    // The rows of the `items` items `distance` past `first` (at least the block's own count;
+    // the last `items` rows near the end: pointers inside the rows), their first line or all.
+    const bool every_line = row_bytes(p) > kPassPrefetchAllBytes;
+    const std::int64_t item_bytes = rows.k * static_cast<std::int64_t>(sizeof(T));
+    const std::int64_t distance = every_line ? kPrefetchAheadBytes / std::max<std::int64_t>(item_bytes, 1) : kPrefetchItems;
+    auto prefetch_ahead = [&](std::int64_t first, int items) APPORTION_INLINE_LAMBDA {
+      const std::int64_t ahead = std::min(first + std::max<std::int64_t>(distance, items), rows.n - items);
+      if (ahead < 0) return;
+      const char* value_rows = reinterpret_cast<const char*>(rows.values + ahead * rows.k);
+      const char* cost_rows = reinterpret_cast<const char*>(rows.costs + ahead * rows.cost_stride);
+      const std::int64_t bytes = every_line ? items * item_bytes : 1;
+      for (std::int64_t b = 0; b < bytes; b += kCacheLineBytes) {
+        __builtin_prefetch(value_rows + b);
+        if (rows.cost_stride != 0) __builtin_prefetch(cost_rows + b);
+      }
     };
     // (Every lambda here always inlined: GCC cloned `blocks` for K = 4 out of line, compiled
     // for the baseline, and the x86-64-v3 pass called it: routing 1e5 x 4 float32 took 3.2 ms,
@@ -1110,7 +1197,7 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
         // (per-item cost rows have the values' stride K)
         const bool float_rows = rows.cost_stride == 0 || rows.cost_stride == rows.k;
         for (; slopes.usable && float_rows && i + L <= c1 && rows8.readable(i + L - 1); i += L) {
-          prefetch_ahead(i);
+          prefetch_ahead(i, L);
           std::int64_t item[L];
           for (int l = 0; l < L; ++l) item[l] = i + l;
           const FloatBlockPicks<L> f = float_pick_items<L, decltype(k_known)::value>(
@@ -1142,7 +1229,7 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
       }
 #endif
       for (; i + W <= c1 && rows.readable(i + W - 1); i += W) {
-        prefetch_ahead(i);
+        prefetch_ahead(i, W);
         double_block(i, k_known);
       }
     };
