@@ -116,12 +116,17 @@ APPORTION_INLINE void load_columns4(const float* base, const std::int64_t* item,
     auto quad = [&](int g) APPORTION_INLINE_LAMBDA {
       return *reinterpret_cast<const FloatQuad*>(base + item[l + 4 * g] * stride + j0);
     };
-    const auto low = __builtin_shufflevector(quad(0), quad(1), 0, 1, 2, 3, 4, 5, 6, 7);  // one vinsertf128
     if constexpr (L == 8) {
-      r[l] = low;
+      r[l] = __builtin_shufflevector(quad(0), quad(1), 0, 1, 2, 3, 4, 5, 6, 7);  // one vinsertf128
     } else {
-      const auto high = __builtin_shufflevector(quad(2), quad(3), 0, 1, 2, 3, 4, 5, 6, 7);
-      r[l] = __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+      // At L = 16 (x86-64-v4 only): a broadcast load and three inserts from memory. Joined as
+      // vectors, GCC loaded each quad, then joined them by three vshuff32x4 and two register
+      // copies, all but the loads on the one port that shuffles 512-bit vectors (routing
+      // 1e5 x 8 float32: 0.95-0.97 ms, 0.93-0.95 with the inserts).
+      F row = __builtin_ia32_broadcastf32x4_512(quad(0), F{}, static_cast<unsigned short>(-1));
+      row = __builtin_ia32_insertf32x4_mask(row, quad(1), 1, row, static_cast<unsigned short>(-1));
+      row = __builtin_ia32_insertf32x4_mask(row, quad(2), 2, row, static_cast<unsigned short>(-1));
+      r[l] = __builtin_ia32_insertf32x4_mask(row, quad(3), 3, row, static_cast<unsigned short>(-1));
     }
   }
   // Within each 128-bit lane: unpacklo, unpackhi, then shufps 0x44 and 0xee.

@@ -1275,6 +1275,7 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
   // costs, and the fixed items' costs and values (a lane adds 0.0 for an active item, which
   // leaves its sum and carry as they were: a sum that starts at +0.0 never holds -0.0).
   using Sums = double __attribute__((vector_size(32)));
+  using SumBits = std::int64_t __attribute__((vector_size(32)));
   Sums sum = {}, carry = {};
   std::size_t active_count = 0, active_summed = 0;
   double cost_lo = 0.0, cost_hi = 0.0;
@@ -1295,7 +1296,16 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       const T* crow = costs + i * cost_stride;
       const double cost_a = static_cast<double>(crow[a]), value_a = sign * static_cast<double>(values[i * k + a]);
       const bool fixed = a == b;
-      two_sum_add(sum, carry, Sums{picks.cheapest[i - c0], fixed ? cost_a : 0.0, fixed ? value_a : 0.0, 0.0});
+      // An active item's cost and value as +0.0 by a mask, not a select: GCC made `fixed ? x :
+      // 0.0` a branch around the loads, mispredicted as often as the active items come. (The
+      // mask is one broadcast: built lane by lane, it took four shuffles.)
+      Sums x = {picks.cheapest[i - c0], cost_a, value_a, 0.0};
+      SumBits bits;
+      std::memcpy(&bits, &x, sizeof bits);
+      const std::int64_t keep = -static_cast<std::int64_t>(fixed);  // every bit set where fixed
+      bits &= (SumBits{} + keep) | SumBits{-1, 0, 0, 0};
+      std::memcpy(&x, &bits, sizeof x);
+      two_sum_add(sum, carry, x);
       // Active (a != b) without a branch: about 40% of the items stay active, in no pattern the
       // predictor learns across instances (490 mispredictions a solve of 1000 x 8, a third of
       // the rest). The entry is always written; the count advances only for an active item.
