@@ -71,9 +71,17 @@ inline std::size_t active_prefetch_ahead(const InstanceView<T>& p) {
   return row_bytes(p) > kPrefetchMinBytes ? kPrefetchActive : kNoPrefetch;
 }
 
-// Asks for item i's value and cost rows (first and last entry) ahead of their use.
+// Asks for item i's value and cost rows (first and last entry) ahead of their use. Always
+// inlined: GCC counts a prefetch as no effect, so it found a called prefetch_row to have none
+// and dropped the calls it had not inlined first (the raw repair's, in complete_allocation,
+// were never emitted).
+#if defined(__GNUC__)
+#define APPORTION_PREFETCH_INLINE inline __attribute__((always_inline))
+#else
+#define APPORTION_PREFETCH_INLINE inline
+#endif
 template <class T>
-inline void prefetch_row(const InstanceView<T>& p, std::int64_t i) {
+APPORTION_PREFETCH_INLINE void prefetch_row(const InstanceView<T>& p, std::int64_t i) {
 #if defined(__GNUC__)
   const T* vrow = p.values + i * p.k;
   const T* crow = p.costs + i * p.cost_stride_item;
@@ -86,6 +94,14 @@ inline void prefetch_row(const InstanceView<T>& p, std::int64_t i) {
   (void)i;
 #endif
 }
+
+// prefetch_row as a function object, for a loop that takes one (repair_rounds): its call always
+// inlined too, or GCC drops it as above.
+template <class T>
+struct RowPrefetch {
+  const InstanceView<T>* p;
+  APPORTION_PREFETCH_INLINE void operator()(std::int64_t i) const { prefetch_row(*p, i); }
+};
 
 // An allocator whose resize leaves new elements uninitialised (construct() without arguments
 // default-initialises): the reduced LP's index arrays shrink to the active items and grow back
@@ -357,21 +373,34 @@ void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position
                      double& total_cost, double& total_value, double budget, int max_rounds,
                      RepairScratch& scratch);
 
+// No prefetches in repair_rounds.
+struct NoRepairPrefetch {
+  void operator()(std::int32_t) const {}
+};
+
 // The rounds of repair_upgrades over the items in scratch.items, whatever positions index:
 // best_upgrade(i, p, leftover) gives the position item i at position p moves to (p: none),
 // cost(i, p) and value(i, p) what a position holds. An upgrade that brings total_value to
-// `enough` is applied at once and ends the repair: nothing better is needed.
-template <class BestUpgrade, class Cost, class Value>
+// `enough` is applied at once and ends the repair: nothing better is needed. The scan calls
+// prefetch(i) for the item `ahead` places after the one it takes (NoRepairPrefetch: no call,
+// and no test in the loop).
+template <class BestUpgrade, class Cost, class Value, class Prefetch = NoRepairPrefetch>
 void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, double& total_value,
                    double budget, int max_rounds, RepairScratch& scratch, BestUpgrade&& best_upgrade,
-                   Cost&& cost, Value&& value, double enough = INFINITY) {
+                   Cost&& cost, Value&& value, double enough = INFINITY, std::size_t ahead = kNoPrefetch,
+                   Prefetch&& prefetch = Prefetch{}) {
   std::vector<Upgrade>& candidates = scratch.candidates;
   std::vector<std::int32_t>& items = scratch.items;
   for (int round = 0; round < max_rounds; ++round) {
     double leftover = budget - total_cost;
     if (!(leftover > 0.0)) break;
     candidates.clear();
-    for (const std::int32_t i : items) {
+    const std::size_t count = items.size();
+    for (std::size_t a = 0; a < count; ++a) {
+      if constexpr (!std::is_same_v<std::decay_t<Prefetch>, NoRepairPrefetch>) {
+        if (a + ahead < count) prefetch(items[a + ahead]);
+      }
+      const std::int32_t i = items[a];
       const std::int32_t p = position[i], q = best_upgrade(i, p, leftover);
       if (q == p) continue;
       const double gain = value(i, q) - value(i, p);
