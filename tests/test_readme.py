@@ -163,10 +163,10 @@ def _run_as_script(line: int, source: str, cwd: pathlib.Path) -> None:
     execution, and left nothing else to read. A stall now leaves the driver's Python stacks and
     the ends of Ray's own logs.
 
-    A block whose local Ray instance did not start is run once more too, with a warning: under
-    the sanitizers, with both cores busy, CI once saw `ray.init` give up after 30 s ("The current
-    node timed out during startup", "Failed to get node info: Deadline Exceeded") before the
-    block ran anything of ours; the run before it, of the same tests, had passed."""
+    A block whose local Ray instance did not start is run once more too, with a warning: in
+    its pass under the sanitizers, CI once saw `ray.init` give up after 30 s ("The current node
+    timed out during startup", "Failed to get node info: Deadline Exceeded") before the block
+    ran anything of ours; the run before it, of the same tests, had passed."""
     run = _run_child(line, source, cwd, timeout=_STALL_SECONDS)
     if run.stalled or run.ray_did_not_start:
         what = "stalled" if run.stalled else "found that Ray did not start"
