@@ -1689,8 +1689,9 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   // options agree at its ends are fixed.
   // The chords' LP by a weighted histogram over [lo, hi] (every chord's slope lies there: its
   // ends are LP options at the two ends), interpolated inside the bucket where the chords,
-  // steepest first, pass the budget: a guess needs no exact selection.
-  constexpr int kBuckets = kChordBuckets;
+  // steepest first, pass the budget: a guess needs no exact selection (chord_histogram, of
+  // kChordBuckets buckets).
+
   // The active items' rows: in `rows` at row[a] for active slot a, their copies side by side
   // (read in order, no prefetches needed) or p's own (row[a] is the item).
   const InstanceView<T> rows = compact ? ws.compact.view(p) : p;
@@ -1719,8 +1720,8 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     for (int round = 0; round < 16 && ws.active.size() > kFewActive; ++round) {
       const std::size_t count = ws.active.size();
       std::int32_t* const row = kCopied ? ws.compact_row.data() : ws.active.data();
-      double bucket[kBuckets] = {};
-      const double scale = kBuckets / (hi - lo);
+      double bucket[kChordBuckets] = {};
+      const double scale = kChordBuckets / (hi - lo);
       double flattest, steepest;
       bool rising;  // every chord costs more at lo than at hi
       chord_histogram(rows, row, ws.option_lo.data(), ws.option_hi.data(), count, ahead, lo, hi, scale, bucket,
@@ -1763,7 +1764,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
         break;
       }
       double guess = lo, rem = budget - fixed_cost - cost_hi;
-      for (int x = 0; x < kBuckets; ++x) {
+      for (int x = 0; x < kChordBuckets; ++x) {
         if (bucket[x] > rem) {
           guess = hi - (x + rem / bucket[x]) / scale;
           break;
