@@ -174,6 +174,10 @@ template <int L>
 struct FloatBlockPicks {
   typename FloatVec<L>::I option_lo, option_hi;
   typename FloatVec<L>::F cheapest;
+  // Where an item's options at both slopes are the same: that option's cost and value (times
+  // the sign); +0.0 where they differ. At L = 16 only: at L = 8 they are +0.0, and the caller
+  // reads them from the rows (the first pass's fix loop, frontier.cpp).
+  typename FloatVec<L>::F fixed_cost, fixed_value;
   bool sure;  // every lane proven
   // Each half of the lanes proven: at L = 16, only a half with an unproven lane is picked again
   // in double, so that an unproven item costs the double pick of 8 items, as at x86-64-v3, not
@@ -221,6 +225,7 @@ APPORTION_INLINE FloatBlockPicks<L> float_pick_block(const float* values, const 
   // that beats the best so far is also the largest index so far: at L = 8 a mask and a max
   // take it, two single-micro-op instructions where a variable blend takes three.
   I option_lo = {}, option_hi = {};
+  F cost_lo = {}, value_lo = {};  // the cost and value of the best option at lo so far
   // Bit patterns as int32: max |v| (a NaN's lies above inf's, so it sticks), max and min cost
   // (a negative cost, -0.0 included, has the sign bit: a negative minimum).
   I value_bits = {}, cost_max = I{} + std::numeric_limits<std::int32_t>::min(),
@@ -245,6 +250,10 @@ APPORTION_INLINE FloatBlockPicks<L> float_pick_block(const float* values, const 
       const F floor_lo = s_lo < best_lo ? s_lo : best_lo, floor_hi = s_hi < best_hi ? s_hi : best_hi;
       second_lo = second_lo < floor_lo ? floor_lo : second_lo;
       second_hi = second_hi < floor_hi ? floor_hi : second_hi;
+      if constexpr (L == 16) {  // (at L = 8 a variable blend takes three micro-ops: not kept)
+        cost_lo = s_lo > best_lo ? cost : cost_lo;
+        value_lo = s_lo > best_lo ? value : value_lo;
+      }
       if constexpr (L == 8) {
         const I up_lo = (s_lo > best_lo) & j, up_hi = (s_hi > best_hi) & j;
         option_lo = option_lo < up_lo ? up_lo : option_lo;
@@ -291,6 +300,15 @@ APPORTION_INLINE FloatBlockPicks<L> float_pick_block(const float* values, const 
   }
   out.option_lo = option_lo - 1;
   out.option_hi = option_hi - 1;
+  // Selected as bits by an integer comparison (GCC 12 made one that selects floats lane by lane
+  // at L = 16).
+  I cost_bits, value_bits_lo;
+  std::memcpy(&cost_bits, &cost_lo, sizeof cost_bits);
+  std::memcpy(&value_bits_lo, &value_lo, sizeof value_bits_lo);
+  cost_bits = option_lo == option_hi ? cost_bits : I{};
+  value_bits_lo = option_lo == option_hi ? value_bits_lo : I{};
+  std::memcpy(&out.fixed_cost, &cost_bits, sizeof out.fixed_cost);
+  std::memcpy(&out.fixed_value, &value_bits_lo, sizeof out.fixed_value);
   std::memcpy(&out.cheapest, &cost_min, sizeof out.cheapest);  // the least cost, where sure
   return out;
 }
@@ -306,17 +324,6 @@ APPORTION_INLINE FloatBlockPicks<L> float_pick_items(const float* values, const 
                           : float_pick_block<L, kK, true, false>(values, costs, row_k, item, s))
                 : (negate ? float_pick_block<L, kK, false, true>(values, costs, row_k, item, s)
                           : float_pick_block<L, kK, false, false>(values, costs, row_k, item, s));
-}
-
-// Lanes at..at+4 of x, widened to doubles (through a copy of 4 floats: one 64-byte vector
-// widened whole was copied out through general registers).
-using FloatQuadValue = float __attribute__((vector_size(16)));
-using DoubleQuad = double __attribute__((vector_size(32)));
-template <int L>
-APPORTION_INLINE DoubleQuad widen_quad(typename FloatVec<L>::F x, int at) {
-  FloatQuadValue part;
-  std::memcpy(&part, reinterpret_cast<const char*>(&x) + at * sizeof(float), sizeof part);
-  return __builtin_convertvector(part, DoubleQuad);
 }
 
 }  // namespace apportion
