@@ -326,6 +326,17 @@ APPORTION_INLINE FloatBlockPicks<L> float_pick_items(const float* values, const 
                           : float_pick_block<L, kK, false, false>(values, costs, row_k, item, s));
 }
 
+// Lanes at..at+4 of x, widened to doubles (through a copy of 4 floats: one 64-byte vector
+// widened whole was copied out through general registers).
+using FloatQuadValue = float __attribute__((vector_size(16)));
+using DoubleQuad = double __attribute__((vector_size(32)));
+template <int L>
+APPORTION_INLINE DoubleQuad widen_quad(typename FloatVec<L>::F x, int at) {
+  FloatQuadValue part;
+  std::memcpy(&part, reinterpret_cast<const char*>(&x) + at * sizeof(float), sizeof part);
+  return __builtin_convertvector(part, DoubleQuad);
+}
+
 }  // namespace apportion
 
 #pragma GCC diagnostic pop

@@ -541,7 +541,6 @@ struct PickVec<2> {
   using D = double __attribute__((vector_size(16)));
   using I = std::int64_t __attribute__((vector_size(16)));  // shuffle indices
   using I32 = std::int32_t __attribute__((vector_size(8)));  // option indices
-  using F32 = float __attribute__((vector_size(8)));         // float input numbers
   // Rows r[0..W) of W entries each into columns c[m] = (r[0][m], ..., r[W-1][m]).
   APPORTION_INLINE static void transpose(D* r) {
     const D c0 = __builtin_shuffle(r[0], r[1], I{0, 2}), c1 = __builtin_shuffle(r[0], r[1], I{1, 3});
@@ -554,7 +553,6 @@ struct PickVec<4> {
   using D = double __attribute__((vector_size(32)));
   using I = std::int64_t __attribute__((vector_size(32)));
   using I32 = std::int32_t __attribute__((vector_size(16)));
-  using F32 = float __attribute__((vector_size(16)));
   using HalfRow = double __attribute__((vector_size(16), aligned(8), may_alias));  // load_half_rows
   APPORTION_INLINE static void transpose(D* r) {
     const D t0 = __builtin_shuffle(r[0], r[1], I{0, 4, 2, 6}), t1 = __builtin_shuffle(r[0], r[1], I{1, 5, 3, 7});
@@ -571,7 +569,6 @@ struct PickVec<8> {
   using D = double __attribute__((vector_size(64)));
   using I = std::int64_t __attribute__((vector_size(64)));
   using I32 = std::int32_t __attribute__((vector_size(32)));
-  using F32 = float __attribute__((vector_size(32)));
   using HalfRow = double __attribute__((vector_size(32), aligned(8), may_alias));
   APPORTION_INLINE static void transpose(D* r) {
     D t[8], u[8];
@@ -698,11 +695,13 @@ struct PickRows {
   bool readable(std::int64_t i) const { return i * k + span <= n * k; }
 };
 
-// What pick_block leaves per lane: OptionPick's fields at the two slopes and the cheapest cost.
+// What pick_block leaves per lane: OptionPick's fields at the two slopes, the cheapest cost, and
+// (at W = 8, double rows) the cost and value of the option at lo.
 template <int W>
 struct BlockPicks {
   typename PickVec<W>::D best_lo, best_hi, second_lo, second_hi, option_lo, option_hi, cheap;
-  // The cost and the value (times the sign) of the option at lo; at W = 8 only (else +0.0).
+  // The cost and the value (times the sign) of the option at lo; at W = 8 for double rows only
+  // (else +0.0).
   typename PickVec<W>::D cost_lo, value_lo;
   // The scores' sum at lo less itself: 0 where it is finite, NaN otherwise.
   typename PickVec<W>::D finite;
@@ -752,7 +751,9 @@ APPORTION_INLINE BlockPicks<W> pick_block(const PickRows<T>& rows, const std::in
         out.second_hi = out.second_hi < floor_hi ? floor_hi : out.second_hi;
       }
       out.option_lo = s_lo > out.best_lo ? D{} + j : out.option_lo;
-      if constexpr (W == 8) {  // (not below x86-64-v4: a variable blend takes three micro-ops)
+      // (Not below x86-64-v4, where a variable blend takes three micro-ops; not for float rows,
+      // which are kept as read: see ChunkPicks.)
+      if constexpr (W == 8 && std::is_same_v<T, double>) {
         out.cost_lo = s_lo > out.best_lo ? cost : out.cost_lo;
         out.value_lo = s_lo > out.best_lo ? value : out.value_lo;
       }
@@ -1090,28 +1091,39 @@ struct FirstPass {
 constexpr std::int64_t kPassChunk = 256;
 
 // What the pick phase leaves per item of a chunk: its options at the two ends of the bracket
-// (-1: none there), its cheapest cost, and, where it is fixed (the same option at both ends),
-// that option's cost and value times the sign (+0.0 where it stays active), each in the input's
-// type T (exact: they are input numbers, or their negation). At x86-64-v4 the pick keeps the
-// option's cost and value in its vectors as it picks: read again by the fix loop, each item took
-// two loads at its option, two conversions for float, and an item-by-item mask (routing 1e5 x 8,
-// 1 thread, native CPU time: float64 1.11-1.14 ms, 1.08-1.09 kept; float32 0.84-0.87, 0.78-0.79).
+// (-1: none there) and its cheapest cost; at x86-64-v4 also, where the item is fixed (the same
+// option at both ends), that option's cost and value times the sign, +0.0 where it stays active.
+// Those two are input numbers or their negations, kept in the input's type T as read or negated,
+// never rounded: a narrowing conversion would flush a subnormal float to zero on a thread that
+// flushes results (FTZ). At v4 the pick keeps them in its vectors as it picks: read again by the
+// fix loop, each item took two loads at its option, two conversions for float, and an
+// item-by-item mask (routing 1e5 x 8, 1 thread, native CPU time: float64 1.11-1.14 ms, 1.08-1.09
+// kept; float32 0.84-0.87, 0.78-0.79).
 template <class T>
 struct ChunkPicks {
   std::int32_t option_lo[kPassChunk], option_hi[kPassChunk];
-  T cheapest[kPassChunk], fixed_cost[kPassChunk], fixed_value[kPassChunk];
+  double cheapest[kPassChunk];
+  T fixed_cost[kPassChunk], fixed_value[kPassChunk];  // (x86-64-v4 only)
 };
 
 // Item i's cost and value (times the sign) at option a where it is fixed (b == a), +0.0 where it
-// stays active, for ChunkPicks: the x86-64-v4 pass's items that the vector picks do not take
-// (masked rows, the last few). By a mask, not a select: GCC made `fixed ? x : 0` a branch around
-// the loads, mispredicted as often as the active items come.
+// stays active, for ChunkPicks: the x86-64-v4 pass's items that its vector picks do not keep
+// (masked rows, the last few, float rows picked in double). A float value is negated, not
+// multiplied: the other paths multiply it widened to double, exactly, and a product in float of
+// a subnormal would flush to zero under FTZ. By a mask, not a select: GCC made `fixed ? x : 0` a
+// branch around the loads, mispredicted as often as the active items come.
 template <class T>
-APPORTION_INLINE void fixed_terms(const T* values, const T* costs, std::int64_t k, std::int64_t cost_stride, T sign,
-                                  std::int64_t i, std::int32_t a, std::int32_t b, T& cost, T& value) {
+APPORTION_INLINE void fixed_terms(const InstanceView<T>& p, std::int64_t i, std::int32_t a, std::int32_t b, T& cost,
+                                  T& value) {
   using Bits = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
   const Bits keep = Bits{0} - static_cast<Bits>(a == b);  // every bit set where fixed
-  const T c = costs[i * cost_stride + a], v = sign * values[i * k + a];  // (sign +-1: exact in T)
+  const T c = p.costs[i * p.cost_stride_item + a], raw = p.values[i * p.k + a];
+  T v;
+  if constexpr (std::is_same_v<T, float>) {
+    v = p.value_sign < 0.0 ? -raw : raw;  // (the sign is +-1)
+  } else {
+    v = p.value_sign * raw;  // as every double path takes it (under FTZ too)
+  }
   Bits cost_bits, value_bits;
   std::memcpy(&cost_bits, &c, sizeof cost_bits);
   std::memcpy(&value_bits, &v, sizeof value_bits);
@@ -1152,17 +1164,6 @@ APPORTION_INLINE void with_unrolled_k(std::int64_t k, Blocks&& blocks) {
   }
 }
 
-// Stores W lanes of input numbers (held as doubles, exactly) as T.
-template <int W, class T>
-APPORTION_INLINE void store_lanes(typename PickVec<W>::D x, T* to) {
-  if constexpr (std::is_same_v<T, double>) {
-    std::memcpy(to, &x, sizeof x);
-  } else {
-    const typename PickVec<W>::F32 narrow = __builtin_convertvector(x, typename PickVec<W>::F32);
-    std::memcpy(to, &narrow, sizeof narrow);
-  }
-}
-
 // Stores W lanes of option indices (held as doubles) as int32.
 template <int W>
 APPORTION_INLINE void store_options(typename PickVec<W>::D option, std::int32_t* to) {
@@ -1172,10 +1173,11 @@ APPORTION_INLINE void store_options(typename PickVec<W>::D option, std::int32_t*
 #endif
 
 // The pick phase of the first pass over items [c0, c1) (at most kPassChunk): each item's LP
-// options at lo and hi and its cheapest cost into `picks`, its option at lo into item_option
-// and, with `margins`, its margin. W items at a time by pick_block where the rows are unmasked,
-// each item alone by pick_at_two_slopes otherwise. Returns false on bad input or where an item
-// has no option at an end (the full path decides those).
+// options at lo and hi and its cheapest cost into `picks` (at W = 8, x86-64-v4, its fixed cost
+// and value too: see ChunkPicks), its option at lo into item_option and, with `margins`, its
+// margin. W items at a time by pick_block where the rows are unmasked, each item alone by
+// pick_at_two_slopes otherwise. Returns false on bad input or where an item has no option at an
+// end (the full path decides those).
 template <int W, bool margins, class T>
 APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi, std::int64_t c0, std::int64_t c1,
                                  ChunkPicks<T>& picks, std::int32_t* item_option, double* margin) {
@@ -1204,12 +1206,17 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
       store_options<W>(b.option_lo, picks.option_lo + at);
       store_options<W>(b.option_hi, picks.option_hi + at);
       store_options<W>(b.option_lo, item_option + first);
-      store_lanes<W>(b.cheap, picks.cheapest + at);
-      if constexpr (W == 8) {  // (below, the fix loop reads them)
+      std::memcpy(picks.cheapest + at, &b.cheap, sizeof b.cheap);
+      if constexpr (W == 8 && std::is_same_v<T, double>) {  // (below v4, the fix loop reads them)
         const D fixed_cost = b.option_lo == b.option_hi ? b.cost_lo : D{};
         const D fixed_value = b.option_lo == b.option_hi ? b.value_lo : D{};
-        store_lanes<W>(fixed_cost, picks.fixed_cost + at);
-        store_lanes<W>(fixed_value, picks.fixed_value + at);
+        std::memcpy(picks.fixed_cost + at, &fixed_cost, sizeof fixed_cost);
+        std::memcpy(picks.fixed_value + at, &fixed_value, sizeof fixed_value);
+      } else if constexpr (W == 8) {  // float rows the float pick did not prove: as read
+        for (std::int64_t item = first; item < first + W; ++item) {
+          fixed_terms(p, item, picks.option_lo[item - c0], picks.option_hi[item - c0], picks.fixed_cost[item - c0],
+                      picks.fixed_value[item - c0]);
+        }
       }
       if constexpr (margins) {  // as pick_at_two_slopes' caller: std::min of the ends' margins
         const D m_lo = b.best_lo - b.second_lo, m_hi = b.best_hi - b.second_hi;
@@ -1261,8 +1268,11 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
             std::memcpy(picks.option_lo + at, reinterpret_cast<const std::int32_t*>(&f.option_lo) + from, bytes);
             std::memcpy(picks.option_hi + at, reinterpret_cast<const std::int32_t*>(&f.option_hi) + from, bytes);
             std::memcpy(item_option + i + from, reinterpret_cast<const std::int32_t*>(&f.option_lo) + from, bytes);
+            for (int l = from; l < from + count; l += 4) {  // widened 4 at a time (see widen_quad)
+              const DoubleQuad wide = widen_quad<L>(f.cheapest, l);
+              std::memcpy(picks.cheapest + i - c0 + l, &wide, sizeof wide);
+            }
             const std::size_t floats = static_cast<std::size_t>(count) * sizeof(float);
-            std::memcpy(picks.cheapest + at, reinterpret_cast<const float*>(&f.cheapest) + from, floats);
             if constexpr (L == 16) {  // (at L = 8, the fix loop reads them)
               std::memcpy(picks.fixed_cost + at, reinterpret_cast<const float*>(&f.fixed_cost) + from, floats);
               std::memcpy(picks.fixed_value + at, reinterpret_cast<const float*>(&f.fixed_value) + from, floats);
@@ -1296,18 +1306,14 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
   for (; i < c1; ++i) {
     OptionPick at_lo, at_hi;
     const std::int64_t at = i - c0;
-    double cheapest;
-    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, cheapest) || at_lo.option < 0 ||
+    if (!pick_at_two_slopes<margins>(p, i, lo, hi, at_lo, at_hi, picks.cheapest[at]) || at_lo.option < 0 ||
         at_hi.option < 0) {
       return false;
     }
-    // (in T exactly: input numbers, finite here)
-    picks.cheapest[at] = static_cast<T>(cheapest);
     picks.option_lo[at] = item_option[i] = at_lo.option;
     picks.option_hi[at] = at_hi.option;
-    if constexpr (W == 8) {  // (below, the fix loop reads them)
-      fixed_terms(p.values, p.costs, p.k, p.cost_stride_item, static_cast<T>(p.value_sign), i, at_lo.option,
-                  at_hi.option, picks.fixed_cost[at], picks.fixed_value[at]);
+    if constexpr (W == 8) {  // (below v4, the fix loop reads them)
+      fixed_terms(p, i, at_lo.option, at_hi.option, picks.fixed_cost[at], picks.fixed_value[at]);
     }
     if constexpr (margins) {
       // a is optimal over the whole bracket, so no other option's score falls short of its by
@@ -1356,7 +1362,7 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       const std::int32_t a = picks.option_lo[i - c0], b = picks.option_hi[i - c0];  // both >= 0
       Sums x;
       if constexpr (W == 8) {  // (x86-64-v4: the pick's)
-        x = Sums{static_cast<double>(picks.cheapest[i - c0]), static_cast<double>(picks.fixed_cost[i - c0]),
+        x = Sums{picks.cheapest[i - c0], static_cast<double>(picks.fixed_cost[i - c0]),
                  static_cast<double>(picks.fixed_value[i - c0]), 0.0};
       } else {
         // Read at the option: an active item's cost and value as +0.0 by a mask, not a select
@@ -1364,8 +1370,8 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
         // active items come). The mask is one broadcast: built lane by lane, it took four
         // shuffles; masked as scalars (fixed_terms), the lanes went through the stack.
         const T* crow = costs + i * cost_stride;
-        x = Sums{static_cast<double>(picks.cheapest[i - c0]), static_cast<double>(crow[a]),
-                 sign * static_cast<double>(values[i * k + a]), 0.0};
+        x = Sums{picks.cheapest[i - c0], static_cast<double>(crow[a]), sign * static_cast<double>(values[i * k + a]),
+                 0.0};
         SumBits bits;
         std::memcpy(&bits, &x, sizeof bits);
         const std::int64_t keep = -static_cast<std::int64_t>(a == b);  // every bit set where fixed
