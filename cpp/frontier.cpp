@@ -1272,8 +1272,8 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
               const DoubleQuad wide = widen_quad<L>(f.cheapest, l);
               std::memcpy(picks.cheapest + i - c0 + l, &wide, sizeof wide);
             }
-            const std::size_t floats = static_cast<std::size_t>(count) * sizeof(float);
             if constexpr (L == 16) {  // (at L = 8, the fix loop reads them)
+              const std::size_t floats = static_cast<std::size_t>(count) * sizeof(float);
               std::memcpy(picks.fixed_cost + at, reinterpret_cast<const float*>(&f.fixed_cost) + from, floats);
               std::memcpy(picks.fixed_value + at, reinterpret_cast<const float*>(&f.fixed_value) + from, floats);
             }
