@@ -9,9 +9,17 @@
 #include <string>
 
 #include "../cpp/problem.hpp"
+#include "../cpp/thread_pool.hpp"
 
 namespace apportion {
 namespace bindings {
+
+// A native call's computing section: the GIL released, and IEEE's default floating-point mode
+// whatever the calling thread's (IeeeFloatMode), both undone at the end of the scope.
+struct NativeCall {
+  pybind11::gil_scoped_release release;
+  IeeeFloatMode float_mode;
+};
 
 // A float64 C-contiguous array, converted on the way in where needed.
 using DArray = pybind11::array_t<double, pybind11::array::c_style | pybind11::array::forcecast>;

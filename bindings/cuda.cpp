@@ -24,6 +24,7 @@ namespace py = pybind11;
 
 using namespace apportion;
 using bindings::DArray;
+using bindings::NativeCall;
 using bindings::require;
 using bindings::require_options;
 using dlpack::ArrayRef;
@@ -135,11 +136,11 @@ void bind_cuda(py::module_& m) {
         DeviceOutputs o(outputs, a.b, a.n, stream, device);
         if (a.dbl) {
           const BatchView<double> p = a.view<double>(value_sign);
-          py::gil_scoped_release release;
+          NativeCall native;
           gpu::lagrangian(p, o.out, stream, chunk_scratch_bytes);
         } else {
           const BatchView<float> p = a.view<float>(value_sign);
-          py::gil_scoped_release release;
+          NativeCall native;
           gpu::lagrangian(p, o.out, stream, chunk_scratch_bytes);
         }
       },
@@ -158,11 +159,11 @@ void bind_cuda(py::module_& m) {
         DeviceOutputs o(outputs, a.b, a.n, stream, device);
         if (a.dbl) {
           const BatchView<double> p = a.view<double>(value_sign);
-          py::gil_scoped_release release;
+          NativeCall native;
           gpu::dp(p, o.out, exact_spend, max_table_bytes, stream);
         } else {
           const BatchView<float> p = a.view<float>(value_sign);
-          py::gil_scoped_release release;
+          NativeCall native;
           gpu::dp(p, o.out, exact_spend, max_table_bytes, stream);
         }
       },
@@ -227,7 +228,7 @@ void bind_cuda(py::module_& m) {
         o.spent = static_cast<double*>(spent.data());
         o.prices = static_cast<double*>(prices.data());
         o.stalled = static_cast<std::int64_t*>(stalled.data());
-        py::gil_scoped_release release;
+        NativeCall native;
         if (dbl) {
           gpu::simulate(cfg, static_cast<const double*>(v.data()), static_cast<const double*>(c.data()), cs, ct, s,
                         t, k, o, stream);

@@ -25,6 +25,7 @@
 
 namespace py = pybind11;
 using namespace apportion;
+using bindings::NativeCall;
 using bindings::require;
 using bindings::require_items;
 using bindings::require_options;
@@ -159,7 +160,7 @@ void run_solver(const BatchArgs& a, const BatchOutput& o, double value_sign, Ext
   auto run = [&](auto typed) {
     using T = decltype(typed);
     BatchView<T> p = a.view<T>(value_sign);
-    py::gil_scoped_release release;
+    NativeCall native;
     if (Solver<T>::kChecksInput) {
       check_budgets(p);
     } else {
@@ -290,7 +291,7 @@ py::tuple frontier_typed(const BatchArgs& a, double value_sign, bool exact_spend
   FrontierOutput out;
   {
     const BatchView<T> batch = a.view<T>(value_sign);
-    py::gil_scoped_release release;
+    NativeCall native;
     check_batch(batch, a.cost_elements);
     dp_frontier(batch.instance(0), exact_spend, at.data(), m, choices.mutable_data(), out, threads);
   }

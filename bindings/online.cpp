@@ -18,6 +18,7 @@
 namespace py = pybind11;
 using namespace apportion;
 using bindings::DArray;
+using bindings::NativeCall;
 using bindings::require;
 using bindings::is_dtype;
 using bindings::same_dtype;
@@ -83,7 +84,7 @@ class OnlineCore {
     }
     const double* v = values.data();
     const double* w = costs.data();
-    py::gil_scoped_release release;
+    NativeCall native;
     std::lock_guard<std::mutex> lock(mutex_);
     return dmd_decide_many(cfg_, st_, v, w, stride, static_cast<const std::uint8_t*>(nullptr), m, k, out);
   }
@@ -187,7 +188,7 @@ py::tuple simulate_typed(const DmdConfig& cfg, const py::array& values, const py
   const T* v = static_cast<const T*>(values.data());
   const T* w = static_cast<const T*>(costs.data());
   {
-    py::gil_scoped_release release;
+    NativeCall native;
     dmd_simulate(cfg, v, w, cs, ct, s, t, k, o, threads);
   }
   return py::make_tuple(record_choices ? py::object(choice) : py::object(py::none()), value, spent,
@@ -233,7 +234,7 @@ py::tuple mirror_typed(const py::array& values, const py::array& costs, const DA
   const T* w = static_cast<const T*>(costs.data());
   const double* bud = budgets.data();
   {
-    py::gil_scoped_release release;
+    NativeCall native;
     solve_mirror(v, w, cb, ci, mask, bud, b, n, k, r, value_sign, max_iter, tol, o, threads);
   }
   return py::make_tuple(choice, value, cost, bound, prices, min_cost, status, iterations);

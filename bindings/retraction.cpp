@@ -18,6 +18,7 @@
 namespace py = pybind11;
 using namespace apportion;
 using bindings::DArray;
+using bindings::NativeCall;
 using bindings::require;
 using bindings::is_dtype;
 
@@ -70,7 +71,7 @@ void retract_typed(py::array& logits, const DArray& costs, const py::object& wei
   v.max_iter = max_iter;
   v.curve = static_cast<RetractionCurve>(curve);
   v.logits = static_cast<T*>(logits.mutable_data());
-  py::gil_scoped_release release;
+  NativeCall native;
   retract_batch(v, out, threads);
 }
 
@@ -80,7 +81,7 @@ void normal_typed(py::array& logits, const DArray& costs, const py::object& weig
   DArray weights;
   const RetractionView<T> v = make_view<T>(logits, costs, weights_obj, weights, temperature);
   T* dst = static_cast<T*>(out.mutable_data());
-  py::gil_scoped_release release;
+  NativeCall native;
   budget_normal_batch(v, dst, threads);
 }
 
@@ -91,7 +92,7 @@ void project_typed(py::array& grad, py::array& logits, const DArray& costs, cons
   const RetractionView<T> v = make_view<T>(logits, costs, weights_obj, weights, temperature);
   const G* src = static_cast<const G*>(grad.data());
   G* dst = static_cast<G*>(out.mutable_data());
-  py::gil_scoped_release release;
+  NativeCall native;
   project_tangent_batch(v, src, dst, threads);
 }
 

@@ -14,7 +14,8 @@
 // fused, S = fl(v - lf w) rounded once (minus_product), whose error u |v - lf w| + dl w + a
 // is within the first bound: the bounds and the test below hold for it unchanged. A thread
 // whose CPU flushes subnormals (FTZ or DAZ), or rounds in a directed mode, does not take the
-// float pick at all (FloatSlopes::proof_mode). With V = max |v|, C = max w over the item's
+// float pick at all (FloatSlopes::proof_mode; the bindings' native calls set IEEE's default
+// mode, IeeeFloatMode, so this guards callers of the C++ core alone). With V = max |v|, C = max w over the item's
 // options and P = lf C, the two bounds added give, for every option, the float score's
 // distance from the double one: |S - D| <= e = 1.01 u V + 2.01 u P + 1.01 dl C + 2^-125
 // (loosely). If the float best beats the float runner-up by G > 2e, then for every other

@@ -67,6 +67,39 @@ ThreadPool::FloatControl ThreadPool::FloatControl::current() {
 void ThreadPool::FloatControl::apply() const { std::fesetenv(&env); }
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// MXCSR: the six sticky flags (bits 0-5) kept, the control bits set to the power-on default
+// 0x1F80: every exception masked (7-12), round to nearest (13-14 clear), FTZ (15) and DAZ (6)
+// clear.
+IeeeFloatMode::IeeeFloatMode() : saved_(__builtin_ia32_stmxcsr()) {
+  constexpr unsigned kFlags = 0x3f, kDefault = 0x1f80;
+  const unsigned now = static_cast<unsigned>(saved_);
+  const unsigned want = (now & kFlags) | kDefault;
+  changed_ = want != now;
+  if (changed_) __builtin_ia32_ldmxcsr(want);
+}
+IeeeFloatMode::~IeeeFloatMode() {
+  if (changed_) __builtin_ia32_ldmxcsr(static_cast<unsigned>(saved_));
+}
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+// FPCR 0: round to nearest, no flush to zero (FZ, FZ16), no default NaN, no trap enabled.
+IeeeFloatMode::IeeeFloatMode() {
+  __asm__ volatile("mrs %0, fpcr" : "=r"(saved_));
+  changed_ = saved_ != 0;
+  if (changed_) __asm__ volatile("msr fpcr, %0" : : "r"(0ull));
+}
+IeeeFloatMode::~IeeeFloatMode() {
+  if (changed_) __asm__ volatile("msr fpcr, %0" : : "r"(saved_));
+}
+#else
+IeeeFloatMode::IeeeFloatMode() {
+  std::fegetenv(&saved_);
+  std::fesetenv(FE_DFL_ENV);
+  changed_ = true;
+}
+IeeeFloatMode::~IeeeFloatMode() { std::fesetenv(&saved_); }
+#endif
+
 ThreadPool::ThreadPool(int workers) {
   workers_.reserve(workers);
   for (int w = 0; w < workers; ++w) workers_.emplace_back([this, w] { worker_loop(w); });

@@ -76,6 +76,31 @@ class ThreadPool {
   std::int64_t error_begin_ = 0;  // the chunk error_ came from
 };
 
+// For its lifetime, the calling thread computes in IEEE's default floating-point mode, whatever
+// mode its caller left: rounding to nearest, subnormal results kept and subnormal operands read
+// as they are, exceptions masked (x86-64: the SSE control word MXCSR; aarch64: FPCR; elsewhere
+// the C default environment). Every native entry point takes one (bindings/common.hpp,
+// NativeCall): under torch.set_flush_denormal(True), code built with -ffast-math, or
+// fesetround, flushed subnormals and directed rounding made allocations over the budget pass
+// as "optimal". The pool's workers take the caller's mode for each job, so they compute in
+// this one too. The caller's mode (and its sticky exception flags) comes back on destruction.
+// A few ns: the mode is written only where it differs.
+class IeeeFloatMode {
+ public:
+  IeeeFloatMode();
+  ~IeeeFloatMode();
+  IeeeFloatMode(const IeeeFloatMode&) = delete;
+  IeeeFloatMode& operator=(const IeeeFloatMode&) = delete;
+
+ private:
+#if (defined(__x86_64__) || defined(__aarch64__)) && (defined(__GNUC__) || defined(__clang__))
+  unsigned long long saved_ = 0;  // MXCSR or FPCR as the caller left it
+#else
+  std::fenv_t saved_{};
+#endif
+  bool changed_ = false;
+};
+
 // Convenience: parallel_for on the shared pool.
 inline void parallel_for(std::int64_t n, std::int64_t grain, int max_threads,
                          const ThreadPool::RangeFn& fn, int chunks_per_thread = 4) {

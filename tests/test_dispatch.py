@@ -279,6 +279,65 @@ def test_float32_first_pass_with_subnormals_flushed_gives_the_same_answers(level
     assert all(repr(a) == repr(unflushed[levels[0]]) for a in unflushed.values())
 
 
+# Instances whose answers a thread that flushes subnormals (FTZ/DAZ) or rounds in a directed mode
+# would change (found by fuzzing): subnormal costs against a budget of 0 (A: the allocation
+# [1, 1] costs 1e-323, over the budget; B: infeasible, reported "optimal"), a negative
+# subnormal budget (C: infeasible), subnormal values (D: value 3e-310, "optimal" at 0.0).
+_CALLER_MODE_CASES = {
+    "A": (np.array([[0.0, 1e-300], [0.0, 1e-300]]), np.array([0.0, 5e-324]), 0.0),
+    "B": (np.random.default_rng(0).random((1000, 4)) * 1e-300,
+          np.random.default_rng(1).integers(0, 3, (1000, 4)) * 5e-324, 0.0),
+    "C": (np.array([[1.0, 2.0], [0.0, 1.0]]), np.array([0.0, 1.0]), -5e-324),
+    "D": (np.array([[0.0, 1e-310], [0.0, 3e-310], [0.0, 2e-310]]), np.array([0.0, 1.0]), 1.0),
+}
+_ONLINE_SUBNORMAL = np.full((1, 4, 2), 3e-310) * [1.0, 2.0]  # (built here: not on a flushing thread)
+
+
+def _mode_answers():
+    """Every solver's answers on the cases above (exact and dp on D, whose costs are integers),
+    as Python objects: repr them only after the caller's mode is back (Python's float repr
+    itself reads a subnormal as 0 on a thread that flushes)."""
+    out = {}
+    for name, (v, c, b) in _CALLER_MODE_CASES.items():
+        out[name] = _answers(v, c, b, methods=("lagrangian", "exact"))
+    v, c, b = _CALLER_MODE_CASES["D"]
+    out["D dp"] = _answers(v, c, b, methods=("dp",))
+    f = apportion.frontier(v, c, 2.0, at=[1.0])
+    out["D frontier"] = (f.budgets.tolist(), f.values.tolist(), f.choices.tolist())
+    run = apportion.simulate_online(_ONLINE_SUBNORMAL, np.array([0.0, 1.0]), 2.0)
+    out["online"] = (run.choice.tolist(), run.value.tolist(), run.spent.tolist())
+    return out
+
+
+def test_the_callers_floating_point_mode_changes_no_answer():
+    """Native calls compute in IEEE's default mode (round to nearest, subnormals kept) whatever
+    the calling thread's (cpp/thread_pool.hpp, IeeeFloatMode), and give the caller's mode back:
+    under torch.set_flush_denormal(True) the cases above went over the budget, or claimed
+    "optimal" for an infeasible instance or for value 0.0 where 3e-310 was reachable."""
+    torch = pytest.importorskip("torch")
+    expected = repr(_mode_answers())
+    assert "'optimal', 3e-310" in expected and expected.count("'infeasible'") >= 4
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        flushed = _mode_answers()
+        # The caller's mode is back: numpy on this thread still flushes.
+        assert np.float64(1e-310) * np.float64(1.0) == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+    assert repr(flushed) == expected
+    if platform.machine() == "x86_64" and sys.platform.startswith("linux"):
+        libm = ctypes.CDLL(ctypes.util.find_library("m"))
+        for mode in (0x400, 0x800, 0xC00):  # FE_DOWNWARD, FE_UPWARD, FE_TOWARDZERO (glibc, x86-64)
+            assert libm.fesetround(mode) == 0
+            try:
+                directed = _mode_answers()
+                assert libm.fegetround() == mode
+            finally:
+                libm.fesetround(0)
+            assert repr(directed) == expected, mode
+
+
 POOL_AND_FLUSHED_SUBNORMALS = """
 import sys
 import numpy as np, torch, apportion
@@ -307,7 +366,7 @@ for flush in (True, False, True):
     if flush:
         flushed = serial
     else:
-        assert serial != flushed  # the data tells the two modes apart
+        assert serial == flushed  # native calls compute without flushing whatever the caller's mode
 print("ok")
 """
 

@@ -482,7 +482,9 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
         (best, base, choices), _, _, over = within_real_budgets(
             run, at_grid, at_arr, exact_spend, resolution)
         choices[over] = -1  # exact_spend: a cell lower would move the target
-    best = np.where(np.isneginf(best), np.nan, best) * problem.value_sign
+    best = np.where(np.isneginf(best), np.nan, best)
+    if problem.value_sign < 0:  # (negated: a product, even by 1.0, flushes a subnormal under FTZ)
+        best = np.negative(best, out=best)
     budgets = (base + np.arange(best.size, dtype=np.float64)) * scale
     return Frontier(budgets, best, at_arr, choices, float(base * scale), problem.sense,
                     time.perf_counter() - started)
