@@ -1750,12 +1750,14 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.pass_fixed_cost = pass.fixed_cost;
   ws.pass_fixed_value = pass.fixed_value;
   min_cost = pass.cheapest.value();
-  double fixed_cost = pass.fixed_cost.sum;
+  // The fixed costs: their plain running sum (`.sum`, which decides the bracket, as FirstPass
+  // says) and the carry that makes it their exact total, for the bound (solve_lp_reduced).
+  CompensatedSum fixed_cost = pass.fixed_cost;
   CompensatedSum fixed_value = pass.fixed_value;
   double cost_lo = pass.cost_lo, cost_hi = pass.cost_hi;
   if (!(min_cost <= budget)) return BracketFit::kUnusable;
-  if (!(fixed_cost + cost_lo > budget)) return BracketFit::kBelow;
-  if (!(fixed_cost + cost_hi <= budget)) return BracketFit::kAbove;
+  if (!(fixed_cost.sum + cost_lo > budget)) return BracketFit::kBelow;
+  if (!(fixed_cost.sum + cost_hi <= budget)) return BracketFit::kAbove;
   // Narrowing: the LP of the active items' chords (their option at lo against their option at
   // hi) guesses the break; two trial slopes just around the guess split the bracket in up to
   // three, and the part where W crosses the budget becomes the new bracket. Items whose
@@ -1777,10 +1779,10 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   ws.near.resize(ws.active.size());
   std::int32_t* const near = ws.near.data();
   std::size_t near_count = 0;
-  auto fix_near = [&](std::int32_t i, std::int32_t r, std::int32_t q, double& cost_total,
+  auto fix_near = [&](std::int32_t i, std::int32_t r, std::int32_t q, CompensatedSum& cost_total,
                       CompensatedSum& value_total) {
     ws.item_option[i] = q;
-    cost_total += rows.cost(r, q);
+    cost_total.add(rows.cost(r, q));  // (.sum: the plain running sum, as before)
     value_total.add(rows.value(r, q));
     near[near_count++] = i;
     if (margins) ws.margin[i] = 0.0;  // its margins were of other options
@@ -1806,7 +1808,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
         // after it at their cheaper end, all but kFewActive around it. As `near` items, the raw
         // repair still sees their other options (subset-sum needs them to fill the budget).
         if (rising && count > kManyTied) {
-          const double room = budget - fixed_cost - cost_hi;
+          const double room = budget - fixed_cost.sum - cost_hi;
           std::size_t brk = 0;
           for (double taken = 0.0; brk < count; ++brk) {
             const std::int32_t r = row[brk];
@@ -1836,7 +1838,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
         }
         break;
       }
-      double guess = lo, rem = budget - fixed_cost - cost_hi;
+      double guess = lo, rem = budget - fixed_cost.sum - cost_hi;
       for (int x = 0; x < kChordBuckets; ++x) {
         if (bucket[x] > rem) {
           guess = hi - (x + rem / bucket[x]) / scale;
@@ -1852,10 +1854,10 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       ws.option_mid2.resize(count);
       double cost1, cost2;
       pick_active(rows, row, count, ahead, t1, t2, ws.option_mid.data(), ws.option_mid2.data(), cost1, cost2);
-      if (fixed_cost + cost1 <= budget) {  // the break is in [lo, t1]
+      if (fixed_cost.sum + cost1 <= budget) {  // the break is in [lo, t1]
         hi = t1;
         ws.option_hi.swap(ws.option_mid);
-      } else if (fixed_cost + cost2 > budget) {  // in [t2, hi]
+      } else if (fixed_cost.sum + cost2 > budget) {  // in [t2, hi]
         lo = t2;
         ws.option_lo.swap(ws.option_mid2);
       } else {  // in [t1, t2]
@@ -1866,8 +1868,8 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
       }
       std::size_t kept = 0;
       // The totals in locals through the loop (see fix_near), the same additions in the same order.
-      double cost_fixed = fixed_cost, cost_at_lo = 0.0, cost_at_hi = 0.0;
-      CompensatedSum value_fixed = fixed_value;
+      CompensatedSum cost_fixed = fixed_cost, value_fixed = fixed_value;
+      double cost_at_lo = 0.0, cost_at_hi = 0.0;
       for (std::size_t a = 0; a < count; ++a) {
         if (a + ahead < count) prefetch_row(rows, row[a + ahead]);
         const std::int32_t i = ws.active[a], r = kCopied ? row[a] : i, qa = ws.option_lo[a], qb = ws.option_hi[a];
@@ -1901,7 +1903,8 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     narrow(std::false_type{});
   }
   ws.near.resize(near_count);
-  ws.fixed_cost = fixed_cost;
+  ws.fixed_cost = fixed_cost.sum;
+  ws.fixed_cost_carry = fixed_cost.carry;
   ws.fixed_value = fixed_value.value();
   return BracketFit::kInside;
 }
@@ -1987,6 +1990,19 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
       ws.reduced = true;
       lp.min_cost = min_cost;
       lp.bound += ws.fixed_value;
+      // The frontier's budget is the budget less the fixed costs' plain sum, rounded twice: in
+      // the sum (by ws.fixed_cost_carry) and in the difference (by `err`, TwoSum's). L(lambda)
+      // takes the exact budget left, less by excess = carry - err; the frontier LP is concave in
+      // its budget with lambda a slope there, so the bound drops by lambda * excess. (Left as
+      // it was, the bound of 8192 items with shared real costs lay 200-600 ulps from L(lambda),
+      // below it as often as above, past the slack that "optimal" allows.)
+      if (lp.lambda > 0.0) {
+        const double left = ws.frontier_budget, minus_fixed = -ws.fixed_cost;
+        const double part = left - p.budget;
+        const double err = (p.budget - (left - part)) + (minus_fixed - part);  // budget - fixed = left + err
+        const double drop = lp.lambda * (ws.fixed_cost_carry - err);
+        if (std::isfinite(drop)) lp.bound -= drop;
+      }
       return lp;
     }
   }
@@ -2000,7 +2016,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   ws.near.clear();
   if (margins_asked) ws.margin.assign(p.n, 0.0);
   ws.item_option.resize(p.n);
-  ws.fixed_cost = ws.fixed_value = 0.0;
+  ws.fixed_cost = ws.fixed_value = ws.fixed_cost_carry = 0.0;
   ws.frontier_budget = p.budget;
   return solve_lp(ws.frontiers, p.budget, ws);
 }

@@ -247,6 +247,7 @@ struct LagrangianWorkspace {
   std::vector<std::uint32_t> sort_count;   // its buckets' counts and starts
   bool sample_ties = false;                // the last sample it sorted tied unequal increments
   double fixed_cost = 0.0, fixed_value = 0.0;
+  double fixed_cost_carry = 0.0;  // fixed_cost's exact total less it (its compensated sum's carry)
   // The first pass's own split (before the narrowing): the items it fixed, with the compensated
   // totals of their options in item order, and the items it left active, in item order. Only
   // these can end on another option, so the allocation's totals need no second pass over N
