@@ -15,10 +15,19 @@ namespace apportion {
 namespace bindings {
 
 // A native call's computing section: the GIL released, and IEEE's default floating-point mode
-// whatever the calling thread's (IeeeFloatMode), both undone at the end of the scope.
-struct NativeCall {
-  pybind11::gil_scoped_release release;
-  IeeeFloatMode float_mode;
+// whatever the calling thread's (IeeeFloatMode), both undone at the end of the scope. (The GIL
+// by Python's own calls, as pybind11::gil_scoped_release makes them: a field of pybind11's
+// type, whose visibility is hidden, made GCC warn about this struct's.)
+class NativeCall {
+ public:
+  NativeCall() : thread_state_(PyEval_SaveThread()) {}
+  ~NativeCall() { PyEval_RestoreThread(thread_state_); }
+  NativeCall(const NativeCall&) = delete;
+  NativeCall& operator=(const NativeCall&) = delete;
+
+ private:
+  PyThreadState* thread_state_;  // (first: the GIL goes before the mode changes)
+  IeeeFloatMode float_mode_;
 };
 
 // A float64 C-contiguous array, converted on the way in where needed.
