@@ -340,7 +340,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("value_sign"), py::arg("time_limit"), py::arg("max_states"), py::arg("threads"),
       py::arg("max_bytes") = 0,
       "Batched exact core solve. Returns the tuple of lagrangian(). max_bytes: memory each "
-      "instance's workspace may hold (0: no limit), checked between core layers.");
+      "instance's workspace may hold (0: no limit), checked before each merge of core states.");
 
   m.def(
       "solve_one",

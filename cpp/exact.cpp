@@ -934,11 +934,30 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           std::sort(ws.moves_in_layer.begin(), ws.moves_in_layer.end(),
                     [](const auto& x, const auto& y) { return x.d != y.d ? x.d < y.d : x.option < y.option; });
           ws.merged.clear();
+          Status stopped_in_layer = kFeasible;
           for (const auto& move : ws.moves_in_layer) {
+            // The time and memory limits before each merge too, not only between layers: one
+            // layer can multiply the states by K (values = costs, real costs, 5 x 100: a layer
+            // ran 13 s past a time_limit of 0.5 s, and 3 GB past a max_memory of 100 MB). A merge
+            // may write the states so far and every shifted state into the scratch list. (Not
+            // max_states, which counts the layers' links: a count that stops where it did.)
+            const std::size_t merge_bytes = (ws.merged.size() + ws.states.size()) * sizeof(CoreState);
+            if (limits.max_bytes > 0 && ws.core_bytes() + merge_bytes > limits.max_bytes) {
+              stopped_in_layer = kStoppedByBytes;
+            } else if (std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
+              stopped_in_layer = kStoppedByTime;
+            }
+            if (stopped_in_layer != kFeasible) break;
             auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z_rel + margin; };
             if (merge_shifted(ws.merged, ws.states, move.dw, move.dv, move.option, keep, ws.scratch)) {
               ws.merged.swap(ws.scratch);
             }
+          }
+          if (stopped_in_layer != kFeasible) {  // as if stopped before the layer: ws.states is the last one's
+            ws.merged.clear();
+            complete = false;
+            stopped_by = stopped_in_layer;
+            break;
           }
           // Walks the links back through the layers to the allocation of merged state `s`.
           auto trace = [&](std::size_t s, std::vector<std::int32_t>& option) {

@@ -303,7 +303,7 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
         max_memory: method="dp": bytes its back-pointer tables may take (default a quarter
             of RAM); past it a ValueError says what to change. method="exact": bytes the
             core states of one instance may take (default a quarter of RAM shared by the
-            instances solved at once), checked between core layers; past it the solve stops
+            instances solved at once), checked before each merge of states; past it the solve stops
             with status "feasible" and info["stopped_by"] == "max_bytes", so that by default
             time_limit is what stops a hard solve that fits in memory. On a GPU it bounds all
             the device memory the DP allocates (frontiers, rows, back-pointers; default half
