@@ -15,11 +15,12 @@
 // is within the first bound: the bounds and the test below hold for it unchanged. A thread
 // whose CPU flushes subnormals (FTZ or DAZ), or rounds in a directed mode, does not take the
 // float pick at all (FloatSlopes::proof_mode; the bindings' native calls set IEEE's default
-// mode, IeeeFloatMode, so this guards callers of the C++ core alone). With V = max |v|, C = max w over the item's
-// options and P = lf C, the two bounds added give, for every option, the float score's
-// distance from the double one: |S - D| <= e = 1.01 u V + 2.01 u P + 1.01 dl C + 2^-125
-// (loosely). If the float best beats the float runner-up by G > 2e, then for every other
-// option j, D_best - D_j >= G - |S_best - D_best| - |S_j - D_j| > 0: the double pick
+// mode, IeeeFloatMode, so this guards callers of the C++ core alone). With V = max |v|,
+// C = max w over the item's options and P = lf C, the two bounds added give, for every
+// option, the float score's distance from the double one:
+// |S - D| <= e = 1.01 u V + 2.01 u P + 1.01 dl C + 2^-125 (loosely). If the float best
+// beats the float runner-up by G > 2e, then for every other option j,
+// D_best - D_j >= G - |S_best - D_best| - |S_j - D_j| > 0: the double pick
 // takes the same option, strictly (so ties to the lower index are never in question). The
 // test is
 //   fl(S_best - S_second) > T,  T = 2^-22 V + 2^-21 fl(hf C) + L C + 2^-122  (in float),

@@ -597,7 +597,7 @@ def one_solution(raw: tuple[Any, ...], sign: float, method: str, started: float,
     """The Solution of one instance from (choice (N,), value, cost, bound, shadow_price,
     min_budget, status code) as Python scalars in the maximisation sense of the core."""
     choice, value, cost, bound, shadow, min_budget, status = raw
-    if sign < 0:  # (negated, not multiplied by -1: a product flushes a subnormal on a thread with FTZ)
+    if sign < 0:  # (negated: a product, even by -1.0, flushes a subnormal under FTZ)
         value, bound = -value, -bound
     info = dict(info) if info else {}
     if status >= _FIRST_STOPPED:
