@@ -323,10 +323,11 @@ import json, resource, sys, time
 import numpy as np, apportion
 w = np.random.default_rng(0).random((6, 100)) * 1e6  # values = costs, real: subset-sum
 limit = json.loads(sys.argv[1])
+peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
 sol = apportion.solve(w, w, float(w.sum() / 100), method="exact", **limit)
-print(json.dumps([time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  str(sol.status), sol.info.get("stopped_by")]))
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+print(json.dumps([time.perf_counter() - started, grown, str(sol.status), sol.info.get("stopped_by")]))
 """
 
 
@@ -336,14 +337,15 @@ def test_exact_limits_hold_inside_a_layer(limit, stopped_by):
     """time_limit and max_memory are checked before each merge of a layer, not only between
     layers: a layer can multiply the states by K. On this instance (6 x 100) the core ran 26 s
     past time_limit=0.5 and took 4.9 GB under max_memory=1e8 (found by a fuzzing helper). A
-    fresh process for its peak memory. Wide margins: a hang and leak detector, not a speed test."""
+    fresh process, whose peak memory grows by what the solve takes (past the process's own, which
+    a sanitizer build makes large). Wide margins: a hang and leak detector, not a speed test."""
     out = subprocess.run([sys.executable, "-c", LIMITS_INSIDE_A_LAYER, json.dumps(limit)], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    seconds, peak_mb, status, why = json.loads(out.stdout)
+    seconds, grown_mb, status, why = json.loads(out.stdout)
     assert status == "feasible" and why == stopped_by
     assert seconds < 10, seconds
-    assert peak_mb < 1500, peak_mb
+    assert grown_mb < 1000, grown_mb
 
 
 def test_exact_default_limits_are_time_and_memory():
