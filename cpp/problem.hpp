@@ -15,6 +15,15 @@
 #define APPORTION_HD
 #endif
 
+// A rarely taken path kept out of line, so that its caller's common case stays small.
+#if defined(__CUDACC__)
+#define APPORTION_COLD __noinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define APPORTION_COLD __attribute__((noinline, cold))
+#else
+#define APPORTION_COLD
+#endif
+
 namespace apportion {
 
 // kUnknown: no feasible allocation was found and infeasibility was not proven either (only

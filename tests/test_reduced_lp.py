@@ -328,6 +328,23 @@ def _reference_pareto(values, costs, mask, sign):
     return pareto
 
 
+def _below_chord(w0, v0, w1, v1, wa, va):
+    """Whether (w1, v1) lies on or below the chord from (w0, v0) to (wa, va), by cross products
+    as rounded; where a product leaves double's range, values and costs are first scaled by
+    powers of two to magnitudes near 1 (an inf or a 0 on both sides took points off hulls)."""
+    lhs, rhs = (v1 - v0) * (wa - w1), (va - v1) * (w1 - w0)
+    if 2.2250738585072014e-308 <= min(abs(lhs), abs(rhs)) and max(abs(lhs), abs(rhs)) <= 1.7976931348623157e308:
+        return lhs <= rhs
+
+    def scaled(*xs):
+        top = max(abs(x) for x in xs)
+        shift = 0 if top == 0 or not math.isfinite(top) else 1 - math.frexp(top)[1]  # -ilogb(top)
+        return [math.ldexp(x, shift) for x in xs]
+
+    (v0, v1, va), (w0, w1, wa) = scaled(v0, v1, va), scaled(w0, w1, wa)
+    return (v1 - v0) * (wa - w1) <= (va - v1) * (w1 - w0)
+
+
 def _reference_hull_steps(values, costs, mask, sign):
     """One item's hull steps [(slope, dcost)] and cheapest hull cost: the upper hull of its
     Pareto list by the monotone chain, dropping a point on or below the chord of its
@@ -339,7 +356,7 @@ def _reference_hull_steps(values, costs, mask, sign):
     for wa, va in pareto:
         while len(hull) >= 2:
             (w0, v0), (w1, v1) = hull[-2], hull[-1]
-            if (v1 - v0) * (wa - w1) <= (va - v1) * (w1 - w0):
+            if _below_chord(w0, v0, w1, v1, wa, va):
                 hull.pop()
             else:
                 break
