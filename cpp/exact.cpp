@@ -575,6 +575,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
   const std::size_t keep = p.b > 0 ? std::max(kKeepWorkspaceBytes, row_bytes(p.instance(0))) : kKeepWorkspaceBytes;
   run_batch<ExactWorkspace>(p.b, threads, [&](std::int64_t b, ExactWorkspace& ws, int inner) {
     const auto started = clock::now();
+    auto past_time_limit = [&] {
+      return std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit;
+    };
     InstanceView<T> inst = p.instance(b);
     // With costs on a common step (integers, or multiples of 0.5, ..., totals exact in a
     // double) an allocation fits C exactly when it fits C rounded down to the step: the LP and
@@ -911,8 +914,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           constexpr auto kMaxParents = static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max());
           const bool out_of_states = ws.links.size() >= limits.max_states || ws.states.size() > kMaxParents;
           const bool out_of_bytes = limits.max_bytes > 0 && ws.core_bytes() > limits.max_bytes;
-          if (out_of_states || out_of_bytes ||
-              std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
+          if (out_of_states || out_of_bytes || past_time_limit()) {
             complete = false;
             stopped_by = out_of_states ? kStoppedByStates : out_of_bytes ? kStoppedByBytes : kStoppedByTime;
             break;
@@ -944,7 +946,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             const std::size_t merge_bytes = (ws.merged.size() + ws.states.size()) * sizeof(CoreState);
             if (limits.max_bytes > 0 && ws.core_bytes() + merge_bytes > limits.max_bytes) {
               stopped_in_layer = kStoppedByBytes;
-            } else if (std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit) {
+            } else if (past_time_limit()) {
               stopped_in_layer = kStoppedByTime;
             }
             if (stopped_in_layer != kFeasible) break;

@@ -1999,9 +1999,8 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
       // it was, the bound of 8192 items with shared real costs lay 30-364 ulps from L(lambda)
       // over 6 seeds, below it as often as above, past the slack that "optimal" allows.)
       if (lp.lambda > 0.0) {
-        const double left = ws.frontier_budget, minus_fixed = -ws.fixed_cost;
-        const double part = left - p.budget;
-        const double err = (p.budget - (left - part)) + (minus_fixed - part);  // budget - fixed = left + err
+        double left = p.budget, err = 0.0;
+        two_sum_add(left, err, -ws.fixed_cost);  // left: ws.frontier_budget; budget - fixed = left + err
         const double drop = lp.lambda * (ws.fixed_cost_carry - err);
         if (std::isfinite(drop)) lp.bound -= drop;
       }
