@@ -560,6 +560,40 @@ bool merge_shifted(const CoreStates& a, const CoreStates& states, double dw, dou
   return true;
 }
 
+// merge_shifted for the core's careful run: a state is dropped only for one that costs at least
+// `separation` less (more than the states' costs can be off by rounding) and is worth no less.
+// merge_shifted compares rounded costs, so of two states within rounding of each other it may
+// keep one whose exact total is the higher, and drop the one of the two that later fits the
+// budget. Here the list need not rise in value with cost. Writes `out` (always: returns true).
+template <class Keep>
+bool merge_separated(const CoreStates& a, const CoreStates& states, double dw, double dv, std::int32_t pos,
+                     Keep&& keep, double separation, CoreStates& out) {
+  const std::size_t na = a.size(), ns = states.size();
+  out.resize(na + ns);
+  CoreState* o = out.data();
+  std::size_t count = 0, x = 0;
+  for (std::size_t y = 0; y < ns; ++y) {
+    const CoreState s{states[y].cost + dw, states[y].value + dv, static_cast<std::int32_t>(y), pos};
+    if (!keep(s.cost, s.value)) continue;
+    for (; x < na && a[x].cost <= s.cost; ++x) o[count++] = a[x];
+    o[count++] = s;
+  }
+  for (; x < na; ++x) o[count++] = a[x];
+  // In cost order; `settled` states (all kept) cost `separation` less than the one at hand,
+  // and the best of them is worth `best_settled`.
+  std::size_t kept = 0, settled = 0;
+  double best_settled = -INFINITY;
+  for (std::size_t at = 0; at < count; ++at) {
+    const CoreState st = o[at];
+    for (; settled < kept && o[settled].cost < st.cost - separation; ++settled) {
+      best_settled = std::max(best_settled, o[settled].value);
+    }
+    if (st.value > best_settled) o[kept++] = st;
+  }
+  out.resize(kept);
+  return true;
+}
+
 }  // namespace
 
 template <class T>
@@ -796,6 +830,11 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         });
         if (leaves_one_out) limit = 0.25 * gap;
       }
+      // Whether the core runs carefully (merge_separated), and then the most links it may make
+      // and the bound that the first run proved.
+      bool careful = false;
+      std::size_t careful_links = 0;
+      double displaced_upper = static_cast<double>(INFINITY);
       for (bool run_core = core_sound; run_core;) {
         const bool widened = limit >= gap;  // every candidate and move takes part
         const double move_limit = widened ? static_cast<double>(INFINITY) : limit;
@@ -885,6 +924,15 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         ws.layer_begin.clear();
         ws.layer_item.clear();
         double best_bound = lambda * C_rel;  // lambda-bound: drives the stop
+        // The best value among states that lay within rounding of the budget and failed the
+        // exact check. Dominance compares the states' rounded costs, so such a state may have
+        // displaced one of equal rounded cost whose exact total is lower and fits: values
+        // [[0, 1], [14.5, 0]], costs [[2e-7, 1.4e-6], [1.9e-6, 7e-7]], budget 2.1e-6, where
+        // options (1, 1) fit (their total rounds to the budget), worth 1, and (0, 0), worth 14.5,
+        // do not; both cost 0 relative to the LP options, and the core had claimed 0 optimal.
+        // Every allocation such a displacement lost is worth no more than the state that
+        // displaced it, so the core proves the incumbent only up to this value.
+        double rejected_best = -INFINITY;
         bool complete = true;
         std::int64_t last_layer = -1;  // the order index whose layer made ws.states
         // The tight bound of a state made at layer t, with order[t+1..] and the items never in
@@ -919,6 +967,10 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             stopped_by = out_of_states ? kStoppedByStates : out_of_bytes ? kStoppedByBytes : kStoppedByTime;
             break;
           }
+          if (careful && ws.links.size() >= careful_links) {  // not a limit of the caller's
+            complete = false;
+            break;
+          }
           const std::int32_t i = entry.item, bi = ws.lp_option[i];
           const double wb = inst.cost(i, bi), vb = inst.value(i, bi);
           // The item's moves that can pay off, merged in by rising d: shifted by a move of
@@ -951,7 +1003,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             }
             if (stopped_in_layer != kFeasible) break;
             auto keep = [&](double cost, double value) { return tight_bound(cost, value) > z_rel + margin; };
-            if (merge_shifted(ws.merged, ws.states, move.dw, move.dv, move.option, keep, ws.scratch)) {
+            if (careful ? merge_separated(ws.merged, ws.states, move.dw, move.dv, move.option, keep, 2.0 * cost_band,
+                                          ws.scratch)
+                        : merge_shifted(ws.merged, ws.states, move.dw, move.dv, move.option, keep, ws.scratch)) {
               ws.merged.swap(ws.scratch);
             }
           }
@@ -977,12 +1031,18 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           std::int64_t improved = -1;
           for (std::size_t s = ws.merged.size(); s-- > 0;) {
             const CoreState& st = ws.merged[s];
-            if (!(st.value > z_rel)) break;  // values fall with cost: none further down beats z
+            if (!(st.value > z_rel)) {
+              if (careful) continue;
+              break;  // values fall with cost: none further down beats z
+            }
             if (st.cost > C_rel + cost_band) continue;
             if (st.cost >= C_rel - cost_band) {  // within rounding of the budget: sum it exactly
               trace(s, ws.trial_option);
               double total_cost, total_value;
-              if (!option_fits(inst, ws.trial_option.data(), total_cost, total_value)) continue;
+              if (!option_fits(inst, ws.trial_option.data(), total_cost, total_value)) {
+                rejected_best = std::max(rejected_best, st.value);
+                continue;
+              }
             }
             z_rel = st.value;
             improved = static_cast<std::int64_t>(s);
@@ -1017,9 +1077,22 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           last_layer = static_cast<std::int64_t>(t);
           if (ws.states.empty()) break;
         }
+        // Values within the margin of z are proven anyway. The careful run keeps every state
+        // that another could have displaced.
+        const bool displaced = !careful && rejected_best > z_rel + margin;
         if (complete && (widened || L_rel - z_rel - margin <= limit)) {
-          proven = true;
-          break;
+          if (!displaced) {
+            proven = true;
+            break;
+          }
+          // Run again, carefully, with the incumbent found so far and at most about eight times
+          // the links (the careful run can keep many more states where many allocations cost
+          // the same to the last bits: shared decimal costs). Should that not finish, the
+          // better of the two runs' bounds stands.
+          displaced_upper = std::min(L_rel, std::max(z_rel + margin, rejected_best));
+          careful = true;
+          careful_links = 8 * ws.links.size() + (std::size_t(1) << 16);
+          continue;
         }
         if (!complete) {
           // Stopped early: no completion of a surviving state beats their best tight bound,
@@ -1030,7 +1103,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             best_tight = -INFINITY;
             for (const CoreState& st : ws.states) best_tight = std::max(best_tight, tight_bound(st.cost, st.value));
           }
-          upper_rel = std::min(L_rel, std::max({z_rel, best_tight, widened ? z_rel : L_rel - limit}));
+          upper_rel = std::min(L_rel, std::max({z_rel, best_tight, widened ? z_rel : L_rel - limit,
+                                                careful ? z_rel : rejected_best}));
+          upper_rel = std::min(upper_rel, displaced_upper);
           break;
         }
         limit = gap;  // every candidate (z may have risen: the core skips what it no longer needs)
@@ -1049,7 +1124,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // rounding of the bound).
     if (stepped) upper_rel = value_step * std::floor((upper_rel + tol) / value_step);
     const double upper = base_value_sum.value() + upper_rel;
-    r.bound = proven ? r.value : std::max(std::min(upper, L), r.value);
+    // L is the Lagrangian at C itself; an allocation whose total rounds to C may pass it by
+    // the room fit_value allows for.
+    r.bound = proven ? r.value : std::max(std::min(upper, L + fit_value), r.value);
     r.shadow_price = lambda;
     r.status = proven ? kOptimal : stopped_by;
     for (std::int64_t i = 0; i < n; ++i) choice[i] = lw.item_option[i];

@@ -218,6 +218,23 @@ def test_integral_lp_stepped_down_is_not_optimal_unproven():
     assert sol.status != "optimal" or sol.value == pytest.approx(best, rel=1e-15)
 
 
+@pytest.mark.parametrize("values, costs, budget", [
+    ([[0, 1], [14.5, 0]], [[2e-7, 1.4e-6], [1.9e-6, 7e-7]], 2.1e-6),
+    ([[0, 1], [0, 0], [0, 0], [0, 1]],
+     [[0, 0.4], [0.30000000000000004] * 2, [1.7000000000000002] * 2, [0.1, 0.5]], 2.5),
+])
+def test_exact_keeps_allocations_of_equal_rounded_cost(values, costs, budget):
+    # Two allocations cost the same relative to the LP options once rounded; the worthier one's
+    # exact total rounds over the budget, the other's to it. The core's dominance kept the first,
+    # found that it did not fit, and claimed 0 optimal where 1 fits (found by fuzzing).
+    values, costs = np.array(values, float), np.array(costs, float)
+    best = _brute_fsum(values, costs, budget)
+    assert best == 1.0
+    sol = apportion.solve(values, costs, budget, method="exact")
+    assert sol.status == "optimal" and sol.value == best
+    assert math.fsum(costs[np.arange(len(costs)), sol.choice]) <= budget
+
+
 def test_cost_resolution_decimal_budgets():
     # 6 units of 0.1 are 0.6000000000000001 in binary, but 0.3 + 0.3 fits a budget of 0.6.
     values, costs = np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[0.0, 0.3], [0.0, 0.3]])
