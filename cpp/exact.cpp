@@ -923,7 +923,15 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
         ws.links.clear();
         ws.layer_begin.clear();
         ws.layer_item.clear();
-        double best_bound = lambda * C_rel;  // lambda-bound: drives the stop
+        // The bounds take a state's leftover budget as the most that it can be: against C_band,
+        // C_rel with the band added. Its rounding multiplies by the slopes: values [[0.5, 0],
+        // [1, 0], [2, 2], [0.5, 2], [14.5, 2], [1, 2]], costs [[0.5, 2e-7], [7e-7, 2e-7],
+        // [2e-7, 7e-7], [2e-7, 0.5], [1.4e-6, 0.5], [2e-7, 2e-7]], budget 0.5000022: a state
+        // 5e-7 over C_rel (0.4999993 - 0.4999998, to an ulp of 0.5) sheds it at a slope of 2e6,
+        // and its bound came out 3e-11 under the value of the optimum, 20.5, which was pruned
+        // ("optimal" 20).
+        const double C_band = C_rel + cost_band;
+        double best_bound = lambda * C_band;  // lambda-bound: drives the stop
         // The best value among states that lay within rounding of the budget and failed the
         // exact check. Dominance compares the states' rounded costs, so such a state may have
         // displaced one of equal rounded cost whose exact total is lower and fits: values
@@ -942,8 +950,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           const double add = ws.add_after[t];
           const double shed = ws.shed_after[t] * (1.0 + 1e-12) + 1e-9 + cost_band;  // rounding in the sums
           return [=](double cost, double value) {
-            double leftover = C_rel - cost;
-            if (leftover < 0.0 && leftover >= -cost_band) leftover = 0.0;  // may fit: checked when it comes
+            const double leftover = C_band - cost;  // may fit if not below 0: checked when it comes
             if (leftover >= 0.0) return value + std::min(up * leftover, lambda * std::min(leftover, add));
             if (-leftover > shed) return -static_cast<double>(INFINITY);  // cannot get back within C
             return value + down * leftover;
@@ -1035,7 +1042,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
               if (careful) continue;
               break;  // values fall with cost: none further down beats z
             }
-            if (st.cost > C_rel + cost_band) continue;
+            if (st.cost > C_band) continue;
             if (st.cost >= C_rel - cost_band) {  // within rounding of the budget: sum it exactly
               trace(s, ws.trial_option);
               double total_cost, total_value;
@@ -1067,7 +1074,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           const bool z_rose = improved >= 0;
           for (const CoreState& st : ws.merged) {
             if (z_rose && tight_bound(st.cost, st.value) <= z_rel + margin) continue;
-            best_bound = std::max(best_bound, st.value + lambda * (C_rel - st.cost));
+            best_bound = std::max(best_bound, st.value + lambda * (C_band - st.cost));
             link[survivors] = CoreLink{st.parent, st.pos};
             kept[survivors++] = st;
           }

@@ -218,18 +218,23 @@ def test_integral_lp_stepped_down_is_not_optimal_unproven():
     assert sol.status != "optimal" or sol.value == pytest.approx(best, rel=1e-15)
 
 
-@pytest.mark.parametrize("values, costs, budget", [
-    ([[0, 1], [14.5, 0]], [[2e-7, 1.4e-6], [1.9e-6, 7e-7]], 2.1e-6),
-    ([[0, 1], [0, 0], [0, 0], [0, 1]],
-     [[0, 0.4], [0.30000000000000004] * 2, [1.7000000000000002] * 2, [0.1, 0.5]], 2.5),
-])
-def test_exact_keeps_allocations_of_equal_rounded_cost(values, costs, budget):
+@pytest.mark.parametrize("values, costs, budget, best", [
     # Two allocations cost the same relative to the LP options once rounded; the worthier one's
-    # exact total rounds over the budget, the other's to it. The core's dominance kept the first,
-    # found that it did not fit, and claimed 0 optimal where 1 fits (found by fuzzing).
+    # exact total rounds over the budget, the other's to it. The core's dominance kept the
+    # first, found that it did not fit, and claimed 0 optimal where 1 fits.
+    ([[0, 1], [14.5, 0]], [[2e-7, 1.4e-6], [1.9e-6, 7e-7]], 2.1e-6, 1.0),
+    ([[0, 1], [0, 0], [0, 0], [0, 1]],
+     [[0, 0.4], [0.30000000000000004] * 2, [1.7000000000000002] * 2, [0.1, 0.5]], 2.5, 1.0),
+    # A state 5e-7 over the budget relative to the base (a difference of numbers near 0.5, so
+    # to an ulp of 0.5) that sheds it at a slope of 2e6: its bound, 3e-11 under the optimum's
+    # value, pruned the optimum ("optimal" 20).
+    ([[0.5, 0], [1, 0], [2, 2], [0.5, 2], [14.5, 2], [1, 2]],
+     [[0.5, 2e-7], [7e-7, 2e-7], [2e-7, 7e-7], [2e-7, 0.5], [1.4e-6, 0.5], [2e-7, 2e-7]], 0.5000022, 20.5),
+])
+def test_exact_near_the_budget_to_rounding(values, costs, budget, best):
+    # Found by fuzzing against enumeration with feasibility on the correctly rounded total.
     values, costs = np.array(values, float), np.array(costs, float)
-    best = _brute_fsum(values, costs, budget)
-    assert best == 1.0
+    assert _brute_fsum(values, costs, budget) == best
     sol = apportion.solve(values, costs, budget, method="exact")
     assert sol.status == "optimal" and sol.value == best
     assert math.fsum(costs[np.arange(len(costs)), sol.choice]) <= budget
