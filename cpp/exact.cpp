@@ -1033,8 +1033,9 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
               parent = link.parent;
             }
           };
-          // New incumbent from the feasible states of this layer (cost-sorted: the last that
-          // fits is the best).
+          // New incumbent from the feasible states of this layer (cost-sorted, so the last that
+          // fits is the best; in the careful run, whose values need not rise with cost, the
+          // best of all that fit).
           std::int64_t improved = -1;
           for (std::size_t s = ws.merged.size(); s-- > 0;) {
             const CoreState& st = ws.merged[s];
@@ -1053,7 +1054,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
             }
             z_rel = st.value;
             improved = static_cast<std::int64_t>(s);
-            break;
+            if (!careful) break;
           }
           if (improved >= 0) {
             core_improved = true;

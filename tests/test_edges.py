@@ -230,6 +230,11 @@ def test_integral_lp_stepped_down_is_not_optimal_unproven():
     # value, pruned the optimum ("optimal" 20).
     ([[0.5, 0], [1, 0], [2, 2], [0.5, 2], [14.5, 2], [1, 2]],
      [[0.5, 2e-7], [7e-7, 2e-7], [2e-7, 7e-7], [2e-7, 0.5], [1.4e-6, 0.5], [2e-7, 2e-7]], 0.5000022, 20.5),
+    # The careful run (as in the first two) kept three states of one rounded cost, not in the
+    # order of their values, and took the first that fit as the best: "optimal" 18.4.
+    ([[3.6, 4.0], [6.0, 0.6], [2.0, 3.0], [1.000000002, 5.6], [4.8, 3.0], [2.2000000020000003, 2.000000002]],
+     [[1.8, 2.0], [2.9, 0.3], [1.0, 1.7], [0.5, 2.8], [2.4, 1.4], [1.1, 1.0]], 9.299999999999999,
+     18.600000001999998),
 ])
 def test_exact_near_the_budget_to_rounding(values, costs, budget, best):
     # Found by fuzzing against enumeration with feasibility on the correctly rounded total.
