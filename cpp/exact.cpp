@@ -392,8 +392,11 @@ CommonStep common_step(const InstanceView<T>& inst, bool of_costs, Counts&& coun
         found.step = found.step == 0.0 ? x : float_gcd(found.step, x);
         const double low = lowest_bit(found.step);
         found.exact_below = 9007199254740992.0 * low;  // 2^53
-        power_of_two = low == found.step;
         inverse = 1.0 / found.step;
+        // (Not for a step below 2^-1024, whose inverse overflows: every x * inf passed as a
+        // multiple, and costs of 8 and 10 subnormal units took a step of 8, which rounded a
+        // budget of 19 units down to 16, under the cheapest total: "infeasible".)
+        power_of_two = low == found.step && std::isfinite(inverse);
       });
       if (!finite) return CommonStep{};
     }

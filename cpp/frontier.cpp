@@ -241,8 +241,19 @@ void allocation_totals(const ItemFrontiers& f, const std::vector<std::int32_t>& 
 
 bool restore_budget(const ItemFrontiers& f, std::vector<std::int32_t>& position, double budget,
                     double& total_cost, double& total_value) {
+  // A total within rounding of the budget is decided on its correctly rounded sum, as every
+  // allocation (costs 2^54 + 4, 0.3 and 1.7: the compensated total rounded to 2^54 + 8, and
+  // the best allocation was stepped down, though its exact total rounds to the budget).
+  auto over = [&](const std::int32_t* at, double& total) {
+    const double ulp = std::nextafter(budget, HUGE_VAL) - budget;
+    if (!(total - budget <= 2.0 * ulp)) return true;
+    const double exact = rounded_sum(f.n, [&](std::int64_t i) { return f.cost[i * f.k + at[i]]; });
+    if (exact > budget) return true;
+    total = exact;
+    return false;
+  };
   return restore_budget_flat(f.cost.data(), f.value.data(), f.n, f.k, position.data(), budget,
-                             total_cost, total_value);
+                             total_cost, total_value, over);
 }
 
 void write_choice(const ItemFrontiers& f, const std::vector<std::int32_t>& position,
@@ -394,8 +405,12 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
       total_dcost += dw;
     }
   }
-  lp.min_cost = base_cost.value();
-  if (!(lp.min_cost <= budget)) {
+  // The cheapest allocation fits on its correctly rounded total, as every allocation is
+  // decided (the compensated total's carry rounds too: costs 2^53 + 2, 0.7 and 0.3 came to
+  // 2^53 + 4 where the exact total rounds to the budget, 2^53 + 2, and the instance was
+  // reported infeasible).
+  if (!fits_budget(base_cost, budget, lp.min_cost,
+                   [&] { return rounded_sum(n, [&](std::int64_t i) { return f.cost[i * k]; }); })) {
     lp.feasible = false;
     lp.bound = kNaN;
     lp.lambda = kNaN;
@@ -405,7 +420,17 @@ LpRelaxation solve_lp(const ItemFrontiers& f, double budget, LagrangianWorkspace
   HullIncrement* inc = ws.increments.data();
   auto take = [&](const HullIncrement& x) { take_step(ws, x); };
 
-  if (total_dcost <= rem) {  // the budget does not bind: every item at its best option
+  // Whether every item's best hull point fits, on the correctly rounded total: the steps'
+  // rounded sum can say so where that is over (costs 1e16 and 1 against a budget of 1e16 - 2:
+  // lambda came out 0, and the LP's allocation was over the budget).
+  auto best_fits = [&] {
+    auto best_cost = [&](std::int64_t i) { return f.cost[i * k + f.hull[i * k + f.hull_count[i] - 1]]; };
+    CompensatedSum best;
+    for (std::int64_t i = 0; i < n; ++i) best.add(best_cost(i));
+    double total;
+    return fits_budget(best, budget, total, [&] { return rounded_sum(n, best_cost); });
+  };
+  if (total_dcost <= rem && best_fits()) {  // the budget does not bind: every item at its best option
     for (std::size_t a = 0; a < m; ++a) take(inc[a]);
     lp.lambda = 0.0;
     lp.integral = true;

@@ -238,14 +238,23 @@ APPORTION_HD inline void allocation_totals_flat(const double* cost, const double
   total_value = tv.value();
 }
 
+// restore_budget_flat's default check of a total over the budget: it is over.
+struct TrustTotal {
+  APPORTION_HD bool operator()(const std::int32_t*, double&) const { return true; }
+};
+
 // Steps items down their Pareto lists, cheapest value loss per unit cost first, until the
 // allocation summed in item order fits the budget (rounding in running sums can leave it a
 // few ulps over). Returns false when even the cheapest allocation does not fit.
+// `over(position, total_cost)` confirms a compensated total over the budget, and may instead
+// find the allocation within it (the CPU sums it again exactly where the total lies within
+// rounding of the budget, and puts that total in total_cost).
+template <class Over = TrustTotal>
 APPORTION_HD inline bool restore_budget_flat(const double* cost, const double* value, std::int64_t n,
                                              std::int64_t k, std::int32_t* position, double budget,
-                                             double& total_cost, double& total_value) {
+                                             double& total_cost, double& total_value, Over over = Over{}) {
   allocation_totals_flat(cost, value, n, k, position, total_cost, total_value);
-  while (total_cost > budget) {
+  while (total_cost > budget && over(position, total_cost)) {
     std::int64_t worst = -1;
     double best_ratio = INFINITY;
     for (std::int64_t i = 0; i < n; ++i) {

@@ -245,6 +245,48 @@ def test_exact_near_the_budget_to_rounding(values, costs, budget, best):
     assert math.fsum(costs[np.arange(len(costs)), sol.choice]) <= budget
 
 
+_T, _F = True, False
+
+
+@pytest.mark.parametrize("method", ["exact", "lagrangian"])
+@pytest.mark.parametrize("values, costs, budget, mask", [
+    # Totals whose compensated sum rounds over the budget, where the correctly rounded total is
+    # the budget: the carry (0.7 + 0.3) rounded up to 1, and the total 2^53 + 3 to 2^53 + 4.
+    # Both methods called the instance infeasible.
+    ([[0], [0], [0]], [[9007199254740994.0], [0.7], [0.3]], 9007199254740994.0, None),
+    ([[0], [0], [0]], [[1.0000000000000002], [1.6653345369377347e-17], [9.43689570931383e-17]],
+     1.0000000000000002, None),
+    # The best allocation likewise, stepped down by the repair: "optimal" 2 where 3 fits.
+    ([[0, 1], [0, 1], [0, 1]], [[0, 18014398509481988.0], [0, 0.3], [0, 1.7]], 18014398509481988.0, None),
+    # Costs on a step of a few subnormal units: its inverse overflowed, every cost passed as a
+    # multiple of the first, and the budget, rounded down to that, fell under every allocation
+    # (exact: "infeasible", or "optimal" 0 where 1561 fits).
+    ([[0], [0]], [[4e-323], [5e-323]], 9.4e-323, None),
+    ([[0, 0, 0]], [[2.2250738585072014e-308, 1e-300, 5e-324]], 1e-323, None),
+    ([[0, 0, 0], [1561, 0, 0]],
+     [[1.1392378155556876e-305, 1.1392378155556871e-305, 0], [1.1392378155556879e-305, 0, 0]],
+     1.1392378155556879e-305, None),
+    # The exact core's careful run took a state that fit, not the best ("optimal" 17.6 + 2e-9).
+    ([[0, 5.8, 1.200000001], [5.6, 0, 2.6000000020000003], [5.0, 4.000000001, 4.200000002], [0, 1.2, 5.0],
+      [2e-9, 5.600000001, 0]],
+     [[0, 2.9, 0.6], [2.8, 0, 1.3], [2.5, 2.0, 2.1], [0, 0.6, 2.5], [0, 2.8, 0]], 8.799999999999999,
+     [[_F, _T, _T], [_T, _F, _T], [_T, _T, _T], [_F, _T, _T], [_T, _T, _F]]),
+])
+def test_totals_that_round_onto_the_budget(method, values, costs, budget, mask):
+    # Found by fuzzing against enumeration with feasibility on the correctly rounded total.
+    values, costs = np.array(values, float), np.array(costs, float)
+    n, k = values.shape
+    allowed = np.ones((n, k), bool) if mask is None else np.array(mask)
+    best = max(math.fsum(values[np.arange(n), x]) for x in itertools.product(range(k), repeat=n)
+               if allowed[np.arange(n), x].all() and math.fsum(costs[np.arange(n), x]) <= budget)
+    sol = apportion.solve(values, costs, budget, method=method, mask=mask)
+    assert sol.status in ("optimal", "feasible")
+    assert math.fsum(costs[np.arange(n), sol.choice]) <= budget and allowed[np.arange(n), sol.choice].all()
+    assert sol.bound >= best
+    if method == "exact":
+        assert sol.status == "optimal" and sol.value == best
+
+
 def test_cost_resolution_decimal_budgets():
     # 6 units of 0.1 are 0.6000000000000001 in binary, but 0.3 + 0.3 fits a budget of 0.6.
     values, costs = np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[0.0, 0.3], [0.0, 0.3]])
