@@ -262,7 +262,7 @@ APPORTION_HD inline bool restore_budget_flat(const double* cost, const double* v
       if (p == 0) continue;
       const std::int64_t at = i * k + p;
       const double ratio = (value[at] - value[at - 1]) / (cost[at] - cost[at - 1]);
-      if (ratio < best_ratio) {
+      if (worst < 0 || ratio < best_ratio) {  // (an infinite ratio too: see restore_item_options)
         best_ratio = ratio;
         worst = i;
       }

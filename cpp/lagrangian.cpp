@@ -77,8 +77,11 @@ std::int64_t restore_item_options(const InstanceView<T>& p, LagrangianWorkspace&
     for (std::int64_t i = 0; i < p.n; ++i) {
       const double w0 = p.cost(i, option[i]), v0 = p.value(i, option[i]);
       for_each_option(p, i, [&](std::int32_t j, double w, double v, bool ok) {
+        // (The first cheaper option is taken even at an infinite ratio, a value per unit cost
+        // that overflowed: compared with `<` alone against INFINITY, none was, and an
+        // allocation with room to step down was reported infeasible.)
         const double ratio = (v0 - v) / (w0 - w);
-        if (ok && w < w0 && ratio < best_ratio) {
+        if (ok && w < w0 && (worst < 0 || ratio < best_ratio)) {
           best_ratio = ratio;
           worst = i;
           to = j;

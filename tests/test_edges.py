@@ -287,6 +287,20 @@ def test_totals_that_round_onto_the_budget(method, values, costs, budget, mask):
         assert sol.status == "optimal" and sol.value == best
 
 
+@pytest.mark.parametrize("method", ["exact", "lagrangian"])
+@pytest.mark.parametrize("costs, budget", [
+    ([2.9652313509592176e-302, 2.9652313509592165e-302], 8.895694052877652e-302),
+    ([1.9828556453455457e-308, 1.982855645345545e-308], 5.948566936036636e-308),
+])
+def test_overflowing_slopes_raise_rather_than_infeasible(method, costs, budget):
+    # Options a few ulps apart in cost and 1 apart in value: the step down from an allocation
+    # over the budget had an infinite loss per unit cost, never less than the INFINITY it was
+    # compared with, so none was taken and the instance was called infeasible, though 7 of its
+    # 8 allocations fit (found by fuzzing). Now the overflow is reported, as elsewhere.
+    with pytest.raises(ValueError, match="^costs: the value per unit cost"):
+        apportion.solve(np.array([[1.0, 0.0]] * 3), np.array(costs), budget, method=method)
+
+
 def test_cost_resolution_decimal_budgets():
     # 6 units of 0.1 are 0.6000000000000001 in binary, but 0.3 + 0.3 fits a budget of 0.6.
     values, costs = np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[0.0, 0.3], [0.0, 0.3]])
