@@ -245,8 +245,7 @@ bool restore_budget(const ItemFrontiers& f, std::vector<std::int32_t>& position,
   // allocation (costs 2^54 + 4, 0.3 and 1.7: the compensated total rounded to 2^54 + 8, and
   // the best allocation was stepped down, though its exact total rounds to the budget).
   auto over = [&](const std::int32_t* at, double& total) {
-    const double ulp = std::nextafter(budget, HUGE_VAL) - budget;
-    if (!(total - budget <= 2.0 * ulp)) return true;
+    if (!near_budget(total, budget)) return true;
     const double exact = rounded_sum(f.n, [&](std::int64_t i) { return f.cost[i * f.k + at[i]]; });
     if (exact > budget) return true;
     total = exact;

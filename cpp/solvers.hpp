@@ -163,15 +163,21 @@ double rounded_sum(std::int64_t count, Term&& term) {
   return hi;
 }
 
+// Whether a rounded total lies within two ulps of the budget, where the last rounding could
+// decide feasibility the wrong way (false past the range: the ulp is then inf or NaN).
+inline bool near_budget(double total, double budget) {
+  const double ulp = std::nextafter(budget, HUGE_VAL) - budget;
+  return std::fabs(total - budget) <= 2.0 * ulp;
+}
+
 // Whether an allocation fits `budget` on its correctly rounded cost total, given its
 // compensated sum: its total decides, unless some addition rounded (a carry) and the total lies
-// within two ulps of the budget, where the last rounding could decide the wrong way; then the
-// costs are summed again exactly (exact_total()). `total` receives the total decided on.
+// near the budget; then the costs are summed again exactly (exact_total()). `total` receives
+// the total decided on.
 template <class ExactTotal>
 bool fits_budget(const CompensatedSum& sum, double budget, double& total, ExactTotal&& exact_total) {
   total = sum.value();
-  const double ulp = std::nextafter(budget, HUGE_VAL) - budget;  // inf or NaN past the range
-  if (sum.carry == 0.0 || !(std::fabs(total - budget) <= 2.0 * ulp)) return total <= budget;
+  if (sum.carry == 0.0 || !near_budget(total, budget)) return total <= budget;
   total = exact_total();
   return total <= budget;
 }
