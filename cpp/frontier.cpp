@@ -834,47 +834,68 @@ struct SampleGuess {
 // more than its packed words can index.
 constexpr std::size_t kBucketSortMin = 64, kBucketSortMax = std::size_t(1) << 16;
 
-// Sorts inc steepest first, into exactly the sequence std::sort(slope >) gives, with few
-// data-dependent branches. std::sort's comparisons mispredicted about 1100 times a solve of
-// routing 1000 x 8 (the sample's ~300 increments: 45% of the solve's mispredicted branches,
-// callgrind --branch-sim), which costs most where the predictor cannot learn the data: a batch
-// of distinct instances. Here each increment is a word: the high 48 bits of an order-preserving
-// key of its slope, then its position. One stable bucket pass spreads the words over at least m
-// buckets of equal width between the smallest and the largest word (a bucket's index only grows
-// with the word), then an insertion sort of the whole words moves what shares a bucket. (A radix
-// sort on the top 24 key bits, 3 passes of 8 bits, took 38k instructions of a 330k routing
-// 1000 x 8 solve at x86-64-v3; this one 26k.) Why the sequence is std::sort's: a sorted sequence
-// is unique except for the order among equal slopes. Words with distinct keys, in ascending
-// order, are strictly falling slopes; where two share their 48 key bits, or NaN shows at an end,
-// the output is checked to be sorted and every run of equal slopes to hold identical
-// increments; otherwise (ties that differ, NaN) inc goes to std::sort itself.
+inline bool steeper_step(const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; }
+
+// Where the first run of equal slopes holding differing increments starts in a sorted sequence
+// (its size where none does). The same for every order of the runs' increments.
+std::size_t first_unequal_tie(const HullSteps& seq) {
+  for (std::size_t a = 1; a < seq.size(); ++a) {
+    const HullIncrement &x = seq[a - 1], &y = seq[a];
+    if (x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0) return a - 1;
+  }
+  return seq.size();
+}
+
+// Where sort_steepest_first's sequence may part from std::sort's, and whether it parted there.
+struct SampleOrder {
+  // The first run of equal slopes holding differing increments starts here (the sample's size
+  // where none does): their order is std::sort's choice, the sequence before them is unique.
+  std::size_t first_tie;
+  // The run's increments are in the sample's order, not std::sort's: the sequence is then in
+  // ws.sample_sorted, and inc holds the sample as taken (std::sort's order of ties depends on
+  // the order it is given).
+  bool own_order;
+  bool tracks_ties;  // first_tie was found (the sort may set ws.sample_ties from it)
+};
+
+// Sorts inc steepest first, into the sequence std::sort(slope >) gives up to the first run of
+// equal slopes that hold differing increments (SampleOrder), with few data-dependent branches.
+// std::sort's comparisons mispredicted about 1100 times a solve of routing 1000 x 8 (the
+// sample's ~300 increments: 45% of the solve's mispredicted branches, callgrind --branch-sim),
+// which costs most where the predictor cannot learn the data: a batch of distinct instances.
+// Here each increment is a word: the high 48 bits of an order-preserving key of its slope, then
+// its position. One stable bucket pass spreads the words over at least m buckets of equal width
+// between the smallest and the largest word (a bucket's index only grows with the word), then an
+// insertion sort of the whole words moves what shares a bucket. (A radix sort on the top 24 key
+// bits, 3 passes of 8 bits, took 38k instructions of a 330k routing 1000 x 8 solve at
+// x86-64-v3; this one 26k.) Why the sequence is std::sort's: a sorted sequence is unique except
+// for the order among equal slopes. Words with distinct keys, in ascending order, are strictly
+// falling slopes; where two share their 48 key bits, or NaN shows at an end, the output is
+// checked to be sorted (else, as with NaN, inc goes to std::sort itself).
+//
+// A run of equal slopes holding differing increments stays in the order they were sampled,
+// which need not be the one std::sort would choose: guess_bracket sorts the sample again with
+// std::sort only where such a run could move the budget's crossing (crossing_ignores_ties).
+// Float input ties slopes by chance, a float holding 24 bits: routing 1e5 x 8 float32 seed 1
+// ties two items' slopes at position 399 of 2334, the crossing at 1627, and its every solve went
+// to std::sort, whose comparisons mispredicted 10.5k more branches than this sort's (callgrind
+// --branch-sim: 22.7k against 12.2k a solve), for the same answer.
 //
 // Integer data (every class of workloads.CLASSES but routing) ties slopes with different
-// dcosts, and then paid for both sorts: after such a sample, the thread's next sample goes to
-// std::sort directly, and back to this sort once a sample sorts without such ties (either way
-// the sequence is std::sort's, so this changes no answer).
-void sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
-  auto steeper = [](const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; };
-  // Whether a sequence is sorted and holds only identical increments among equal slopes (a NaN
-  // slope fails `>=` against a neighbour).
-  auto unique_order = [](const HullSteps& seq) {
-    bool unique = true;
-    for (std::size_t a = 1; a < seq.size(); ++a) {
-      const HullIncrement &x = seq[a - 1], &y = seq[a];
-      const bool tie_differs = x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0;
-      unique &= x.slope >= y.slope && !tie_differs;
-    }
-    return unique;
-  };
+// dcosts, often at the break, and then paid for both sorts: after such a sample, the thread's
+// next sample goes to std::sort directly, and back to this sort once a sample's ties cannot move
+// its crossing (either way the sequence is std::sort's as far as it counts, so this changes no
+// answer).
+SampleOrder sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
   const std::size_t m = inc.size();
+  const SampleOrder std_sorted{m, false, false};
   if (m < kBucketSortMin || m > kBucketSortMax) {
-    std::sort(inc.begin(), inc.end(), steeper);
-    return;
+    std::sort(inc.begin(), inc.end(), steeper_step);
+    return std_sorted;
   }
   if (ws.sample_ties) {
-    std::sort(inc.begin(), inc.end(), steeper);
-    ws.sample_ties = !unique_order(inc);
-    return;
+    std::sort(inc.begin(), inc.end(), steeper_step);
+    return SampleOrder{first_unequal_tie(inc), false, true};
   }
   ws.sort_word.resize(m);
   ws.sort_word2.resize(m);
@@ -920,8 +941,8 @@ void sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
     word[b] = x;
     moves += a - b;
     if (moves > 16 * a) {
-      std::sort(inc.begin(), inc.end(), steeper);
-      return;
+      std::sort(inc.begin(), inc.end(), steeper_step);
+      return std_sorted;
     }
   }
   HullSteps& out = ws.sample_sorted;
@@ -936,12 +957,59 @@ void sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
   // sort past every number's (first with the sign bit clear, last with it set): where neither
   // shows, the sequence is the unique sorted one without comparing slopes.
   const bool ends_numbers = !std::isnan(out[0].slope) && !std::isnan(out[m - 1].slope);
-  if ((ends_numbers && !key_ties) || unique_order(out)) {
+  if (ends_numbers && !key_ties) {
     inc.swap(out);
-  } else {
-    std::sort(inc.begin(), inc.end(), steeper);
-    ws.sample_ties = true;
+    return SampleOrder{m, false, true};
   }
+  bool sorted = true;  // (a NaN slope fails `>=` against a neighbour)
+  for (std::size_t a = 1; a < m; ++a) sorted &= out[a - 1].slope >= out[a].slope;
+  if (!sorted) {
+    std::sort(inc.begin(), inc.end(), steeper_step);
+    return SampleOrder{0, false, true};
+  }
+  const std::size_t first_tie = first_unequal_tie(out);
+  if (first_tie == m) {
+    inc.swap(out);
+    return SampleOrder{m, false, true};
+  }
+  return SampleOrder{first_tie, true, true};  // the sample as taken stays in inc, for std::sort
+}
+
+// Where sorted increments' running sum of dcost first passes a target: at (their count where it
+// never does), the sum before inc[at] and the sum with it.
+struct SampleCrossing {
+  std::size_t at;
+  double before, with;
+};
+
+SampleCrossing sample_crossing(const HullSteps& inc, double target) {
+  SampleCrossing c{0, 0.0, 0.0};
+  for (; c.at < inc.size(); ++c.at) {
+    c.with = c.before + inc[c.at].dcost;
+    if (c.with > target) break;
+    c.before = c.with;
+  }
+  return c;
+}
+
+// Whether every order of the runs of equal slopes that hold differing increments puts the
+// crossing where it is: where none holds inc[at] and the running sums are further from the
+// target than their rounding can move them. (A run before the crossing changes only the order
+// of the sum's positive terms: of j terms, each order's sum is within (j - 1) u of their exact
+// total's multiple; the slopes at every position are the same for every order.)
+bool crossing_ignores_ties(const HullSteps& inc, const SampleCrossing& c, double target) {
+  const std::size_t m = inc.size();
+  if (c.at < m) {
+    std::size_t first = c.at, last = c.at;  // the run of slopes equal to inc[at]'s
+    while (first > 0 && inc[first - 1].slope == inc[c.at].slope) --first;
+    while (last + 1 < m && inc[last + 1].slope == inc[c.at].slope) ++last;
+    for (std::size_t a = first; a < last; ++a) {
+      if (std::memcmp(&inc[a], &inc[a + 1], sizeof inc[a]) != 0) return false;
+    }
+  }
+  const double total = c.at < m ? c.with : c.before;
+  const double rounding = 2.0 * static_cast<double>(c.at + 1) * std::numeric_limits<double>::epsilon() * total;
+  return target - c.before > rounding && (c.at == m || c.with - target > rounding);
 }
 
 // Guesses a bracket (lo, hi) of the break slope from the hulls of evenly spaced items: the
@@ -992,14 +1060,24 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
     throw_no_option(first);
   }
   if (inc.size() < 8) return false;
-  sort_steepest_first(inc, ws);
+  const SampleOrder sorted = sort_steepest_first(inc, ws);
   const double target = p.budget * static_cast<double>(s) / static_cast<double>(n) - cheapest;
   const std::int64_t m = static_cast<std::int64_t>(inc.size());
-  std::int64_t at = 0;
-  for (double cum = 0.0; at < m; ++at) {
-    cum += inc[at].dcost;
-    if (cum > target) break;
+  const HullSteps& steps = sorted.own_order ? ws.sample_sorted : inc;
+  SampleCrossing crossing = sample_crossing(steps, target);
+  // Whether std::sort's order could put the crossing elsewhere (see SampleOrder).
+  const bool ties_count = sorted.first_tie < inc.size() && sorted.first_tie <= crossing.at &&
+                          !crossing_ignores_ties(steps, crossing, target);
+  if (sorted.own_order) {
+    if (ties_count) {
+      std::sort(inc.begin(), inc.end(), steeper_step);
+      crossing = sample_crossing(inc, target);
+    } else {
+      inc.swap(ws.sample_sorted);
+    }
   }
+  if (sorted.tracks_ties) ws.sample_ties = ties_count;
+  const std::int64_t at = static_cast<std::int64_t>(crossing.at);
   guess.at = at;
   guess.margin = static_cast<std::int64_t>(kMarginScale * std::sqrt(double(m))) + 2;
   guess.bracket(inc, 1, lo, hi);
