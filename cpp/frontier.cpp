@@ -841,7 +841,11 @@ inline bool steeper_step(const HullIncrement& x, const HullIncrement& y) { retur
 std::size_t first_unequal_tie(const HullSteps& seq) {
   for (std::size_t a = 1; a < seq.size(); ++a) {
     const HullIncrement &x = seq[a - 1], &y = seq[a];
-    if (x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0) return a - 1;
+    if (x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0) {
+      std::size_t first = a - 1;  // the run may start before its first differing neighbours
+      while (first > 0 && seq[first - 1].slope == y.slope) --first;
+      return first;
+    }
   }
   return seq.size();
 }

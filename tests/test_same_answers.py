@@ -159,3 +159,34 @@ def test_answers_do_not_depend_on_the_last_solve(kind, n, k, seed, dtype):
             sol = apportion.solve(v, c, b, method=method, threads=1)
             answers.add((method, _digest(sol.choice, [sol.value, sol.cost, sol.bound, sol.shadow_price])))
     assert len(answers) == (2 if n <= 1000 else 1)
+
+
+def _fuzzed_ties(seed):
+    """The instance generator of the differential fuzzing that found the case below: small
+    integers, often with costs near the values and values scaled, so that sampled slopes tie."""
+    rng = np.random.default_rng(seed)
+    n, k, R = int(rng.integers(256, 4000)), int(rng.integers(2, 12)), int(rng.choice([3, 10, 100, 1000]))
+    v, c = rng.integers(0, R, (n, k)).astype(float), rng.integers(0, R, (n, k)).astype(float)
+    if rng.random() < 0.3:
+        c = v + rng.integers(-1, 2, (n, k))
+    if rng.random() < 0.3:
+        v = v * rng.choice([0.1, 1 / 3, 1e-3])
+    c = np.abs(c)
+    lo, hi = c.min(1).sum(), c.max(1).sum()
+    return v, c, lo + rng.random() * (hi - lo)
+
+
+# Recorded with the build of b7d26a8 (see the test below).
+RUN_OF_TIES = "760cb07304a5fce6"
+
+
+def test_a_run_of_ties_before_its_first_differing_pair_as_before():
+    """1561 x 9, values 0, 0.1 and 0.2, found by differential fuzzing against b7d26a8: the
+    sample's slopes of 0.1 run to position 44. In the order sampled, those of dcost 1 come first
+    (identical increments: a sampled step carries no item), through position 40, and the
+    crossing is at 39; std::sort puts one of dcost 2 at position 30 and the crossing at 37. The
+    run starts before its first differing pair (40, past the crossing): taking that pair for its
+    start kept the sampled order, and another answer."""
+    v, c, b = _fuzzed_ties(436389426)
+    sol = apportion.solve(v, c, b, method="lagrangian", threads=1)
+    assert _digest(sol.choice, [sol.value, sol.cost, sol.bound, sol.shadow_price]) == RUN_OF_TIES
