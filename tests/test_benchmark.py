@@ -151,7 +151,8 @@ def test_limits_section_tiny_run_checks_the_yardsticks(monkeypatch):
     monkeypatch.setattr(limits, "QUICK", tiny)
     text = limits.section(quick=True)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 1 + 8  # the header and every case
+    assert len(rows) == 1 + 10  # the header and every case
     assert f"| lagrangian routing 1000 x 8 f64, {limits.TURNS} instances in turn, 1 thread |" in text
+    assert f"| lagrangian routing 2e3 x 8 f32, mean of seeds 0-{limits.TURNS - 1}, 1 thread |" in text
     assert "| dp 300 x 4, 8001 cells, 1 thread |" in text and "(dp_loop)" in text
     assert text.count("(online_loop)") == 2 and "ns/decision" in text
