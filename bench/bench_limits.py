@@ -354,7 +354,7 @@ def limit_rows(sizes: Sizes, lib: ctypes.CDLL, threads: Optional[int] = None) ->
     del v, c, v32, c32
     seeds = [workloads.instance("routing", n, 8, seed=seed) for seed in range(TURNS)]
     for dtype, short in ((np.float64, "f64"), (np.float32, "f32")):
-        typed = [(v.astype(dtype), c.astype(dtype), b) for v, c, b in seeds]
+        typed = [(v.astype(dtype, copy=False), c.astype(dtype, copy=False), b) for v, c, b in seeds]
         rows.append(_lagrangian_seeds_row(f"lagrangian routing {n:.0e} x 8 {short}, mean of seeds 0-{TURNS - 1}"
                                           .replace("e+0", "e"), lib, typed, sizes))
         del typed

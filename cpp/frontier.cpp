@@ -863,7 +863,9 @@ struct SampleOrder {
 };
 
 // Sorts inc steepest first, into the sequence std::sort(slope >) gives up to the first run of
-// equal slopes that hold differing increments (SampleOrder), with few data-dependent branches.
+// equal slopes that hold differing increments, with few data-dependent branches; or, where it
+// keeps such a run in the order sampled, leaves inc as sampled and puts the sequence in
+// ws.sample_sorted (SampleOrder::own_order).
 // std::sort's comparisons mispredicted about 1100 times a solve of routing 1000 x 8 (the
 // sample's ~300 increments: 45% of the solve's mispredicted branches, callgrind --branch-sim),
 // which costs most where the predictor cannot learn the data: a batch of distinct instances.

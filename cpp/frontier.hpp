@@ -245,7 +245,9 @@ struct LagrangianWorkspace {
   HullSteps sample_sorted;  // sort_steepest_first's output
   std::vector<std::uint64_t> sort_word, sort_word2;  // its words (key bits, position)
   std::vector<std::uint32_t> sort_count;   // its buckets' counts and starts
-  bool sample_ties = false;  // the last sample tied unequal increments (that could move its crossing)
+  // The last sample tied unequal increments where they could move its crossing (or, sorted by
+  // std::sort directly, anywhere): the next goes to std::sort directly (sort_steepest_first).
+  bool sample_ties = false;
   double fixed_cost = 0.0, fixed_value = 0.0;
   double fixed_cost_carry = 0.0;  // fixed_cost's exact total less it (its compensated sum's carry)
   // The first pass's own split (before the narrowing): the items it fixed, with the compensated
