@@ -836,15 +836,27 @@ constexpr std::size_t kBucketSortMin = 64, kBucketSortMax = std::size_t(1) << 16
 
 inline bool steeper_step(const HullIncrement& x, const HullIncrement& y) { return x.slope > y.slope; }
 
+// Whether two increments are the same in every field (the sample's carry no item: those of
+// different items can be).
+inline bool same_increment(const HullIncrement& x, const HullIncrement& y) {
+  return std::memcmp(&x, &y, sizeof x) == 0;
+}
+
+// The run of slopes equal to seq[a]'s in a sorted sequence: its first and last positions.
+std::pair<std::size_t, std::size_t> equal_slopes_around(const HullSteps& seq, std::size_t a) {
+  std::size_t first = a, last = a;
+  while (first > 0 && seq[first - 1].slope == seq[a].slope) --first;
+  while (last + 1 < seq.size() && seq[last + 1].slope == seq[a].slope) ++last;
+  return {first, last};
+}
+
 // Where the first run of equal slopes holding differing increments starts in a sorted sequence
-// (its size where none does). The same for every order of the runs' increments.
+// (its size where none does): the run may start before its first differing neighbours. The
+// same for every order of the runs' increments.
 std::size_t first_unequal_tie(const HullSteps& seq) {
   for (std::size_t a = 1; a < seq.size(); ++a) {
-    const HullIncrement &x = seq[a - 1], &y = seq[a];
-    if (x.slope == y.slope && std::memcmp(&x, &y, sizeof x) != 0) {
-      std::size_t first = a - 1;  // the run may start before its first differing neighbours
-      while (first > 0 && seq[first - 1].slope == y.slope) --first;
-      return first;
+    if (seq[a - 1].slope == seq[a].slope && !same_increment(seq[a - 1], seq[a])) {
+      return equal_slopes_around(seq, a).first;
     }
   }
   return seq.size();
@@ -855,11 +867,11 @@ struct SampleOrder {
   // The first run of equal slopes holding differing increments starts here (the sample's size
   // where none does): their order is std::sort's choice, the sequence before them is unique.
   std::size_t first_tie;
-  // The run's increments are in the sample's order, not std::sort's: the sequence is then in
-  // ws.sample_sorted, and inc holds the sample as taken (std::sort's order of ties depends on
-  // the order it is given).
-  bool own_order;
   bool bucket_order;  // the sequence is the bucket sort's: guess_bracket sets ws.sample_ties
+  // The bucket sort kept such a run in the sample's order, not std::sort's: the sequence is then
+  // in ws.sample_sorted, and inc holds the sample as taken (std::sort's order of ties depends on
+  // the order it is given).
+  bool own_order(std::size_t m) const { return bucket_order && first_tie < m; }
 };
 
 // Sorts inc steepest first, into the sequence std::sort(slope >) gives up to the first run of
@@ -898,7 +910,7 @@ struct SampleOrder {
 // 2517 (callgrind --branch-sim).
 SampleOrder sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
   const std::size_t m = inc.size();
-  const SampleOrder std_sorted{m, false, false};
+  const SampleOrder std_sorted{m, false};
   if (m < kBucketSortMin || m > kBucketSortMax) {
     std::sort(inc.begin(), inc.end(), steeper_step);
     return std_sorted;
@@ -907,7 +919,7 @@ SampleOrder sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
     std::sort(inc.begin(), inc.end(), steeper_step);
     const std::size_t first_tie = first_unequal_tie(inc);
     ws.sample_ties = first_tie < m;
-    return SampleOrder{first_tie, false, false};
+    return SampleOrder{first_tie, false};
   }
   ws.sort_word.resize(m);
   ws.sort_word2.resize(m);
@@ -971,21 +983,18 @@ SampleOrder sort_steepest_first(HullSteps& inc, LagrangianWorkspace& ws) {
   const bool ends_numbers = !std::isnan(out[0].slope) && !std::isnan(out[m - 1].slope);
   if (ends_numbers && !key_ties) {
     inc.swap(out);
-    return SampleOrder{m, false, true};
+    return SampleOrder{m, true};
   }
   bool sorted = true;  // (a NaN slope fails `>=` against a neighbour)
   for (std::size_t a = 1; a < m; ++a) sorted &= out[a - 1].slope >= out[a].slope;
   if (!sorted) {
     std::sort(inc.begin(), inc.end(), steeper_step);
     ws.sample_ties = true;
-    return SampleOrder{0, false, false};
+    return SampleOrder{0, false};
   }
   const std::size_t first_tie = first_unequal_tie(out);
-  if (first_tie == m) {
-    inc.swap(out);
-    return SampleOrder{m, false, true};
-  }
-  return SampleOrder{first_tie, true, true};  // the sample as taken stays in inc, for std::sort
+  if (first_tie == m) inc.swap(out);  // else the sample as taken stays in inc, for std::sort
+  return SampleOrder{first_tie, true};
 }
 
 // Where sorted increments' running sum of dcost first passes a target: at (their count where it
@@ -1013,11 +1022,9 @@ SampleCrossing sample_crossing(const HullSteps& inc, double target) {
 bool crossing_ignores_ties(const HullSteps& inc, const SampleCrossing& c, double target) {
   const std::size_t m = inc.size();
   if (c.at < m) {
-    std::size_t first = c.at, last = c.at;  // the run of slopes equal to inc[at]'s
-    while (first > 0 && inc[first - 1].slope == inc[c.at].slope) --first;
-    while (last + 1 < m && inc[last + 1].slope == inc[c.at].slope) ++last;
+    const auto [first, last] = equal_slopes_around(inc, c.at);
     for (std::size_t a = first; a < last; ++a) {
-      if (std::memcmp(&inc[a], &inc[a + 1], sizeof inc[a]) != 0) return false;
+      if (!same_increment(inc[a], inc[a + 1])) return false;
     }
   }
   const double total = c.at < m ? c.with : c.before;
@@ -1076,12 +1083,13 @@ bool guess_bracket(const InstanceView<T>& p, LagrangianWorkspace& ws, SampleGues
   const SampleOrder sorted = sort_steepest_first(inc, ws);
   const double target = p.budget * static_cast<double>(s) / static_cast<double>(n) - cheapest;
   const std::int64_t m = static_cast<std::int64_t>(inc.size());
-  const HullSteps& steps = sorted.own_order ? ws.sample_sorted : inc;
+  const bool own_order = sorted.own_order(inc.size());
+  const HullSteps& steps = own_order ? ws.sample_sorted : inc;
   SampleCrossing crossing = sample_crossing(steps, target);
   // Whether std::sort's order could put the crossing elsewhere (see SampleOrder).
   const bool ties_count = sorted.first_tie < inc.size() && sorted.first_tie <= crossing.at &&
                           !crossing_ignores_ties(steps, crossing, target);
-  if (sorted.own_order) {
+  if (own_order) {
     if (ties_count) {
       std::sort(inc.begin(), inc.end(), steeper_step);
       crossing = sample_crossing(inc, target);
