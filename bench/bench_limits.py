@@ -301,35 +301,20 @@ TURNS = 8
 
 def _lagrangian_turns_row(label: str, lib: ctypes.CDLL, instances: List[Tuple[np.ndarray, np.ndarray, Any]],
                           sizes: Sizes) -> Row:
-    """Ours on one thread over `instances` (values, costs, budget) in turn, each call another
-    instance than the call before: as for a scheduler whose every decision is on new numbers,
-    the CPU's branch predictors cannot learn one instance's branches, as they do when one
-    instance is solved over and over (routing 1000 x 8 float64, the native call: 18.3-18.5 us
-    repeated, 20.4-20.8 in turn over 8 seeds). The read is of one instance."""
-    turn = [0]
-
-    def ours() -> Any:
-        values, costs, budget = instances[turn[0] % len(instances)]
-        turn[0] += 1
-        return apportion.solve(values, costs, budget, method="lagrangian", threads=1)
-
-    t_ours = cpu_per_call(ours, runs=sizes.runs, min_run=sizes.min_run)
-    read_1, _ = _reads(lib, instances[0][:2], 1, sizes)
-    return Row(f"{label}, 1 thread", t_ours, 1, read_1)
-
-
-def _lagrangian_seeds_row(label: str, lib: ctypes.CDLL, instances: List[Tuple[np.ndarray, np.ndarray, Any]],
-                          sizes: Sizes) -> Row:
-    """Ours on one thread per solve, the mean over `instances` (values, costs, budget): a timed
-    call solves each once. The large instances' row of seed 0 alone shows a seed whose sample
-    finds the break; in about one seed of five it misses (routing 1e5 and 1e6 x 8, 3 of 16
-    seeds), and one more pass over every item finds it (1e6 float64 seed 1: 41 ms, seed 0: 16
-    ms). The read is of one instance."""
-    def every_seed() -> None:
+    """Ours on one thread over `instances` (values, costs, budget) in turn, per solve: a timed
+    call solves each once, so the time is the mean over them. Each solve is of another instance
+    than the solve before: as for a scheduler whose every decision is on new numbers, the CPU's
+    branch predictors cannot learn one instance's branches, as they do when one instance is
+    solved over and over (routing 1000 x 8 float64, the native call: 18.3-18.5 us repeated,
+    20.4-20.8 in turn over 8 seeds). For the large instances the mean counts the seeds whose
+    sample misses the break, which the row of seed 0 alone does not: about one seed in five
+    (routing 1e5 and 1e6 x 8, 3 of 16 seeds), where one more pass over every item finds it (1e6
+    float64 seed 1: 41 ms, seed 0: 16 ms). The read is of one instance."""
+    def every_instance() -> None:
         for values, costs, budget in instances:
             apportion.solve(values, costs, budget, method="lagrangian", threads=1)
 
-    t_ours = cpu_per_call(every_seed, runs=sizes.runs, min_run=sizes.min_run) / len(instances)
+    t_ours = cpu_per_call(every_instance, runs=sizes.runs, min_run=sizes.min_run) / len(instances)
     read_1, _ = _reads(lib, instances[0][:2], 1, sizes)
     return Row(f"{label}, 1 thread", t_ours, 1, read_1)
 
@@ -355,7 +340,7 @@ def limit_rows(sizes: Sizes, lib: ctypes.CDLL, threads: Optional[int] = None) ->
     seeds = [workloads.instance("routing", n, 8, seed=seed) for seed in range(TURNS)]
     for dtype, short in ((np.float64, "f64"), (np.float32, "f32")):
         typed = [(v.astype(dtype, copy=False), c.astype(dtype, copy=False), b) for v, c, b in seeds]
-        rows.append(_lagrangian_seeds_row(f"lagrangian routing {n:.0e} x 8 {short}, mean of seeds 0-{TURNS - 1}"
+        rows.append(_lagrangian_turns_row(f"lagrangian routing {n:.0e} x 8 {short}, mean of seeds 0-{TURNS - 1}"
                                           .replace("e+0", "e"), lib, typed, sizes))
         del typed
     del seeds
