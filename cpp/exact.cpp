@@ -1000,13 +1000,16 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
           ws.merged.clear();
           Status stopped_in_layer = kFeasible;
           for (const auto& move : ws.moves_in_layer) {
-            // The time and memory limits before each merge too, not only between layers: one
-            // layer can multiply the states by K (values = costs, real costs, 5 x 100: a layer
-            // ran 13 s past a time_limit of 0.5 s, and 3 GB past a max_memory of 100 MB). A merge
-            // may write the states so far and every shifted state into the scratch list. (Not
-            // max_states, which counts the layers' links: a count that stops where it did.)
+            // The limits before each merge too, not only between layers: one layer can multiply
+            // the states by K (values = costs, real costs, 5 x 100: a layer ran 13 s past a
+            // time_limit of 0.5 s, and 3 GB past a max_memory of 100 MB; 3 x 100000 ran to its
+            // time_limit past max_states=1). A merge may write the states so far and every
+            // shifted state into the scratch list. max_states counts the layers' links and this
+            // layer's states so far: a count, so the stop is where it was on every run.
             const std::size_t merge_bytes = (ws.merged.size() + ws.states.size()) * sizeof(CoreState);
-            if (limits.max_bytes > 0 && ws.core_bytes() + merge_bytes > limits.max_bytes) {
+            if (ws.links.size() + ws.merged.size() >= limits.max_states) {
+              stopped_in_layer = kStoppedByStates;
+            } else if (limits.max_bytes > 0 && ws.core_bytes() + merge_bytes > limits.max_bytes) {
               stopped_in_layer = kStoppedByBytes;
             } else if (past_time_limit()) {
               stopped_in_layer = kStoppedByTime;

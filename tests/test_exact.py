@@ -348,6 +348,17 @@ def test_exact_limits_hold_inside_a_layer(limit, stopped_by):
     assert grown_mb < 1000, grown_mb
 
 
+def test_max_states_holds_inside_a_layer():
+    """max_states counts the states of the layer being merged too, not only the layers before
+    it: one layer of 2 x 200000 (values = costs, real) merges each of its moves over the states
+    merged so far, and with max_states=1000 it ran on to time_limit (found by a fuzzing helper).
+    The count stops it in the first layer, long before the time limit can."""
+    w = np.random.default_rng(0).random((2, 200_000)) * 100
+    sol = apportion.solve(w, w, 0.95 * float(w.sum()) / 200_000, method="exact", time_limit=60.0, max_states=1000)
+    assert sol.status == "feasible" and sol.info["stopped_by"] == "max_states"
+    check_solution(sol, w, w, 0.95 * float(w.sum()) / 200_000)
+
+
 def test_exact_default_limits_are_time_and_memory():
     from apportion.api import _MAX_STATES_CAP, _exact_limits, default_max_memory
 
