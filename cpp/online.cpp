@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -29,6 +30,16 @@ void DmdConfig::finalise() {
                                   std::to_string(budget[q]) + "; budgets must be > 0 (inf: no limit)");
     }
     inv_rho[q] = std::isinf(budget[q]) ? 0.0 : static_cast<double>(horizon) / budget[q];
+    // A price mu = m inv_rho must stay finite at the largest m (kMaxPrice): an infinite one
+    // made every score of a free option inf * 0 = NaN, and every request was skipped (budget
+    // 1e-310 over 10 requests: horizon / budget overflowed).
+    if (!(inv_rho[q] <= std::numeric_limits<double>::max() / kMaxPrice)) {
+      std::ostringstream why;
+      why << "budget: resource " << q << " is " << budget[q] << " for a horizon of " << horizon
+          << ": its share per request is below 1e-278, where the prices overflow; scale the costs and "
+             "the budget up together";
+      throw std::invalid_argument(why.str());
+    }
     if (!(std::isfinite(m0[q]) && m0[q] >= 0.0)) {
       throw std::invalid_argument("initial_prices: expected finite numbers >= 0");
     }

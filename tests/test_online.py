@@ -447,6 +447,21 @@ def test_integer_arguments_are_range_checked_before_the_core():
     assert OnlineAllocator(10.0, 2**53).horizon == 2**53
 
 
+@pytest.mark.parametrize("mirror", ["euclidean", "entropy"])
+def test_a_share_per_request_too_small_for_the_prices_is_refused(mirror):
+    """A budget whose share per request (budget / horizon) is so small that a price overflows
+    made every price inf or NaN, and every request was skipped, a free option too (budget 1e-310
+    over 10 requests; found by a fuzzing helper). It is refused, naming the budget; the largest
+    share refused less than that plays the free option as any budget does."""
+    values, costs = np.array([1.0, 2.0]), np.array([0.0, 1e-311])
+    with pytest.raises(ValueError, match="budget: resource 0 is 1e-310 for a horizon of 10"):
+        OnlineAllocator(1e-310, 10, mirror=mirror)
+    with pytest.raises(ValueError, match="budget"):
+        simulate_online(np.tile(values, (10, 1)), costs, 1e-310, mirror=mirror)
+    run = simulate_online(np.tile(values, (10, 1)), costs * 1e33, 1e-277, mirror=mirror)
+    assert (run.choice >= 0).all() and np.isfinite(run.prices).all()
+
+
 def test_decide_errors_name_the_argument():
     alloc = OnlineAllocator(10.0, 10)
     with pytest.raises(ValueError, match="values"):
