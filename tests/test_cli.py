@@ -400,6 +400,23 @@ def test_stream_answers_each_line_in_order(monkeypatch, capsys):
     assert solved[2]["status"] == "infeasible"
 
 
+@pytest.mark.parametrize("bad_id", ["NaN", "[Infinity]", '{"a": -Infinity}'])
+def test_an_id_json_cannot_hold_is_refused_and_the_stream_goes_on(monkeypatch, capsys, bad_id):
+    # Python's json reads NaN and Infinity, which JSON does not allow: echoed in the answer,
+    # such an id made the encoder fail, an internal error that ended the stream (found by a
+    # fuzzing helper). It is refused, naming the field; the next line is answered.
+    bad = '{"id": %s, "values": [[0, 5, 6], [0, 3, 8]], "costs": [0, 1, 3], "budget": 4}' % bad_id
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-", "--no-timings"], bad.encode())
+    assert rc == 2 and out == "" and "field 'id' holds NaN or Infinity" in err
+    good = '{"id": 2, "values": [[0, 5, 6], [0, 3, 8]], "costs": [0, 1, 3], "budget": 4}'
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "--stream", "--no-timings"],
+                                    (bad + "\n" + good + "\n").encode())
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0 and err == "" and len(answers) == 2
+    assert set(answers[0]) == {"error"} and "field 'id'" in answers[0]["error"]
+    assert answers[1]["id"] == 2 and answers[1]["value"] == 13.0
+
+
 def test_stream_applies_the_flags_to_every_line(monkeypatch, capsys):
     text = (problem_text() + "\n") * 3
     rc, out, _ = solve_in_process(monkeypatch, capsys,

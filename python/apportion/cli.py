@@ -245,7 +245,20 @@ def check_problem(data: Any, where: str = "PROBLEM") -> Dict[str, Any]:
             raise UsageError(f"{where}: field '{key}' must be a string")
     if isinstance(out["budget"], str):
         raise UsageError(f"{where}: field 'budget' must be a number or a list of numbers")
+    if "id" in out and not _is_json(out["id"]):
+        raise UsageError(f"{where}: field 'id' holds NaN or Infinity, which JSON does not allow "
+                         "(it is echoed in the answer)")
     return out
+
+
+def _is_json(x: Any) -> bool:
+    """Whether x encodes as JSON: Python's json reads NaN and Infinity, which JSON does not
+    allow, and which the answer's encoder refuses."""
+    try:
+        _COMPACT.encode(x)
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def _read_json(text: Any, source: str) -> Any:
@@ -406,7 +419,8 @@ def stream(lines: Iterable[Union[str, bytes]], out: IO[str], overrides: Mapping[
         problem_id = None
         try:
             data = _read_json(line, "the line")
-            problem_id = data.get("id") if isinstance(data, dict) else None
+            if isinstance(data, dict) and _is_json(data.get("id")):  # (else its error goes without)
+                problem_id = data.get("id")
             data = check_problem(data, "PROBLEM: the line")
             text = answer_line(solution_dict(solve_problem(data, overrides), timings, problem_id))
         except UsageError as exc:
