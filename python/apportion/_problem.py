@@ -433,7 +433,9 @@ class Solution:
                 costs it no precision);
             "feasible": within the budget, and within `gap` of the optimum; when method
                 "exact" stopped at a work limit, `info["stopped_by"]` says which
-                ("time_limit" or "max_states");
+                ("time_limit", "max_states" or "max_bytes"). Without it, "exact" could not
+                prove its answer: values so much smaller than the costs that the LP's slopes
+                fall below the normal range (2.2e-308) leave it only the absolute bound;
             "infeasible": proven that no allocation fits (the budget is below `min_budget`, or,
                 for method "mirror" with several resources, the dual bound proves it);
                 `choice` is then the cheapest allocation;
