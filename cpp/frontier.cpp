@@ -501,6 +501,7 @@ void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position
                      RepairScratch& scratch) {
   scratch.items.resize(f.n);
   for (std::int64_t i = 0; i < f.n; ++i) scratch.items[i] = static_cast<std::int32_t>(i);
+  scratch.rows.clear();  // (the slots themselves)
   // Pareto entries rise in cost and value, so the last one within the leftover gains most.
   auto best_upgrade = [&](std::int32_t i, std::int32_t p, double leftover) {
     const double w0 = f.pcost(i, p);
@@ -1153,10 +1154,10 @@ std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& w
   if (p.mask != nullptr || row_bytes(p) <= kCompactMinBytes) return 0;
   const std::size_t held = ws.bytes() - ws.compact.bytes() + ws.held_beside;
   // Per copied row: its values and costs, an int32 in each array that grows with the active
-  // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, repair.items,
-  // and during it active, option_lo and option_hi where they grow) and the repair's candidate
-  // upgrade.
-  const std::size_t active_arrays = active_arrays_grow ? 9 : 6;
+  // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, near_row,
+  // repair.items, repair.rows, and during it active, option_lo and option_hi where they grow)
+  // and the repair's candidate upgrade.
+  const std::size_t active_arrays = active_arrays_grow ? 11 : 8;
   const std::size_t per_row = static_cast<std::size_t>(p.k) * (p.cost_stride_item != 0 ? 2 : 1) * sizeof(T) +
                               active_arrays * sizeof(std::int32_t) + sizeof(Upgrade);
   // What else the reduced path allocates (the few frontier items' arrays, the sample): small.
@@ -1449,6 +1450,83 @@ APPORTION_INLINE bool pick_chunk(const InstanceView<T>& p, double lo, double hi,
   return true;
 }
 
+#if APPORTION_X86_DISPATCH
+using PassSums = double __attribute__((vector_size(32)));  // first_pass_at's three sums side by side
+
+// Lanes 4q..4q+4 of a chunk's x86-64-v4 terms as doubles (widened exactly where T is float).
+template <class T>
+APPORTION_INLINE PassSums pass_quad(const T* terms, std::int64_t q) {
+  if constexpr (std::is_same_v<T, float>) {
+    // Element by element, which GCC folds into one widening load (vcvtps2pd ymm, mem); a
+    // __builtin_convertvector of the 4 floats was made two halves and an insert.
+    const float* x = terms + 4 * q;
+    return PassSums{static_cast<double>(x[0]), static_cast<double>(x[1]), static_cast<double>(x[2]),
+                    static_cast<double>(x[3])};
+  } else {
+    using Quad = double __attribute__((vector_size(32), aligned(8), may_alias));
+    return *reinterpret_cast<const Quad*>(terms + 4 * q);
+  }
+}
+
+// The x86-64-v4 fix loop's sums over the first 4 floor(count / 4) items of a chunk, in item
+// order, each item's (cheapest, fixed cost, fixed value, 0) added as the scalar loop adds it:
+// the same TwoSums in the same order, so the same bits. Four items' terms are read as three
+// vectors and transposed into four (8 shuffles), where one item's took three scalar loads,
+// two conversions and two inserts. Returns the items summed.
+template <class T>
+APPORTION_INLINE std::int64_t add_fixed_quads(const ChunkPicks<T>& picks, std::int64_t count, PassSums& sum,
+                                              PassSums& carry) {
+  using Lanes = std::int64_t __attribute__((vector_size(32)));
+  std::int64_t q = 0;
+  for (; 4 * q + 4 <= count; ++q) {
+    const PassSums cheapest = pass_quad(picks.cheapest, q), cost = pass_quad(picks.fixed_cost, q),
+                   value = pass_quad(picks.fixed_value, q), zero = {};
+    const PassSums t0 = __builtin_shuffle(cheapest, cost, Lanes{0, 4, 2, 6});  // (c0, f0, c2, f2)
+    const PassSums t1 = __builtin_shuffle(cheapest, cost, Lanes{1, 5, 3, 7});  // (c1, f1, c3, f3)
+    const PassSums t2 = __builtin_shuffle(value, zero, Lanes{0, 4, 2, 6});     // (v0, 0, v2, 0)
+    const PassSums t3 = __builtin_shuffle(value, zero, Lanes{1, 5, 3, 7});     // (v1, 0, v3, 0)
+    two_sum_add(sum, carry, __builtin_shuffle(t0, t2, Lanes{0, 1, 4, 5}));
+    two_sum_add(sum, carry, __builtin_shuffle(t1, t3, Lanes{0, 1, 4, 5}));
+    two_sum_add(sum, carry, __builtin_shuffle(t0, t2, Lanes{2, 3, 6, 7}));
+    two_sum_add(sum, carry, __builtin_shuffle(t1, t3, Lanes{2, 3, 6, 7}));
+  }
+  return 4 * q;
+}
+
+// Appends items c0 + [0, count) of a chunk whose options at the two ends differ to active,
+// option_lo and option_hi from entry `at` on, 16 at a time by compressing (x86-64-v4), and
+// returns the new count. Each store writes 16 entries, from `at`: the first pass's arrays have
+// room for one entry per item of its range, and `at` counts only items before the 16.
+template <class T>
+APPORTION_INLINE std::size_t append_active(const ChunkPicks<T>& picks, std::int64_t c0, std::int64_t count,
+                                           std::int32_t* active, std::int32_t* option_lo, std::int32_t* option_hi,
+                                           std::size_t at) {
+  using Ints = std::int32_t __attribute__((vector_size(64)));
+  using Row = std::int32_t __attribute__((vector_size(64), aligned(4), may_alias));
+  const Ints lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  std::int64_t a = 0;
+  for (; a + 16 <= count; a += 16) {
+    const Ints lo = *reinterpret_cast<const Row*>(picks.option_lo + a);
+    const Ints hi = *reinterpret_cast<const Row*>(picks.option_hi + a);
+    const unsigned short differ = __builtin_ia32_cmpd512_mask(lo, hi, 4 /* _MM_CMPINT_NE */, 0xffff);
+    const Ints item = lanes + static_cast<std::int32_t>(c0 + a);
+    // Compressed in registers and stored whole: a compressing store to memory is slow on some CPUs.
+    *reinterpret_cast<Row*>(active + at) = __builtin_ia32_compresssi512_mask(item, Ints{}, differ);
+    *reinterpret_cast<Row*>(option_lo + at) = __builtin_ia32_compresssi512_mask(lo, Ints{}, differ);
+    *reinterpret_cast<Row*>(option_hi + at) = __builtin_ia32_compresssi512_mask(hi, Ints{}, differ);
+    at += static_cast<std::size_t>(__builtin_popcount(differ));
+  }
+  for (; a < count; ++a) {
+    const std::int32_t lo = picks.option_lo[a], hi = picks.option_hi[a];
+    active[at] = static_cast<std::int32_t>(c0 + a);
+    option_lo[at] = lo;
+    option_hi[at] = hi;
+    at += lo != hi;
+  }
+  return at;
+}
+#endif
+
 // The first pass over items [begin, end), a chunk at a time: the pick phase (pick_chunk), then
 // each item fixed or made active, in item order. The active items go to ws.active, option_lo
 // and option_hi from entry `out` on, which need room for end - begin entries there. Bad input,
@@ -1481,7 +1559,14 @@ APPORTION_INLINE FirstPass first_pass_at(const InstanceView<T>& p, LagrangianWor
       r.usable = false;  // bad input: the full path checks the input and reports it
       return r;
     }
-    for (std::int64_t i = c0; i < c1; ++i) {
+    std::int64_t i = c0;
+#if APPORTION_X86_DISPATCH
+    if constexpr (W == 8) {  // (x86-64-v4: the pick's terms, 4 items a time; see add_fixed_quads)
+      i = add_fixed_quads(picks, c1 - c0, sum, carry) + c0;
+      active_count = append_active(picks, c0, i - c0, active, option_lo, option_hi, active_count);
+    }
+#endif
+    for (; i < c1; ++i) {
       const std::int32_t a = picks.option_lo[i - c0], b = picks.option_hi[i - c0];  // both >= 0
       Sums x;
       if constexpr (W == 8) {  // (x86-64-v4: the pick's)
@@ -1904,11 +1989,14 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   // each item's addition waiting on the last one's store). `near` has room for every active
   // item (each is fixed once at most): no call in the loop.
   ws.near.resize(ws.active.size());
+  ws.near_row.resize(compact ? ws.active.size() : 0);
   std::int32_t* const near = ws.near.data();
+  std::int32_t* const near_row = ws.near_row.data();
   std::size_t near_count = 0;
   auto fix_near = [&](std::int32_t i, std::int32_t r, std::int32_t q, Totals& total_sum, Totals& total_carry) {
     ws.item_option[i] = q;
     two_sum_add(total_sum, total_carry, Totals{rows.cost(r, q), rows.value(r, q)});
+    if (compact) near_row[near_count] = r;
     near[near_count++] = i;
     if (margins) ws.margin[i] = 0.0;  // its margins were of other options
   };
@@ -2028,6 +2116,7 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     narrow(std::false_type{});
   }
   ws.near.resize(near_count);
+  if (compact) ws.near_row.resize(near_count);
   ws.fixed_cost = fixed_sum[0];
   ws.fixed_cost_carry = fixed_carry[0];
   ws.fixed_value = lane_sum(fixed_sum, fixed_carry, 1).value();

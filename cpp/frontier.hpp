@@ -14,6 +14,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -209,12 +210,16 @@ struct Upgrade {
   double gain;
   std::int32_t item;
   std::int32_t to;
+  std::int32_t row;  // where the repair's callbacks find the item (RepairScratch::rows)
 };
 
 // Scratch of the repair pass.
 struct RepairScratch {
   std::vector<Upgrade> candidates;
   std::vector<std::int32_t> items;  // the items the next round scans
+  // Where the callbacks find items[a]: rows[a], or (empty) the item itself. After a reduced LP
+  // the raw repair reads the copied rows of the first pass's active items (CompactRows).
+  std::vector<std::int32_t> rows;
 };
 
 // Per-thread scratch reused across the instances of a batch.
@@ -234,6 +239,7 @@ struct LagrangianWorkspace {
   std::vector<std::int32_t> item_option;   // (N) option index of each item
   IndexScratch active;                     // item of each frontier slot
   IndexScratch near;                       // items fixed while the bracket narrowed
+  IndexScratch near_row;                   // their rows in `compact`, while compact.rows > 0
   // (N) a lower bound on how far any other option's v - lambda w falls short of the item's LP
   // option at the break slope (0 when unknown: frontier items and `near`)
   std::vector<double> margin;
@@ -282,8 +288,9 @@ struct LagrangianWorkspace {
            f.count.capacity() * 2 * sizeof(std::int32_t) +
            (increments.capacity() + sample.capacity() + middle.capacity()) * sizeof(HullIncrement) +
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
-           repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
-           (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
+           repair.candidates.capacity() * sizeof(Upgrade) +
+           (repair.items.capacity() + repair.rows.capacity()) * sizeof(std::int32_t) +
+           (item_option.capacity() + active.capacity() + near.capacity() + near_row.capacity() + option_lo.capacity() + option_hi.capacity() +
             option_mid.capacity() + option_mid2.capacity() + pass_active.capacity() + compact_row.capacity()) *
                sizeof(std::int32_t) +
            compact.bytes() +
@@ -382,11 +389,11 @@ struct NoRepairPrefetch {
 };
 
 // The rounds of repair_upgrades over the items in scratch.items, whatever positions index:
-// best_upgrade(i, p, leftover) gives the position item i at position p moves to (p: none),
-// cost(i, p) and value(i, p) what a position holds. An upgrade that brings total_value to
-// `enough` is applied at once and ends the repair: nothing better is needed. The scan calls
-// prefetch(i) for the item `ahead` places after the one it takes (NoRepairPrefetch: no call,
-// and no test in the loop).
+// best_upgrade(r, p, leftover) gives the position that the item found at r (scratch.rows, or
+// the item itself), at position p, moves to (p: none); cost(r, p) and value(r, p) what a
+// position holds there. An upgrade that brings total_value to `enough` is applied at once and
+// ends the repair: nothing better is needed. The scan calls prefetch(r) for the item `ahead`
+// places after the one it takes (NoRepairPrefetch: no call, and no test in the loop).
 template <class BestUpgrade, class Cost, class Value, class Prefetch = NoRepairPrefetch>
 void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, double& total_value,
                    double budget, int max_rounds, RepairScratch& scratch, BestUpgrade&& best_upgrade,
@@ -394,6 +401,11 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
                    Prefetch&& prefetch = Prefetch{}) {
   std::vector<Upgrade>& candidates = scratch.candidates;
   std::vector<std::int32_t>& items = scratch.items;
+  std::vector<std::int32_t>& rows = scratch.rows;
+  const bool by_row = !rows.empty();
+  if (by_row && rows.size() != items.size()) {
+    throw std::logic_error("repair_rounds: the rows do not match the items");
+  }
   for (int round = 0; round < max_rounds; ++round) {
     double leftover = budget - total_cost;
     if (!(leftover > 0.0)) break;
@@ -401,25 +413,29 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
     const std::size_t count = items.size();
     for (std::size_t a = 0; a < count; ++a) {
       if constexpr (!std::is_same_v<std::decay_t<Prefetch>, NoRepairPrefetch>) {
-        if (a + ahead < count) prefetch(items[a + ahead]);
+        if (a + ahead < count) prefetch(by_row ? rows[a + ahead] : items[a + ahead]);
       }
-      const std::int32_t i = items[a];
-      const std::int32_t p = position[i], q = best_upgrade(i, p, leftover);
+      const std::int32_t i = items[a], r = by_row ? rows[a] : i;
+      const std::int32_t p = position[i], q = best_upgrade(r, p, leftover);
       if (q == p) continue;
-      const double gain = value(i, q) - value(i, p);
+      const double gain = value(r, q) - value(r, p);
       if (total_value + gain >= enough) {  // this upgrade alone closes the gap
         total_value += gain;
-        total_cost += cost(i, q) - cost(i, p);
+        total_cost += cost(r, q) - cost(r, p);
         position[i] = q;
         return;
       }
-      candidates.push_back(Upgrade{gain, i, q});
+      candidates.push_back(Upgrade{gain, i, q, r});
     }
     if (candidates.empty()) break;
     // The leftover only shrinks: an item with no upgrade within it now never gets one, unless
     // this round moves it. The next round scans this round's candidates alone.
     items.resize(candidates.size());
     for (std::size_t c = 0; c < candidates.size(); ++c) items[c] = candidates[c].item;
+    if (by_row) {
+      rows.resize(candidates.size());
+      for (std::size_t c = 0; c < candidates.size(); ++c) rows[c] = candidates[c].row;
+    }
     // Only the largest gains can fit in a leftover smaller than one hull step: order the top
     // few; the next round sees the rest again.
     auto larger = [](const Upgrade& a, const Upgrade& b) {
@@ -434,9 +450,9 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
     // Apply the largest gains that still fit; the next round revisits what did not.
     bool applied = false;
     for (const Upgrade& u : candidates) {
-      const double dw = cost(u.item, u.to) - cost(u.item, position[u.item]);
+      const double dw = cost(u.row, u.to) - cost(u.row, position[u.item]);
       if (dw > leftover) continue;
-      total_value += value(u.item, u.to) - value(u.item, position[u.item]);
+      total_value += value(u.row, u.to) - value(u.row, position[u.item]);
       position[u.item] = u.to;
       leftover -= dw;
       total_cost += dw;
