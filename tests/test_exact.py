@@ -348,6 +348,17 @@ def test_exact_limits_hold_inside_a_layer(limit, stopped_by):
     assert grown_mb < 1000, grown_mb
 
 
+def test_costs_with_a_large_offset_but_exact_totals_have_no_room_over_the_budget():
+    """An allocation fits when its rounded total does, so the exact solver allows the budget
+    half an ulp of room at the shadow price; where the costs lie on a step with every total
+    exact there is none. Integer costs offset by 1e15 (totals exact) had a room of 2 in value:
+    18 was claimed optimal where 19 fits exactly (found by a fuzzing helper)."""
+    d = np.array([[5.0, 7.0], [6.0, 0.0], [6.0, 4.0], [1.0, 7.0], [0.0, 3.0]])
+    sol = apportion.solve(d, d + 1e15, 5e15 + 19, method="exact")
+    assert sol.status == "optimal" and sol.value == 19.0 and sol.bound >= 19.0
+    check_solution(sol, d, d + 1e15, 5e15 + 19)
+
+
 def test_max_states_holds_inside_a_layer():
     """max_states counts the states of the layer being merged too, not only the layers before
     it: one layer of 2 x 200000 (values = costs, real) merges each of its moves over the states
