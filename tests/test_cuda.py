@@ -338,6 +338,18 @@ def test_gpu_dp_cost_resolution_matches_cpu(rng, exact_spend):
 
 
 @pytest.mark.gpu
+def test_gpu_dp_solved_a_cell_lower_matches_cpu():
+    # The grid's optimum over the real budget by rounding, solved a cell lower: "feasible" with
+    # the first cell's bound on both (test_edges.py has the instance's story).
+    values = np.array([[[3.0, 5.0], [2.0, 4.0]]] * 2)
+    costs = np.array([[[1.5, 2.4000000000000004], [1.1, 2.0]]] * 2)
+    cpu = apportion.solve(values, costs, np.array([3.5, 3.6]), method="dp", cost_resolution=0.1)
+    gpu = apportion.solve(values, costs, np.array([3.5, 3.6]), method="dp", cost_resolution=0.1, device="cuda")
+    assert cpu.status.tolist() == ["feasible", "optimal"]
+    _check_exact(gpu, cpu)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("mirror", ["euclidean", "entropy"])
 @pytest.mark.parametrize("R", [1, 3, 10])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

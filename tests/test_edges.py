@@ -301,6 +301,38 @@ def test_overflowing_slopes_raise_rather_than_infeasible(method, costs, budget):
         apportion.solve(np.array([[1.0, 0.0]] * 3), np.array(costs), budget, method=method)
 
 
+def test_cost_resolution_answer_solved_a_cell_lower_is_not_claimed_optimal():
+    # 2.4000000000000004 is 24 cells of 0.1 up to rounding, so the grid's optimum at 35 cells
+    # (options 1 and 0, worth 7) costs 3.5000000000000004, over the budget of 3.5: the instance
+    # is solved one cell lower, which leaves out options 0 and 1 (1.5 + 2.0 = 3.5 exactly, also
+    # worth 7). The answer there (5) was reported optimal with bound 5 (found by a fuzzing
+    # helper); it is "feasible", with the first cell's bound.
+    values, costs = np.array([[3.0, 5.0], [2.0, 4.0]]), np.array([[1.5, 2.4000000000000004], [1.1, 2.0]])
+    for sense, sign in (("max", 1.0), ("min", -1.0)):
+        sol = apportion.solve(sign * values, costs, 3.5, method="dp", cost_resolution=0.1, sense=sense)
+        assert sol.status == "feasible" and sol.value == sign * 5.0 and sol.bound == sign * 7.0
+        assert sol.gap == 2.0 and math.fsum(costs[np.arange(2), sol.choice]) <= 3.5
+    batch = apportion.solve(np.stack([values, values]), np.stack([costs, costs]), np.array([3.5, 3.6]),
+                            method="dp", cost_resolution=0.1)
+    assert batch.status.tolist() == ["feasible", "optimal"] and batch.value.tolist() == [5.0, 7.0]
+    assert batch.bound.tolist() == [7.0, 7.0]
+
+
+@pytest.mark.parametrize("resolution", [0.1, 0.5, 0.25])
+def test_frontier_value_at_reads_the_grid_of_cost_resolution(resolution):
+    # value_at indexed the values by whole cost units, whatever the grid's step: at a
+    # resolution of 0.1 it read 0.0 at 0.1, 0.2 and 0.3 where the optimum was 1, 2 and 3
+    # (found by a fuzzing helper).
+    rng = np.random.default_rng(5)
+    values, costs = rng.random((12, 4)), np.round(rng.integers(0, 9, (12, 4)) * resolution, 10)
+    fr = apportion.frontier(values, costs, float(costs.max(1).sum()), cost_resolution=resolution)
+    assert fr.cost_resolution == resolution and len(fr.budgets) > 3
+    for b, v in zip(fr.budgets, fr.values):
+        assert fr.value_at(b) == v
+        assert fr.value_at(b + 0.4 * resolution) == v  # within the cell
+    assert fr.value_at(np.inf) == fr.values[-1] and math.isnan(fr.value_at(fr.min_budget - resolution))
+
+
 def test_cost_resolution_decimal_budgets():
     # 6 units of 0.1 are 0.6000000000000001 in binary, but 0.3 + 0.3 fits a budget of 0.6.
     values, costs = np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[0.0, 0.3], [0.0, 0.3]])

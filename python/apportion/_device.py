@@ -31,7 +31,7 @@ from . import _core
 from ._problem import STATUS_NAMES, Method, Problem, Solution, check_sense, cost_resolution_value, grid_costs, grid_down, make_solution
 
 DEVICE_METHODS = ("lagrangian", "dp")
-_INFEASIBLE = 2  # the core's status code (problem.hpp)
+_OPTIMAL, _FEASIBLE, _INFEASIBLE = 0, 1, 2  # the core's status codes (problem.hpp)
 _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
@@ -256,10 +256,16 @@ def solve_resident(values: Any, costs: Any, budget: Any, *, method: str, mask: A
             return outs, chosen.cpu().numpy(), outs[6].cpu().numpy() != _INFEASIBLE
 
         real_budgets = b.cpu().numpy()
-        outs, grid_budgets, real_cost, over = within_real_budgets(
-            run, grid_down(real_budgets, res), real_budgets, exact_spend, res)
+        first_cells = grid_down(real_budgets, res)
+        outs, grid_budgets, real_cost, over, first = within_real_budgets(
+            run, first_cells, real_budgets, exact_spend, res)
         choice, value, _, bound, shadow, _, status = outs
         cost = torch.from_numpy(real_cost).to(dev)  # totals in the caller's units
+        lowered = grid_budgets < first_cells
+        if lowered.any():  # as on the CPU (api._solve_dp): "feasible", with the first cell's bound
+            lowered_t = torch.from_numpy(lowered).to(dev)
+            status = torch.where(lowered_t & (status == _OPTIMAL), torch.full_like(status, _FEASIBLE), status)
+            bound = torch.where(lowered_t, first[3], bound)
         if over.any():  # exact_spend: a cell lower would move the target
             over_t = torch.from_numpy(over).to(dev)
             status = torch.where(over_t, torch.full_like(status, _INFEASIBLE), status)

@@ -139,16 +139,20 @@ def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.nda
     held (M,) bool: rows holding an allocation). The grid rounds costs up and budgets down only
     to the rounding of q * res, so each real cost is summed exactly; a row over its real budget
     by rounding is run again one grid cell lower, or, with exact_spend (whose target that would
-    move), returned marked. Returns (out, grid_budgets, real costs (M,), marked)."""
+    move), returned marked. Returns (out, grid_budgets, real costs (M,), marked, first): `first`
+    is the first run's out, whose bounds still hold where a row was run lower (the lower cell
+    leaves out allocations of the first that may fit their real budget)."""
+    first = None
     for _attempt in range(3):
         out, chosen, held = run(grid_budgets)
+        first = out if first is None else first
         cost = _rounded_totals(chosen)
         over = held & (cost > real_budgets)
         if exact_spend or not over.any():
             if over.any():
                 logger.info("dp: %d quantised answer(s) over the real budget by rounding, "
                             "reported infeasible (exact_spend)", int(over.sum()))
-            return out, grid_budgets, cost, over
+            return out, grid_budgets, cost, over, first
         logger.info("dp: %d quantised answer(s) over the real budget by rounding; solving "
                     "again one grid cell lower", int(over.sum()))
         grid_budgets = np.where(over, grid_budgets - 1, grid_budgets)
@@ -183,9 +187,18 @@ def _solve_dp(problem: Problem, where: Any, nthreads: int, exact_spend: bool,
         raw = solve_grid(budgets)
         return raw, chosen_costs(real_costs, problem.values.shape, raw[0]), raw[6] != _INFEASIBLE
 
-    raw, problem.budget, cost, over = within_real_budgets(
+    first_cells = problem.budget
+    raw, problem.budget, cost, over, first = within_real_budgets(
         run, problem.budget, real_budget, exact_spend, resolution)
     choice, value, _, bound, shadow, _, status = raw
+    lowered = problem.budget < first_cells
+    if lowered.any():
+        # Optimal for the cell below, not for the budget's own, whose optimum did not fit its real
+        # budget by rounding: another allocation of that cell may fit (costs 1.5 and 2.0 on a grid
+        # of 0.1 in a budget of 3.5, left out one cell lower, where 5 was claimed optimal against
+        # 7). "feasible", with the first cell's bound.
+        status = np.where(lowered & (status == _OPTIMAL), _FEASIBLE, status)
+        bound = np.where(lowered, first[3], bound)
     if over.any():  # exact_spend: a cell lower would move the target
         status, bound, shadow = (np.where(over, x, y) for x, y in
                                  ((_INFEASIBLE, status), (np.nan, bound), (np.nan, shadow)))
@@ -248,7 +261,7 @@ def device_table_limit(max_memory: Optional[float]) -> int:
     return int(min(limit, 2.0**64 - 2048))  # the largest double below 2**64
 
 
-_INFEASIBLE = 2  # the core's status code (problem.hpp)
+_OPTIMAL, _FEASIBLE, _INFEASIBLE = 0, 1, 2  # the core's status codes (problem.hpp)
 
 # The methods of the common call, which skips the general path (see _problem.fast_budget).
 _ONE_METHODS = ("auto", "lagrangian", "exact")
@@ -411,8 +424,9 @@ class Frontier:
     """The optimum as a function of the budget, from one DP pass.
 
     Attributes:
-        budgets: (M,) float64: every integer budget from `min_budget` up to the budget asked
-            for (capped where more budget buys nothing), in cost units.
+        budgets: (M,) float64: every budget on the grid (integers, or multiples of
+            cost_resolution) from `min_budget` up to the budget asked for (capped where more
+            budget buys nothing), in cost units.
         values: (M,) the optimum at each of them (NaN where exact_spend cannot be met). For
             sense="max" it never decreases with the budget (without exact_spend).
         at: (A,) the budgets whose allocations were asked for.
@@ -420,6 +434,7 @@ class Frontier:
         min_budget: cost of the cheapest allocation (the first budget).
         sense: "max" or "min".
         seconds: wall time of the call.
+        cost_resolution: the grid's step (None: integer costs, a step of 1).
     """
 
     budgets: FloatArray
@@ -429,14 +444,19 @@ class Frontier:
     min_budget: float
     sense: Sense
     seconds: float
+    cost_resolution: Optional[float] = None
 
     def value_at(self, budget: float) -> float:
-        """The optimum at `budget` (NaN below min_budget)."""
+        """The optimum at `budget`: at the last grid budget it covers, as `frontier` puts a
+        budget on the grid (NaN below min_budget)."""
         if not budget >= self.min_budget:
             return math.nan
-        # Capped before the cast: budget - min_budget may be inf.
-        span = min(float(budget) - self.min_budget, len(self.values) - 1)
-        return float(self.values[int(math.floor(span))])
+        if math.isinf(budget):
+            return float(self.values[-1])
+        step = 1.0 if self.cost_resolution is None else self.cost_resolution
+        first = round(self.min_budget / step)  # (a whole number of steps)
+        cells = math.floor(budget) if self.cost_resolution is None else float(grid_down(float(budget), step))
+        return float(self.values[int(min(max(cells - first, 0), len(self.values) - 1))])
 
 
 def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any = None,
@@ -479,7 +499,7 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     if resolution is None or not at_arr.size:
         best, base, choices = run(at_grid)[0]
     else:
-        (best, base, choices), _, _, over = within_real_budgets(
+        (best, base, choices), _, _, over, _ = within_real_budgets(
             run, at_grid, at_arr, exact_spend, resolution)
         choices[over] = -1  # exact_spend: a cell lower would move the target
     best = np.where(np.isneginf(best), np.nan, best)
@@ -487,4 +507,4 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
         best = np.negative(best, out=best)
     budgets = (base + np.arange(best.size, dtype=np.float64)) * scale
     return Frontier(budgets, best, at_arr, choices, float(base * scale), problem.sense,
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, resolution)
