@@ -1150,6 +1150,10 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // L is the Lagrangian at C itself; an allocation whose total rounds to C may pass it by
     // the room fit_value allows for.
     r.bound = proven ? r.value : std::max(std::min(upper, L + fit_value), r.value);
+    // A bound the value reaches proves it, however the core stopped: a time limit that came
+    // after the bound fell to the value (rounded down to the value step) had reported
+    // "feasible" with a gap of 0 (found by a fuzzing helper).
+    proven = proven || r.bound <= r.value;
     r.shadow_price = lambda;
     r.status = proven ? kOptimal : stopped_by;
     for (std::int64_t i = 0; i < n; ++i) choice[i] = lw.item_option[i];

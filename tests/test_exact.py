@@ -359,6 +359,28 @@ def test_costs_with_a_large_offset_but_exact_totals_have_no_room_over_the_budget
     check_solution(sol, d, d + 1e15, 5e15 + 19)
 
 
+def test_a_stop_whose_bound_the_value_reaches_is_optimal():
+    """However the core stops, a returned bound equal to the value proves it: stopped by
+    max_states after the bound (rounded down to the values' step of 0.1) had fallen to the
+    value, this instance was "feasible" with a gap of 0 (found by a fuzzing helper, by time)."""
+    rng = np.random.default_rng(4)
+    n, k = 2229, 4
+    costs = rng.integers(0, 200, (n, k)) * 0.1
+    values = costs + 10 + rng.integers(0, 2, (n, k))
+    mask = rng.random((n, k)) < 0.1
+    mask[np.arange(n), rng.integers(0, k, n)] = True
+    lo, hi = np.where(mask, costs, np.inf).min(1).sum(), np.where(mask, costs, -np.inf).max(1).sum()
+    budget = float(np.floor(lo + (hi - lo) * rng.random()))
+    for max_states in (1000, 10000):  # stopped before the bound reached the value, and after
+        sol = apportion.solve(values, costs, budget, method="exact", mask=mask, max_states=max_states,
+                              time_limit=1e6)
+        check_solution(sol, values, costs, budget, mask)
+        if sol.gap == 0.0:
+            assert sol.status == "optimal" and sol.value == 45076.0
+        else:
+            assert sol.status == "feasible" and sol.info["stopped_by"] == "max_states"
+
+
 def test_max_states_holds_inside_a_layer():
     """max_states counts the states of the layer being merged too, not only the layers before
     it: one layer of 2 x 200000 (values = costs, real) merges each of its moves over the states
