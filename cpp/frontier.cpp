@@ -2168,6 +2168,45 @@ void build_active_frontiers(const InstanceView<T>& p, LagrangianWorkspace& ws) {
 
 }  // namespace
 
+// L(lambda) of the raw instance, item by item over every allowed option, plus what its
+// rounding may add: a bound on the optimum at any lambda >= 0. For a shadow price below the
+// normal range (values far smaller than the costs: units of 2^-1074 against costs near 1),
+// whose own rounding is a large part of it: the LP options then need not maximise
+// v - lambda w there, and the bound taken from them fell up to 6% under a feasible value
+// (found by a fuzzing helper).
+template <class T>
+double raw_dual_bound(const InstanceView<T>& p, double lambda) {
+  CompensatedSum total;
+  double rounding = 0.0;
+  for (std::int64_t i = 0; i < p.n; ++i) {
+    double best = -INFINITY, reach = 0.0;
+    for_each_option(p, i, [&](std::int32_t, double w, double v, bool ok) {
+      if (!ok) return;
+      const double product = lambda * w, term = v - product;
+      best = std::max(best, term);
+      reach = std::max(reach, std::fabs(product) + std::fabs(term));
+    });
+    total.add(best);
+    // A term errs by half an ulp of the product and of the difference, and by 2^-1075 where
+    // the product is subnormal; the best term by at most the largest error of its item's.
+    rounding += kDoubleEpsilon * reach + 0x1p-1074;
+  }
+  const double offset = dual_offset(lambda, p.budget);
+  total.add(offset);
+  rounding += kDoubleEpsilon * std::fabs(offset) + 0x1p-1074;
+  return total.value() + 2.0 * rounding;  // (twice: the sums' own rounding, loosely)
+}
+
+// The LP's bound, where its shadow price lies below the normal range, taken on the raw
+// instance as well (raw_dual_bound): the larger holds.
+template <class T>
+LpRelaxation with_sound_bound(const InstanceView<T>& p, LpRelaxation lp) {
+  if (lp.feasible && lp.lambda > 0.0 && lp.lambda < std::numeric_limits<double>::min()) {
+    lp.bound = std::max(lp.bound, raw_dual_bound(p, lp.lambda));
+  }
+  return lp;
+}
+
 template <class T>
 LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws, int threads,
                               bool margins, const std::function<void()>& check_input) {
@@ -2216,7 +2255,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
         const double drop = lp.lambda * (ws.fixed_cost_carry - err);
         if (std::isfinite(drop)) lp.bound -= drop;
       }
-      return lp;
+      return with_sound_bound(p, lp);
     }
   }
   // Every item gets a frontier slot, after the input checks the reduced path did in passing.
@@ -2231,7 +2270,7 @@ LpRelaxation solve_lp_reduced(const InstanceView<T>& p, LagrangianWorkspace& ws,
   ws.item_option.resize(p.n);
   ws.fixed_cost = ws.fixed_value = ws.fixed_cost_carry = 0.0;
   ws.frontier_budget = p.budget;
-  return solve_lp(ws.frontiers, p.budget, ws);
+  return with_sound_bound(p, solve_lp(ws.frontiers, p.budget, ws));
 }
 
 template LpRelaxation solve_lp_reduced<float>(const InstanceView<float>&, LagrangianWorkspace&, int, bool,

@@ -333,6 +333,28 @@ def test_frontier_value_at_reads_the_grid_of_cost_resolution(resolution):
     assert fr.value_at(np.inf) == fr.values[-1] and math.isnan(fr.value_at(fr.min_budget - resolution))
 
 
+@pytest.mark.parametrize("n", [200, 1497])  # the full path and the reduced one
+@pytest.mark.parametrize("method", ["lagrangian", "exact"])
+def test_a_shadow_price_below_the_normal_range_keeps_the_bound_sound(n, method):
+    # Small integer values times 2^-1074 (exact) against ordinary real costs: the shadow price
+    # is a few units of 2^-1074, rounded by up to a sixth, and the LP's options need not
+    # maximise v - lambda w at it. The bound from them fell 2.9% under a feasible value and the
+    # answer was claimed optimal (found by a fuzzing helper). Scaling by a power of two keeps
+    # the feasible set, so the unscaled optimum, scaled, is a feasible value.
+    rng = np.random.default_rng(9129)
+    costs = rng.random((n, 8)) * 10
+    units = np.round(costs * 2)
+    budget = float(costs.min(1).sum() + 0.37 * (costs.max(1).sum() - costs.min(1).sum()))
+    best = apportion.solve(units, costs, budget, method="exact")
+    feasible = math.fsum(units[np.arange(n), best.choice]) * 2.0**-1074
+    sol = apportion.solve(units * 2.0**-1074, costs, budget, method=method)
+    assert 0.0 < sol.shadow_price < np.finfo(float).tiny
+    assert sol.bound >= feasible and sol.value <= sol.bound
+    assert sol.status == "feasible" or sol.value >= feasible
+    assert math.fsum(costs[np.arange(n), sol.choice]) <= budget
+    assert math.fsum(units[np.arange(n), sol.choice]) * 2.0**-1074 == sol.value
+
+
 def test_cost_resolution_decimal_budgets():
     # 6 units of 0.1 are 0.6000000000000001 in binary, but 0.3 + 0.3 fits a budget of 0.6.
     values, costs = np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[0.0, 0.3], [0.0, 0.3]])
