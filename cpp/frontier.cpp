@@ -501,7 +501,6 @@ void repair_upgrades(const ItemFrontiers& f, std::vector<std::int32_t>& position
                      RepairScratch& scratch) {
   scratch.items.resize(f.n);
   for (std::int64_t i = 0; i < f.n; ++i) scratch.items[i] = static_cast<std::int32_t>(i);
-  scratch.rows.clear();  // (the slots themselves)
   // Pareto entries rise in cost and value, so the last one within the leftover gains most.
   auto best_upgrade = [&](std::int32_t i, std::int32_t p, double leftover) {
     const double w0 = f.pcost(i, p);
@@ -1154,10 +1153,10 @@ std::int64_t compact_room(const InstanceView<T>& p, const LagrangianWorkspace& w
   if (p.mask != nullptr || row_bytes(p) <= kCompactMinBytes) return 0;
   const std::size_t held = ws.bytes() - ws.compact.bytes() + ws.held_beside;
   // Per copied row: its values and costs, an int32 in each array that grows with the active
-  // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, near_row,
-  // repair.items, repair.rows, and during it active, option_lo and option_hi where they grow)
-  // and the repair's candidate upgrade.
-  const std::size_t active_arrays = active_arrays_grow ? 11 : 8;
+  // items after the pass (pass_active, compact_row, option_mid, option_mid2, near, repair.items,
+  // and during it active, option_lo and option_hi where they grow) and the repair's candidate
+  // upgrade.
+  const std::size_t active_arrays = active_arrays_grow ? 9 : 6;
   const std::size_t per_row = static_cast<std::size_t>(p.k) * (p.cost_stride_item != 0 ? 2 : 1) * sizeof(T) +
                               active_arrays * sizeof(std::int32_t) + sizeof(Upgrade);
   // What else the reduced path allocates (the few frontier items' arrays, the sample): small.
@@ -1989,15 +1988,12 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
   // each item's addition waiting on the last one's store). `near` has room for every active
   // item (each is fixed once at most): no call in the loop.
   ws.near.resize(ws.active.size());
-  ws.near_row.resize(compact ? ws.active.size() : 0);
   std::int32_t* const near = ws.near.data();
-  std::int32_t* const near_row = ws.near_row.data();
   std::size_t near_count = 0;
   auto fix_near = [&](std::int32_t i, std::int32_t r, std::int32_t q, Totals& total_sum, Totals& total_carry) {
     ws.item_option[i] = q;
     two_sum_add(total_sum, total_carry, Totals{rows.cost(r, q), rows.value(r, q)});
-    if (compact) near_row[near_count] = r;
-    near[near_count++] = i;
+    near[near_count++] = r;  // (its copied row, or the item itself: see LagrangianWorkspace::near)
     if (margins) ws.margin[i] = 0.0;  // its margins were of other options
   };
   // The rounds, over copied rows or p's own (kCopied a constant, so that p's own keep their
@@ -2116,7 +2112,6 @@ BracketFit fix_items(const InstanceView<T>& p, LagrangianWorkspace& ws, double l
     narrow(std::false_type{});
   }
   ws.near.resize(near_count);
-  if (compact) ws.near_row.resize(near_count);
   ws.fixed_cost = fixed_sum[0];
   ws.fixed_cost_carry = fixed_carry[0];
   ws.fixed_value = lane_sum(fixed_sum, fixed_carry, 1).value();

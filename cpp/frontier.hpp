@@ -14,7 +14,6 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -208,18 +207,14 @@ using HullSteps = std::vector<HullIncrement, UninitAllocator<HullIncrement>>;
 // A candidate move of the repair pass: item `item` up to Pareto position `to`.
 struct Upgrade {
   double gain;
-  std::int32_t item;
+  std::int32_t item;  // its key in repair_rounds
   std::int32_t to;
-  std::int32_t row;  // where the repair's callbacks find the item (RepairScratch::rows)
 };
 
 // Scratch of the repair pass.
 struct RepairScratch {
   std::vector<Upgrade> candidates;
-  std::vector<std::int32_t> items;  // the items the next round scans
-  // Where the callbacks find items[a]: rows[a], or (empty) the item itself. After a reduced LP
-  // the raw repair reads the copied rows of the first pass's active items (CompactRows).
-  std::vector<std::int32_t> rows;
+  std::vector<std::int32_t> items;  // the items the next round scans, as repair_rounds' keys
 };
 
 // Per-thread scratch reused across the instances of a batch.
@@ -238,8 +233,9 @@ struct LagrangianWorkspace {
   // item is fixed at its LP option in `item_option`, with totals fixed_cost / fixed_value.
   std::vector<std::int32_t> item_option;   // (N) option index of each item
   IndexScratch active;                     // item of each frontier slot
-  IndexScratch near;                       // items fixed while the bracket narrowed
-  IndexScratch near_row;                   // their rows in `compact`, while compact.rows > 0
+  // The items fixed while the bracket narrowed, as their rows in `compact` while compact.rows
+  // > 0 (row a holds item pass_active[a]), else the items themselves.
+  IndexScratch near;
   // (N) a lower bound on how far any other option's v - lambda w falls short of the item's LP
   // option at the break slope (0 when unknown: frontier items and `near`)
   std::vector<double> margin;
@@ -288,9 +284,8 @@ struct LagrangianWorkspace {
            f.count.capacity() * 2 * sizeof(std::int32_t) +
            (increments.capacity() + sample.capacity() + middle.capacity()) * sizeof(HullIncrement) +
            (position.capacity() + taken.capacity() + alternative.capacity()) * sizeof(std::int32_t) +
-           repair.candidates.capacity() * sizeof(Upgrade) +
-           (repair.items.capacity() + repair.rows.capacity()) * sizeof(std::int32_t) +
-           (item_option.capacity() + active.capacity() + near.capacity() + near_row.capacity() + option_lo.capacity() + option_hi.capacity() +
+           repair.candidates.capacity() * sizeof(Upgrade) + repair.items.capacity() * sizeof(std::int32_t) +
+           (item_option.capacity() + active.capacity() + near.capacity() + option_lo.capacity() + option_hi.capacity() +
             option_mid.capacity() + option_mid2.capacity() + pass_active.capacity() + compact_row.capacity()) *
                sizeof(std::int32_t) +
            compact.bytes() +
@@ -388,58 +383,56 @@ struct NoRepairPrefetch {
   void operator()(std::int32_t) const {}
 };
 
-// The rounds of repair_upgrades over the items in scratch.items, whatever positions index:
-// best_upgrade(r, p, leftover) gives the position that the item found at r (scratch.rows, or
-// the item itself), at position p, moves to (p: none); cost(r, p) and value(r, p) what a
-// position holds there. An upgrade that brings total_value to `enough` is applied at once and
-// ends the repair: nothing better is needed. The scan calls prefetch(r) for the item `ahead`
-// places after the one it takes (NoRepairPrefetch: no call, and no test in the loop).
-template <class BestUpgrade, class Cost, class Value, class Prefetch = NoRepairPrefetch>
+// The rounds of repair_upgrades over the items in scratch.items, whatever positions index, each
+// given by a key: item_of(key) is the item (whose position `position` holds), and the callbacks
+// take the key, as where the item's numbers lie (the item itself by default).
+// best_upgrade(key, p, leftover) gives the position the item at position p moves to (p: none);
+// cost(key, p) and value(key, p) what a position holds. An upgrade that brings total_value to
+// `enough` is applied at once and ends the repair: nothing better is needed. The scan calls
+// prefetch(key) for the item `ahead` places after the one it takes (NoRepairPrefetch: no call,
+// and no test in the loop). Ties of gain go to the lower item, whatever the keys.
+// The default key of repair_rounds: the item itself.
+struct KeyIsItem {
+  std::int32_t operator()(std::int32_t key) const { return key; }
+};
+
+template <class BestUpgrade, class Cost, class Value, class Prefetch = NoRepairPrefetch, class ItemOf = KeyIsItem>
 void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, double& total_value,
                    double budget, int max_rounds, RepairScratch& scratch, BestUpgrade&& best_upgrade,
                    Cost&& cost, Value&& value, double enough = INFINITY, std::size_t ahead = kNoPrefetch,
-                   Prefetch&& prefetch = Prefetch{}) {
+                   Prefetch&& prefetch = Prefetch{}, ItemOf&& item_of = ItemOf{}) {
   std::vector<Upgrade>& candidates = scratch.candidates;
-  std::vector<std::int32_t>& items = scratch.items;
-  std::vector<std::int32_t>& rows = scratch.rows;
-  const bool by_row = !rows.empty();
-  if (by_row && rows.size() != items.size()) {
-    throw std::logic_error("repair_rounds: the rows do not match the items");
-  }
+  std::vector<std::int32_t>& keys = scratch.items;
   for (int round = 0; round < max_rounds; ++round) {
     double leftover = budget - total_cost;
     if (!(leftover > 0.0)) break;
     candidates.clear();
-    const std::size_t count = items.size();
+    const std::size_t count = keys.size();
     for (std::size_t a = 0; a < count; ++a) {
       if constexpr (!std::is_same_v<std::decay_t<Prefetch>, NoRepairPrefetch>) {
-        if (a + ahead < count) prefetch(by_row ? rows[a + ahead] : items[a + ahead]);
+        if (a + ahead < count) prefetch(keys[a + ahead]);
       }
-      const std::int32_t i = items[a], r = by_row ? rows[a] : i;
-      const std::int32_t p = position[i], q = best_upgrade(r, p, leftover);
+      const std::int32_t key = keys[a], i = item_of(key);
+      const std::int32_t p = position[i], q = best_upgrade(key, p, leftover);
       if (q == p) continue;
-      const double gain = value(r, q) - value(r, p);
+      const double gain = value(key, q) - value(key, p);
       if (total_value + gain >= enough) {  // this upgrade alone closes the gap
         total_value += gain;
-        total_cost += cost(r, q) - cost(r, p);
+        total_cost += cost(key, q) - cost(key, p);
         position[i] = q;
         return;
       }
-      candidates.push_back(Upgrade{gain, i, q, r});
+      candidates.push_back(Upgrade{gain, key, q});
     }
     if (candidates.empty()) break;
     // The leftover only shrinks: an item with no upgrade within it now never gets one, unless
     // this round moves it. The next round scans this round's candidates alone.
-    items.resize(candidates.size());
-    for (std::size_t c = 0; c < candidates.size(); ++c) items[c] = candidates[c].item;
-    if (by_row) {
-      rows.resize(candidates.size());
-      for (std::size_t c = 0; c < candidates.size(); ++c) rows[c] = candidates[c].row;
-    }
+    keys.resize(candidates.size());
+    for (std::size_t c = 0; c < candidates.size(); ++c) keys[c] = candidates[c].item;
     // Only the largest gains can fit in a leftover smaller than one hull step: order the top
     // few; the next round sees the rest again.
-    auto larger = [](const Upgrade& a, const Upgrade& b) {
-      return a.gain != b.gain ? a.gain > b.gain : a.item < b.item;
+    auto larger = [&](const Upgrade& a, const Upgrade& b) {
+      return a.gain != b.gain ? a.gain > b.gain : item_of(a.item) < item_of(b.item);
     };
     constexpr std::size_t kTop = 64;
     if (candidates.size() > kTop) {
@@ -450,10 +443,11 @@ void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, doub
     // Apply the largest gains that still fit; the next round revisits what did not.
     bool applied = false;
     for (const Upgrade& u : candidates) {
-      const double dw = cost(u.row, u.to) - cost(u.row, position[u.item]);
+      std::int32_t& at = position[item_of(u.item)];
+      const double dw = cost(u.item, u.to) - cost(u.item, at);
       if (dw > leftover) continue;
-      total_value += value(u.row, u.to) - value(u.row, position[u.item]);
-      position[u.item] = u.to;
+      total_value += value(u.item, u.to) - value(u.item, at);
+      at = u.to;
       leftover -= dw;
       total_cost += dw;
       applied = true;

@@ -138,17 +138,15 @@ std::int64_t complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& 
     // options): their hulls bend near the break, so theirs are the upgrades worth most per
     // unit cost. (Items fixed at the first bracket would cost a scan of every option.)
     double cost = ws.fixed_cost + frontier_cost, value = ws.fixed_value + frontier_value;
-    ws.repair.items.assign(ws.near.begin(), ws.near.end());
-    ws.repair.items.insert(ws.repair.items.end(), ws.active.begin(), ws.active.end());
-    // Their rows: where the first pass copied them (near_row and compact_row), side by side and
-    // in cache, or p's own, scattered over the input (routing 1e6 x 8: 82k to 162k of them).
+    // Their rows: where the first pass copied them, side by side and in cache (`near` then
+    // holds the copies' rows, compact_row the frontier items'), or p's own, scattered over the
+    // input (routing 1e6 x 8: 82k to 162k of them). The repair's keys are the rows.
     const bool compact = ws.compact.rows > 0;
     const InstanceView<T> rows = compact ? ws.compact.view(p) : p;
-    ws.repair.rows.clear();
-    if (compact) {
-      ws.repair.rows.assign(ws.near_row.begin(), ws.near_row.end());
-      ws.repair.rows.insert(ws.repair.rows.end(), ws.compact_row.begin(), ws.compact_row.end());
-    }
+    const IndexScratch& frontier_rows = compact ? ws.compact_row : ws.active;
+    ws.repair.items.assign(ws.near.begin(), ws.near.end());
+    ws.repair.items.insert(ws.repair.items.end(), frontier_rows.begin(), frontier_rows.end());
+    const std::int32_t* const item_of_row = ws.pass_active.data();  // (copied row a holds this item)
     auto best_upgrade = [&](std::int32_t r, std::int32_t q, double leftover) {
       // The most valuable option within reach, then (rarely) which one it is: the first loop
       // is a plain max, without an index carried along.
@@ -170,7 +168,8 @@ std::int64_t complete_allocation(const InstanceView<T>& p, LagrangianWorkspace& 
     repair_rounds(ws.item_option, cost, value, p.budget, kRawRepairRounds, ws.repair, best_upgrade,
                   [&](std::int32_t r, std::int32_t q) { return rows.cost(r, q); },
                   [&](std::int32_t r, std::int32_t q) { return rows.value(r, q); }, enough,
-                  compact ? kNoPrefetch : active_prefetch_ahead(p), RowPrefetch<T>{&p});
+                  compact ? kNoPrefetch : active_prefetch_ahead(p), RowPrefetch<T>{&p},
+                  [&](std::int32_t r) { return compact ? item_of_row[r] : r; });
     if (reduced_allocation_fits(p, ws, total_cost, total_value)) return 0;
   }
   return restore_item_options(p, ws, total_cost, total_value);
