@@ -383,6 +383,11 @@ struct NoRepairPrefetch {
   void operator()(std::int32_t) const {}
 };
 
+// The default key of repair_rounds: the item itself.
+struct KeyIsItem {
+  std::int32_t operator()(std::int32_t key) const { return key; }
+};
+
 // The rounds of repair_upgrades over the items in scratch.items, whatever positions index, each
 // given by a key: item_of(key) is the item (whose position `position` holds), and the callbacks
 // take the key, as where the item's numbers lie (the item itself by default).
@@ -391,11 +396,6 @@ struct NoRepairPrefetch {
 // `enough` is applied at once and ends the repair: nothing better is needed. The scan calls
 // prefetch(key) for the item `ahead` places after the one it takes (NoRepairPrefetch: no call,
 // and no test in the loop). Ties of gain go to the lower item, whatever the keys.
-// The default key of repair_rounds: the item itself.
-struct KeyIsItem {
-  std::int32_t operator()(std::int32_t key) const { return key; }
-};
-
 template <class BestUpgrade, class Cost, class Value, class Prefetch = NoRepairPrefetch, class ItemOf = KeyIsItem>
 void repair_rounds(std::vector<std::int32_t>& position, double& total_cost, double& total_value,
                    double budget, int max_rounds, RepairScratch& scratch, BestUpgrade&& best_upgrade,
