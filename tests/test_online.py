@@ -451,8 +451,8 @@ def test_integer_arguments_are_range_checked_before_the_core():
 def test_a_share_per_request_too_small_for_the_prices_is_refused(mirror):
     """A budget whose share per request (budget / horizon) is so small that a price overflows
     made every price inf or NaN, and every request was skipped, a free option too (budget 1e-310
-    over 10 requests; found by a fuzzing helper). It is refused, naming the budget; the largest
-    share refused less than that plays the free option as any budget does."""
+    over 10 requests; found by a fuzzing helper). It is refused, naming the budget; a share just
+    above the limit (1e-278) plays the free option as any budget does."""
     values, costs = np.array([1.0, 2.0]), np.array([0.0, 1e-311])
     with pytest.raises(ValueError, match="budget: resource 0 is 1e-310 for a horizon of 10"):
         OnlineAllocator(1e-310, 10, mirror=mirror)
