@@ -25,6 +25,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -616,13 +617,20 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
       return std::chrono::duration<double>(clock::now() - started).count() > limits.time_limit;
     };
     InstanceView<T> inst = p.instance(b);
+    // The costs' common step, found once where it is asked for (it costs a pass over the
+    // costs): the budget's rounding below and the room over the budget (fit_value) both ask.
+    std::optional<CommonStep> cost_step;
+    auto costs_step = [&]() -> const CommonStep& {
+      if (!cost_step) cost_step = common_step(inst, /*of_costs=*/true, [](std::int64_t) { return true; });
+      return *cost_step;
+    };
     // With costs on a common step (integers, or multiples of 0.5, ..., totals exact in a
     // double) an allocation fits C exactly when it fits C rounded down to the step: the LP and
     // its bound are taken there, which they would otherwise pass by up to the fraction (a real
     // budget over integer costs left a gap that only enumeration could close). Checked only
     // for a budget with a fraction: the step costs a pass over the costs.
     if (std::isfinite(inst.budget) && inst.budget != std::floor(inst.budget)) {
-      const CommonStep cost = common_step(inst, /*of_costs=*/true, [](std::int64_t) { return true; });
+      const CommonStep& cost = costs_step();
       // A budget past exact_below is past every total: nothing to round there.
       if (cost.step > 0.0 && std::fabs(inst.budget) < cost.exact_below) {
         double units = std::floor(inst.budget / cost.step);
@@ -697,7 +705,7 @@ void solve_exact(const BatchView<T>& p, const BatchOutput& out, const ExactLimit
     // optimal where 19 fit; found by a fuzzing helper.)
     double fit_value = lambda > 0.0 ? lambda * kDoubleEpsilon * std::fabs(C) : 0.0;
     if (fit_value > optimality_slack(z_rel, lambda * C_rel, lambda * C_rel)) {
-      const CommonStep cost = common_step(inst, /*of_costs=*/true, [](std::int64_t) { return true; });
+      const CommonStep& cost = costs_step();
       if (cost.step > 0.0 && std::fabs(C) < cost.exact_below) fit_value = 0.0;
     }
     double L_rel = lambda > 0.0 ? lambda * C_rel + fit_value : 0.0;
