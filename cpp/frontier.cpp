@@ -2174,29 +2174,21 @@ double raw_dual_bound(const InstanceView<T>& p, double lambda) {
   CompensatedSum total;
   double rounding = 0.0;
   for (std::int64_t i = 0; i < p.n; ++i) {
-    double best = -INFINITY, reach = 0.0;
+    RawItemDual item;
     for_each_option(p, i, [&](std::int32_t, double w, double v, bool ok) {
-      if (!ok) return;
-      const double product = lambda * w, term = v - product;
-      best = std::max(best, term);
-      reach = std::max(reach, std::fabs(product) + std::fabs(term));
+      if (ok) item.offer(w, v, lambda);
     });
-    total.add(best);
-    // A term errs by half an ulp of the product and of the difference, and by 2^-1075 where
-    // the product is subnormal; the best term by at most the largest error of its item's.
-    rounding += kDoubleEpsilon * reach + 0x1p-1074;
+    total.add(item.best);
+    rounding += item.rounding();
   }
-  const double offset = dual_offset(lambda, p.budget);
-  total.add(offset);
-  rounding += kDoubleEpsilon * std::fabs(offset) + 0x1p-1074;
-  return total.value() + 2.0 * rounding;  // (twice: the sums' own rounding, loosely)
+  return raw_dual_total(total.value(), rounding, lambda, p.budget);
 }
 
 // The LP's bound, where its shadow price lies below the normal range, taken on the raw
 // instance as well (raw_dual_bound): the larger holds.
 template <class T>
 LpRelaxation with_sound_bound(const InstanceView<T>& p, LpRelaxation lp) {
-  if (lp.feasible && lp.lambda > 0.0 && lp.lambda < std::numeric_limits<double>::min()) {
+  if (lp.feasible && lambda_below_normal(lp.lambda)) {
     lp.bound = std::max(lp.bound, raw_dual_bound(p, lp.lambda));
   }
   return lp;

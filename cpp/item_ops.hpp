@@ -225,6 +225,35 @@ APPORTION_HD inline double dual_offset(double lambda, double budget) {
   return lambda > 0.0 ? lambda * budget : 0.0;
 }
 
+// Whether a shadow price lies below the normal range, where the LP's bound is taken on the raw
+// options as well (RawItemDual).
+APPORTION_HD inline bool lambda_below_normal(double lambda) { return lambda > 0.0 && lambda < 0x1p-1022; }
+
+// One item's term of L(lambda) taken over options offered one at a time (every allowed option,
+// or its Pareto entries: a dominated option's rounded term is never the larger), with what its
+// rounding may hide. For a shadow price below the normal range, where the rounded terms of the
+// hull's points need not be the largest (raw_dual_bound in frontier.cpp, the CUDA Lagrangian).
+struct RawItemDual {
+  double best = -INFINITY, reach = 0.0;
+  APPORTION_HD void offer(double w, double v, double lambda) {
+    const double product = lambda * w, term = v - product;
+    best = term > best ? term : best;
+    const double size = std::fabs(product) + std::fabs(term);
+    reach = size > reach ? size : reach;
+  }
+  // A term errs by half an ulp of the product and of the difference, and by 2^-1075 where the
+  // product is subnormal; the best term by at most the largest error of its item's.
+  APPORTION_HD double rounding() const { return kDoubleEpsilon * reach + 0x1p-1074; }
+};
+
+// L(lambda) from its items' terms (their sum, rounded once, and their roundings' sum), plus
+// what rounding may hide: a bound on the optimum at this lambda >= 0.
+APPORTION_HD inline double raw_dual_total(double items, double items_rounding, double lambda, double budget) {
+  const double offset = dual_offset(lambda, budget), total = items + offset;
+  const double rounding = items_rounding + kDoubleEpsilon * (std::fabs(items) + std::fabs(offset) + std::fabs(total)) + 0x1p-1074;
+  return total + 2.0 * rounding;  // (twice: the sums' own rounding, loosely)
+}
+
 // Totals of the allocation given by Pareto positions, summed (compensated) in item order.
 APPORTION_HD inline void allocation_totals_flat(const double* cost, const double* value, std::int64_t n,
                                                 std::int64_t k, const std::int32_t* position,

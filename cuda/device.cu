@@ -354,6 +354,22 @@ __device__ DeviceLp block_lp(const DeviceFrontiers& f, double budget, double* re
   return lp;
 }
 
+// L(lambda) over every item's Pareto entries, plus what rounding may hide: the bound where
+// lambda lies below the normal range, as with_sound_bound (frontier.cpp) takes it on the CPU.
+__device__ double block_raw_dual(const DeviceFrontiers& f, double lambda, double budget, double* red) {
+  CompensatedSum items;
+  double rounding = 0.0;
+  for (std::int64_t i = threadIdx.x; i < f.n; i += blockDim.x) {
+    RawItemDual item;
+    const std::int64_t base = i * f.k;
+    for (std::int32_t q = 0; q < f.count[i]; ++q) item.offer(f.cost[base + q], f.value[base + q], lambda);
+    items.add(item.best);
+    rounding += item.rounding();
+  }
+  const double total = block_compensated(items, red);
+  return raw_dual_total(total, block_sum(rounding, red), lambda, budget);
+}
+
 __device__ void write_choice_block(const DeviceFrontiers& f, std::int64_t* choice) {
   __syncthreads();
   for (std::int64_t i = threadIdx.x; i < f.n; i += blockDim.x) choice[i] = f.option[i * f.k + f.position[i]];
@@ -374,7 +390,11 @@ lagrangian_kernel(BatchView<T> p, BatchOutput out, std::int64_t first, unsigned 
   f.carve(use_shared ? smem : scratch + blockIdx.x * per_instance, inst.n, inst.k);
   if (threadIdx.x == 0 && isnan(inst.budget)) atomicOr(errors, kNanBudget);
   build_frontiers_block(inst, f, false, false, errors);
-  const DeviceLp lp = block_lp(f, inst.budget, red);
+  DeviceLp lp = block_lp(f, inst.budget, red);
+  if (lp.feasible && lambda_below_normal(lp.lambda)) {  // the same lambda in every thread
+    const double raw = block_raw_dual(f, lp.lambda, inst.budget, red);
+    lp.bound = raw > lp.bound ? raw : lp.bound;
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     InstanceResult r;

@@ -4,6 +4,7 @@ request gives where there is no GPU. Tests marked `gpu` skip where no GPU is pre
 cpp/online.hpp) is covered by every CPU test."""
 
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -252,6 +253,26 @@ def test_gpu_lagrangian_masked_and_unbatched(rng):
     one_gpu = apportion.solve(v[3], c[3], b[3], method="lagrangian", device="cuda")
     assert isinstance(one_gpu.status, str) and np.asarray(one_gpu.choice).shape == (v.shape[1],)
     _check_lagrangian(one_gpu, one_cpu, v[3], c[3], b[3])
+
+
+@pytest.mark.gpu
+def test_gpu_lagrangian_shadow_price_below_the_normal_range_keeps_the_bound_sound():
+    # As test_a_shadow_price_below_the_normal_range_keeps_the_bound_sound (test_edges.py): small
+    # integer values times 2^-1074 against real costs put the shadow price at a few units of
+    # 2^-1074, where the hull's rounded terms need not be the largest; the kernel takes the bound
+    # on every Pareto entry as well (block_raw_dual).
+    rng = np.random.default_rng(9129)
+    costs = rng.random((4, 200, 8)) * 10
+    units = np.round(costs * 2)
+    budget = costs.min(2).sum(1) + 0.37 * (costs.max(2).sum(1) - costs.min(2).sum(1))
+    best = apportion.solve(units, costs, budget, method="exact")
+    sol = apportion.solve(units * 2.0**-1074, costs, budget, method="lagrangian", device="cuda")
+    for b in range(4):
+        feasible = math.fsum(units[b, np.arange(200), best.choice[b]]) * 2.0**-1074
+        assert 0.0 < sol.shadow_price[b] < np.finfo(float).tiny
+        assert sol.bound[b] >= feasible and sol.value[b] <= sol.bound[b]
+        assert sol.status[b] == "feasible" or sol.value[b] >= feasible
+        assert math.fsum(costs[b, np.arange(200), sol.choice[b]]) <= budget[b]
 
 
 @pytest.mark.gpu
