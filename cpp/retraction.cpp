@@ -314,7 +314,9 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
   reduce();
   const double f0 = f;  // E(0) - C: reported when the logits cannot be written
   const double e_min = lo_sum.value(), e_max = hi_sum.value();
-  const double floor = 1e-6 * std::max(std::fabs(e_min), std::fabs(e_max)) + 1e-300;
+  // The tolerance's scale where the budget is near 0 (no absolute term: costs of 1e-310 met
+  // any rtol at once against a floor of 1e-300).
+  const double floor = 1e-6 * std::max(std::fabs(e_min), std::fabs(e_max));
 
   // E at shift t.
   auto evaluate = [&](double t) {
@@ -380,12 +382,18 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
         t = 0.0;
         f = f0;
       } else {
-        // Rounding the logits to a type narrower than double (float32) moves E by about 1e-8
-        // relative and more: E of the logits as written is summed in the same pass, and reported,
-        // as "rounded" where it misses rtol.
-        const bool narrow = sizeof(T) < sizeof(double);
+        // Rounding the logits to their type moves E: float32 by about 1e-8 relative and more,
+        // float64 where the logits are large (a common offset of 1e12 moved E by 1e-5
+        // relative). E of the logits as written is summed in the same pass, and reported, as
+        // "rounded" where it misses rtol: always for a type narrower than double, and for
+        // double where the write's rounding could (each logit moves by at most half an ulp of
+        // max |z - t d|, delta, so each p_ij by a factor within exp(+-2 delta / tau), and E by
+        // at most (e_max - e_min) expm1(2 delta / tau)).
+        const double delta = 0x1p-53 * (logit_abs + std::fabs(t) * direction_abs) * (1.0 + 1e-12);
+        const double write_error = (e_max - e_min) * std::expm1(2.0 * delta * inv_tau) * (1.0 + 1e-12);
+        const bool measure = sizeof(T) < sizeof(double) || !shift_converged(std::fabs(f) + write_error, budget, p.rtol, floor);
         over_chunks(chunks, n, kBlock, threads, [&](std::int64_t c, std::int64_t i0, std::int64_t i1) {
-          std::vector<double> x(narrow ? static_cast<std::size_t>(k * kBlock) : 0);
+          std::vector<double> x(measure ? static_cast<std::size_t>(k * kBlock) : 0);
           double es = 0.0;
           for (std::int64_t blk = i0; blk < i1; blk += kBlock) {
             const std::int64_t len = std::min(kBlock, i1 - blk);
@@ -397,7 +405,7 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
               double mx = -INFINITY;
               for (std::int64_t j = 0; j < k; ++j) {
                 z[j] = static_cast<T>(static_cast<double>(z[j]) - ts * ci[j]);
-                if (narrow) {
+                if (measure) {
                   const double zj = static_cast<double>(z[j]) * inv_tau;
                   x[j * kBlock + ii] = zj;
                   mx = zj > mx ? zj : mx;
@@ -405,7 +413,7 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
               }
               m[ii] = mx;
             }
-            if (!narrow) continue;
+            if (!measure) continue;
             for (std::int64_t j = 0; j < k; ++j) {
               for (std::int64_t ii = 0; ii < len; ++ii) x[j * kBlock + ii] -= m[ii];
               for (std::int64_t ii = len; ii < kBlock; ++ii) x[j * kBlock + ii] = -INFINITY;
@@ -424,7 +432,7 @@ void retract_instance(const RetractionView<T>& p, std::int64_t b, RetractionWork
           }
           ws.sums[c].e = es;
         });
-        if (narrow) {
+        if (measure) {
           reduce();
           if (status == kRetractConverged && !shift_converged(f, budget, p.rtol, floor)) status = kRetractRounded;
         }

@@ -523,6 +523,45 @@ def test_float32_retraction_reports_the_budget_of_the_written_logits(curve):
     assert seen == {"converged", "rounded"}
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_float64_retraction_of_large_logits_reports_the_budget_of_the_written_logits(native):
+    """Regression (found by a fuzzing helper): float64 logits with a common offset of 1e12 or
+    more were claimed "converged", with `expected` the budget, while the logits as written, each
+    rounded by half an ulp of 1e12, put E 1e-5 (1e15: 8e-3) relative off it. Where the write's
+    rounding could move E past rtol, E of the written logits is measured and reported, as for
+    float32; small logits are not measured again (their answers unchanged)."""
+    costs = [0.0, 1.0, 2.0, 3.0]
+    for offset in (0.0, 1e12, 1e15):
+        z = torch.full((2, 3, 4), offset, dtype=torch.float64)
+        if native:
+            out, info = at.retract(z, costs, 4.0, return_info=True)
+            status, expected = info.status, info.expected
+        else:
+            out = z.clone()
+            _, expected, _, codes = at._retract_torch(out, at._Costs(costs, None, tuple(z.shape), True),
+                                                      np.full(2, 4.0), 1.0, 1e-9, 200, "weighted")
+            status = np.array(at._STATUS)[codes]
+        e = at.expected_cost(out, costs).numpy()
+        np.testing.assert_allclose(expected, e, rtol=1e-12)
+        assert ((status == "converged") == (rel_err(e, 4.0) <= 1e-9)).all()
+        if offset == 0.0:
+            assert (status == "converged").all()
+        else:  # (the torch path's own sums round z - t d too: its search may end at "precision")
+            assert np.isin(status, ["rounded"] if native else ["rounded", "precision"]).all()
+
+
+def test_retraction_tolerance_has_no_absolute_floor_below_the_costs():
+    """Regression: the tolerance's floor near a budget of 0 had an absolute term of 1e-300,
+    so costs of 1e-305 and less met any rtol at t = 0 ("converged" 30% off). Now costs of
+    1e-305 converge to rtol, and smaller ones need a shift past the float64 range (refused)."""
+    z = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    costs = np.array([0.0, 1.0, 2.0, 3.0]) * 1e-305
+    out, info = at.retract(z, costs, 6.0 * 1e-305, return_info=True)
+    assert info.status == "converged" and rel_err(at.expected_cost(out, costs).numpy(), 6e-305) <= 1e-9
+    with pytest.raises(ValueError, match="rescale costs and budget"):
+        at.retract(z, costs * 1e-5, 6.0 * 1e-310)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("form", ["shared", "weights", "full"])
 def test_native_normal_and_projection_match_float64_torch(dtype, form):

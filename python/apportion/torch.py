@@ -81,13 +81,15 @@ class RetractionInfo(NamedTuple):
     shift: t, the logits moved to z - t * w (in logit units per cost unit, times tau).
     expected: E at the shift found, in cost units (float64).
     iterations: evaluations of E.
-    status: "converged" (|E - budget| <= rtol * |budget|), "precision" (double precision
-        reached before rtol), "max_iter", or "rounded": the shift met rtol in float64, but the
-        logits written in their own dtype (float32) miss it, and `expected` is E of the logits
-        as written (float32 allows about 1e-8 to 1e-7 relative; it depends on the size of the
-        logits and on how much E moves with them). Only "converged" logits lie on the
-        manifold to rtol; `retract` raises for the statuses it cannot write ("infeasible",
-        "overflow").
+    status: "converged" (|E - budget| <= rtol * max(|budget|, 1e-6 * max(|E_min|, |E_max|)),
+        E_min and E_max the ends of the reachable range: the second term a floor for budgets
+        near 0), "precision" (double precision reached before rtol), "max_iter", or
+        "rounded": the shift met rtol in float64, but the logits written in their own dtype
+        miss it, and `expected` is E of the logits as written (float32 allows about 1e-8 to
+        1e-7 relative, depending on the size of the logits and on how much E moves with them;
+        float64 logits far from 0, such as a common offset of 1e12, can miss too). Only
+        "converged" logits lie on the manifold to rtol; `retract` raises for the statuses it
+        cannot write ("infeasible", "overflow").
     """
 
     shift: Any
@@ -408,7 +410,7 @@ def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: FloatArray, tau: float,
     e_max = torch.where(finite, w, torch.full_like(w, -math.inf)).amax(-1).sum(-1)
     spread = (torch.where(finite, d, torch.full_like(d, -math.inf)).amax(-1)
               - torch.where(finite, d, torch.full_like(d, math.inf)).amin(-1)).amax(-1)
-    floor = 1e-6 * torch.maximum(e_min.abs(), e_max.abs()) + 1e-300
+    floor = 1e-6 * torch.maximum(e_min.abs(), e_max.abs())
     scale = torch.maximum(C.abs(), floor)
     slack = rtol * scale
     infeasible = (C < e_min - slack) | (C > e_max + slack)
@@ -477,8 +479,12 @@ def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: FloatArray, tau: float,
         f = torch.where(over, f0, f)
         moved = torch.where(over[:, None, None], z64, moved)
     z.copy_(moved.to(z.dtype))
-    if z.dtype != torch.float64:
-        # As the core: E of the logits as written in their dtype, "rounded" where that misses rtol.
+    # As the core: E of the logits as written in their dtype, "rounded" where that misses rtol;
+    # float64 only where the write's rounding could move E past it (retract_instance).
+    delta = 2.0**-53 * (torch.where(finite, z64.abs(), torch.zeros_like(z64)).flatten(1).amax(1)
+                        + t.abs() * torch.where(finite, d.abs(), torch.zeros_like(d)).flatten(1).amax(1)) * (1 + 1e-12)
+    write_error = (e_max - e_min) * torch.expm1(2.0 * delta / tau) * (1 + 1e-12)
+    if z.dtype != torch.float64 or bool((~(f.abs() + write_error <= slack)).any()):
         f, _ = evaluate(torch.zeros_like(t), z.to(torch.float64))
         status = torch.where((status == 0) & ~(f.abs() <= slack), torch.full_like(status, _ROUNDED), status)
         f = torch.where(constant, e_min - C, f)
@@ -537,11 +543,12 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
         of the `RCO` optimizer.
     Without weights the two are the same curve. On either, E falls monotonically in t
     (dE/dt = -sum_i s_i^a Var_{p_i}(c_i) / tau, a = 2 or 1), so t is unique; a safeguarded
-    Newton iteration on a bracket finds it to |E - budget| <= rtol * |budget| in float64, for
-    every instance of the batch in one native call (CPU tensors; threads over instances, or
-    over the items of one large instance). Other devices use the same iteration in torch
-    operations. float32 logits are written rounded to float32, which moves E: the info then
-    reports E of the logits as written, with status "rounded" where that misses rtol.
+    Newton iteration on a bracket finds it to |E - budget| <= rtol * |budget| in float64 (see
+    RetractionInfo.status for the floor near 0), for every instance of the batch in one native
+    call (CPU tensors; threads over instances, or over the items of one large instance). Other
+    devices use the same iteration in torch operations. The logits are written rounded to
+    their dtype, which moves E (float32 always, float64 where the logits are large): the info
+    then reports E of the logits as written, with status "rounded" where that misses rtol.
 
     Args:
         logits: (N,K) or (B,N,K) float32/float64 (-inf: an option never taken).
@@ -616,7 +623,9 @@ def retract(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = None, 
         raise ValueError(
             f"logits: instance {b}: reaching the budget {float(budgets[b])!r} shifts the logits past the largest "
             f"{z.dtype} ({torch.finfo(z.dtype).max:.4g}); that instance was left unchanged. Subtract each "
-            "item's largest logit first (softmax is unchanged by it), or use float64 logits")
+            "item's largest logit first (softmax is unchanged by it)"
+            + (", or use float64 logits" if z.dtype != torch.float64 else
+               ", or rescale costs and budget (the shift grows as the costs shrink)"))
     out = target if batched else target[0]
     if inplace:
         out = logits
