@@ -562,6 +562,22 @@ def test_retraction_tolerance_has_no_absolute_floor_below_the_costs():
         at.retract(z, costs * 1e-5, 6.0 * 1e-310)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])  # float16: the torch path
+@pytest.mark.parametrize("cost", [0.1, 3.7, 1.0])
+def test_constant_costs_give_a_zero_normal_and_leave_the_gradient_alone(dtype, cost):
+    """Regression (found by a fuzzing helper): costs all 0.1 gave a normal of rounding noise
+    (1e-17) where it is 0, and project_tangent divided that noise by itself, moving the gradient
+    by 0.6 where the docstring promises it unchanged."""
+    z = torch.tensor([[0.3, -1.2, 0.7], [1.5, 0.1, -0.4]], dtype=dtype)
+    g = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.8, -1.0]], dtype=dtype)
+    costs = [cost] * 3
+    assert (at.budget_normal(z, costs) == 0).all()
+    assert torch.equal(at.project_tangent(g, z, costs), g)
+    # One item of constant cost beside one that varies: the first's normal is exactly 0.
+    n = at.budget_normal(z, [[cost] * 3, [0.0, 1.0, 2.0]])
+    assert (n[0] == 0).all() and (n[1] != 0).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("form", ["shared", "weights", "full"])
 def test_native_normal_and_projection_match_float64_torch(dtype, form):

@@ -297,6 +297,7 @@ def _normal(z: torch.Tensor, cs: _Costs, tau: float, shape: Optional[Tuple[int, 
     z = z.reshape(shape) if shape is not None else z
     p = _probs64(z, tau)
     wb = torch.broadcast_to(cs.tensor(z.device), z.shape)
+    wb = wb - wb.amin(dim=-1, keepdim=True)  # as the core: constant costs give an exact 0
     wbar = (p * wb).sum(dim=-1, keepdim=True)
     return p * (wb - wbar) / tau
 
