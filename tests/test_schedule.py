@@ -361,3 +361,39 @@ def test_route_takes_a_dataframe():
         route(pd.DataFrame({"consequence": [1.0]}), TWO, 5.0)
     with pytest.raises(ValueError, match="no 'consequence' column"):
         route(pd.DataFrame({"difficulty": [0.5]}), TWO, 5.0)
+
+
+def test_heuristics_spend_the_budget_to_the_last_upgrade_that_fits():
+    """Regression (found by a fuzzing helper): the heuristics decided fits by running float
+    differences, and left budget unused. Costs 0 and 0.3 with a budget of 1.2: four premium
+    tasks cost 1.2 by math.fsum (the solver's count, and Routing.spend's), yet "priority" and
+    "consequence" stopped at three; "uniform" put 2 of 11 tasks on a tier of 1.97 against 1.44
+    in a budget of 17.43 that pays for 3."""
+    tiers = [Tier("standard", 0.0), Tier("premium", 0.3)]
+    tasks = {"consequence": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "success": [[0.1, 0.9]] * 6}
+    for policy in ("priority", "consequence"):
+        r = route(tasks, tiers, 1.2, policy)
+        assert r.counts["premium"] == 4 and r.spend == 1.2
+    tiers = [Tier("small", 1.44), Tier("large", 1.44 + 0.53)]
+    tasks = {"consequence": [1.0] * 11, "success": [[0.1, 0.9]] * 11}
+    r = route(tasks, tiers, 17.43, "uniform")
+    assert r.counts["large"] == 3 and r.spend <= 17.43
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_two_tier_heuristics_stop_only_where_one_more_upgrade_does_not_fit(n, cheap, dear, seed):
+    # Decimal costs (0.01 steps), whose float sums round: after every heuristic, a task left on
+    # the cheap tier means that one more upgrade would cost more than the budget (math.fsum).
+    rng = np.random.default_rng(seed)
+    w = [cheap / 100, (cheap + dear) / 100]
+    tiers = [Tier("cheap", w[0]), Tier("dear", w[1])]
+    tasks = {"consequence": list(rng.random(n) + 0.1), "success": [[0.1, 0.9]] * n}
+    upgrades = int(rng.integers(0, n + 1))
+    budget = math.fsum([w[0]] * (n - upgrades) + [w[1]] * upgrades)
+    for policy in ("priority", "consequence", "uniform"):
+        r = route(tasks, tiers, budget, policy)
+        up = r.counts["dear"]
+        assert r.spend <= budget
+        assert up == n or math.fsum([w[0]] * (n - up - 1) + [w[1]] * (up + 1)) > budget, policy
+        assert up >= upgrades, policy

@@ -456,7 +456,7 @@ def _check_budget(budget: Any, tiers: Tuple[Tier, ...], n: int) -> float:
         raise TypeError(f"budget: expected a number of compute units, got {budget!r}") from None
     if math.isnan(b):
         raise ValueError("budget: is NaN; pass a number of compute units")
-    cheapest = n * min(t.cost for t in tiers)
+    cheapest = n * min(t.cost for t in tiers)  # (one rounding: the total rounded, as _Fits takes it)
     if b < cheapest:
         raise ValueError(f"budget: {b:g} is below the cheapest routing ({n} tasks on the "
                          f"cheapest tier cost {cheapest:g}); raise it to at least that")
@@ -471,6 +471,21 @@ def _policy_solver(values: np.ndarray, costs: np.ndarray, budget: float,
     return np.asarray(sol.choice, dtype=np.int64), sol
 
 
+class _Fits:
+    """Whether a routing fits the budget as the solver and `Routing.spend` count it: its exact
+    total, rounded once (math.fsum), at most the budget. Totals are kept as integers of one
+    unit, in which every cost is exact (floats are dyadic), so that no running float sum drifts."""
+
+    def __init__(self, costs: Any, budget: float):
+        ratios = [float(c).as_integer_ratio() for c in costs]
+        self.unit = max(d for _, d in ratios)  # powers of two: each divides the largest
+        self.units = [m * (self.unit // d) for m, d in ratios]
+        self.budget = budget
+
+    def __call__(self, total: int) -> bool:
+        return total / self.unit <= self.budget  # int / int rounds once, correctly
+
+
 def _upgrade_in_order(tasks: Tasks, w: np.ndarray, budget: float,
                       gain_weighted: bool) -> np.ndarray:
     """The sort-based heuristics: everyone on the cheapest tier, then upgrades one tier at a
@@ -482,7 +497,11 @@ def _upgrade_in_order(tasks: Tasks, w: np.ndarray, budget: float,
     s = tasks.success[:, order]  # columns by cost
     wc = w[order]
     pos = np.zeros(N, dtype=np.int64)
-    remaining = budget - N * wc[0]
+    # Fits tested on exact totals: a running float difference stopped one upgrade short
+    # (costs 0 and 0.3, budget 1.2: three upgrades, where four cost 1.2 by math.fsum).
+    fits = _Fits(wc, budget)
+    units = fits.units
+    spent = N * units[0]
     K = len(order)
 
     def key(i: int, k: int) -> float:  # of the upgrade from cost rank k to k + 1
@@ -498,18 +517,16 @@ def _upgrade_in_order(tasks: Tasks, w: np.ndarray, budget: float,
     while heap:
         _, i = heapq.heappop(heap)
         k = int(pos[i])
-        step = wc[k + 1] - wc[k]
-        if step > remaining:
-            continue  # remaining only shrinks and later steps cost more: no more upgrades
-        remaining -= step
+        step = units[k + 1] - units[k]
+        if not fits(spent + step):
+            continue  # what is left only shrinks and later steps cost more: no more upgrades
+        spent += step
         pos[i] = k + 1
         taken.append(i)
         if k + 2 < K:
             g = key(i, k + 1)
             if g > 0 or not gain_weighted:
                 heapq.heappush(heap, (-g, i))
-    while taken and math.fsum(wc[pos]) > budget:  # rounding in `remaining`: undo the last
-        pos[taken.pop()] -= 1
     routed: np.ndarray = order[pos]
     return routed
 
@@ -521,17 +538,19 @@ def _cost_order_from_costs(w: np.ndarray) -> np.ndarray:
 def _uniform(n: int, w: np.ndarray, budget: float, seed: int) -> np.ndarray:
     order = _cost_order_from_costs(w)
     wc = w[order]
-    fits = np.nonzero(n * wc <= budget)[0]
-    k = int(fits[-1])  # _check_budget guarantees the cheapest fits
+    # Exact totals (floor((budget - n w_k) / step) in floats left one upgrade out in a fifth of
+    # random cases).
+    fits = _Fits(wc, budget)
+    units = fits.units
+    k = max(j for j, u in enumerate(units) if fits(n * u))  # _check_budget: the cheapest fits
     pos = np.full(n, k, dtype=np.int64)
     if k + 1 < len(order):
-        step = wc[k + 1] - wc[k]
-        m = min(n, int(math.floor((budget - n * wc[k]) / step))) if step > 0 else n
+        lo, hi = 0, n  # the most tasks moved up a tier that fit (fits falls as m grows)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(n * units[k] + mid * (units[k + 1] - units[k])) else (lo, mid - 1)
         perm = np.random.default_rng(seed).permutation(n)
-        pos[perm[:m]] = k + 1
-        while m > 0 and math.fsum(wc[pos]) > budget:  # rounding in the division
-            m -= 1
-            pos[perm[m]] = k
+        pos[perm[:lo]] = k + 1
     return order[pos]
 
 
