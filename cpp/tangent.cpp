@@ -26,8 +26,9 @@ struct TangentWorkspace {
 };
 
 // Calls emit(i, j, n_ij) for every logit of instance b, item by item. Throws
-// std::invalid_argument for a cost or weight that is NaN, infinite or negative (the Python
-// layer leaves that check to this pass).
+// std::invalid_argument for a cost or weight that is NaN, infinite or negative, and for an item
+// whose logits hold NaN or +inf or no finite one (the Python layer leaves these checks to this
+// pass).
 template <class T, class Emit>
 void instance_normal(const RetractionView<T>& p, std::int64_t b, TangentWorkspace& ws, Emit&& emit) {
   const std::int64_t n = p.n, k = p.k;
@@ -48,10 +49,11 @@ void instance_normal(const RetractionView<T>& p, std::int64_t b, TangentWorkspac
         throw std::invalid_argument("weights: instance " + std::to_string(b) + ", item " + std::to_string(blk + ii) +
                                     " is NaN, infinite or negative; weights must be finite and >= 0");
       }
-      bool costs_ok = true;
+      bool costs_ok = true, logits_ok = true;
       double mx = -INFINITY, least = INFINITY;
       for (std::int64_t j = 0; j < k; ++j) {
         costs_ok &= (c[j] >= 0.0) & (c[j] <= kLargest);
+        logits_ok &= static_cast<double>(z[j]) < INFINITY;  // false for NaN and +inf
         const double zj = static_cast<double>(z[j]) * inv_tau;
         mx = zj > mx ? zj : mx;
         x[j * kBlock + ii] = zj;
@@ -66,8 +68,13 @@ void instance_normal(const RetractionView<T>& p, std::int64_t b, TangentWorkspac
         throw std::invalid_argument("costs: instance " + std::to_string(b) + ", item " + std::to_string(blk + ii) +
                                     " has a cost that is NaN, infinite or negative; costs must be finite and >= 0");
       }
-      // An item with no finite logit (or NaN logits) has no probabilities: its normal is NaN, as
-      // torch's softmax would give.
+      // As retract refuses them: a NaN logit was read as an option never taken (the max skips
+      // it, and the vector exp gives 0), and the normal came out finite.
+      if (!logits_ok || !(mx > -INFINITY)) {
+        throw std::invalid_argument("logits: instance " + std::to_string(b) + ", item " + std::to_string(blk + ii) +
+                                    " holds NaN or +inf, or no finite logit; logits must be finite "
+                                    "(-inf marks an option that is never taken)");
+      }
       m[ii] = mx;
     }
     for (std::int64_t j = 0; j < k; ++j) {

@@ -1,5 +1,6 @@
 """apportion.torch: the budget retraction, RCO, rounding and sampling (skipped without torch)."""
 
+import math
 import subprocess
 import sys
 import zlib
@@ -576,6 +577,24 @@ def test_constant_costs_give_a_zero_normal_and_leave_the_gradient_alone(dtype, c
     # One item of constant cost beside one that varies: the first's normal is exactly 0.
     n = at.budget_normal(z, [[cost] * 3, [0.0, 1.0, 2.0]])
     assert (n[0] == 0).all() and (n[1] != 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])  # float16: the torch path
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "all -inf"])
+def test_normal_and_projection_refuse_logits_that_retract_refuses(dtype, bad):
+    """Regression (found by a fuzzing helper): a NaN logit was read as an option never taken by
+    the native pass (finite normal, finite projection), while float16 gave NaN and retract
+    refused it. Now all three name logits."""
+    z = torch.tensor([[0.0, 0.5, 1.0], [0.5, 0.2, 0.1]], dtype=dtype)
+    if bad == "all -inf":
+        z[1] = -math.inf
+    else:
+        z[1, 1] = bad
+    costs = [0.0, 1.0, 2.0]
+    for call in (lambda: at.budget_normal(z, costs), lambda: at.project_tangent(torch.ones_like(z), z, costs),
+                 lambda: at.retract(z, costs, 1.5)):
+        with pytest.raises(ValueError, match="logits: .*NaN or \\+inf, or .*no finite logit"):
+            call()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

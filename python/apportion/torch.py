@@ -283,6 +283,16 @@ def _native(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
 
 
+def _check_finite_logits(z: torch.Tensor) -> torch.Tensor:
+    """torch.isfinite(z), after a ValueError naming logits for NaN or +inf, or an item (last
+    axis) with no finite logit (the core's check, for the torch paths)."""
+    finite = torch.isfinite(z)
+    if bool((torch.isnan(z) | (z == math.inf)).any()) or not bool(finite.any(dim=-1).all()):
+        raise ValueError("logits: hold NaN or +inf, or an item with no finite logit; logits must be finite "
+                         "(-inf marks an option that is never taken)")
+    return finite
+
+
 def _normal(z: torch.Tensor, cs: _Costs, tau: float, shape: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
     """n_ik = p_ik (w_ik - wbar_i) / tau for z (B,N,K) (or any tensor of that many logits, with
     its (B,N,K) `shape`): computed in float64 and returned in the dtype and shape of z on the
@@ -295,6 +305,7 @@ def _normal(z: torch.Tensor, cs: _Costs, tau: float, shape: Optional[Tuple[int, 
         _core.budget_normal(zc.numpy().reshape(shape), cs.costs, cs.weights, tau, out.numpy().reshape(shape), 0)
         return out
     z = z.reshape(shape) if shape is not None else z
+    _check_finite_logits(z)
     p = _probs64(z, tau)
     wb = torch.broadcast_to(cs.tensor(z.device), z.shape)
     wb = wb - wb.amin(dim=-1, keepdim=True)  # as the core: constant costs give an exact 0
@@ -324,6 +335,10 @@ def budget_normal(logits: torch.Tensor, costs: Any, weights: Any = None, tempera
 
     Returns:
         Tensor of the shape and dtype of logits (cost units per logit unit).
+
+    Raises:
+        ValueError: NaN or +inf logits, or an item with no finite logit (as `retract`); costs
+            or weights that are NaN, infinite or negative.
     """
     z, batched = _check_logits(logits)
     tau = _temperature(temperature)
@@ -348,6 +363,9 @@ def project_tangent(grad: torch.Tensor, logits: torch.Tensor, costs: Any, weight
 
     Returns:
         Tensor of the shape and dtype of grad.
+
+    Raises:
+        ValueError: as `budget_normal`, and grad not of the shape of logits.
     """
     z, batched = _check_logits(logits)
     g, _ = _check_logits(grad, "grad")
@@ -403,10 +421,7 @@ def _retract_torch(z: torch.Tensor, cs: _Costs, budgets: FloatArray, tau: float,
     d = torch.broadcast_to(cs.direction(dev, curve), z.shape)
     z64 = z.to(torch.float64)
     C = torch.tensor(budgets, dtype=torch.float64, device=dev)
-    finite = torch.isfinite(z64)
-    if bool((torch.isnan(z64) | (z64 == math.inf)).any()) or not bool(finite.any(dim=-1).all()):
-        raise ValueError("logits: hold NaN or +inf, or an item with no finite logit; logits must be finite "
-                         "(-inf marks an option that is never taken)")
+    finite = _check_finite_logits(z64)
     e_min = torch.where(finite, w, torch.full_like(w, math.inf)).amin(-1).sum(-1)
     e_max = torch.where(finite, w, torch.full_like(w, -math.inf)).amax(-1).sum(-1)
     spread = (torch.where(finite, d, torch.full_like(d, -math.inf)).amax(-1)
