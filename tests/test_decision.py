@@ -90,6 +90,10 @@ def test_regret_normalized_and_precomputed_solution():
     assert torch.allclose(regret(pred, true, COSTS, 4.0, normalized=True), plain / best)
     with pytest.raises(ValueError, match="normalized"):
         regret(pred, torch.zeros_like(true), COSTS, 4.0, normalized=True)
+    # A string is truthy: "False" gave the normalised regret (found by a fuzzing helper).
+    for flag in ("False", 1, None):
+        with pytest.raises(TypeError, match="normalized: expected True or False"):
+            regret(pred, true, COSTS, 4.0, normalized=flag)
 
 
 def test_per_instance_costs_and_budgets():

@@ -397,3 +397,29 @@ def test_two_tier_heuristics_stop_only_where_one_more_upgrade_does_not_fit(n, ch
         assert r.spend <= budget
         assert up == n or math.fsum([w[0]] * (n - up - 1) + [w[1]] * (up + 1)) > budget, policy
         assert up >= upgrades, policy
+
+
+def test_bad_inputs_are_named():
+    """Regressions (found by a fuzzing helper): raw Python errors that named no argument,
+    duplicate ids that Routing.to_dict folded into one entry, a numpy sharpness refused."""
+    tiers = [Tier("small", 1.0), Tier("large", 4.0)]
+    tasks = {"consequence": [1.0, 2.0], "success": [[0.2, 0.9], [0.5, 0.8]]}
+    with pytest.raises(ValueError, match="ids: label 'x' names more than one task"):
+        route(dict(tasks, ids=["x", "x"]), tiers, 5.0)
+    with pytest.raises(TypeError, match="ids: expected a sequence of 2 labels"):
+        route(dict(tasks, ids=5), tiers, 5.0)
+    for seed, kind in ((-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(kind, match="seed: expected an int >= 0"):
+            route(tasks, tiers, 5.0, policy="uniform", seed=seed)
+    for ability in ("x", [0.5]):
+        with pytest.raises(TypeError, match="Tier.ability"):
+            Tier("a", 1.0, ability=ability)
+    for source in (b"id,consequence,difficulty\na,1,0.5\n", None):
+        with pytest.raises(TypeError, match="text_or_file"):
+            schedule.read_tasks_csv(source, tiers)
+    assert schedule.success_from_difficulty([0.5], tiers, sharpness=np.float32(8)).shape == (1, 2)
+    with pytest.raises(ValueError, match="sharpness"):
+        schedule.success_from_difficulty([0.5], tiers, sharpness=True)
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(ValueError, match="column.*'consequence'.*not numbers"):
+        route(pd.DataFrame({"consequence": ["x"], "difficulty": [0.5]}), tiers, 5.0)

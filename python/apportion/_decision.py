@@ -267,6 +267,7 @@ def regret(pred_values: torch.Tensor, true_values: torch.Tensor, costs: Any, bud
         (B,) regrets (a 0-d tensor for unbatched input), in value units (or a fraction of the
         optimum when normalized), dtype and device of pred_values.
     """
+    normalized = api._flag(normalized, "normalized")  # (a string such as "False" is truthy)
     v_pred, batched = _as_values(pred_values, "pred_values")
     v_true, _ = _as_values(true_values, "true_values", like=pred_values)
     problems = _Problems(_shape(v_pred), costs, budget, sense, method, threads, batched)
@@ -394,9 +395,7 @@ def perturbed_allocation(values: torch.Tensor, costs: Any, budget: Any, *, n_sam
     """
     theta, batched = _as_values(values, "values")
     problems = _Problems(_shape(theta), costs, budget, sense, method, threads, batched)
-    vr = variance_reduction
-    if not isinstance(vr, (bool, np.bool_)):
-        raise TypeError(f"variance_reduction: expected True or False, got {vr!r:.40}")
+    vr = api._flag(variance_reduction, "variance_reduction")
     z, x = _perturbed_solutions(theta, problems, n_samples, sigma, generator, noise, info)
     # torch leaves Function.apply unannotated; it returns what forward returns.
     apply = cast(Callable[..., torch.Tensor], _PerturbedAllocation.apply)

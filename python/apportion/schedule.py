@@ -141,7 +141,10 @@ class Tier:
             raise ValueError(f"Tier.cost: expected a finite number >= 0, got {self.cost!r}")
         object.__setattr__(self, "cost", cost)
         if self.ability is not None:
-            a = float(self.ability)
+            try:
+                a = float(self.ability)
+            except (TypeError, ValueError):
+                raise TypeError(f"Tier.ability: expected a number in [0, 1], got {self.ability!r:.40}") from None
             if not (0.0 <= a <= 1.0):
                 raise ValueError(f"Tier.ability: expected a number in [0, 1], got {self.ability!r}")
             object.__setattr__(self, "ability", a)
@@ -182,7 +185,8 @@ def success_from_difficulty(difficulty: Any, tiers: Sequence[Tier], *,
     d = _real_array(difficulty, "difficulty", ndim=1)
     if ((d < 0) | (d > 1)).any():
         raise ValueError("difficulty: expected values in [0, 1]")
-    if not (isinstance(sharpness, (int, float)) and math.isfinite(sharpness) and sharpness > 0):
+    if not (isinstance(sharpness, (int, float, np.integer, np.floating)) and not isinstance(sharpness, bool)
+            and math.isfinite(sharpness) and sharpness > 0):
         raise ValueError(f"sharpness: expected a finite number > 0, got {sharpness!r}")
     given = [t.ability is not None for t in tiers]
     K = len(tiers)
@@ -244,7 +248,7 @@ def make_tasks(tiers: Sequence[Tier], *, consequence: Any, success: Any = None,
         success: (N, K) in [0, 1], columns in the order of `tiers`; or None to use difficulty.
         difficulty: (N,) in [0, 1], mapped by `success_from_difficulty`; exactly one of
             success and difficulty must be given.
-        ids: (N,) labels; default "0".."N-1".
+        ids: (N,) unique labels; default "0".."N-1".
         sharpness: slope of the difficulty model.
     """
     tiers = _check_tiers(tiers)
@@ -272,9 +276,15 @@ def make_tasks(tiers: Sequence[Tier], *, consequence: Any, success: Any = None,
     if ids is None:
         id_arr = np.array([str(i) for i in range(N)], dtype=object)
     else:
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise TypeError(f"ids: expected a sequence of {N} labels, got {type(ids).__name__} {ids!r:.40}")
         id_arr = np.array([str(i) for i in ids], dtype=object)
         if id_arr.shape != (N,):
             raise ValueError(f"ids: expected {N} labels like consequence, got {id_arr.shape[0]}")
+        if len(set(id_arr.tolist())) != N:  # Routing.to_dict maps each id to its tier
+            seen: set = set()
+            twice = next(i for i in id_arr.tolist() if i in seen or seen.add(i))
+            raise ValueError(f"ids: label {twice!r:.40} names more than one task; labels must be unique")
     return Tasks(id_arr, c, s, tuple(t.name for t in tiers), d)
 
 
@@ -343,12 +353,19 @@ def tasks_from_dataframe(frame: Any, tiers: Sequence[Tier], *,
         raise ValueError("tasks: the DataFrame has no 'consequence' column")
     pcols = [f"p_{t.name}" for t in tiers]
     ids = frame["id"] if "id" in columns else frame.index
-    fields: Dict[str, Any] = {"consequence": frame["consequence"].to_numpy(dtype=float),
+
+    def numbers(cols: Any, name: str) -> np.ndarray:
+        try:
+            return np.asarray(frame[cols].to_numpy(dtype=float))
+        except (TypeError, ValueError):
+            raise ValueError(f"tasks: the DataFrame's column(s) {name} hold entries that are not numbers") from None
+
+    fields: Dict[str, Any] = {"consequence": numbers("consequence", "'consequence'"),
                               "ids": [str(i) for i in ids]}
     if all(c in columns for c in pcols):
-        fields["success"] = frame[pcols].to_numpy(dtype=float)
+        fields["success"] = numbers(pcols, str(pcols))
     elif "difficulty" in columns:
-        fields["difficulty"] = frame["difficulty"].to_numpy(dtype=float)
+        fields["difficulty"] = numbers("difficulty", "'difficulty'")
     else:
         raise ValueError(f"tasks: the DataFrame needs a 'difficulty' column or columns {pcols}")
     try:
@@ -578,6 +595,9 @@ def route(tasks: Any, tiers: Sequence[Tier], budget: float, policy: str = "optim
     started = time.perf_counter()
     if policy not in POLICIES:
         raise ValueError(f"policy: expected one of {POLICIES}, got {policy!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        kind = ValueError if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else TypeError
+        raise kind(f"seed: expected an int >= 0, got {seed!r:.40}")
     tiers = _check_tiers(tiers)
     t = _as_tasks(tasks, tiers)
     N = len(t)
@@ -764,7 +784,15 @@ def write_tasks_csv(tasks: Tasks, levels: Optional[Sequence[str]] = None,
 def read_tasks_csv(text_or_file: Union[str, io.TextIOBase], tiers: Sequence[Tier]) -> Tasks:
     """Tasks from CSV with columns id, consequence and either difficulty or one column
     `p_<tier name>` per tier (other columns, such as level, are ignored)."""
-    text = text_or_file if isinstance(text_or_file, str) else text_or_file.read()
+    if isinstance(text_or_file, str):
+        text = text_or_file
+    elif hasattr(text_or_file, "read"):
+        text = text_or_file.read()
+    else:
+        raise TypeError(f"text_or_file: expected CSV text (str) or a text file, got {type(text_or_file).__name__}")
+    if not isinstance(text, str):
+        raise TypeError(f"text_or_file: expected a text file (open it in text mode), got one that reads "
+                        f"{type(text).__name__}")
     rows = list(csv.DictReader(io.StringIO(text)))
     tiers = _check_tiers(tiers)
     if not rows:
