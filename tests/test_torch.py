@@ -148,6 +148,30 @@ def test_rco_refuses_a_step_off_the_manifold():
         at.RCO([logits], costs, 10.0, lr=float("inf"))
 
 
+def test_rco_checks_each_param_group_and_names_a_bad_gradient():
+    """Regressions (found by a fuzzing helper): a param group's own lr, betas and eps went
+    unchecked (lr=-1 climbed the loss every step), and a NaN gradient was refused as if lr were
+    too large."""
+    costs = [1.0, 2.0, 3.0]
+    good = torch.nn.Parameter(torch.zeros(5, 3, dtype=torch.float64))
+    for option, bad in (("lr", -1.0), ("betas", (2.0, 3.0)), ("eps", -5.0), ("temperature", 0.0),
+                        ("curve", "straight")):
+        other = torch.nn.Parameter(torch.zeros(5, 3, dtype=torch.float64))
+        with pytest.raises(ValueError, match=option):
+            at.RCO([{"params": [good]}, {"params": [other], option: bad}], costs, 10.0)
+        opt = at.RCO([good], costs, 10.0)
+        with pytest.raises(ValueError, match=option):
+            opt.add_param_group({"params": [other], option: bad})
+        assert len(opt.param_groups) == 1  # the refused group is not left behind
+    opt = at.RCO([good], costs, 10.0)
+    good.grad = torch.ones_like(good)
+    good.grad[2, 1] = math.nan
+    before = good.detach().clone()
+    with pytest.raises(ValueError, match="params: the gradient holds NaN"):
+        opt.step()
+    assert torch.equal(good.detach(), before)
+
+
 def test_argument_errors_name_the_argument():
     """Integers that cross into the core are range-checked first (pybind11 said "incompatible
     function arguments" for threads=2**40); meta tensors, NaN logits and non-bool flags are

@@ -798,6 +798,26 @@ def gumbel_sample(logits: torch.Tensor, costs: Any, budget: Any, weights: Any = 
 # --------------------------------------------------------------------------- the optimizer
 
 
+def _check_group_options(group: Dict[str, Any]) -> None:
+    """Checks the Adam and geometry options of an RCO param group (the defaults, or a group's
+    own), writing them back as floats; errors name the option."""
+    group["lr"] = _positive_real(group["lr"], "lr")
+    betas = group["betas"]
+    try:
+        b1, b2 = (float(x) for x in betas)
+    except (TypeError, ValueError):
+        raise TypeError(f"betas: expected a pair of floats, got {betas!r:.40}") from None
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f"betas: each must lie in [0, 1), got {betas!r:.40}")
+    group["betas"] = (b1, b2)
+    eps = group["eps"]
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps: must be a finite number >= 0, got {eps!r:.40}")
+    group["eps"] = float(eps)
+    group["temperature"] = _temperature(group["temperature"])
+    _check_curve(group["curve"])
+
+
 class RCO(torch.optim.Optimizer):
     """Riemannian constrained optimisation of softmax logits on the budget manifold.
 
@@ -834,31 +854,31 @@ class RCO(torch.optim.Optimizer):
     def __init__(self, params: ParamsT, costs: Any, budget: Any, lr: float = 0.1,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weights: Any = None,
                  temperature: float = 1.0, curve: str = "costs", threads: Optional[int] = None) -> None:
-        lr = _positive_real(lr, "lr")
-        try:
-            b1, b2 = (float(x) for x in betas)
-        except (TypeError, ValueError):
-            raise TypeError(f"betas: expected a pair of floats, got {betas!r}") from None
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"betas: each must lie in [0, 1), got {betas!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps: must be a finite number >= 0, got {eps!r}")
-        _temperature(temperature)
-        _check_curve(curve)
         self._threads = check_threads(threads)
-        defaults = dict(lr=float(lr), betas=(b1, b2), eps=float(eps), costs=costs, budget=budget,
-                        weights=weights, temperature=float(temperature), curve=curve)
+        defaults = dict(lr=lr, betas=betas, eps=eps, costs=costs, budget=budget, weights=weights,
+                        temperature=temperature, curve=curve)
+        _check_group_options(defaults)
         super().__init__(params, defaults)
-        for group in self.param_groups:
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Adds a group (as torch.optim.Optimizer does; __init__ adds each of its groups here):
+        its options checked, each of its logits checked and retracted onto its manifold."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _check_group_options(group)
             for p in group["params"]:
                 _check_logits(p, "params", need_data=True)
                 if p.dtype not in (torch.float32, torch.float64):
                     raise TypeError(f"params: expected float32 or float64 logits, got {p.dtype}")
                 with torch.no_grad():
                     retract(p, group["costs"], group["budget"], group["weights"], group["temperature"],
-                            curve=_check_curve(group["curve"]), inplace=True, threads=threads)
+                            curve=group["curve"], inplace=True, threads=self._threads or None)
                     _check_on_manifold(p, group["costs"], group["budget"], group["weights"], group["temperature"],
                                        "params")
+        except (TypeError, ValueError):
+            self.param_groups.pop()  # (a refused group is not left half added)
+            raise
 
     def _geometry(self, group: Dict[str, Any], p: torch.Tensor) -> Tuple[torch.Tensor, bool, _Costs]:
         z, batched = _check_logits(p.detach(), "params")
@@ -888,6 +908,10 @@ class RCO(torch.optim.Optimizer):
                 budgets = _budgets(group["budget"], B, batched)
                 g = p.grad.detach()
                 g = g if batched else g.unsqueeze(0)
+                if not bool(torch.where(torch.isfinite(z), torch.isfinite(g), True).all()):
+                    # (the step would be NaN, refused as if lr were too large)
+                    raise ValueError("params: the gradient holds NaN or infinite entries (at finite logits); "
+                                     "the parameter was left unchanged")
                 state = self.state[p]
                 if "step" not in state:
                     state["step"] = 0
