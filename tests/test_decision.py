@@ -243,6 +243,16 @@ def test_bad_input_names_the_argument():
         fenchel_young_loss(pred, None, COSTS, 3.0, true_solution=torch.full((2, 3, 3), 0.5))
     with pytest.raises(ValueError, match="true_values"):
         fenchel_young_loss(pred, None, COSTS, 3.0)
+    # Found by a fuzzing helper: NaN noise was named "values" by the solver, a non-Generator
+    # failed inside torch, and an overflowing sigma was blamed on the values.
+    noise = torch.zeros(2, 2, 3, 3, dtype=pred.dtype)
+    noise[1, 0, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="noise: holds NaN"):
+        fenchel_young_loss(pred, true, COSTS, 3.0, n_samples=2, noise=noise)
+    with pytest.raises(TypeError, match="generator"):
+        perturbed_allocation(pred, COSTS, 3.0, generator=5)
+    with pytest.raises(ValueError, match="sigma: values \\+ sigma \\* noise overflow"):
+        perturbed_allocation(pred, COSTS, 3.0, sigma=1e308)
 
 
 @pytest.mark.gpu

@@ -148,6 +148,19 @@ def test_rco_refuses_a_step_off_the_manifold():
         at.RCO([logits], costs, 10.0, lr=float("inf"))
 
 
+def test_rounding_names_logits_and_temperature():
+    """Regression (found by a fuzzing helper): an item whose logits are all -inf was refused
+    by round_to_budget naming `mask`, which it does not take, and a temperature so small that
+    the logits overflow was reported as NaN or +inf logits."""
+    z = torch.tensor([[-math.inf] * 3, [0.0, 1.0, 2.0]], dtype=torch.float64)
+    for call in (lambda: at.round_to_budget(z, [0.0, 1.0, 2.0], 2.0),
+                 lambda: at.gumbel_sample(z, [0.0, 1.0, 2.0], 2.0, hard=False)):
+        with pytest.raises(ValueError, match="logits: .*no finite logit"):
+            call()
+    with pytest.raises(ValueError, match="temperature: .*overflow"):
+        at.round_to_budget(z[1:], [0.0, 1.0, 2.0], 2.0, temperature=1e-310)
+
+
 def test_rco_checks_each_param_group_and_names_a_bad_gradient():
     """Regressions (found by a fuzzing helper): a param group's own lr, betas and eps went
     unchecked (lr=-1 climbed the loss every step), and a NaN gradient was refused as if lr were

@@ -334,6 +334,8 @@ def _perturbed_solutions(theta: torch.Tensor, problems: _Problems, n_samples: An
         raise ValueError(f"sigma: expected a finite number > 0, got {sigma!r:.40}")
     S = int(n_samples)
     if noise is None:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         # (B, S, N, K) in this order draws the same numbers as PyEPO's (B, S, N*K).
         noise = torch.randn((B, S, N, K), generator=generator, dtype=theta.dtype,
                             device=theta.device)
@@ -343,7 +345,12 @@ def _perturbed_solutions(theta: torch.Tensor, problems: _Problems, n_samples: An
             raise ValueError(f"noise: expected a tensor of shape (B,S,N,K)={(B, S, N, K)} "
                              f"(S = n_samples), got {getattr(noise, 'shape', type(noise).__name__)}")
         noise = noise.detach().reshape(B, S, N, K).to(theta.device, theta.dtype)
+        if not bool(torch.isfinite(noise).all()):  # (the solver would name the perturbed values)
+            raise ValueError("noise: holds NaN or infinite entries; the draws must be finite")
     perturbed = theta.detach().unsqueeze(1) + float(sigma) * noise
+    if not bool(torch.isfinite(perturbed).all()):
+        raise ValueError(f"sigma: values + sigma * noise overflow at sigma={float(sigma)!r}; "
+                         "lower sigma or rescale the values")
     x = problems.solve(perturbed.reshape(B * S, N, K), repeats=S, info=info)
     return noise, x.reshape(B, S, N, K)
 

@@ -707,7 +707,7 @@ def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any 
 
     Raises:
         ValueError: a budget below the cheapest allocation (naming the instance), NaN or +inf
-            logits, bad input.
+            logits or an item with none finite, bad input.
         TypeError: exact, exact_spend or return_solution not a bool, or another argument of the
             wrong type, naming it.
     """
@@ -720,15 +720,18 @@ def round_to_budget(logits: torch.Tensor, costs: Any, budget: Any, weights: Any 
     B, N, K = z.shape
     # log softmax in numpy: a small torch softmax waits on torch's thread pool when the cores
     # are busy (8 ms instead of 0.2 ms for 224 x 7 on a loaded 2-core machine).
-    x = z.detach().to("cpu", torch.float64).numpy() / tau
-    if np.isnan(x).any() or (x == math.inf).any():
-        raise ValueError("logits: hold NaN or +inf; logits must be finite (-inf marks an option that is "
-                         "never taken)")
+    raw = z.detach().to("cpu", torch.float64).numpy()
+    if np.isnan(raw).any() or (raw == math.inf).any() or not np.isfinite(raw).any(axis=-1).all():
+        raise ValueError("logits: hold NaN or +inf, or an item with no finite logit; logits must be finite "
+                         "(-inf marks an option that is never taken)")
+    with np.errstate(over="ignore"):
+        x = raw / tau
+    if (x == math.inf).any():
+        raise ValueError(f"temperature: the logits divided by temperature={tau!r} overflow; raise it")
     cs = _Costs(costs, weights, (B, N, K), batched)
     budgets = _budgets(budget, B, batched)
-    with np.errstate(invalid="ignore"):  # an item with no finite logit: NaN, refused by solve
-        top = x.max(axis=-1, keepdims=True)
-        logp = x - top - np.log(np.exp(x - top).sum(axis=-1, keepdims=True))
+    top = x.max(axis=-1, keepdims=True)  # finite: every item has a finite logit
+    logp = x - top - np.log(np.exp(x - top).sum(axis=-1, keepdims=True))
     values, dense, mask = _solve_inputs(z, logp, cs)
     if exact_spend:
         sol = apportion.solve(values, dense, budgets, method="dp", mask=mask, exact_spend=True,
