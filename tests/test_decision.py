@@ -369,3 +369,14 @@ def test_learn_is_a_lazy_submodule():
     out = subprocess.run([sys.executable, "-c", "import apportion\nprint(callable(apportion.learn.train))"],
                          check=True, capture_output=True, text=True).stdout
     assert out.strip() == "True"
+
+
+def test_learn_train_names_bad_arguments():
+    # Found by a fuzzing helper: raw torch errors for batch_size and torch_threads, and a bad
+    # solver named "method" (train's method is the loss).
+    data = learn.make_data(8, 10, seed=0)
+    for kwargs, name in ((dict(batch_size=0), "batch_size"), (dict(batch_size=-1), "batch_size"),
+                         (dict(torch_threads=0), "torch_threads"), (dict(epochs=1.5), "epochs"),
+                         (dict(solver="dp"), "solver")):
+        with pytest.raises(ValueError, match=f"^{name}: "):
+            learn.train("spo+", data, epochs=kwargs.pop("epochs", 1), **kwargs)

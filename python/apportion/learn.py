@@ -173,6 +173,12 @@ def train(method: str, data: LearnData, *, epochs: int = 10, batch_size: int = 3
     epoch_seconds: a list to append each epoch's CPU time (process time, all threads) to."""
     if loss is None and method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if solver not in ("exact", "lagrangian"):  # (the losses would name it "method")
+        raise ValueError(f"solver: expected 'exact' or 'lagrangian', got {solver!r:.40}")
+    for name, count, least in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
+                               ("torch_threads", 1 if torch_threads is None else torch_threads, 1)):
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < least:
+            raise ValueError(f"{name}: expected an integer >= {least}, got {count!r:.40}")
     previous = torch.get_num_threads()
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
