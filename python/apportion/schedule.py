@@ -282,8 +282,8 @@ def make_tasks(tiers: Sequence[Tier], *, consequence: Any, success: Any = None,
         if id_arr.shape != (N,):
             raise ValueError(f"ids: expected {N} labels like consequence, got {id_arr.shape[0]}")
         if len(set(id_arr.tolist())) != N:  # Routing.to_dict maps each id to its tier
-            seen: set = set()
-            twice = next(i for i in id_arr.tolist() if i in seen or seen.add(i))
+            labels, counts = np.unique(id_arr.astype(str), return_counts=True)
+            twice = str(labels[counts > 1][0])
             raise ValueError(f"ids: label {twice!r:.40} names more than one task; labels must be unique")
     return Tasks(id_arr, c, s, tuple(t.name for t in tiers), d)
 

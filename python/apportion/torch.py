@@ -130,11 +130,15 @@ def _check_bool(x: Any, name: str) -> bool:
     return bool(x)
 
 
-def _check_finite_logits(z: torch.Tensor, name: str = "logits") -> None:
-    """NaN or +inf logits have no probability; -inf marks an option never taken."""
-    if bool((torch.isnan(z) | (z == math.inf)).any()):
-        raise ValueError(f"{name}: hold NaN or +inf; logits must be finite (-inf marks an option that is "
-                         "never taken)")
+def _check_finite_logits(z: torch.Tensor, name: str = "logits") -> torch.Tensor:
+    """torch.isfinite(z), after a ValueError naming `name` for NaN or +inf logits (no
+    probability) or an item (last axis) with no finite logit; -inf marks an option never taken.
+    (The core's check, for the torch paths.)"""
+    finite = torch.isfinite(z)
+    if bool((torch.isnan(z) | (z == math.inf)).any()) or not bool(finite.any(dim=-1).all()):
+        raise ValueError(f"{name}: hold NaN or +inf, or an item with no finite logit; logits must be finite "
+                         "(-inf marks an option that is never taken)")
+    return finite
 
 
 def _temperature(temperature: Any) -> float:
@@ -281,16 +285,6 @@ def expected_cost(logits: torch.Tensor, costs: Any, weights: Any = None, tempera
 def _native(*tensors: torch.Tensor) -> bool:
     """Whether the core takes these tensors (CPU, float32 or float64)."""
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
-
-
-def _check_finite_logits(z: torch.Tensor) -> torch.Tensor:
-    """torch.isfinite(z), after a ValueError naming logits for NaN or +inf, or an item (last
-    axis) with no finite logit (the core's check, for the torch paths)."""
-    finite = torch.isfinite(z)
-    if bool((torch.isnan(z) | (z == math.inf)).any()) or not bool(finite.any(dim=-1).all()):
-        raise ValueError("logits: hold NaN or +inf, or an item with no finite logit; logits must be finite "
-                         "(-inf marks an option that is never taken)")
-    return finite
 
 
 def _normal(z: torch.Tensor, cs: _Costs, tau: float, shape: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
