@@ -333,6 +333,29 @@ def test_frontier_value_at_reads_the_grid_of_cost_resolution(resolution):
     assert fr.value_at(np.inf) == fr.values[-1] and math.isnan(fr.value_at(fr.min_budget - resolution))
 
 
+@pytest.mark.parametrize("exact_spend", [False, True])
+def test_frontier_value_at_past_its_last_budget(exact_spend):
+    # Found by a fuzzing helper: past the budget a frontier was built to, value_at returned the
+    # optimum there (8 at a budget of 6, where 14 is optimal), and a frontier built below
+    # min_budget (no cells) raised IndexError. Past the last cell: values[-1] only where the
+    # grid ended because more budget buys nothing (NaN with exact_spend), else a named error.
+    v, c = np.array([[0.0, 5, 6], [0, 3, 8]]), np.array([0.0, 1, 3])
+    short = apportion.frontier(v, c, 2.0, exact_spend=exact_spend)
+    assert not short.complete and short.value_at(2.0) == 8.0
+    for budget in (3.0, 6.0, np.inf):
+        with pytest.raises(ValueError, match="budget: .* past the budgets this frontier covers"):
+            short.value_at(budget)
+    full = apportion.frontier(v, c, 100.0, exact_spend=exact_spend)
+    assert full.complete and full.budgets[-1] == 6.0
+    for budget in (6.0, 7.0, np.inf):
+        best = apportion.solve(v, c, budget, method="exact").value
+        assert full.value_at(budget) == best if not exact_spend or budget == 6.0 else math.isnan(full.value_at(budget))
+    empty = apportion.frontier(v, c + 1.0, 1.0, exact_spend=exact_spend)  # min_budget 2
+    assert empty.values.size == 0 and math.isnan(empty.value_at(1.5))
+    with pytest.raises(ValueError, match="budget: 2.0 lies past"):
+        empty.value_at(2.0)
+
+
 @pytest.mark.parametrize("n", [200, 1497])  # the full path and the reduced one
 @pytest.mark.parametrize("method", ["lagrangian", "exact"])
 def test_a_shadow_price_below_the_normal_range_keeps_the_bound_sound(n, method):

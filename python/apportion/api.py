@@ -435,6 +435,11 @@ class Frontier:
         sense: "max" or "min".
         seconds: wall time of the call.
         cost_resolution: the grid's step (None: integer costs, a step of 1).
+        complete: whether the grid ends where more budget buys nothing (every item on its
+            dearest useful option), so that budgets past the last hold values[-1] (NaN with
+            exact_spend: no allocation spends them); False where it ends at the budget asked
+            for, past which it knows nothing.
+        exact_spend: as asked of `frontier`.
     """
 
     budgets: FloatArray
@@ -445,18 +450,30 @@ class Frontier:
     sense: Sense
     seconds: float
     cost_resolution: Optional[float] = None
+    complete: bool = False
+    exact_spend: bool = False
 
     def value_at(self, budget: float) -> float:
         """The optimum at `budget`: at the last grid budget it covers, as `frontier` puts a
-        budget on the grid (NaN below min_budget)."""
+        budget on the grid (NaN below min_budget, where no allocation fits). Past the last grid
+        budget: values[-1] where the frontier is `complete` (NaN with exact_spend); otherwise a
+        ValueError naming budget, as the frontier was not built that far."""
         if not budget >= self.min_budget:
             return math.nan
-        if math.isinf(budget):
-            return float(self.values[-1])
         step = 1.0 if self.cost_resolution is None else self.cost_resolution
         first = round(self.min_budget / step)  # (a whole number of steps)
-        cells = math.floor(budget) if self.cost_resolution is None else float(grid_down(float(budget), step))
-        return float(self.values[int(min(max(cells - first, 0), len(self.values) - 1))])
+        if math.isinf(budget):
+            cell = math.inf
+        else:
+            cells = math.floor(budget) if self.cost_resolution is None else float(grid_down(float(budget), step))
+            cell = max(cells - first, 0)
+        if cell < len(self.values):
+            return float(self.values[int(cell)])
+        if not self.complete:
+            last = f"{float(self.budgets[-1])!r}" if len(self.budgets) else "none: the budget asked lay below min_budget"
+            raise ValueError(f"budget: {budget!r} lies past the budgets this frontier covers (the last: {last}); "
+                             "build it with a larger budget (or +inf)")
+        return math.nan if self.exact_spend else float(self.values[-1])
 
 
 def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any = None,
@@ -506,5 +523,9 @@ def frontier(values: Any, costs: Any, budget: Any, *, at: Any = None, mask: Any 
     if problem.value_sign < 0:  # (negated: a product, even by 1.0, flushes a subnormal under FTZ)
         best = np.negative(best, out=best)
     budgets = (base + np.arange(best.size, dtype=np.float64)) * scale
+    # The core's grid holds min(floor(top - base), reach) + 1 cells (dp_grid), reach the cost of
+    # every item's dearest useful option over its cheapest: fewer cells than the budget asked for
+    # means that it ended at reach. (At exactly reach, complete stays False: cautious.)
+    asked = math.inf if math.isinf(top[0]) else math.floor(top[0] - base) + 1 if top[0] >= base else 0
     return Frontier(budgets, best, at_arr, choices, float(base * scale), problem.sense,
-                    time.perf_counter() - started, resolution)
+                    time.perf_counter() - started, resolution, best.size < asked, exact_spend)
