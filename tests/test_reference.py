@@ -2,6 +2,7 @@
 lp (to check method "mirror" against an exact solver), and install hints."""
 
 import importlib
+import importlib.util
 import itertools
 
 import numpy as np
@@ -111,3 +112,50 @@ def test_missing_dependency_names_the_install(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", without_cvxpy)
     with pytest.raises(ImportError, match=r'lp needs cvxpy: pip install "apportion\[reference\]"'):
         reference.lp([[0.0, 1.0]], [0.0, 1.0], 1.0)
+
+
+def _available(solver):
+    module = {"milp": "scipy.optimize", "cpsat": "ortools.sat.python.cp_model", "lp": "cvxpy"}[solver]
+    return importlib.util.find_spec(module.split(".")[0]) is not None
+
+
+def _fits(costs, choice, budget):
+    from fractions import Fraction
+    return sum(Fraction(float(costs[i, j])) for i, j in enumerate(choice)) <= Fraction(budget)
+
+
+def test_milp_answer_over_the_budget_by_highs_tolerance_is_solved_again():
+    # Found by a fuzzing helper: HiGHS takes rows up to 1e-7 past a bound, and option 1 costing
+    # 1 + 1e-8 in a budget of 1 came back "optimal" (value 1; the optimum is 0).
+    sol = reference.milp(np.array([[0.0, 1.0]]), np.array([[0.0, 1.0 + 1e-8]]), 1.0)
+    assert list(sol.choice) == [0] and sol.value == 0.0
+    assert sol.status == "feasible" and sol.bound >= sol.value  # not proven under the lowered budget
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ortools") is None, reason="ortools not installed")
+def test_cpsat_rounds_costs_up_and_the_budget_down_exactly():
+    # Found by a fuzzing helper: a margin of 1e-9 rounded costs of 1 + 1e-12 down to 1 and a
+    # budget of 3 - 1e-10 up to 3 (the last item's cost of 2^29 sets the cost scale to 1), so
+    # CP-SAT took three items over the budget and called it optimal.
+    values = np.array([[0.0, 1.0]] * 3 + [[0.0, -1.0]])
+    for unit, budget, best in ((1.0 + 1e-12, 3.0, None), (1.0, 3.0 - 1e-10, 2.0)):
+        costs = np.array([[0.0, unit]] * 3 + [[0.0, 2.0**29]])
+        sol = reference.cpsat(values, costs, budget)
+        assert sol.info["cost_scale"] == 1.0 and _fits(costs, sol.choice, budget)
+        if best is not None:
+            assert sol.status == "optimal" and sol.value == best
+
+
+@pytest.mark.parametrize("solver", ["milp", "cpsat", "lp"])
+def test_references_decide_feasibility_on_the_correctly_rounded_total(solver):
+    # Found by a fuzzing helper: the plain numpy sum of the cheapest costs (2.7199999999999998)
+    # lies an ulp under their correctly rounded total (2.72); as a budget, the native solvers
+    # call it infeasible, and the references took an allocation over it.
+    if not _available(solver):
+        pytest.skip(f"{solver} needs its optional dependency")
+    costs = np.array([[0.87], [0.43], [0.66], [0.76]])
+    budget = float(costs.sum())
+    assert budget < 2.72
+    assert apportion.solve(np.ones((4, 1)), costs, budget).status == "infeasible"
+    sol = getattr(reference, solver)(np.ones((4, 1)), costs, budget)
+    assert sol.status == "infeasible" and sol.min_budget == 2.72

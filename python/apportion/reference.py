@@ -10,7 +10,9 @@ dependency (`pip install apportion[reference]`).
 from __future__ import annotations
 
 import importlib
+import math
 import time
+from fractions import Fraction
 from types import ModuleType
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -54,6 +56,24 @@ def _inputs(values: Any, costs: Any, budget: Any, mask: Any, sense: str,
     return problem, problem.costs.astype(np.float64)[..., None], problem.budget[:, None], False
 
 
+def _totals(x: _F64) -> _F64:
+    """Correctly rounded sums over the first axis (math.fsum), per trailing column: totals as
+    the native solvers count them (feasible where the rounded total is at most the budget)."""
+    cols = x.reshape(x.shape[0], -1)
+    return np.array([math.fsum(cols[:, r]) for r in range(cols.shape[1])]).reshape(x.shape[1:])
+
+
+def _cheapest_total(w: _F64, allowed: npt.NDArray[np.bool_]) -> _F64:
+    """The cost of the cheapest allocation per resource (R,), correctly rounded, from costs
+    (N,K,R): an instance is infeasible where it exceeds a budget."""
+    return _totals(np.where(allowed[:, :, None], w, np.inf).min(axis=1))
+
+
+def _fits(w: _F64, choice: npt.NDArray[np.int64], C: _F64) -> bool:
+    """Whether an allocation's costs (rounded totals) fit every budget, from costs (N,K,R)."""
+    return bool((_totals(w[np.arange(w.shape[0]), choice]) <= C).all())
+
+
 def _solve_each(problem: Problem, costs: _F64, budgets: _F64, resource_axis: bool, method: str,
                 started: float, solve_one: _SolveOne) -> Solution:
     """Runs solve_one on each instance (see _SolveOne) and assembles a Solution; values,
@@ -71,11 +91,11 @@ def _solve_each(problem: Problem, costs: _F64, budgets: _F64, resource_axis: boo
     rows = np.arange(N)
     for b in range(B):
         v, w, allowed, C = signed[b], dense[b], allowed_all[b], budgets[b]
-        min_budget[b] = np.where(allowed[:, :, None], w, np.inf).min(axis=1).sum(axis=0)
+        min_budget[b] = _cheapest_total(w, allowed)
         ch, bd, st, prices, info = solve_one(v, w, allowed, C)
         choice[b] = ch
-        value[b] = v[rows, ch].sum()
-        cost[b] = w[rows, ch].sum(axis=0)
+        value[b] = math.fsum(v[rows, ch])
+        cost[b] = _totals(w[rows, ch])
         bound[b], status[b], shadow[b] = bd, st, prices
         infos.append(info)
     sign = problem.value_sign
@@ -128,7 +148,7 @@ def cpsat_scales(values: np.ndarray, costs: np.ndarray, budget: float) -> tuple[
     A scale is 1 when the data are already integers (then CP-SAT is exact for them);
     otherwise it maps the largest magnitude to about 2^31 / N, so that sums stay in range, and
     the data are rounded to the nearest integer (costs are rounded up and the budget down, so
-    every allocation CP-SAT accepts is feasible for the real costs)."""
+    every allocation CP-SAT accepts is feasible for the real costs: see `_cpsat_costs`)."""
     n = values.shape[0]
 
     def scale(x: np.ndarray) -> float:
@@ -139,6 +159,25 @@ def cpsat_scales(values: np.ndarray, costs: np.ndarray, budget: float) -> tuple[
 
     budget_part = np.array([budget]) if np.isfinite(budget) else np.array([])
     return scale(values), scale(np.concatenate([costs.ravel(), budget_part]))
+
+
+def _cpsat_costs(w: _F64, C: float, cs: float) -> Tuple[npt.NDArray[np.int64], Optional[int]]:
+    """Costs rounded up and the budget down to integers at scale cs, exactly: where w * cs
+    rounds onto an integer in floating point, the exact product (Fraction) decides. So any
+    allocation whose integer costs fit the integer budget has an exact total at most C. (A
+    margin of 1e-9 rounded a cost of 1 + 1e-12 down to 1, and a budget of 2.9999999999 up
+    to 3.) The budget is None where infinite."""
+    product = w * cs
+    iw = np.ceil(product)
+    for i, j in zip(*np.nonzero(iw == product)):  # the float product is whole: is the exact one?
+        if Fraction(float(w[i, j])) * Fraction(cs) > int(iw[i, j]):
+            iw[i, j] += 1
+    if not math.isfinite(C):
+        return iw.astype(np.int64), None
+    ib = math.floor(C * cs)
+    if Fraction(C) * Fraction(cs) < ib:  # C * cs rounded up onto the integer
+        ib -= 1
+    return iw.astype(np.int64), ib
 
 
 def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "max",
@@ -164,10 +203,10 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
         vs, cs = cpsat_scales(np.where(allowed, v, 0.0), np.where(allowed, w, 0.0), C)
         cheapest = _cheapest_choice(v, w, allowed)
         info = {"value_scale": vs, "cost_scale": cs}
-        if np.where(allowed, w, np.inf).min(axis=1).sum() > C:
+        if _cheapest_total(w3, allowed)[0] > C:
             return cheapest, np.nan, "infeasible", no_price, info
         iv = np.round(v * vs).astype(np.int64)
-        iw = np.ceil(w * cs - 1e-9).astype(np.int64) if cs != 1.0 else w.astype(np.int64)
+        iw, ib = _cpsat_costs(np.where(allowed, w, 0.0), C, cs)
         model = cp_model.CpModel()
         x = [[model.NewBoolVar(f"x{i}_{j}") if allowed[i, j] else None for j in range(k)]
              for i in range(n)]
@@ -175,8 +214,8 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
             model.AddExactlyOne([xij for xij in x[i] if xij is not None])
         terms = [(xij, i, j) for i, row in enumerate(x) for j, xij in enumerate(row)
                  if xij is not None]
-        if np.isfinite(C):
-            model.Add(sum(int(iw[i, j]) * xij for xij, i, j in terms) <= int(np.floor(C * cs + 1e-9)))
+        if ib is not None:
+            model.Add(sum(int(iw[i, j]) * xij for xij, i, j in terms) <= ib)
         model.Maximize(sum(int(iv[i, j]) * xij for xij, i, j in terms))
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = float(time_limit)
@@ -184,6 +223,10 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
         code = solver.Solve(model)
         # CP-SAT's own clocks, for benchmarks that show them beside the caller's wall time.
         info.update(wall_time=solver.WallTime(), user_time=solver.UserTime())
+        if code == cp_model.INFEASIBLE:
+            # The cheapest allocation fits its rounded total, but no allocation fits the scaled
+            # integers (an exact total just over the budget, or costs rounded up past it).
+            return cheapest, np.inf, "feasible", no_price, info
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             # Out of time before any solution: the cheapest allocation fits (checked above).
             return cheapest, np.inf, "feasible", no_price, info
@@ -193,6 +236,14 @@ def cpsat(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str 
         return ch, bound, "optimal" if code == cp_model.OPTIMAL else "feasible", no_price, info
 
     return _solve_each(problem, costs4, budgets, False, "cpsat", started, solve_one)
+
+
+def _picked(x: _F64, ii: npt.NDArray[np.intp], jj: npt.NDArray[np.intp], n: int) -> npt.NDArray[np.int64]:
+    """The choice (N,) of a MILP solution over the allowed entries (ii, jj)."""
+    ch = np.zeros(n, dtype=np.int64)
+    picked = x > 0.5
+    ch[ii[picked]] = jj[picked]
+    return ch
 
 
 def milp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "max",
@@ -206,7 +257,10 @@ def milp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str =
     relaxation (scipy.optimize.linprog with HiGHS, one more solve per instance): value gained
     (loss saved, for sense "min") per extra unit of budget at the LP optimum, as the native
     solvers report it. `mip_rel_gap` defaults to 0: scipy's own default (1e-4) reports answers
-    up to 0.01% short of the optimum as optimal."""
+    up to 0.01% short of the optimum as optimal. Feasibility is decided as the native solvers
+    decide it, on the correctly rounded total; an answer that HiGHS's feasibility tolerance
+    (1e-7) lets past a budget is solved again under budgets lowered by a growing margin, and
+    reported "feasible" with the first solve's bound."""
     optimize = _require("scipy.optimize", "milp", "scipy")
     sparse = _require("scipy.sparse", "milp", "scipy")
 
@@ -218,18 +272,38 @@ def milp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str =
         n, k = v.shape
         R = C.shape[0]
         cheapest = _cheapest_choice(v, w, allowed)
-        if (np.where(allowed[:, :, None], w, np.inf).min(axis=1).sum(axis=0) > C).any():
+        if (_cheapest_total(w, allowed) > C).any():
             return cheapest, np.nan, "infeasible", np.full(R, np.nan), {}
         ii, jj = np.nonzero(allowed)
         m = ii.size
         assign = sparse.csr_matrix((np.ones(m), (ii, np.arange(m))), shape=(n, m))
         constraints = [optimize.LinearConstraint(assign, 1, 1)]
         finite = np.isfinite(C)
-        if finite.any():
-            constraints.append(optimize.LinearConstraint(w[ii, jj][:, finite].T, -np.inf, C[finite]))
-        res = optimize.milp(-v[ii, jj], constraints=constraints, integrality=np.ones(m),
-                            bounds=optimize.Bounds(0, 1),
-                            options={"time_limit": float(time_limit), "mip_rel_gap": mip_rel_gap})
+
+        def run(limit: _F64) -> Any:
+            rows = list(constraints)
+            if finite.any():
+                rows.append(optimize.LinearConstraint(w[ii, jj][:, finite].T, -np.inf, limit[finite]))
+            return optimize.milp(-v[ii, jj], constraints=rows, integrality=np.ones(m),
+                                 bounds=optimize.Bounds(0, 1),
+                                 options={"time_limit": float(time_limit), "mip_rel_gap": mip_rel_gap})
+
+        res = run(C)
+        first = res
+        # HiGHS accepts rows up to its feasibility tolerance (1e-7) past a budget: costs of
+        # 1 + 1e-8 in a budget of 1 came back "optimal". Such an answer is solved again under
+        # budgets lowered by a growing margin, and is then "feasible" (allocations between the
+        # lowered budget and the real one were left out) with the first solve's bound, which
+        # holds: the first solve's feasible set holds every allocation that fits.
+        margin = 1e-7
+        while res.x is not None and not _fits(w, _picked(res.x, ii, jj, n), C) and margin < 1e-2:
+            res = run(C - margin * np.maximum(1.0, np.abs(C)))
+            margin *= 10.0
+        if res.x is not None and not _fits(w, _picked(res.x, ii, jj, n), C):
+            return cheapest, np.inf, "feasible", _lp_prices(v, w, allowed, C), {"message": "no answer of "
+                                                                                 "HiGHS fits the budget"}
+        if res.x is None and first.x is not None:  # the lowered budgets shut every allocation out
+            return cheapest, -first.fun, "feasible", _lp_prices(v, w, allowed, C), {"message": res.message}
         if res.x is None:
             if res.status == 2:  # HiGHS proved that no allocation fits every budget
                 return cheapest, np.nan, "infeasible", np.full(R, np.nan), {"message": res.message}
@@ -237,13 +311,11 @@ def milp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str =
                 return cheapest, np.nan, "unknown", np.full(R, np.nan), {"message": res.message}
             # Out of time before any solution: the cheapest allocation fits (checked above).
             return cheapest, np.inf, "feasible", _lp_prices(v, w, allowed, C), {"message": res.message}
-        ch = np.zeros(n, dtype=np.int64)
-        picked = res.x > 0.5
-        ch[ii[picked]] = jj[picked]
-        bound = -getattr(res, "mip_dual_bound", -np.nan)
+        ch = _picked(res.x, ii, jj, n)
+        bound = -getattr(first, "mip_dual_bound", -np.nan)
         if not np.isfinite(bound):
-            bound = -res.fun
-        return (ch, bound, "optimal" if res.status == 0 else "feasible",
+            bound = -first.fun
+        return (ch, bound, "optimal" if res.status == 0 and res is first else "feasible",
                 _lp_prices(v, w, allowed, C), {"message": res.message})
 
     return _solve_each(problem, costs4, budgets, resource_axis, "milp", started, solve_one)
@@ -270,7 +342,7 @@ def lp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str = "
         n, k = v.shape
         R = C.shape[0]
         cheapest = _cheapest_choice(v, w, allowed)
-        if (np.where(allowed[:, :, None], w, np.inf).min(axis=1).sum(axis=0) > C).any():
+        if (_cheapest_total(w, allowed) > C).any():
             return cheapest, np.nan, "infeasible", np.full(R, np.nan), {}
         x = cp.Variable((n, k), nonneg=True)
         cons = [cp.sum(x, axis=1) == 1, x <= allowed.astype(float)]
