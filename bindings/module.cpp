@@ -235,11 +235,13 @@ py::object fast_budget(py::handle values, py::handle costs, py::handle budget) {
   const PyTypeObject* kind = Py_TYPE(budget.ptr());
   const auto float64 = reinterpret_cast<const PyTypeObject*>(
       py::detail::array_descriptor_proxy(py::dtype::of<double>().ptr())->typeobj);
+  bool integer = kind == &PyLong_Type;
   if (!(kind == &PyFloat_Type || kind == &PyLong_Type || kind == float64)) {
     if (kind != api.PyArray_Type_) return py::none();
     const auto b = py::reinterpret_borrow<py::array>(budget);
     const char dtype_kind = b.dtype().kind();
     if (b.ndim() != 0 || !(dtype_kind == 'f' || dtype_kind == 'i' || dtype_kind == 'u')) return py::none();
+    integer = dtype_kind != 'f';
   }
   // float(budget): PyNumber_Float is what the builtin calls.
   auto real = py::reinterpret_steal<py::object>(PyNumber_Float(budget.ptr()));
@@ -250,6 +252,8 @@ py::object fast_budget(py::handle values, py::handle costs, py::handle budget) {
   }
   const double b = PyFloat_AS_DOUBLE(real.ptr());
   if (b != b) throw py::value_error("budget: is NaN; pass a number (use inf for no limit)");
+  // An integer past 2^53 may round up to the float: the general path rounds it down instead.
+  if (integer && std::fabs(b) >= 9007199254740992.0) return py::none();
   return real;
 }
 

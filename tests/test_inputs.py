@@ -343,3 +343,22 @@ def test_native_fast_budget_keeps_the_python_rule():
                 assert got is None, where
             else:
                 assert type(got) is float and str(got) == str(want), where  # -0.0 and inf too
+
+
+@pytest.mark.parametrize("method", ["auto", "lagrangian", "exact"])
+def test_integers_past_2_53_never_put_an_allocation_over_the_budget(method):
+    # Found by a fuzzing helper: integer input was rounded to nearest float64, so a budget of
+    # 2^53 + 3 became 2^53 + 4 and a cost of 2^53 + 4 fit it; an int64 cost of 2^53 + 1 became
+    # 2^53. Integer budgets are now rounded down, integer costs must convert exactly.
+    values = np.array([[0, 1]], dtype=np.int64)
+    dear = np.array([[0, 2**53 + 4]], dtype=np.int64)
+    for budget in (2**53 + 3, np.int64(2**53 + 3), np.array(2**53 + 3), [2**53 + 3]):
+        batched = isinstance(budget, list)
+        sol = apportion.solve(values[None] if batched else values, dear[None] if batched else dear,
+                              budget, method=method)
+        assert int(np.ravel(sol.choice)[0]) == 0
+    sol = apportion.solve(values.astype(float), dear.astype(float), 2**53 + 3, method=method)  # the fast path
+    assert sol.choice[0] == 0
+    assert apportion.solve(values, dear, 2**53 + 4, method=method).choice[0] == 1  # exact: fits
+    with pytest.raises(ValueError, match="costs: the integer 9007199254740993 has no exact float64"):
+        apportion.solve(values, np.array([[0, 2**53 + 1]], dtype=np.int64), 2**53, method=method)

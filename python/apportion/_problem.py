@@ -171,7 +171,9 @@ def _objects_to_float(arr: np.ndarray, name: str) -> np.ndarray:
 
 def _budget_float(budget: Any) -> float:
     """float(budget) for a Python or numpy real scalar, with a named error for an int past the
-    float range and for NaN."""
+    float range and for NaN. An integer that float64 cannot hold (past 2^53) is rounded down,
+    so that an allocation within the float budget is within the caller's (rounded to nearest,
+    2^53 + 3 became 2^53 + 4, and a cost of 2^53 + 4 was taken)."""
     try:
         b = float(budget)
     except OverflowError:
@@ -179,7 +181,22 @@ def _budget_float(budget: Any) -> float:
                          "float('inf') for no limit") from None
     if b != b:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+    if isinstance(budget, (int, np.integer)) and abs(b) >= 2.0**53 and int(b) > int(budget):
+        b = math.nextafter(b, -math.inf)
     return b
+
+
+def _exact_float_ints(arr: np.ndarray, name: str) -> None:
+    """A ValueError naming `name` where an integer array holds entries that float64 cannot
+    hold exactly (past 2^53): the solvers compute in float64, and a rounded cost could put an
+    allocation over the budget."""
+    if arr.dtype.kind not in "iu" or arr.size == 0:
+        return
+    big = arr[(arr > 2**53) | (arr < -(2**53))] if arr.dtype.kind == "i" else arr[arr > 2**53]
+    for x in big.ravel().tolist():
+        if int(float(x)) != x:
+            raise ValueError(f"{name}: the integer {x} has no exact float64 (past 2**53); the solvers "
+                             "compute in float64: pass float64 values you accept, or rescale")
 
 
 @dataclasses.dataclass
@@ -281,6 +298,7 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
     torch_device = values.device if _is_torch_tensor(values) else None
     v = _to_numpy(values, "values")
     c = _to_numpy(costs, "costs")
+    _exact_float_ints(c, "costs")
     if v.ndim not in (2, 3):
         raise ValueError(f"values: expected shape (N,K) or (B,N,K), got {v.shape}")
     batched = v.ndim == 3
@@ -317,7 +335,10 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
         # The common scalar budget, without the array round trip.
         return _finish_problem(v, c, np.full(B, _budget_float(budget)), mask, sense, batched,
                                torch_device)
-    b = _to_numpy(budget, "budget").astype(np.float64, copy=False)
+    raw = _to_numpy(budget, "budget")
+    b = raw.astype(np.float64, copy=False)
+    if raw.dtype.kind in "iu":  # rounded down where float64 cannot hold them (_budget_float)
+        b = np.array([_budget_float(x) for x in raw.ravel()], dtype=np.float64).reshape(raw.shape)
     if b.ndim == 0:
         b = np.full(B, float(b))
     elif not batched:
