@@ -271,6 +271,8 @@ def _python_fast_budget(values, costs, budget):
         return None
     if real != real:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
+    if (kind is int or kind is np.ndarray and budget.dtype.kind in "iu") and abs(real) >= 2.0**53:
+        return None  # the general path rounds such an integer down (_budget_float)
     return real
 
 
