@@ -159,3 +159,14 @@ def test_references_decide_feasibility_on_the_correctly_rounded_total(solver):
     assert apportion.solve(np.ones((4, 1)), costs, budget).status == "infeasible"
     sol = getattr(reference, solver)(np.ones((4, 1)), costs, budget)
     assert sol.status == "infeasible" and sol.min_budget == 2.72
+
+
+def test_milp_with_resources_never_calls_an_allocation_over_a_budget_feasible():
+    # Found by a fuzzing helper: HiGHS took option 0 (1 + 1e-9 on a budget of 1), the lowered
+    # budgets shut every allocation out, and the fallback, the cheapest option by total cost
+    # (0.6 on a budget of 0.5), came back "feasible". No option fits here; without a proof,
+    # "unknown".
+    costs = np.array([[0.0, 1.0 + 1e-9], [0.6, 0.0]])
+    sol = reference.milp(np.array([[1.0, 2.0]]), costs, np.array([0.5, 1.0]))
+    assert sol.status == "unknown" and np.isnan(sol.bound)
+    assert apportion.solve(np.array([[1.0, 2.0]]), costs, np.array([0.5, 1.0]), method="mirror").status == "infeasible"

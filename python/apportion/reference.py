@@ -299,18 +299,22 @@ def milp(values: Any, costs: Any, budget: Any, *, mask: Any = None, sense: str =
         while res.x is not None and not _fits(w, _picked(res.x, ii, jj, n), C) and margin < 1e-2:
             res = run(C - margin * np.maximum(1.0, np.abs(C)))
             margin *= 10.0
+        def fallback(bound: float, message: str) -> Any:
+            """No answer of HiGHS that fits: the cheapest allocation where it fits every budget
+            (always with one resource: checked above), else "unknown" (with several resources
+            the cheapest by total cost may not fit, and none may)."""
+            if _fits(w, cheapest, C):
+                return cheapest, bound, "feasible", _lp_prices(v, w, allowed, C), {"message": message}
+            return cheapest, np.nan, "unknown", np.full(R, np.nan), {"message": message}
+
         if res.x is not None and not _fits(w, _picked(res.x, ii, jj, n), C):
-            return cheapest, np.inf, "feasible", _lp_prices(v, w, allowed, C), {"message": "no answer of "
-                                                                                 "HiGHS fits the budget"}
+            return fallback(np.inf, "no answer of HiGHS fits the budget")
         if res.x is None and first.x is not None:  # the lowered budgets shut every allocation out
-            return cheapest, -first.fun, "feasible", _lp_prices(v, w, allowed, C), {"message": res.message}
+            return fallback(-first.fun, res.message)
         if res.x is None:
             if res.status == 2:  # HiGHS proved that no allocation fits every budget
                 return cheapest, np.nan, "infeasible", np.full(R, np.nan), {"message": res.message}
-            if R > 1:  # out of time, and with several resources the cheapest may not fit
-                return cheapest, np.nan, "unknown", np.full(R, np.nan), {"message": res.message}
-            # Out of time before any solution: the cheapest allocation fits (checked above).
-            return cheapest, np.inf, "feasible", _lp_prices(v, w, allowed, C), {"message": res.message}
+            return fallback(np.inf, res.message)  # out of time before any solution
         ch = _picked(res.x, ii, jj, n)
         bound = -getattr(first, "mip_dual_bound", -np.nan)
         if not np.isfinite(bound):
