@@ -364,3 +364,32 @@ def test_integers_past_2_53_never_put_an_allocation_over_the_budget(method):
     assert apportion.solve(values, dear, 2**53 + 4, method=method).choice[0] == 1  # exact: fits
     with pytest.raises(ValueError, match="costs: the integer 9007199254740993 has no exact float64"):
         apportion.solve(values, np.array([[0, 2**53 + 1]], dtype=np.int64), 2**53, method=method)
+
+
+@pytest.mark.parametrize("method", ["exact", "lagrangian", "dp", "mirror"])
+def test_longdouble_costs_and_budgets_never_put_an_allocation_over_the_budget(method):
+    # Found by a fuzzing helper: longdouble input was rounded to nearest float64, so a cost of
+    # 1 + 2^-60 fit a budget of 1, and a cost of 1 a budget of 1 - 2^-60, both "optimal". Costs
+    # must convert exactly (a named error), budgets are rounded down.
+    values = np.array([[0.0, 1.0]])
+    mirror = method == "mirror"
+    shape = (lambda c: c[..., None]) if mirror else (lambda c: c)
+    budget = (lambda b: np.array([b])) if mirror else (lambda b: b)
+    over = np.array([[0.0, 1.0]], dtype=np.longdouble) + np.array([[0.0, 2.0**-60]], dtype=np.longdouble)
+    with pytest.raises(ValueError, match="costs: .* has no exact float64"):
+        apportion.solve(values, shape(over), budget(1.0), method=method)
+    short = np.longdouble(1) - np.longdouble(2.0**-60)
+    sol = apportion.solve(values, shape(np.array([[0.0, 1.0]])), budget(short), method=method)
+    assert int(sol.choice[0]) == 0
+    exact = apportion.solve(values, shape(np.array([[0.0, 1.0]])), budget(np.longdouble(1)), method=method)
+    assert int(exact.choice[0]) == 1  # exactly 1: it fits
+
+
+def test_mirror_budget_without_a_resource_axis_is_named():
+    # Found by a fuzzing helper: the error named costs ("does not broadcast against values").
+    values, costs = np.ones((2, 3)), np.ones((3, 2))
+    for budget in (1.0, np.ones((1, 2))):
+        with pytest.raises(ValueError, match=r"budget: costs \(3, 2\) have a trailing resource axis of 2: .*\(2,\)"):
+            apportion.solve(values, costs, budget, method="mirror")
+    with pytest.raises(ValueError, match=r"budget: .*shape \(B,2\) or \(1,2\), got \(2,\)"):
+        apportion.solve(np.ones((4, 2, 3)), costs, np.ones(2), method="mirror")

@@ -171,9 +171,9 @@ def _objects_to_float(arr: np.ndarray, name: str) -> np.ndarray:
 
 def _budget_float(budget: Any) -> float:
     """float(budget) for a Python or numpy real scalar, with a named error for an int past the
-    float range and for NaN. An integer that float64 cannot hold (past 2^53) is rounded down,
-    so that an allocation within the float budget is within the caller's (rounded to nearest,
-    2^53 + 3 became 2^53 + 4, and a cost of 2^53 + 4 was taken)."""
+    float range and for NaN. A number that float64 cannot hold exactly (an integer past 2^53, a
+    longdouble) is rounded down, so that an allocation within the float budget is within the
+    caller's (rounded to nearest, 2^53 + 3 became 2^53 + 4, and a cost of 2^53 + 4 was taken)."""
     try:
         b = float(budget)
     except OverflowError:
@@ -183,14 +183,37 @@ def _budget_float(budget: Any) -> float:
         raise ValueError("budget: is NaN; pass a number (use inf for no limit)")
     if isinstance(budget, (int, np.integer)) and abs(b) >= 2.0**53 and int(b) > int(budget):
         b = math.nextafter(b, -math.inf)
+    elif isinstance(budget, np.floating) and budget.dtype.itemsize > 8 and np.longdouble(b) > budget:
+        b = math.nextafter(b, -math.inf)
     return b
 
 
-def _exact_float_ints(arr: np.ndarray, name: str) -> None:
-    """A ValueError naming `name` where an integer array holds entries that float64 cannot
-    hold exactly (past 2^53): the solvers compute in float64, and a rounded cost could put an
-    allocation over the budget."""
-    if arr.dtype.kind not in "iu" or arr.size == 0:
+def budgets_down(raw: np.ndarray) -> np.ndarray:
+    """A budget array as float64, each entry rounded down where float64 cannot hold it exactly
+    (integers past 2^53, longdouble), as _budget_float rounds a scalar."""
+    if raw.dtype.kind in "iu":
+        return np.array([_budget_float(x) for x in raw.ravel()], dtype=np.float64).reshape(raw.shape)
+    if raw.dtype.kind == "f" and raw.dtype.itemsize > 8:
+        with np.errstate(over="ignore"):
+            f = raw.astype(np.float64)
+        up = f.astype(raw.dtype) > raw
+        f[up] = np.nextafter(f[up], -np.inf)
+        return f
+    return raw.astype(np.float64, copy=False)
+
+
+def exact_in_float64(arr: np.ndarray, name: str) -> None:
+    """A ValueError naming `name` where an array holds numbers that float64 cannot hold exactly
+    (integers past 2^53, longdouble): the solvers compute in float64, and a cost rounded down
+    could put an allocation over the budget."""
+    if arr.size == 0 or not (arr.dtype.kind in "iu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8):
+        return
+    if arr.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            bad = np.isfinite(arr) & (arr.astype(np.float64).astype(arr.dtype) != arr)
+        if bad.any():
+            raise ValueError(f"{name}: {arr[bad].flat[0]!r} has no exact float64 (the solvers compute in "
+                             "float64): pass float64 numbers you accept, or rescale")
         return
     big = arr[(arr > 2**53) | (arr < -(2**53))] if arr.dtype.kind == "i" else arr[arr > 2**53]
     for x in big.ravel().tolist():
@@ -298,7 +321,7 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
     torch_device = values.device if _is_torch_tensor(values) else None
     v = _to_numpy(values, "values")
     c = _to_numpy(costs, "costs")
-    _exact_float_ints(c, "costs")
+    exact_in_float64(c, "costs")
     if v.ndim not in (2, 3):
         raise ValueError(f"values: expected shape (N,K) or (B,N,K), got {v.shape}")
     batched = v.ndim == 3
@@ -335,10 +358,7 @@ def make_problem(values: Any, costs: Any, budget: Any, mask: Any = None, sense: 
         # The common scalar budget, without the array round trip.
         return _finish_problem(v, c, np.full(B, _budget_float(budget)), mask, sense, batched,
                                torch_device)
-    raw = _to_numpy(budget, "budget")
-    b = raw.astype(np.float64, copy=False)
-    if raw.dtype.kind in "iu":  # rounded down where float64 cannot hold them (_budget_float)
-        b = np.array([_budget_float(x) for x in raw.ravel()], dtype=np.float64).reshape(raw.shape)
+    b = budgets_down(_to_numpy(budget, "budget"))
     if b.ndim == 0:
         b = np.full(B, float(b))
     elif not batched:

@@ -30,7 +30,7 @@ from typing import (IO, Any, Callable, Dict, Iterable, List, Mapping, NoReturn, 
 
 import numpy as np
 
-from ._problem import Solution, _exact_float_ints, _to_numpy, json_ready
+from ._problem import Solution, _to_numpy, exact_in_float64, json_ready
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_ALLOCATION = 0, 1, 2, 3
 
@@ -217,11 +217,11 @@ def _array(x: Any, name: str) -> Any:
     if name == "budget" and type(x) in (int, float):
         return x  # solve names an int past the float range
     arr = _to_numpy(x, name, allow_bool=name == "mask")
+    if name == "costs":
+        exact_in_float64(arr, name)  # (a cost rounded down could break the budget)
     if arr.dtype.kind in "iu" and name in ("values", "costs"):
-        if name == "costs":
-            _exact_float_ints(arr, name)  # (a cost rounded down could break the budget)
         arr = arr.astype(np.float64)  # larger ints than int64 came as floats
-    return arr  # (integer budgets as they are: solve rounds them down past 2^53)
+    return arr  # (budgets as they are: solve rounds them down where float64 cannot hold them)
 
 
 def check_problem(data: Any, where: str = "PROBLEM") -> Dict[str, Any]:

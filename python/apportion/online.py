@@ -27,7 +27,8 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._problem import STATUS_NAMES, Problem, Solution, _is_torch_tensor, _to_numpy, check_threads, make_problem
+from ._problem import (STATUS_NAMES, Problem, Solution, _is_torch_tensor, _to_numpy, budgets_down, check_threads,
+                       exact_in_float64, make_problem)
 
 __all__ = ["OnlineAllocator", "OnlineRun", "NoFeasibleOptionError", "simulate_online", "mirror_solve",
            "SKIP"]
@@ -472,11 +473,18 @@ def simulate_online(values: Any, costs: Any, budget: Any, *, horizon: Optional[i
 def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any,
                    sense: str) -> tuple[Problem, np.ndarray, np.ndarray, bool]:
     """(problem, costs (Bc,Nc,K,R), budgets (B,R), resource_axis)."""
-    b_arr = _to_numpy(budget, "budget").astype(np.float64, copy=False)
+    b_arr = budgets_down(_to_numpy(budget, "budget"))
     v_ndim = np.ndim(values) if not _is_torch_tensor(values) else values.dim()
     batched = v_ndim == 3
     resource_axis = b_arr.ndim == (2 if batched else 1)
     if not resource_axis:
+        c = _to_numpy(costs, "costs") if not _is_torch_tensor(costs) else None
+        K = (values.shape if _is_torch_tensor(values) else np.shape(values))[-1]
+        if c is not None and c.ndim >= 2 and c.shape[-1] != K and c.shape[-2] in (1, K):
+            R = c.shape[-1]
+            want = f"(B,{R}) or (1,{R})" if batched else f"({R},)"
+            raise ValueError(f"budget: costs {c.shape} have a trailing resource axis of {R}: expected a "
+                             f"budget per resource, shape {want}, got {b_arr.shape}")
         problem = make_problem(values, costs, budget, mask, sense)
         c = problem.costs[..., None]
         return problem, c, problem.budget[:, None].copy(), False
@@ -486,6 +494,7 @@ def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any,
     if R == 0:
         raise ValueError("budget: no resources (R=0)")
     c = _to_numpy(costs, "costs")
+    exact_in_float64(c, "costs")
     K = (values.shape if _is_torch_tensor(values) else np.shape(values))[-1]
     if c.ndim < 2 or c.shape[-1] != R or c.shape[-2] not in (1, K):
         raise ValueError(f"costs: with a budget of {R} resources expected a trailing resource axis "
