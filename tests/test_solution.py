@@ -199,3 +199,12 @@ def test_the_one_instance_path_reports_a_stopped_solve_as_the_general_path(limit
         _same_solution(fast, general)
     else:
         assert general.info == fast.info
+
+
+def test_one_instance_info_holds_scalars_as_its_batch_entry_does():
+    # Found by a fuzzing helper: dp with cost_resolution gave info["quantised_budget"] as a
+    # (1,) array for one instance, and a float for the same instance taken from a batch.
+    v, c = np.array([[0.0, 1.0], [0.0, 2.0]]), np.array([[0.0, 0.25], [0.0, 0.3]])
+    alone = apportion.solve(v, c, 0.45, method="dp", cost_resolution=0.05)
+    batch = apportion.solve(v[None], c[None], [0.45], method="dp", cost_resolution=0.05)
+    assert alone.info == batch[0].info and isinstance(alone.info["quantised_budget"], float)

@@ -542,12 +542,7 @@ class Solution:
         i = int(i) % B
 
         def pick(x: Any) -> Any:
-            item = x[i]
-            if isinstance(item, np.ndarray) and item.ndim == 0:
-                return item.item()
-            if isinstance(item, np.generic):
-                return item.item()
-            return item
+            return _instance_entry(x[i])
 
         info: Dict[str, Any] = {}
         for key, entry in self.info.items():
@@ -608,6 +603,11 @@ def _short(x: Any) -> str:
     return np.array2string(np.asarray(x), precision=6, threshold=6)
 
 
+def _instance_entry(item: Any) -> Any:
+    """One instance's entry of a per-instance array, a Python scalar where it is one."""
+    return item.item() if isinstance(item, (np.generic, np.ndarray)) and np.ndim(item) == 0 else item
+
+
 def make_solution(problem: Problem, raw: tuple[Any, ...], method: str, started: float,
                   info: Optional[Dict[str, Any]] = None) -> Solution:
     """Builds a Solution from native outputs (choice, value, cost, bound, shadow_price,
@@ -617,7 +617,11 @@ def make_solution(problem: Problem, raw: tuple[Any, ...], method: str, started: 
         import torch
 
         choice = torch.from_numpy(np.asarray(choice)).to(problem.torch_device)
-    if not problem.batched:  # scalars (.item(): one instance)
+    if not problem.batched:  # scalars (.item(): one instance), in info too, as sol[i] gives them
+        if info:
+            info = {key: _instance_entry(entry[0])
+                    if isinstance(entry, np.ndarray) and entry.ndim >= 1 and entry.shape[0] == 1 else entry
+                    for key, entry in info.items()}
         return one_solution((choice[0], value.item(), cost.item(), bound.item(), shadow.item(),
                              min_budget.item(), status.item()), problem.value_sign, method, started,
                             problem.sense, info)

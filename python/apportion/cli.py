@@ -99,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="seconds per instance for method exact (default 10)")
     s.add_argument("--max-states", type=int, default=None, metavar="N",
-                   help="core states per instance for method exact (default 1e8)")
+                   help="core states per instance for method exact (default: no count; memory bounds them)")
     s.add_argument("--threads", type=int, default=None, metavar="N",
                    help="native threads (default: all cores)")
     s.add_argument("--cost-resolution", type=float, default=None, metavar="UNIT",
