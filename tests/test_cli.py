@@ -377,6 +377,25 @@ def test_encoded_arrays_give_the_same_answers(monkeypatch, capsys):
     assert outs[1] == outs[0]  # the costs are exact in float32
 
 
+def test_encoded_arrays_refuse_junk_base64_and_shapes_numpy_cannot_make(monkeypatch, capsys):
+    # Found by a fuzzing helper: the lenient decoder skipped junk ("#!*", trailing text) and
+    # solved the rest; a shape with a 0 beside dimensions numpy cannot index gave numpy's own
+    # message, naming no field. Large integer and longdouble costs are refused (exact_in_float64).
+    good = encoded(np.array([[0.0, 5.0]]))
+    junk = [good["data"][:4] + "#!*" + good["data"][4:], good["data"] + "garbage", "@@@" + good["data"]]
+    for data in junk:
+        problem = {"values": dict(good, data=data), "costs": [0, 1], "budget": 1}
+        rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-"], json.dumps(problem).encode())
+        assert rc == 2 and "field 'values': data is not valid base64" in err
+    for shape in ([0, 2**62, 2**62], [0, 2**63], [2**40, 2**40, 0]):
+        problem = {"values": {"dtype": "float64", "shape": shape, "data": ""}, "costs": [0, 1], "budget": 1}
+        rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-"], json.dumps(problem).encode())
+        assert rc == 2 and f"field 'values': shape {shape} cannot be made" in err
+    problem = {"values": [[0, 1]], "costs": [[0, 2**53 + 1]], "budget": 2**53}
+    rc, out, err = solve_in_process(monkeypatch, capsys, ["solve", "-"], json.dumps(problem).encode())
+    assert rc == 2 and "costs: the integer 9007199254740993 has no exact float64" in err
+
+
 def test_stream_answers_each_line_in_order(monkeypatch, capsys):
     rng = np.random.default_rng(3)
     problems = [{"values": rng.random((30, 4)).tolist(), "costs": [0, 1, 2, 5],

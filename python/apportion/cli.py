@@ -16,6 +16,7 @@ schemas `problem_schema()` and `answer_schema()` (files in apportion/schemas/).
 from __future__ import annotations
 
 import argparse
+import base64
 import binascii
 import importlib
 import importlib.util
@@ -191,8 +192,11 @@ def _decode_array(obj: Mapping[str, Any], name: str) -> np.ndarray:
         raise UsageError(f"PROBLEM: field '{name}': shape must be a list of up to 4 integers >= 0")
     if not isinstance(data, str):
         raise UsageError(f"PROBLEM: field '{name}': data must be a base64 string")
-    try:  # binascii directly: base64.b64decode(validate=True) runs a regex over the text first
-        raw = binascii.a2b_base64(data)
+    try:  # strict: the lenient decoder skipped junk such as "#!*" and decoded the rest
+        if sys.version_info >= (3, 11):  # (binascii's strict mode: base64.b64decode runs a regex first)
+            raw = binascii.a2b_base64(data, strict_mode=True)
+        else:
+            raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise UsageError(f"PROBLEM: field '{name}': data is not valid base64") from None
     # The canonical native dtype object, not an equal one from newbyteorder: the extension
@@ -202,9 +206,12 @@ def _decode_array(obj: Mapping[str, Any], name: str) -> np.ndarray:
     if len(raw) != count * native.itemsize:
         raise UsageError(f"PROBLEM: field '{name}': {len(raw)} bytes of data for shape {shape} "
                          f"of {dtype} ({count * native.itemsize} bytes)")
-    if sys.byteorder == "little":
-        return np.frombuffer(raw, dtype=native).reshape(shape)
-    return np.frombuffer(raw, dtype=native.newbyteorder("<")).astype(native).reshape(shape)
+    try:  # (a shape with a 0 and dimensions numpy cannot index: its own message named no field)
+        if sys.byteorder == "little":
+            return np.frombuffer(raw, dtype=native).reshape(shape)
+        return np.frombuffer(raw, dtype=native.newbyteorder("<")).astype(native).reshape(shape)
+    except ValueError as exc:
+        raise UsageError(f"PROBLEM: field '{name}': shape {shape} cannot be made ({exc})") from None
 
 
 def _array(x: Any, name: str) -> Any:
