@@ -49,7 +49,8 @@ def test_measure_stops_at_max_calls(monkeypatch):
 
 @pytest.mark.parametrize("option", [["--peers", "foo"], ["--methods", "bogus"],
                                     ["--peers", "milp,nope"], ["--instances", "0"],
-                                    ["--repeats", "0"], ["--peer-limit", "0"]])
+                                    ["--repeats", "0"], ["--peer-limit", "0"],
+                                    ["--out", "/nonexistent/folder/x.md"]])  # (before the run: it exited 1 after it)
 def test_bad_options_exit_2(option, capsys):
     with pytest.raises(SystemExit) as exc:
         benchmark.main(["--quick", *option])

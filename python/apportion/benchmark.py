@@ -546,6 +546,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "apportion bench",
         parser.error("--peer-limit must be a finite number of seconds > 0")
     peers = _names(args.peers, PEERS, "peers", parser)
     methods = _names(args.methods, OUR_METHODS, "methods", parser)
+    if args.out:  # checked before the run, not after it
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or os.path.isdir(args.out):
+            parser.error(f"--out: cannot write {args.out!r} (no such folder, not writable, or a folder)")
 
     plan = []
     for name in (list(SUITES) if args.suite == "all" else [args.suite] if args.suite in SUITES
@@ -582,8 +586,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "apportion bench",
     text = "\n\n".join([head, method, *chunks]) + "\n"
     sys.stdout.write(text)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+        try:
+            with open(args.out, "w") as fh:
+                fh.write(text)
+        except OSError as exc:
+            parser.error(f"--out: cannot write {args.out!r} ({exc.strerror})")
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
