@@ -423,3 +423,16 @@ def test_bad_inputs_are_named():
     pd = pytest.importorskip("pandas")
     with pytest.raises(ValueError, match="column.*'consequence'.*not numbers"):
         route(pd.DataFrame({"consequence": ["x"], "difficulty": [0.5]}), tiers, 5.0)
+
+
+def test_workload_arguments_are_named():
+    # Found by a fuzzing helper: only n and k were checked; batch=0 gave an empty batch,
+    # routing past 1024 tiers infinite costs, R=-5 an instance, the rest numpy's messages.
+    from apportion import workloads
+    for kind, kwargs, name in (("strongly", dict(batch=0), "batch"), ("strongly", dict(batch=-1), "batch"),
+                               ("strongly", dict(seed=-1), "seed"), ("strongly", dict(seed=1.5), "seed"),
+                               ("strongly", dict(R=0), "R"), ("strongly", dict(R=-5), "R"),
+                               ("strongly", dict(R=2**63), "R"), ("routing", dict(k=1100), "k"),
+                               ("nope", {}, "kind")):
+        with pytest.raises(ValueError, match=f"^{name}: "):
+            workloads.instance(kind, 3, kwargs.pop("k", 2), **kwargs)

@@ -85,8 +85,20 @@ def instance(kind: str, n: int, k: int, *, batch: Optional[int] = None, R: int =
     Returns (values, costs, budget): values and costs (N,K) or (B,N,K) float64, budget a
     0-d array or (B,). The same (kind, n, k, batch, R, seed) always gives the same data.
     """
-    if n < 1 or k < 1:
-        raise ValueError(f"n and k must be positive, got n={n}, k={k}")
+    def integer(x: Any, name: str, least: int, most: Optional[int] = None) -> int:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < least or (most is not None and x > most):
+            span = f">= {least}" if most is None else f"in [{least}, {most}]"
+            raise ValueError(f"{name}: expected an integer {span}, got {x!r:.40}")
+        return int(x)
+
+    if kind not in CLASSES:
+        raise ValueError(f"kind: expected one of {CLASSES}, got {kind!r:.40}")
+    n, seed = integer(n, "n", 1), integer(seed, "seed", 0)
+    # (routing's tier k costs 2^k: past 1024 tiers a cost is inf)
+    k = integer(k, "k", 1, 1024 if kind == "routing" else None)
+    R = integer(R, "R", 1, 2**62)
+    if batch is not None:
+        batch = integer(batch, "batch", 1)
     rng = np.random.default_rng(seed)
     shape = (n, k) if batch is None else (batch, n, k)
     if kind == "routing":
