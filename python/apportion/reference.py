@@ -169,9 +169,10 @@ def _cpsat_costs(w: _F64, C: float, cs: float) -> Tuple[npt.NDArray[np.int64], O
     to 3.) The budget is None where infinite."""
     product = w * cs
     iw = np.ceil(product)
-    for i, j in zip(*np.nonzero(iw == product)):  # the float product is whole: is the exact one?
-        if Fraction(float(w[i, j])) * Fraction(cs) > int(iw[i, j]):
-            iw[i, j] += 1
+    if cs != 1.0:  # (at scale 1 the products are exact)
+        for i, j in zip(*np.nonzero(iw == product)):  # the float product is whole: is the exact one?
+            if Fraction(float(w[i, j])) * Fraction(cs) > int(iw[i, j]):
+                iw[i, j] += 1
     if not math.isfinite(C):
         return iw.astype(np.int64), None
     ib = math.floor(C * cs)
