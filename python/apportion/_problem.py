@@ -215,6 +215,8 @@ def exact_in_float64(arr: np.ndarray, name: str) -> None:
             raise ValueError(f"{name}: {arr[bad].flat[0]!r} has no exact float64 (the solvers compute in "
                              "float64): pass float64 numbers you accept, or rescale")
         return
+    if -(2**53) <= int(arr.min()) and int(arr.max()) <= 2**53:  # (the usual case: two reductions)
+        return
     big = arr[(arr > 2**53) | (arr < -(2**53))] if arr.dtype.kind == "i" else arr[arr > 2**53]
     for x in big.ravel().tolist():
         if int(float(x)) != x:

@@ -479,8 +479,9 @@ def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any,
     resource_axis = b_arr.ndim == (2 if batched else 1)
     if not resource_axis:
         c = _to_numpy(costs, "costs") if not _is_torch_tensor(costs) else None
-        K = (values.shape if _is_torch_tensor(values) else np.shape(values))[-1]
-        if c is not None and c.ndim >= 2 and c.shape[-1] != K and c.shape[-2] in (1, K):
+        shape = tuple(values.shape if _is_torch_tensor(values) else np.shape(values))
+        K = shape[-1] if shape else None
+        if c is not None and K is not None and c.ndim >= 2 and c.shape[-1] != K and c.shape[-2] in (1, K):
             R = c.shape[-1]
             want = f"(B,{R}) or (1,{R})" if batched else f"({R},)"
             raise ValueError(f"budget: costs {c.shape} have a trailing resource axis of {R}: expected a "
