@@ -21,7 +21,10 @@ namespace bindings {
 class NativeCall {
  public:
   NativeCall() : thread_state_(PyEval_SaveThread()) {}
-  ~NativeCall() { PyEval_RestoreThread(thread_state_); }
+  // noexcept(false): a daemon thread that asks for the GIL back while the interpreter exits is
+  // ended by pthread_exit, whose forced unwind starts here; through a noexcept destructor it
+  // called std::terminate and aborted the whole process (pybind11 lets it pass on).
+  ~NativeCall() noexcept(false) { PyEval_RestoreThread(thread_state_); }
   NativeCall(const NativeCall&) = delete;
   NativeCall& operator=(const NativeCall&) = delete;
 

@@ -6,7 +6,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <pthread.h>
+
+#include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -57,6 +62,12 @@ DmdConfig make_config(const DArray& budget, std::int64_t horizon, int mirror, do
   return cfg;
 }
 
+// How many fork()s made this process, counted in the child (its own and its parents'): an
+// allocator's lock taken before the count changed belongs to a thread the child does not have.
+std::atomic<std::uint64_t> g_fork_generation{0};
+std::mutex g_adopt_mutex;  // one allocator adopted at a time (OnlineCore::lock)
+const bool g_fork_counted = pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1); }) == 0;
+
 // One allocator: configuration, state, and a lock so that calls from several Python threads
 // (the GIL is released while deciding) do not interleave.
 class OnlineCore {
@@ -85,7 +96,7 @@ class OnlineCore {
     const double* v = values.data();
     const double* w = costs.data();
     NativeCall native;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     return dmd_decide_many(cfg_, st_, v, w, stride, static_cast<const std::uint8_t*>(nullptr), m, k, out);
   }
 
@@ -105,40 +116,40 @@ class OnlineCore {
   }
 
   DArray prices() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     return from_vector(st_.mu);
   }
   DArray spent() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     std::vector<double> s(cfg_.r);
     for (std::int64_t q = 0; q < cfg_.r; ++q) s[q] = st_.spent_sum[q] + st_.spent_carry[q];
     return from_vector(s);
   }
   DArray remaining() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     std::vector<double> s(cfg_.r);
     dmd_remaining(cfg_.budget.data(), st_.spent_sum.data(), st_.spent_carry.data(), cfg_.r, s.data());
     return from_vector(s);
   }
   std::int64_t steps() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     return st_.steps;
   }
   void reset() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     st_.reset(cfg_);
   }
 
   // (normalised prices m, spent sums, spent carries, steps, cost floor): exact doubles, so that
   // a restored allocator continues bit for bit.
   py::tuple get_state() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     return py::make_tuple(from_vector(st_.m), from_vector(st_.spent_sum), from_vector(st_.spent_carry),
                           st_.steps, from_vector(st_.floor));
   }
   void set_state(const DArray& m, const DArray& spent_sum, const DArray& spent_carry, std::int64_t steps,
                  const DArray& floor) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = lock();
     DmdState s;
     s.m = to_vector(m, "state.m");
     s.spent_sum = to_vector(spent_sum, "state.spent_sum");
@@ -148,6 +159,11 @@ class OnlineCore {
     require(s.m.size() == r && s.spent_sum.size() == r && s.spent_carry.size() == r && s.floor.size() == r,
             "state: expected one entry per resource");
     for (double f : s.floor) require(f >= 0.0, "state: the cost floor must be >= 0 (inf: unknown)");
+    for (std::size_t q = 0; q < r; ++q) {  // (a spent total of -1000 let it spend past the budget)
+      require(std::isfinite(s.spent_sum[q]) && std::isfinite(s.spent_carry[q]) &&
+                  s.spent_sum[q] + s.spent_carry[q] >= 0.0,
+              "state: the spent totals must be finite and >= 0");
+    }
     require(steps >= 0, "state: steps must be >= 0");
     s.steps = steps;
     s.mu.assign(r, 0.0);
@@ -159,9 +175,39 @@ class OnlineCore {
   }
 
  private:
+  // The allocator's lock. In a child of fork(), a lock that a thread of the parent held at the
+  // fork stays held: no thread of the child releases it, and every call here hung. The child
+  // takes a fresh mutex (the held one is left, never destroyed locked); where it was held, that
+  // thread may have been writing the state, which is then refused rather than read.
+  std::unique_lock<std::mutex> lock() {
+    const std::uint64_t now = g_fork_generation.load(std::memory_order_acquire);
+    if (now != generation_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> adopting(g_adopt_mutex);
+      if (now != generation_.load(std::memory_order_relaxed)) {
+        if (mutex_->try_lock()) {
+          mutex_->unlock();
+        } else {
+          (void)mutex_.release();
+          mutex_ = std::make_unique<std::mutex>();
+          torn_ = true;
+        }
+        generation_.store(now, std::memory_order_release);
+      }
+    }
+    std::unique_lock<std::mutex> held(*mutex_);
+    if (torn_) {
+      throw std::runtime_error("OnlineAllocator: this process was forked while another thread was inside "
+                               "this allocator, whose state here may be half written; copy or pickle it "
+                               "before forking, or build a new one");
+    }
+    return held;
+  }
+
   DmdConfig cfg_;
   DmdState st_;
-  std::mutex mutex_;
+  std::unique_ptr<std::mutex> mutex_ = std::make_unique<std::mutex>();
+  std::atomic<std::uint64_t> generation_{g_fork_generation.load()};
+  bool torn_ = false;
 };
 
 

@@ -107,3 +107,81 @@ def test_solve_in_forked_child(case):
         proc.communicate()
         pytest.fail(f"{case}: no answer within {HANG_TIMEOUT_S} s (the forked child hangs)")
     assert proc.returncode == 0, f"{case}: exit code {proc.returncode}\n{out}\n{err}"
+
+
+def _run(code, what):
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=HANG_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{what}: no answer within {HANG_TIMEOUT_S} s")
+    return proc.returncode, out, err
+
+
+def test_daemon_threads_inside_native_calls_at_exit_do_not_abort_the_process():
+    # Found by a fuzzing helper: Python ends a daemon thread that asks for the GIL back while the
+    # interpreter exits by pthread_exit, whose forced unwind passed through NativeCall's noexcept
+    # destructor: std::terminate, SIGABRT, in 10 runs of 10 (exit status 134).
+    rc, out, err = _run("""
+        import threading, time
+        import numpy as np, apportion
+        v = np.random.default_rng(0).random((10, 4)); c = np.arange(4.0)
+        big = np.random.default_rng(1).random((20000, 8))
+        alloc = apportion.OnlineAllocator(1e12, 10**12)
+        calls = [lambda: apportion.solve(v, c, 15.0, method="lagrangian"),
+                 lambda: apportion.solve(v, c, 15.0, method="exact"),
+                 lambda: apportion.simulate_online(v[None], c, 15.0, threads=1),
+                 lambda: alloc.decide(big, np.arange(8.0))]
+        def loop(call):
+            while True:
+                call()
+        for call in calls:
+            threading.Thread(target=loop, args=(call,), daemon=True).start()
+        time.sleep(0.3)
+        print("exiting", flush=True)
+    """, "daemon threads at exit")
+    assert rc == 0 and "exiting" in out, f"exit status {rc}\n{err[-2000:]}"
+
+
+def test_allocator_in_a_child_forked_while_another_thread_decides_refuses_rather_than_hangs():
+    # Found by a fuzzing helper: decide() holds the allocator's lock with the GIL released, and a
+    # child forked meanwhile kept that lock held forever: .prices hung in 10 children of 10.
+    # Now such a child gets a RuntimeError; a child forked while no thread decides goes on.
+    rc, out, err = _run("""
+        import os, signal, threading, time, warnings
+        import numpy as np, apportion
+        warnings.simplefilter("ignore", DeprecationWarning)
+        alloc = apportion.OnlineAllocator(1e12, 10**12)
+        vals, costs = np.random.default_rng(0).random((200000, 8)), np.arange(8.0)
+        def child():
+            signal.alarm(20)
+            try:
+                alloc.prices
+                alloc.decide(vals[:3], costs)
+                os._exit(0)
+            except RuntimeError as exc:
+                os._exit(5 if "forked while another thread was inside" in str(exc) else 6)
+        pid = os.fork()  # no other thread yet: the child's allocator works
+        if pid == 0:
+            child()
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        stop = False
+        def feeder():
+            while not stop:
+                alloc.decide(vals, costs)
+        t = threading.Thread(target=feeder); t.start()
+        codes = []
+        for _ in range(6):
+            time.sleep(0.02)
+            pid = os.fork()
+            if pid == 0:
+                child()
+            codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        stop = True; t.join()
+        assert set(codes) <= {0, 5} and 5 in codes, codes
+        print("ok", codes, flush=True)
+    """, "fork while deciding")
+    assert rc == 0 and "ok" in out, f"exit status {rc}\n{out}\n{err[-2000:]}"

@@ -396,6 +396,18 @@ def test_no_skip_reserve_tight_budget_and_past_the_horizon():
     assert restored.decide([0.0, 5.0], [1.0, 4.0]) == alloc.decide([0.0, 5.0], [1.0, 4.0])
 
 
+@pytest.mark.parametrize("field, bad", [("spent_sum", -1000.0), ("spent_sum", np.inf), ("spent_carry", np.nan),
+                                        ("spent_carry", np.inf)])
+def test_restored_state_refuses_spent_totals_that_are_not_finite_and_nonnegative(field, bad):
+    # Found by a fuzzing helper: a spent total of -1000 was restored and let the allocator spend
+    # 100 of a budget of 10; NaN and inf carries were restored too.
+    state = OnlineAllocator(10.0, 100).__getstate__()
+    state[field] = np.array([bad])
+    restored = OnlineAllocator.__new__(OnlineAllocator)
+    with pytest.raises(ValueError, match="state: the spent totals must be finite and >= 0"):
+        restored.__setstate__(state)
+
+
 def test_skips_follow_the_hindsight_optimum():
     """With skipping allowed no reserve is kept (the null action costs nothing). The skips on
     the stream above, the first within the first hundred requests, are the price at work: the
