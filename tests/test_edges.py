@@ -625,3 +625,20 @@ def test_exact_refuses_a_step_whose_slope_overflows():
     mask = np.array([[False, False, True, True], [True, False, False, True], [True, True, True, True]])
     with pytest.raises(ValueError, match="^costs: the value per unit cost"):
         apportion.solve(-values, costs, 12.0, method="exact", mask=mask, sense="min")
+
+
+@pytest.mark.parametrize("resolution", [1.0, 0.5, 0.1])
+def test_exact_spend_with_a_budget_off_the_grid_is_infeasible(resolution):
+    # Found by a fuzzing helper: at a grid of 1.0 a budget of 5.5 was solved as 5 and an
+    # allocation costing 5 returned "optimal"; without cost_resolution (integer costs) it is
+    # "infeasible", as no allocation costs 5.5. A budget on the grid up to rounding (0.1 x 57 is
+    # 5.7 to within an ulp) is spent as before.
+    values, costs = np.arange(12.0).reshape(4, 3), np.array([0.0, 1.0, 3.0])
+    off = apportion.solve(values, costs, 5.5 if resolution != 0.5 else 5.25, method="dp", exact_spend=True,
+                          cost_resolution=resolution)
+    assert off.status == "infeasible"
+    on = apportion.solve(values, costs, 5.0, method="dp", exact_spend=True, cost_resolution=resolution)
+    assert on.status == "optimal" and on.cost == 5.0
+    assert apportion.solve(values, costs, 5.0, method="dp", exact_spend=True).value == on.value
+    near = apportion.solve(values, costs * 0.1, 0.1 * 5, method="dp", exact_spend=True, cost_resolution=0.1)
+    assert near.status == "optimal"

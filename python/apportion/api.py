@@ -15,7 +15,7 @@ from . import _core, _device
 from ._problem import (MAX_THREADS, Problem, Solution, check_threads, cost_resolution_value, fast_budget,
                        grid_costs, grid_down, logger, make_problem, make_solution, one_solution,
                        value_sign)
-from ._problem import FloatArray, IntArray, Method, Sense, _to_numpy, mirror_values
+from ._problem import FloatArray, IntArray, Method, Sense, _on_grid, _to_numpy, mirror_values
 
 METHODS = ("auto", "lagrangian", "exact", "dp", "mirror")
 
@@ -143,11 +143,16 @@ def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.nda
     is the first run's out, whose bounds still hold where a row was run lower (the lower cell
     leaves out allocations of the first that may fit their real budget)."""
     first = None
+    # With exact_spend, a real budget that is no whole number of grid units (up to rounding) is
+    # one that no quantised allocation spends: at a grid of 1.0, a budget of 5.5 was solved as
+    # 5 and an allocation costing 5 returned "optimal".
+    off_grid = (np.isfinite(real_budgets) & ~_on_grid(grid_budgets, real_budgets, resolution, np)
+                if exact_spend else False)
     for _attempt in range(3):
         out, chosen, held = run(grid_budgets)
         first = out if first is None else first
         cost = _rounded_totals(chosen)
-        over = held & (cost > real_budgets)
+        over = held & ((cost > real_budgets) | off_grid)
         if exact_spend or not over.any():
             if over.any():
                 logger.info("dp: %d quantised answer(s) over the real budget by rounding, "
