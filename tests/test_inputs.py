@@ -393,3 +393,8 @@ def test_mirror_budget_without_a_resource_axis_is_named():
             apportion.solve(values, costs, budget, method="mirror")
     with pytest.raises(ValueError, match=r"budget: .*shape \(B,2\) or \(1,2\), got \(2,\)"):
         apportion.solve(np.ones((4, 2, 3)), costs, np.ones(2), method="mirror")
+    # One-resource costs that broadcast, (N, 1) with N = K among them, are solved as by exact.
+    values = np.arange(9.0).reshape(3, 3)
+    for costs in (np.array([[1.0], [2.0], [0.5]]), np.ones((1, 1))):
+        mirror, exact = (apportion.solve(values, costs, 4.0, method=m) for m in ("mirror", "exact"))
+        assert mirror.status == exact.status == "optimal" and mirror.value == exact.value

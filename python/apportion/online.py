@@ -478,15 +478,20 @@ def _mirror_inputs(values: Any, costs: Any, budget: Any, mask: Any,
     batched = v_ndim == 3
     resource_axis = b_arr.ndim == (2 if batched else 1)
     if not resource_axis:
-        c = _to_numpy(costs, "costs") if not _is_torch_tensor(costs) else None
-        shape = tuple(values.shape if _is_torch_tensor(values) else np.shape(values))
-        K = shape[-1] if shape else None
-        if c is not None and K is not None and c.ndim >= 2 and c.shape[-1] != K and c.shape[-2] in (1, K):
-            R = c.shape[-1]
-            want = f"(B,{R}) or (1,{R})" if batched else f"({R},)"
-            raise ValueError(f"budget: costs {c.shape} have a trailing resource axis of {R}: expected a "
-                             f"budget per resource, shape {want}, got {b_arr.shape}")
-        problem = make_problem(values, costs, budget, mask, sense)
+        try:
+            problem = make_problem(values, costs, budget, mask, sense)
+        except ValueError:
+            # Costs that are no one-resource costs but look like (..., K, R): name the budget,
+            # which lacks the resource axis (the error named costs). Only after make_problem
+            # refused them: (N, 1) costs with N = K are per-item costs.
+            c = _to_numpy(costs, "costs")
+            shape = tuple(values.shape if _is_torch_tensor(values) else np.shape(values))
+            if shape and c.ndim >= 2 and c.shape[-1] != shape[-1] and c.shape[-2] in (1, shape[-1]):
+                R = c.shape[-1]
+                want = f"(B,{R}) or (1,{R})" if batched else f"({R},)"
+                raise ValueError(f"budget: costs {c.shape} have a trailing resource axis of {R}: expected a "
+                                 f"budget per resource, shape {want}, got {b_arr.shape}") from None
+            raise
         c = problem.costs[..., None]
         return problem, c, problem.budget[:, None].copy(), False
     if b_arr.ndim > (2 if batched else 1):
