@@ -398,3 +398,24 @@ def test_mirror_budget_without_a_resource_axis_is_named():
     for costs in (np.array([[1.0], [2.0], [0.5]]), np.ones((1, 1))):
         mirror, exact = (apportion.solve(values, costs, 4.0, method=m) for m in ("mirror", "exact"))
         assert mirror.status == exact.status == "optimal" and mirror.value == exact.value
+
+
+def test_torch_forms_numpy_lacks_and_masked_arrays():
+    # Found by a fuzzing helper: bfloat16 and float8 tensors, a view with torch's negative bit
+    # set, and sparse tensors failed with torch's own errors (naming no argument); a numpy masked
+    # array lost its mask, and its hidden entries were chosen.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    values, costs = rng.random((6, 3)), np.array([0.0, 1.0, 2.0])
+    half = torch.from_numpy(values).to(torch.bfloat16)
+    got = apportion.solve(half, costs, 5.0).choice
+    assert torch.equal(got, apportion.solve(half.float(), costs, 5.0).choice)
+    negated = torch.complex(torch.zeros(6, 3, dtype=torch.float64), -torch.from_numpy(values)).conj().imag
+    assert negated.is_neg()
+    assert np.array_equal(np.asarray(apportion.solve(negated, costs, 5.0).choice),
+                          np.asarray(apportion.solve(values, costs, 5.0).choice))
+    with pytest.raises(TypeError, match="values: a torch.sparse_coo tensor; pass a dense one"):
+        apportion.solve(torch.from_numpy(values).to_sparse(), costs, 5.0)
+    hidden = np.ma.masked_array([[0.0, 100.0], [0.0, 1.0]], mask=[[False, True], [False, False]])
+    with pytest.raises(TypeError, match="values: a numpy masked array"):
+        apportion.solve(hidden, [0.0, 1.0], 1.0)

@@ -135,9 +135,18 @@ def _is_torch_tensor(x: Any) -> bool:
 def _to_numpy(x: Any, name: str, allow_bool: bool = False) -> np.ndarray:
     if _is_torch_tensor(x):
         x = x.detach()
+        if x.layout != sys.modules["torch"].strided:
+            raise TypeError(f"{name}: a {x.layout} tensor; pass a dense one (x.to_dense())")
         if x.device.type != "cpu":
             x = x.cpu()
-        x = x.numpy()
+        if x.is_complex():
+            raise TypeError(f"{name}: expected a real numeric array, got dtype {x.dtype}")
+        if x.is_floating_point() and x.element_size() < 4 and x.dtype != sys.modules["torch"].float16:
+            x = x.float()  # bfloat16 and the float8 types, which numpy lacks: exact in float32
+        x = x.resolve_neg().resolve_conj().numpy()  # (a view with torch's negative bit set)
+    elif isinstance(x, np.ma.MaskedArray):  # np.asarray would drop its mask, and its hidden entries count
+        raise TypeError(f"{name}: a numpy masked array; pass its data and the allowed options as mask= "
+                        "(solve's mask is True where an option is allowed: ~x.mask)")
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:  # ragged lists and the like
