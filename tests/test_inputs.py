@@ -419,3 +419,16 @@ def test_torch_forms_numpy_lacks_and_masked_arrays():
     hidden = np.ma.masked_array([[0.0, 100.0], [0.0, 1.0]], mask=[[False, True], [False, False]])
     with pytest.raises(TypeError, match="values: a numpy masked array"):
         apportion.solve(hidden, [0.0, 1.0], 1.0)
+
+
+def test_auto_runs_exact_where_an_option_only_exact_takes_is_given(monkeypatch):
+    # Found by a fuzzing helper: "auto" took time_limit, max_states and max_memory below 2^22
+    # options and refused them above, naming method='lagrangian', which the caller never passed.
+    from apportion import api
+    monkeypatch.setattr(api, "AUTO_EXACT_MAX_OPTIONS", 16)  # (the size rule, without 2^22 options)
+    values, costs = np.random.default_rng(0).random((40, 4)), np.array([0.0, 1.0, 2.0, 3.0])
+    assert apportion.solve(values, costs, 30.0).method == "lagrangian"
+    for option in (dict(time_limit=5.0), dict(max_states=10**6), dict(max_memory=2**30)):
+        for batch in (False, True):
+            sol = apportion.solve(values[None] if batch else values, costs, [30.0] if batch else 30.0, **option)
+            assert sol.method == "exact", option

@@ -234,9 +234,11 @@ def _exact_limits(time_limit: Optional[float], max_states: Optional[int], max_me
     return tl, ms, int(min(limit, _MAX_STATES_CAP))  # inf: no limit that can bind
 
 
-def _auto_method(options: int) -> Method:
-    """What method="auto" runs, without exact_spend or cost_resolution, for B*N*K options."""
-    return "exact" if options <= AUTO_EXACT_MAX_OPTIONS else "lagrangian"
+def _auto_method(options: int, exact_asked: bool = False) -> Method:
+    """What method="auto" runs, without exact_spend or cost_resolution, for B*N*K options:
+    "exact" too wherever an option only it takes is given (time_limit, max_states, max_memory),
+    so that whether a call is accepted does not depend on its size."""
+    return "exact" if exact_asked or options <= AUTO_EXACT_MAX_OPTIONS else "lagrangian"
 
 
 def _check_exact_only(method: str, time_limit: Optional[float], max_states: Optional[int]) -> None:
@@ -301,9 +303,10 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
                 bound; see `apportion.online.mirror_solve`. With several resources it may
                 report status "unknown" (no feasible allocation found, infeasibility not
                 proven).
-            "auto" (default): "dp" when exact_spend or cost_resolution is given; otherwise
-                "exact" for batches of up to AUTO_EXACT_MAX_OPTIONS options (B*N*K) and
-                "lagrangian" beyond. The method used is reported in Solution.method.
+            "auto" (default): "dp" when exact_spend or cost_resolution is given; "exact"
+                when time_limit, max_states or max_memory is; otherwise "exact" for batches of
+                up to AUTO_EXACT_MAX_OPTIONS options (B*N*K) and "lagrangian" beyond. The
+                method used is reported in Solution.method.
         mask: bool, broadcastable to values; True = option allowed. Every item needs one.
         sense: "max" to maximise values, "min" to minimise them as losses.
         threads: native threads to use (None = all cores; at most MAX_THREADS, 65536).
@@ -365,7 +368,7 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
             # with less work per call (no Problem, scalars instead of arrays). Inline, not a
             # function: this is the microsecond path.
             if method == "auto":
-                method = _auto_method(values.size)
+                method = _auto_method(values.size, time_limit is not None or max_states is not None)
             if time_limit is not None or max_states is not None:  # (the common call: neither)
                 _check_exact_only(method, time_limit, max_states)
             sign = value_sign(sense)
@@ -403,7 +406,8 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
     problem = make_problem(values, costs, budget, mask, sense)
     if method == "auto":
         dp_asked = exact_spend or cost_resolution is not None
-        method = "dp" if dp_asked else _auto_method(problem.values.size)
+        method = "dp" if dp_asked else _auto_method(
+            problem.values.size, time_limit is not None or max_states is not None or max_memory is not None)
     _check_dp_only(method, exact_spend, cost_resolution, max_memory)
     _check_exact_only(method, time_limit, max_states)
 

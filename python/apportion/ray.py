@@ -129,7 +129,12 @@ def _resolved_method(method: Method, options: int, solve_kwargs: dict[str, Any])
         return "dp"
     if solve_kwargs.get("device") not in (None, "cpu"):
         return method  # the device decides (see apportion.solve)
-    return api._auto_method(options)
+    return api._auto_method(options, _exact_asked(solve_kwargs))
+
+
+def _exact_asked(solve_kwargs: dict[str, Any]) -> bool:
+    """Whether an option only method "exact" takes is given (then "auto" runs "exact")."""
+    return any(solve_kwargs.get(key) is not None for key in ("time_limit", "max_states", "max_memory"))
 
 
 def _check_shards(shards: Any, B: int) -> int:
@@ -257,7 +262,7 @@ def _solve_refs(refs: list[ray.ObjectRef[Any]], costs: Any, budget: Any, mask: A
         shapes = ray.get([ray.remote(_batch_shape).options(num_cpus=0).remote(r) for r in refs])
         if any(len(s) != 3 for s in shapes):
             raise ValueError(f"values: each ref must hold a (B,N,K) batch, got shapes {shapes}")
-        method = api._auto_method(sum(int(np.prod(s)) for s in shapes))
+        method = api._auto_method(sum(int(np.prod(s)) for s in shapes), _exact_asked(kwargs))
     kwargs["method"] = method
     task = ray.remote(_solve_batch).options(**options)
     out = [task.remote(v, c, b, m, kwargs) for v, c, b, m in zip(refs, costs_j, budget_j, mask_j)]
