@@ -432,3 +432,14 @@ def test_auto_runs_exact_where_an_option_only_exact_takes_is_given(monkeypatch):
         for batch in (False, True):
             sol = apportion.solve(values[None] if batch else values, costs, [30.0] if batch else 30.0, **option)
             assert sol.method == "exact", option
+
+
+@pytest.mark.parametrize("method, option", [("lagrangian", "cost_resolution"), ("exact", "cost_resolution"),
+                                            ("mirror", "time_limit"), ("mirror", "max_states"),
+                                            ("mirror", "max_memory"), ("mirror", "cost_resolution")])
+def test_an_option_a_method_does_not_take_is_refused_at_zero_too(method, option):
+    # Found by a fuzzing helper: the checks skipped values "in (None, False)", and 0 == False.
+    values, costs = np.ones((3, 2)), np.array([0.0, 1.0])
+    for zero in (0, 0.0):
+        with pytest.raises(ValueError, match=f"^{option}: "):
+            apportion.solve(values, costs, 2.0, method=method, **{option: zero})

@@ -251,7 +251,7 @@ def _check_dp_only(method: str, exact_spend: bool, cost_resolution: Optional[flo
                    max_memory: Optional[float]) -> None:
     if method != "dp":
         for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution)):
-            if given not in (None, False):
+            if given is not None and given is not False:  # (0 == False: "not in" let 0 pass)
                 raise ValueError(f"{name}: only method='dp' takes it (method={method!r})")
     if max_memory is not None and method not in ("dp", "exact"):
         raise ValueError(f"max_memory: only methods 'dp' and 'exact' take it (method={method!r})")
@@ -399,7 +399,7 @@ def solve(values: Any, costs: Any, budget: Any, *, method: Method = "auto", mask
         for name, given in (("exact_spend", exact_spend), ("cost_resolution", cost_resolution),
                             ("max_memory", max_memory), ("time_limit", time_limit),
                             ("max_states", max_states)):
-            if given not in (None, False):
+            if given is not None and given is not False:  # (0 == False: "not in" let 0 pass)
                 raise ValueError(f"{name}: method='mirror' does not take it")
         return mirror_solve(values, costs, budget, mask=mask, sense=sense, threads=nthreads,
                             _started=started)
