@@ -725,7 +725,7 @@ void solve_mirror(const T* values, const T* costs, std::int64_t cb, std::int64_t
   const std::int64_t nb = cb == 0 ? 1 : b, ni = ci == 0 ? 1 : n;
   for (std::int64_t a = 0; a < nb; ++a) {
     for (std::int64_t i = 0; i < ni; ++i) {
-      check_costs(costs + a * cb + i * ci, k * r);
+      check_costs(costs + a * cb + i * ci, k * r, a * cb + i * ci);  // (the flat index in the whole array)
     }
   }
   for (std::int64_t x = 0; x < b * r; ++x) {

@@ -443,3 +443,12 @@ def test_an_option_a_method_does_not_take_is_refused_at_zero_too(method, option)
     for zero in (0, 0.0):
         with pytest.raises(ValueError, match=f"^{option}: "):
             apportion.solve(values, costs, 2.0, method=method, **{option: zero})
+
+
+def test_mirror_names_the_flat_index_of_a_bad_cost_as_the_other_methods():
+    # Found by a fuzzing helper: mirror counted the index within the item's row ("entry 1").
+    values, costs = np.ones((4, 3)), np.ones((4, 3))
+    costs[3, 1] = np.nan
+    for method in ("exact", "mirror"):
+        with pytest.raises(ValueError, match=r"costs: entry 10 \(flat index\)"):
+            apportion.solve(values, costs, 5.0, method=method)
