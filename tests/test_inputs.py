@@ -452,3 +452,17 @@ def test_mirror_names_the_flat_index_of_a_bad_cost_as_the_other_methods():
     for method in ("exact", "mirror"):
         with pytest.raises(ValueError, match=r"costs: entry 10 \(flat index\)"):
             apportion.solve(values, costs, 5.0, method=method)
+
+
+def test_dp_memory_message_reads_at_both_extremes():
+    # Found by a fuzzing helper: sizes in GiB with 2 decimals ("need 0.00 GiB ... over the limit
+    # of 0.00 GiB"), a 300-digit count of GiB for a cost_resolution far too fine, and a
+    # max_memory under 1 byte that exact refuses as such.
+    values, costs = np.array([[0.0, 5, 6], [0, 3, 8]]), np.array([0.0, 1, 3])
+    with pytest.raises(ValueError, match=r"max_memory: the dp tables need \d+ B .* over the limit of 100 B;"):
+        apportion.solve(values, costs, 2.0, method="dp", max_memory=100)
+    with pytest.raises(ValueError, match="max_memory: must be at least 1 byte"):
+        apportion.solve(values, costs, 2.0, method="dp", max_memory=0.5)
+    with pytest.raises(ValueError, match=r"need [0-9.e+]+ TiB .*\(the default: .*\); pass a coarser cost_resolution") as exc:
+        apportion.solve(values, costs * 0.5, 2.0, method="dp", cost_resolution=1e-300)
+    assert len(str(exc.value)) < 400

@@ -84,6 +84,8 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
     """Estimates the DP's table bytes (back-pointers of the instances solved at once) and
     raises a ValueError naming max_memory when they would not fit."""
     limit = default_max_memory() if max_memory is None else _positive(max_memory, "max_memory")
+    if limit < 1:
+        raise ValueError(f"max_memory: must be at least 1 byte, got {max_memory!r:.40}")
     B, N, K = problem.values.shape
     if problem.mask is None:  # per-item extremes of the costs as given: shared tiers stay (K,)
         cheapest, dearest = problem.costs.min(axis=2), problem.costs.max(axis=2)
@@ -105,12 +107,22 @@ def _check_dp_memory(problem: Problem, threads: int, max_memory: Optional[float]
         per_instance = N * grid * per_cell + 16 * grid
         need = float(per_instance.sum() if at_once >= B else np.sort(per_instance)[::-1][:at_once].sum())
     if need > limit:
+        given = "" if max_memory is not None else " (the default: a quarter of this machine's memory)"
         raise ValueError(
-            f"max_memory: the dp tables need {need / 2**30:.2f} GiB (N={N}, up to "
-            f"{int(grid.max())} budget cells per instance, {at_once} at once), over the limit of "
-            f"{limit / 2**30:.2f} GiB; pass a coarser cost_resolution, a larger max_memory, "
-            f"fewer threads, or use method='exact'")
+            f"max_memory: the dp tables need {_bytes_text(need)} (N={N}, up to {float(grid.max()):.4g} "
+            f"budget cells per instance, {at_once} at once), over the limit of {_bytes_text(limit)}{given}; "
+            f"pass a coarser cost_resolution, a larger max_memory, fewer threads, or use method='exact'")
     return int(need)
+
+
+def _bytes_text(count: float) -> str:
+    """A byte count for a message: 4 significant digits in B, KiB, MiB, GiB or TiB ("0.00 GiB"
+    read as nothing, and a 300-digit count of GiB as noise)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.4g} {unit}"
+        count /= 1024
+    return f"{count:.4g} TiB"
 
 
 def _rounded_totals(rows: np.ndarray) -> np.ndarray:
