@@ -459,8 +459,8 @@ def test_dp_memory_message_reads_at_both_extremes():
     # of 0.00 GiB"), a 300-digit count of GiB for a cost_resolution far too fine, and a
     # max_memory under 1 byte that exact refuses as such.
     values, costs = np.array([[0.0, 5, 6], [0, 3, 8]]), np.array([0.0, 1, 3])
-    with pytest.raises(ValueError, match=r"max_memory: the dp tables need \d+ B .* over the limit of 100 B;"):
-        apportion.solve(values, costs, 2.0, method="dp", max_memory=100)
+    with pytest.raises(ValueError, match=r"max_memory: the dp tables need \d+ B .* over the limit of 10 B;"):
+        apportion.solve(values, costs, 2.0, method="dp", max_memory=10)
     with pytest.raises(ValueError, match="max_memory: must be at least 1 byte"):
         apportion.solve(values, costs, 2.0, method="dp", max_memory=0.5)
     with pytest.raises(ValueError, match=r"need [0-9.e+]+ TiB .*\(the default: .*\); pass a coarser cost_resolution") as exc:
