@@ -221,6 +221,50 @@ def test_sharded_solve_errors_name_the_argument(ar):
 
 
 @needs_ray
+def test_sharded_solve_edges_found_by_a_fuzzing_helper(ar):
+    import ray
+
+    # A shard that stopped nothing has no stopped_by: the merged info was a per-shard list.
+    from apportion import workloads
+
+    hard_v, hard_c, hard_b = workloads.instance("strongly", 200, 8, batch=6, seed=1)
+    hard_b = np.where(np.arange(6) < 3, np.inf, hard_b)  # the first shard stops nothing
+    want = apportion.solve(hard_v, hard_c, hard_b, method="exact", max_states=50)
+    got = ar.solve(hard_v, hard_c, hard_b, method="exact", max_states=50, shards=2)
+    assert list(want.info["stopped_by"]) == [None] * 3 + ["max_states"] * 3
+    _same(got, want)
+    assert [got[i].info for i in range(6)] == [want[i].info for i in range(6)]
+    values, costs, budget = _batch(6, N=30, K=4, seed=17)
+    # Shapes are checked on the whole batch (a shard's shapes were quoted, or costs blamed).
+    with pytest.raises(ValueError, match=r"budget: expected a scalar or shape \(6,\), got \(6, 1\)$"):
+        ar.solve(values, costs, budget[:, None], shards=2)
+    with pytest.raises(ValueError, match=r"costs: shape \(5, 30, 4\) does not broadcast against values \(6, 30, 4\)$"):
+        ar.solve(values, costs[:5], budget, shards=2)
+    with pytest.raises(TypeError, match="values: "):
+        ar.solve(None, costs, budget)
+    with pytest.raises(TypeError, match="costs: could not be read"):
+        ar.solve(values, [[1, 2], [3]], budget)
+    # One instance: shards checked; return_refs joins with concatenate; the choice is the caller's.
+    with pytest.raises(ValueError, match="shards"):
+        ar.solve(values[0], costs[0], float(budget[0]), shards=0)
+    one = ar.solve(values[0], costs[0], float(budget[0]))
+    one.choice[0] = 0  # (read-only from the object store before)
+    joined = ar.concatenate(ray.get(ar.solve(values[0], costs[0], float(budget[0]), return_refs=True)))
+    _same(joined[0], apportion.solve(values[0], costs[0], float(budget[0])))
+    with pytest.raises(ValueError, match="solutions: mixed numbers of items N"):
+        ar.concatenate([apportion.solve(values, costs, budget), apportion.solve(values[:, :5], costs[:, :5], budget)])
+    # A per-batch mask with a list of refs, as costs and budget.
+    mask = np.ones(values.shape, bool)
+    mask[:, ::4, 0] = False
+    parts = [(0, 2), (2, 6)]
+    got = ar.solve([ray.put(values[lo:hi]) for lo, hi in parts], [costs[lo:hi] for lo, hi in parts],
+                   [budget[lo:hi] for lo, hi in parts], mask=[ray.put(mask[lo:hi]) for lo, hi in parts])
+    _same(got, apportion.solve(values, costs, budget, mask=mask))
+    # A GPU solve takes no thread count: the tasks no longer get one.
+    assert "threads" not in ar._task_threads({"device": "cuda"}, {"num_cpus": 1})
+
+
+@needs_ray
 def test_worker_killed_mid_batch_loses_no_instance(ar, cluster):
     """A worker dies (os._exit) in the middle of a shard; Ray runs the shard again."""
     import ray
@@ -314,6 +358,9 @@ def test_one_server_without_sync_is_the_single_allocator(ar):
     np.testing.assert_array_equal(run.choice, ref.choice)
     assert run.value == pytest.approx(ref.value, rel=1e-12) and run.regret == pytest.approx(0, abs=1e-9)
     assert run.reference_value == ref.value
+    # One resource as a vector: budget (1,), costs (K, 1) (the servers took a scalar budget).
+    run1 = ar.simulate_online(values, costs[:, None], np.array([400.0]), shards=1, sync_every=None)
+    np.testing.assert_array_equal(run1.choice, ref.choice)
 
 
 @needs_ray

@@ -38,7 +38,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without ray
     raise ImportError(f"apportion.ray needs Ray: pip install \"apportion[ray]\" ({_exc})") from _exc
 
 from . import api
-from ._problem import IntArray, Method, Solution
+from ._problem import IntArray, Method, Solution, _to_numpy
 from .online import SKIP, NoFeasibleOptionError, OnlineAllocator, OnlineRun
 from .online import simulate_online as _simulate_one
 
@@ -69,16 +69,15 @@ def _host_array(x: Any, name: str) -> Any:
     if hasattr(x, "__cuda_array_interface__") or getattr(getattr(x, "device", None), "type", "cpu") == "cuda":
         raise TypeError(f"{name}: apportion.ray takes host arrays (numpy, lists, CPU tensors); pass "
                         "device='cuda' and num_gpus in remote_options to solve the shards on GPUs")
-    if type(x).__module__.startswith("torch"):
-        return x.detach().numpy()
-    return np.asarray(x)
+    # apportion.solve's reading: named errors for ragged lists and the like, here in the caller
+    return _to_numpy(x, name, allow_bool=name == "mask")
 
 
 def _task_threads(solve_kwargs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """solve_kwargs with `threads` defaulting to the CPUs a task holds (so that tasks sharing a
     node do not each start a thread per core)."""
-    if "threads" in solve_kwargs:
-        return solve_kwargs
+    if "threads" in solve_kwargs or solve_kwargs.get("device") not in (None, "cpu"):
+        return solve_kwargs  # (a GPU solve takes no thread count: apportion.solve refuses one)
     cpus = options.get("num_cpus", 1)
     return {**solve_kwargs, "threads": max(1, int(math.floor(cpus))) if cpus else 1}
 
@@ -135,6 +134,23 @@ def _resolved_method(method: Method, options: int, solve_kwargs: dict[str, Any])
 def _exact_asked(solve_kwargs: dict[str, Any]) -> bool:
     """Whether an option only method "exact" takes is given (then "auto" runs "exact")."""
     return any(solve_kwargs.get(key) is not None for key in ("time_limit", "max_states", "max_memory"))
+
+
+def _check_batch_shapes(values: np.ndarray, costs: Any, budget: Any, mask: Any) -> None:
+    """The shapes a batch must have, checked on the whole batch as apportion.solve checks them
+    (in the tasks, the errors quoted a shard's shapes, or named costs for a bad budget)."""
+    B = values.shape[0]
+    b = np.shape(budget)
+    if b not in ((), (B,)):
+        raise ValueError(f"budget: expected a scalar or shape ({B},), got {b}")
+    for name, x in (("costs", costs), ("mask", mask)):
+        if x is None:
+            continue
+        try:
+            if np.broadcast_shapes(np.shape(x), values.shape) != values.shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{name}: shape {np.shape(x)} does not broadcast against values {values.shape}") from None
 
 
 def _check_shards(shards: Any, B: int) -> int:
@@ -194,7 +210,8 @@ def solve(values: Any, costs: Any, budget: Any, *, shards: Optional[int] = None,
             list of refs (one task per batch).
         return_refs: False: a `Solution` (its arrays held by the caller). True: the list of
             `ObjectRef`s of the shards' `Solution`s, in batch order, left in the object store
-            (join them with `concatenate(ray.get(refs))` where they fit).
+            (join them with `concatenate(ray.get(refs))` where they fit; one (N,K) instance is
+            solved as a batch of one for that).
         remote_options: passed to `.options()` of each task: num_cpus (default 1), num_gpus,
             resources, max_retries (default 3), scheduling_strategy, runtime_env...
         **solve_kwargs: method, mask, sense, threads, time_limit, max_states, exact_spend,
@@ -214,13 +231,20 @@ def solve(values: Any, costs: Any, budget: Any, *, shards: Optional[int] = None,
     options = {**_TASK_DEFAULTS, **(remote_options or {})}
     kwargs = _task_threads(solve_kwargs, options)
     method = kwargs.pop("method", "auto")
-    mask = _host_array(kwargs.pop("mask", None), "mask")
+    mask = kwargs.pop("mask", None)
     if isinstance(values, (list, tuple)) and values and all(isinstance(v, ray.ObjectRef) for v in values):
+        # (a mask may be per batch, as costs and budget: a list of refs or arrays)
         return _solve_refs(list(values), costs, budget, mask, method, kwargs, options, return_refs, started)
-    values = _host_array(values, "values")
+    if values is None:
+        raise TypeError("values: expected (B,N,K) or (N,K) numbers, got None")
+    values, mask = _host_array(values, "values"), _host_array(mask, "mask")
     costs, budget = _host_array(costs, "costs"), _host_array(budget, "budget")
     task = ray.remote(_solve_slice).options(**options)
     if values.ndim != 3:  # one instance (or input that apportion.solve will reject, by name)
+        if shards is not None:
+            _check_shards(shards, 1)  # (checked as for a batch, though one task solves it)
+        if return_refs and values.ndim == 2:  # as a batch of one, which concatenate takes
+            values = values[None]
         ref = ray.remote(_solve_batch).options(**options).remote(values, costs, budget, mask,
                                                                  {**kwargs, "method": method})
         return [ref] if return_refs else _get(ref, "the one instance", started)
@@ -229,6 +253,8 @@ def solve(values: Any, costs: Any, budget: Any, *, shards: Optional[int] = None,
         return api.solve(values, costs, budget, method=method, mask=mask, **kwargs)
     count = _check_shards(shards, B)
     kwargs["method"] = _resolved_method(method, values.size, kwargs)
+    if kwargs["method"] != "mirror":
+        _check_batch_shapes(values, costs, budget, mask)
     sliced = _batch_axes(B, values, costs, budget, mask, kwargs["method"])
     put = {name: ray.put(x) if name in sliced or isinstance(x, np.ndarray) and x.size > 1024 else x
            for name, x in (("values", values), ("costs", costs), ("budget", budget), ("mask", mask))}
@@ -276,7 +302,9 @@ def _get(ref: ray.ObjectRef[Solution], where: str, started: float) -> Solution:
         sol = ray.get(ref)
     except ray.exceptions.RayTaskError as err:
         _reraise(err, where)
-    return dataclasses.replace(sol, seconds=time.perf_counter() - started)
+    # The caller's own choice array: the object store's is read-only.
+    choice = np.array(sol.choice) if isinstance(sol.choice, np.ndarray) else sol.choice
+    return dataclasses.replace(sol, choice=choice, seconds=time.perf_counter() - started)
 
 
 def _gather(refs: list[ray.ObjectRef[Solution]], where: list[str], started: float) -> Solution:
@@ -290,14 +318,18 @@ def _gather(refs: list[ray.ObjectRef[Solution]], where: list[str], started: floa
     return dataclasses.replace(sol, seconds=time.perf_counter() - started)
 
 
-def _join_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
-    """The `info` of a concatenated Solution: per-instance arrays concatenated, equal entries
-    kept, "table_bytes" (method dp) the largest of one part, other differing entries listed
-    per part."""
+def _join_info(infos: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
+    """The `info` of a concatenated Solution (parts of `sizes` instances): per-instance arrays
+    concatenated ("stopped_by", absent from a part that stopped nothing, as None for each of
+    its instances), equal entries kept, "table_bytes" (method dp) the largest of one part, other
+    differing entries listed per part."""
     out: dict[str, Any] = {}
     for key in dict.fromkeys(k for info in infos for k in info):
         vals: list[Any] = [info.get(key) for info in infos]  # None where a part lacks the key
-        if key == "table_bytes":
+        if key == "stopped_by":
+            out[key] = np.concatenate([np.full(n, None, dtype=object) if v is None else np.asarray(v, dtype=object)
+                                       for v, n in zip(vals, sizes)])
+        elif key == "table_bytes":
             out[key] = max(v for v in vals if v is not None)
         elif all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in vals):
             out[key] = np.concatenate(vals)
@@ -324,6 +356,9 @@ def concatenate(solutions: Sequence[Solution]) -> Solution:
     first = solutions[0]
     if any(np.ndim(s.choice) != 2 for s in solutions):
         raise ValueError("solutions: expected batched Solutions (choice of shape (B,N))")
+    if any(np.shape(s.choice)[1] != np.shape(first.choice)[1] for s in solutions):
+        raise ValueError("solutions: mixed numbers of items N ("
+                         + ", ".join(str(np.shape(s.choice)[1]) for s in solutions) + ")")
     for s in solutions:
         if (s.method, s.sense) != (first.method, first.sense):
             raise ValueError(f"solutions: mixed methods or senses ({s.method!r}/{s.sense!r} and "
@@ -332,7 +367,8 @@ def concatenate(solutions: Sequence[Solution]) -> Solution:
     for f in ("choice", "value", "cost", "bound", "gap", "status", "shadow_price", "min_budget"):
         fields[f] = np.concatenate([np.asarray(getattr(s, f)) for s in solutions])
     return Solution(**fields, method=first.method, seconds=max(s.seconds for s in solutions),
-                    sense=first.sense, info=_join_info([s.info for s in solutions]))
+                    sense=first.sense, info=_join_info([s.info for s in solutions],
+                                                       [np.shape(s.choice)[0] for s in solutions]))
 
 
 # -- Ray Data ---------------------------------------------------------------------------------
@@ -438,13 +474,15 @@ class _Server:
         self.prices: Any = None
         self.decided = 0
 
-    def assign(self, allotment: np.ndarray, horizon: int, prices: Any) -> None:
-        """Starts an epoch: `allotment` (R,) to spend on the next `horizon` requests."""
+    def assign(self, allotment: np.ndarray, horizon: int, prices: Any, scalar: bool = False) -> None:
+        """Starts an epoch: `allotment` (R,) to spend on the next `horizon` requests, as a
+        scalar budget where the caller's was one (costs (K,)), else (R,) (costs (K,R), R = 1
+        too)."""
         self.prices = prices
         self.decided = 0
         self.alloc = None
         if horizon > 0 and (np.asarray(allotment) > 0).all():
-            budget = float(allotment[0]) if len(allotment) == 1 else np.asarray(allotment)
+            budget = float(allotment[0]) if scalar else np.asarray(allotment)
             self.alloc = OnlineAllocator(budget, horizon, mirror=self.mirror, step_size=self.step,
                                          skip_allowed=self.skip, initial_prices=prices)
 
@@ -715,7 +753,7 @@ def _run_servers(servers: list[_ServerHandle], values: np.ndarray, c: np.ndarray
     while True:
         left = counts - done
         horizon = left.copy()
-        _call_each([(s.assign, (allot[m], int(horizon[m]), prices[m])) for m, s in enumerate(servers)])
+        _call_each([(s.assign, (allot[m], int(horizon[m]), prices[m], scalar)) for m, s in enumerate(servers)])
         committed = [committed_spend[r] + _exact_sum(allot[:, r]) for r in range(R)]
         max_committed = np.maximum(max_committed, [float(x) for x in committed])
         take = left if every is None else np.minimum(left, every)
