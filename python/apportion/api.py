@@ -158,8 +158,9 @@ def within_real_budgets(run: Any, grid_budgets: np.ndarray, real_budgets: np.nda
     # With exact_spend, a real budget that is no whole number of grid units (up to rounding) is
     # one that no quantised allocation spends: at a grid of 1.0, a budget of 5.5 was solved as
     # 5 and an allocation costing 5 returned "optimal".
-    off_grid = (np.isfinite(real_budgets) & ~_on_grid(grid_budgets, real_budgets, resolution, np)
-                if exact_spend else False)
+    with np.errstate(invalid="ignore"):  # (inf budgets: inf - inf, and not finite anyway)
+        off_grid = (np.isfinite(real_budgets) & ~_on_grid(grid_budgets, real_budgets, resolution, np)
+                    if exact_spend else False)
     for _attempt in range(3):
         out, chosen, held = run(grid_budgets)
         first = out if first is None else first
