@@ -4,9 +4,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <chrono>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#ifdef __GLIBCXX__
+#include <cxxabi.h>  // abi::__forced_unwind
+#endif
 
 #include "../cpp/problem.hpp"
 #include "../cpp/thread_pool.hpp"
@@ -21,10 +26,22 @@ namespace bindings {
 class NativeCall {
  public:
   NativeCall() : thread_state_(PyEval_SaveThread()) {}
-  // noexcept(false): a daemon thread that asks for the GIL back while the interpreter exits is
-  // ended by pthread_exit, whose forced unwind starts here; through a noexcept destructor it
-  // called std::terminate and aborted the whole process (pybind11 lets it pass on).
-  ~NativeCall() noexcept(false) { PyEval_RestoreThread(thread_state_); }
+  // A daemon thread that asks for the GIL back while the interpreter exits is ended by
+  // pthread_exit, whose forced unwind starts in PyEval_RestoreThread. Through this noexcept
+  // destructor it called std::terminate and aborted the process; let through, it would destroy
+  // the call's Python handles without the GIL. So the thread waits here for the process to end,
+  // as Python 3.14 itself leaves such threads (a forced unwind may be caught if never left).
+  ~NativeCall() {
+#ifdef __GLIBCXX__
+    try {
+      PyEval_RestoreThread(thread_state_);
+    } catch (abi::__forced_unwind&) {
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+#else
+    PyEval_RestoreThread(thread_state_);
+#endif
+  }
   NativeCall(const NativeCall&) = delete;
   NativeCall& operator=(const NativeCall&) = delete;
 
