@@ -530,7 +530,6 @@ def _upgrade_in_order(tasks: Tasks, w: np.ndarray, budget: float,
         heap = [(-g, i) for i, g in ((i, key(i, 0)) for i in range(N))
                 if g > 0 or not gain_weighted]
         heapq.heapify(heap)
-    taken: List[int] = []
     while heap:
         _, i = heapq.heappop(heap)
         k = int(pos[i])
@@ -539,7 +538,6 @@ def _upgrade_in_order(tasks: Tasks, w: np.ndarray, budget: float,
             continue  # what is left only shrinks and later steps cost more: no more upgrades
         spent += step
         pos[i] = k + 1
-        taken.append(i)
         if k + 2 < K:
             g = key(i, k + 1)
             if g > 0 or not gain_weighted:
