@@ -201,7 +201,11 @@ def budgets_down(raw: np.ndarray) -> np.ndarray:
     """A budget array as float64, each entry rounded down where float64 cannot hold it exactly
     (integers past 2^53, longdouble), as _budget_float rounds a scalar."""
     if raw.dtype.kind in "iu":
-        return np.array([_budget_float(x) for x in raw.ravel()], dtype=np.float64).reshape(raw.shape)
+        f = raw.astype(np.float64)
+        big = (raw > 2**53) | (raw < -(2**53)) if raw.dtype.kind == "i" else raw > 2**53
+        if big.any():  # (rare: the others convert exactly)
+            f[big] = [_budget_float(x) for x in raw[big].tolist()]
+        return f
     if raw.dtype.kind == "f" and raw.dtype.itemsize > 8:
         with np.errstate(over="ignore"):
             f = raw.astype(np.float64)
